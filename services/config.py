@@ -1,0 +1,237 @@
+"""Settings from environment variables and, when present, ``.streamlit/secrets.toml``.
+
+No ``ENKASH_BASE_URL`` means sandbox mode: the dashboard starts its embedded EnKash sandbox and no
+real points move. A base URL with any other live setting missing is an error that names them all.
+Environment variables win over ``secrets.toml``; both use the same names (case-insensitive).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+DEFAULT_ALLOCATE_PATH = "/api/v0/partner/enKashCard/points/allocate"
+
+LIVE_REQUIRED = (
+    "ENKASH_PARTNER_ID",
+    "ENKASH_COMPANY_ID",
+    "ENKASH_CARD_ACCOUNT_ID",
+    "ENKASH_CLIENT_ID",
+    "ENKASH_CLIENT_SECRET",
+    "ENKASH_USERNAME",
+    "ENKASH_PASSWORD",
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work as given; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class EnkashConfig:
+    """Everything the EnKash client needs to talk to one host (live or sandbox)."""
+
+    base_url: str
+    token_url: str
+    allocate_path: str
+    partner_id: str
+    company_id: str
+    card_account_id: str
+    client_id: str
+    client_secret: SecretStr
+    username: str
+    password: SecretStr
+    encrypt: bool = False
+    timeout_seconds: float = 15.0
+    connect_timeout_seconds: float = 5.0
+    connect_retries: int = 2
+
+    def __repr__(self) -> str:  # secrets are SecretStr already; keep the repr short and safe
+        return f"EnkashConfig(base_url={self.base_url!r}, partner_id={self.partner_id!r})"
+
+
+class _SecretsTomlSource(PydanticBaseSettingsSource):
+    """Top-level keys of ``.streamlit/secrets.toml`` (the file Streamlit itself reads)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+            fields = {name.lower() for name in settings_cls.model_fields}
+            self._values = {
+                key.lower(): value
+                for key, value in data.items()
+                if not isinstance(value, dict) and key.lower() in fields
+            }
+
+    def get_field_value(self, field, field_name):
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    enkash_base_url: str | None = None
+    enkash_token_url: str | None = None
+    enkash_allocate_path: str = DEFAULT_ALLOCATE_PATH
+    enkash_partner_id: str | None = None
+    enkash_company_id: str | None = None
+    enkash_card_account_id: str | None = None
+    enkash_client_id: str | None = None
+    enkash_client_secret: SecretStr | None = None
+    enkash_username: str | None = None
+    enkash_password: SecretStr | None = None
+    enkash_encrypt: bool = False
+    enkash_timeout_seconds: float = 15.0
+    database_url: str | None = None
+
+    points_desk_data_dir: Path = PROJECT_ROOT / "data"
+    points_desk_max_points: Decimal = Decimal("1000000")
+
+    @field_validator(
+        "enkash_base_url",
+        "enkash_token_url",
+        "enkash_partner_id",
+        "enkash_company_id",
+        "enkash_card_account_id",
+        "enkash_client_id",
+        "enkash_username",
+        "database_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("enkash_client_secret", "enkash_password", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value:
+            return None
+        return value
+
+    @field_validator("enkash_timeout_seconds")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if not 1 <= value <= 120:
+            raise ValueError("ENKASH_TIMEOUT_SECONDS must be between 1 and 120")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secrets_path = init_settings.init_kwargs.pop("_secrets_file", DEFAULT_SECRETS_PATH)  # type: ignore[attr-defined]
+        return (init_settings, env_settings, _SecretsTomlSource(settings_cls, secrets_path))
+
+    # --- derived ----------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Literal["sandbox", "live"]:
+        return "live" if self.enkash_base_url else "sandbox"
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.mode == "sandbox"
+
+    def missing_live_settings(self) -> list[str]:
+        return [name for name in LIVE_REQUIRED if getattr(self, name.lower()) is None]
+
+    def live_enkash_config(self) -> EnkashConfig:
+        """The live host's configuration; ``ConfigError`` naming every missing setting."""
+        if not self.enkash_base_url:
+            raise ConfigError("ENKASH_BASE_URL is not set: Points Desk runs on its sandbox")
+        missing = self.missing_live_settings()
+        if missing:
+            raise ConfigError(
+                "ENKASH_BASE_URL is set but the live configuration is incomplete; missing: "
+                + ", ".join(missing)
+            )
+        base = self.enkash_base_url.rstrip("/")
+        return EnkashConfig(
+            base_url=base,
+            token_url=self.enkash_token_url or f"{base}/oauth/token",
+            allocate_path=self.enkash_allocate_path,
+            partner_id=self.enkash_partner_id,  # type: ignore[arg-type]
+            company_id=self.enkash_company_id,  # type: ignore[arg-type]
+            card_account_id=self.enkash_card_account_id,  # type: ignore[arg-type]
+            client_id=self.enkash_client_id,  # type: ignore[arg-type]
+            client_secret=self.enkash_client_secret,  # type: ignore[arg-type]
+            username=self.enkash_username,  # type: ignore[arg-type]
+            password=self.enkash_password,  # type: ignore[arg-type]
+            encrypt=self.enkash_encrypt,
+            timeout_seconds=self.enkash_timeout_seconds,
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.points_desk_data_dir)
+
+    @property
+    def ledger_url(self) -> str:
+        """``DATABASE_URL`` when set, else a SQLite file in the data directory."""
+        if self.database_url:
+            url = self.database_url
+            # Accept the common ``postgres://`` / ``postgresql://`` forms; the driver is psycopg 3.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def sandbox_state_path(self) -> Path:
+        """The embedded sandbox keeps its state beside the ledger so the two never disagree."""
+        return self.data_dir / "sandbox.db"
+
+
+def load_settings(secrets_file: Path | None = DEFAULT_SECRETS_PATH, **overrides: Any) -> Settings:
+    """Read settings; ``ConfigError`` with a readable message when a value is invalid."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(_secrets_file=secrets_file, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"Invalid settings: {problems}") from None
+
+
+def sandbox_enkash_config(base_url: str, identity: Any, encrypt: bool = False) -> EnkashConfig:
+    """Client configuration for a sandbox server (its identity carries the demo credentials)."""
+    return EnkashConfig(
+        base_url=base_url,
+        token_url=f"{base_url}/oauth/token",
+        allocate_path=DEFAULT_ALLOCATE_PATH,
+        partner_id=identity.partner_id,
+        company_id=identity.company_id,
+        card_account_id=identity.card_account_id,
+        client_id=identity.client_id,
+        client_secret=SecretStr(identity.client_secret),
+        username=identity.username,
+        password=SecretStr(identity.password),
+        encrypt=encrypt,
+        timeout_seconds=15.0,
+    )

@@ -1,0 +1,195 @@
+"""Validation a program manager meets on every form and CSV row."""
+
+import unicodedata
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from services.models import (
+    Allocation,
+    Employee,
+    Gender,
+    Kind,
+    Title,
+    field_errors,
+    parse_email,
+    parse_first_name,
+    parse_mobile,
+    parse_points,
+)
+
+GOOD_EMPLOYEE = {
+    "email": "ravi@example.com",
+    "mobile": "9600098867",
+    "title": "Mr",
+    "first_name": "Ravi",
+    "gender": "M",
+}
+
+
+# --- amounts ---------------------------------------------------------------------------------
+
+
+@given(st.integers(min_value=1, max_value=100_000_000))
+def test_any_whole_number_of_cents_up_to_the_maximum_round_trips(cents):
+    amount = Decimal(cents) / 100
+    assert parse_points(str(amount)) == amount
+    assert parse_points(amount) == amount
+
+
+@given(st.decimals(min_value=Decimal("0.001"), max_value=Decimal("999999"), places=3))
+def test_a_third_decimal_place_is_refused_unless_it_is_zero(amount):
+    if amount == amount.quantize(Decimal("0.01")):
+        assert parse_points(str(amount)) == amount.quantize(Decimal("0.01"))
+    else:
+        with pytest.raises(ValueError, match="at most 2 decimal places"):
+            parse_points(str(amount))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "Enter the number of points"),
+        ("0", "more than zero"),
+        ("0.00", "more than zero"),
+        ("-5", "more than zero"),
+        ("1e3", "as a number"),
+        ("NaN", "as a number"),
+        ("Infinity", "as a number"),
+        ("12abc", "as a number"),
+        ("1.5.0", "as a number"),
+        ("1000000.01", "At most 1,000,000 points"),
+    ],
+)
+def test_bad_amount_text_gets_a_specific_message(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_points(text)
+
+
+@pytest.mark.parametrize(
+    "value", [1.5, float("nan"), float("inf"), True, None, Decimal("NaN"), Decimal("-Infinity")]
+)
+def test_floats_and_non_numbers_are_refused(value):
+    with pytest.raises(ValueError):
+        parse_points(value)
+
+
+def test_indian_grouping_and_spaces_are_accepted():
+    assert parse_points(" 1,50,000.5 ") == Decimal("150000.50")
+
+
+def test_the_maximum_is_configurable():
+    assert parse_points("5000", Decimal("5000")) == Decimal("5000.00")
+    with pytest.raises(ValueError, match="At most 4,999"):
+        parse_points("5000", Decimal("4999"))
+
+
+# --- mobiles -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["+91 96000 98867", "096000 98867", "9600098867", "+91-9600098867", "91 9600098867"]
+)
+def test_the_common_ways_of_writing_an_indian_mobile_become_ten_digits(text):
+    assert parse_mobile(text) == "9600098867"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "12345", "1234567890", "5600098867", "+1 650 253 0000", "96000988671", "abcdefghij"],
+)
+def test_what_is_not_an_indian_mobile_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_mobile(text)
+
+
+@given(st.integers(min_value=6_000_000_000, max_value=9_999_999_999))
+def test_every_accepted_mobile_is_ten_digits_starting_6_to_9(number):
+    try:
+        parsed = parse_mobile(str(number))
+    except ValueError:
+        return  # some ranges are unallocated; refusing them is right
+    assert len(parsed) == 10 and parsed.isdigit() and parsed[0] in "6789"
+    assert parse_mobile(f"+91 {parsed}") == parsed
+
+
+# --- email, names, choices ---------------------------------------------------------------------
+
+
+def test_email_is_trimmed_and_lower_cased():
+    assert parse_email("  Ravi.Kumar@Example.COM ") == "ravi.kumar@example.com"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "ravi", "ravi@", "@example.com", "ravi@@example.com", "ravi kumar@example.com"]
+)
+def test_bad_emails_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_email(text)
+
+
+def test_names_are_trimmed_and_inner_spaces_collapsed():
+    assert parse_first_name("  Anna   Maria ") == "Anna Maria"
+    assert parse_first_name("D'Souza") == "D'Souza"
+    assert parse_first_name("Lakshmī") == "Lakshmī"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "R2D2", "<script>", "=cmd|' /C calc'!A0", "x" * 51])
+def test_bad_names_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_first_name(text)
+
+
+@given(st.text(alphabet=st.characters(categories=["Lu", "Ll"]), min_size=1, max_size=50))
+def test_any_letters_only_name_is_accepted_in_its_composed_form(name):
+    assert parse_first_name(name) == unicodedata.normalize("NFC", name)
+
+
+def test_title_and_gender_accept_any_case_and_refuse_others():
+    employee = Employee(**{**GOOD_EMPLOYEE, "title": "mrs", "gender": "f"})
+    assert employee.title is Title.MRS and employee.gender is Gender.F
+    with pytest.raises(ValidationError) as caught:
+        Employee(**{**GOOD_EMPLOYEE, "title": "Dr", "gender": "X"})
+    errors = field_errors(caught.value)
+    assert errors["title"] == "Title must be one of Mr, Mrs, Ms"
+    assert errors["gender"] == "Gender must be one of M, F"
+
+
+# --- the allocation as a whole -----------------------------------------------------------------
+
+
+def test_a_create_needs_the_employee_and_errors_name_each_field():
+    with pytest.raises(ValidationError) as caught:
+        Allocation(
+            reference="PD-000001",
+            kind="create",
+            amount="10",
+            employee={"email": "x", "mobile": "1", "title": "", "first_name": "", "gender": ""},
+        )
+    errors = field_errors(caught.value)
+    assert set(errors) == {
+        "employee.email",
+        "employee.mobile",
+        "employee.title",
+        "employee.first_name",
+        "employee.gender",
+    }
+
+
+def test_a_credit_needs_a_card_or_an_employee():
+    with pytest.raises(ValidationError, match="Choose the employee"):
+        Allocation(reference="PD-000001", kind="credit", amount="10")
+    credit = Allocation(reference="PD-000001", kind="credit", amount="10", card_id=" ekc04azhxp ")
+    assert credit.card_id == "EKC04AZHXP"
+    assert credit.transaction_type == "CR"
+    assert Kind.DEBIT.transaction_type == "DR"
+
+
+def test_max_points_comes_from_the_validation_context():
+    data = {"reference": "PD-000001", "kind": "credit", "amount": "600", "card_id": "EKC1234"}
+    assert Allocation.model_validate(data).amount == Decimal("600.00")
+    with pytest.raises(ValidationError, match="At most 500"):
+        Allocation.model_validate(data, context={"max_points": Decimal("500")})
