@@ -7,6 +7,7 @@ Environment variables win over ``secrets.toml``; both use the same names (case-i
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -205,9 +206,17 @@ class Settings(BaseSettings):
         return self.data_dir / "sandbox.db"
 
 
-def load_settings(secrets_file: Path | None = DEFAULT_SECRETS_PATH, **overrides: Any) -> Settings:
-    """Read settings; ``ConfigError`` with a readable message when a value is invalid."""
+def load_settings(secrets_file: Path | str | None = "default", **overrides: Any) -> Settings:
+    """Read settings; ``ConfigError`` with a readable message when a value is invalid.
+
+    The secrets file is ``.streamlit/secrets.toml`` unless ``POINTS_DESK_SECRETS_FILE`` names
+    another (tests point it at nothing, so a developer's own secrets never leak into a run).
+    """
     from pydantic import ValidationError
+
+    if secrets_file == "default":
+        override = os.environ.get("POINTS_DESK_SECRETS_FILE")
+        secrets_file = Path(override) if override else DEFAULT_SECRETS_PATH
 
     try:
         return Settings(_secrets_file=secrets_file, **overrides)

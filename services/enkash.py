@@ -1,0 +1,857 @@
+"""The EnKash reward API client: sign-in and token lifecycle, allocate, account, lookup, search.
+
+Built to ENKASH_API.md (the contract), not to the sandbox. The one rule that shapes everything
+here: an allocate call moves value, so every failure is classified by what it proves.
+
+- ``BusinessRefusal``: EnKash said no (failure envelope on HTTP 200, or HTTP 400/404/413/415/422):
+  nothing moved.
+- ``NotSent``: the request certainly never reached EnKash (connection refused, DNS, connect
+  timeout, an invalid URL, a sign-in that failed): nothing moved, it may be sent again.
+- ``OutcomeUnknown``: it was sent and no trustworthy answer came back (read timeout, a connection
+  dropped after sending, 5xx, a body that is not an envelope, a reply that does not decrypt, a
+  success for another reference): only a lookup of the reference can settle it.
+- ``LoginRefused``: EnKash refused the credentials. Three refused sign-ins lock the partner account,
+  so a refusal is never retried: every client in this process built for the same credentials stops
+  calling EnKash (without touching the network) until a person calls ``reset_login()``.
+
+An ``EnkashClient`` owns one ``requests.Session`` and a cached token and is **not thread-safe**:
+each worker thread uses its own client (``clone()`` makes one). Only the login refusal is shared,
+deliberately, so that many clients cannot add up to three refused sign-ins.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
+
+from services.config import EnkashConfig
+from services.crypto import DecryptError, compact_json, decrypt_body, encrypt_body
+from services.models import (
+    AccountDetails,
+    Allocation,
+    AllocationResult,
+    CardHolder,
+    Kind,
+    TransactionRecord,
+)
+
+log = logging.getLogger("points_desk.enkash")
+
+API_PREFIX = "/api/v0/partner/enKashCard"
+ACCOUNT_PATH = f"{API_PREFIX}/cardAccount/get"
+TRANSACTIONS_PATH = f"{API_PREFIX}/transaction/all"
+SEARCH_PATH = f"{API_PREFIX}/search"
+
+REFRESH_MARGIN_SECONDS = 30.0  # refresh when less than min(30 s, 10 % of the lifetime) remains
+REFRESH_MARGIN_FRACTION = 0.1
+DEFAULT_TOKEN_LIFETIME_SECONDS = 300.0  # the reward docs' 5 minutes, if a reply omits expires_in
+MAX_MESSAGE_LENGTH = 300
+
+# Documented (400, 404, 422) or refused-at-the-door (413 too large, 415 wrong media type) statuses:
+# EnKash read the request and said no, so nothing moved. Any other non-2xx status (except 401,
+# handled by one re-login) is not a definite answer and counts as an unknown outcome.
+REFUSAL_STATUSES = frozenset({400, 404, 413, 415, 422})
+_OAUTH_REFUSALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
+_LOOKUP_LIST_KEYS = ("data", "content", "transactions", "records")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class EnkashError(Exception):
+    """Base error: ``http_status``, EnKash's ``code`` and ``message``, and the ``reference``.
+
+    ``str(error)`` is one readable sentence for a person; it never carries a secret, password or
+    token (messages are built here, or are EnKash's own short texts).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: int | str | None = None,
+        reference: str | None = None,
+    ) -> None:
+        self.message = _short(message) or "EnKash call failed"
+        self.http_status = http_status
+        self.code = code
+        self.reference = reference
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        details = []
+        if self.http_status is not None:
+            details.append(f"HTTP {self.http_status}")
+        if self.code is not None:
+            details.append(f"EnKash code {self.code}")
+        if self.reference:
+            details.append(f"reference {self.reference}")
+        sentence = self.message.rstrip(". ")
+        return f"{sentence} ({', '.join(details)})." if details else f"{sentence}."
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, http_status={self.http_status!r}, "
+            f"code={self.code!r}, reference={self.reference!r})"
+        )
+
+
+class LoginRefused(EnkashError):
+    """EnKash refused the sign-in; no call is made until ``reset_login()`` (lockout after 3)."""
+
+
+class BusinessRefusal(EnkashError):
+    """A definite "no" from EnKash (failure envelope, or HTTP 400/404/422): nothing moved."""
+
+
+class NotSent(EnkashError):
+    """The request certainly did not reach EnKash (or was refused at the door): nothing moved."""
+
+
+class OutcomeUnknown(EnkashError):
+    """Sent, but no readable, trustworthy answer: settle it by looking the reference up."""
+
+
+class ReferenceMismatch(OutcomeUnknown):
+    """A success whose ``pgReferenceNumber`` is not the reference sent; ``payload`` is kept."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        payload: dict[str, Any],
+        received_reference: Any = None,
+        http_status: int | None = None,
+        code: int | str | None = None,
+        reference: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, code=code, reference=reference)
+        self.payload = payload
+        self.received_reference = received_reference
+
+
+def _short(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    if len(text) > MAX_MESSAGE_LENGTH:
+        text = text[: MAX_MESSAGE_LENGTH - 1] + "…"
+    return text
+
+
+# --- login refusals shared across clients -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    http_status: int | None
+    code: str | None
+    description: str
+
+
+# Keyed by a fingerprint of (token URL, client id, client secret, username, password): every
+# client for the same credentials sees a refusal, and fixed credentials get a new fingerprint.
+_REFUSED_LOGINS: dict[str, _Refusal] = {}
+_REFUSED_LOCK = threading.Lock()
+
+
+def _fingerprint(config: EnkashConfig) -> str:
+    parts = (
+        config.token_url,
+        config.client_id,
+        config.client_secret.get_secret_value(),
+        config.username,
+        config.password.get_secret_value(),
+    )
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+
+
+class _RefreshRefused(Exception):
+    """A refresh-token grant was refused (does not count as a refused login: fall back)."""
+
+
+@dataclass(frozen=True)
+class _Token:
+    access_token: str
+    refresh_token: str | None
+    obtained_at: float
+    expires_in: float
+
+    @property
+    def expires_at(self) -> float:
+        return self.obtained_at + self.expires_in
+
+    @property
+    def refresh_at(self) -> float:
+        margin = min(REFRESH_MARGIN_SECONDS, REFRESH_MARGIN_FRACTION * self.expires_in)
+        return self.expires_at - margin
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+class EnkashClient:
+    """A client for one EnKash host. Not thread-safe: one instance per thread (see ``clone``).
+
+    ``session`` may be given (tests count requests with a ``Session`` subclass); it must not carry
+    an adapter with urllib3 ``Retry`` for POSTs, since a blind retry could send value twice.
+    ``clock`` is a monotonic clock in seconds, used for token expiry.
+    """
+
+    retry_backoff_seconds = 0.1  # first pause between connect attempts; doubles, capped at 1 s
+
+    def __init__(
+        self,
+        config: EnkashConfig,
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._session = session if session is not None else requests.Session()
+        self._clock = clock
+        self._token: _Token | None = None
+        self._fingerprint = _fingerprint(config)
+        self._timeout = (config.connect_timeout_seconds, config.timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"EnkashClient({self.config!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def clone(self) -> EnkashClient:
+        """A fresh client with the same configuration: own session, no token (for another thread).
+
+        The only state the two share is the process-wide login refusal for these credentials.
+        """
+        return EnkashClient(self.config, clock=self._clock)
+
+    def close(self) -> None:
+        """Close the HTTP session (its pooled connections)."""
+        self._session.close()
+
+    def __enter__(self) -> EnkashClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def login_refused(self) -> bool:
+        """True while a refused sign-in for these credentials blocks every call."""
+        with _REFUSED_LOCK:
+            return self._fingerprint in _REFUSED_LOGINS
+
+    def reset_login(self) -> None:
+        """Allow sign-in again after a person has fixed (or re-checked) the credentials.
+
+        Each reset permits exactly one more attempt per refusal; three refused sign-ins in a row
+        lock the partner account at EnKash.
+        """
+        with _REFUSED_LOCK:
+            _REFUSED_LOGINS.pop(self._fingerprint, None)
+        self._token = None
+
+    # -- public calls --------------------------------------------------------------------------
+
+    def allocate(self, allocation: Allocation) -> AllocationResult:
+        """Credit (CR / ALLOCATE_POINT) or debit (DR / UNALLOCATE_POINT) one card.
+
+        Returns EnKash's confirmation only when ``payload.pgReferenceNumber`` equals the
+        reference sent. Raises ``BusinessRefusal`` (nothing moved), ``NotSent`` (never reached
+        EnKash), ``LoginRefused`` (not sent; sign-in blocked), ``ReferenceMismatch`` or
+        ``OutcomeUnknown`` (settle with ``find_transaction``).
+        """
+        reference = allocation.reference
+        payload = self._call(
+            self.config.allocate_path, self._allocation_body(allocation), reference=reference
+        )
+        if not isinstance(payload, dict):
+            raise OutcomeUnknown(
+                "EnKash reported success but sent no transaction details", reference=reference
+            )
+        received = payload.get("pgReferenceNumber")
+        if received is None or str(received) != reference:
+            raise ReferenceMismatch(
+                f"EnKash confirmed a transaction for reference {received!r} instead of the one "
+                "sent; investigate before doing anything else with this transaction",
+                payload=payload,
+                received_reference=received,
+                reference=reference,
+            )
+        card_id = _text(payload.get("enKashCardId")) or allocation.card_id or ""
+        return AllocationResult(
+            reference=reference,
+            card_id=card_id,
+            transaction_id=_text(payload.get("enkashCardTxnId")),
+            balance_after=_decimal(payload.get("otbBalance")),
+            card_status=_label(payload.get("cardStatus")),
+            kyc_status=_label(payload.get("kycStatus")),
+            raw=payload,
+        )
+
+    def account_details(self) -> AccountDetails:
+        """The company's reward account (pool balance and totals)."""
+        payload = self._call(ACCOUNT_PATH, self._account_fields())
+        if not isinstance(payload, dict):
+            raise OutcomeUnknown("EnKash's account reply carried no account details")
+        available = _decimal(payload.get("availableBalance"))
+        if available is None:
+            raise OutcomeUnknown("EnKash's account reply has no availableBalance")
+        zero = Decimal("0")
+        return AccountDetails(
+            available_balance=available,
+            available_card_balance=_decimal(payload.get("availableCardBalance")) or zero,
+            total_cards=_int(payload.get("totalCards")),
+            active_cards=_int(payload.get("activeCards")),
+            total_allocation=_decimal(payload.get("totalAllocationPoint")) or zero,
+            total_redemption=_decimal(payload.get("totalRedemptionPoint")) or zero,
+            current_month_allocation=_decimal(payload.get("currentMonthAllocationPoint")) or zero,
+            current_month_redemption=_decimal(payload.get("currentMonthRedemptionPoint")) or zero,
+            company_name=_text(payload.get("companyName")),
+        )
+
+    def find_transaction(
+        self, reference: str, *, card_id: str | None = None
+    ) -> TransactionRecord | None:
+        """Look a reference up at EnKash: its transaction, or None when proven absent.
+
+        None only for a successful lookup whose listing has no such reference. Any error raises
+        (a failed lookup proves nothing); so does a reply whose shape is not understood.
+        ``card_id`` narrows the lookup to one card when it is known.
+        """
+        body: dict[str, Any] = self._account_fields()
+        if card_id:
+            body["enKashCardId"] = card_id
+        body["pgReferenceNumber"] = reference
+        body["pgReferenceNumbers"] = [reference]
+        payload = self._call(TRANSACTIONS_PATH, body, reference=reference)
+        rows = _listing(payload)
+        if rows is None:
+            raise OutcomeUnknown(
+                "EnKash's transaction lookup reply was not understood, so it proves nothing",
+                reference=reference,
+            )
+        matches = [
+            row
+            for row in rows
+            if isinstance(row, dict)
+            and reference
+            in (_text(row.get("pgReferenceNumber")), _text(row.get("uniqueReferenceNumber")))
+        ]
+        if not matches:
+            return None
+        # Prefer a successful entry if EnKash lists several attempts for one reference.
+        matches.sort(key=lambda row: _text(row.get("status")).upper() != "SUCCESS")
+        return _transaction_record(reference, matches[0])
+
+    def search_users(
+        self, card_id: str | None = None, email: str | None = None, mobile: str | None = None
+    ) -> list[CardHolder]:
+        """Cards at EnKash matching every filter given (all cards of the account when none)."""
+        body: dict[str, Any] = self._account_fields()
+        for name, value in (("enKashCardId", card_id), ("email", email), ("mobile", mobile)):
+            if value:
+                body[name] = value
+        payload = self._call(SEARCH_PATH, body)
+        rows = _listing(payload)
+        if rows is None:
+            raise OutcomeUnknown("EnKash's user search reply was not understood")
+        holders = []
+        for row in rows:
+            if not isinstance(row, dict) or not _text(row.get("enKashCardId")):
+                continue
+            holders.append(
+                CardHolder(
+                    card_id=_text(row.get("enKashCardId")),
+                    email=_text(row.get("email")),
+                    mobile=_text(row.get("mobile")),
+                    title=_text(row.get("title")),
+                    first_name=_text(row.get("firstName")),
+                    gender=_text(row.get("gender")),
+                    user_id=_text(row.get("userId")),
+                    balance=_decimal(row.get("otbBalance")),
+                )
+            )
+        return holders
+
+    # -- request bodies ------------------------------------------------------------------------
+
+    def _account_fields(self) -> dict[str, Any]:
+        return {"companyId": self.config.company_id, "cardAccountId": self.config.card_account_id}
+
+    def _allocation_body(self, allocation: Allocation) -> dict[str, Any]:
+        debit = allocation.kind is Kind.DEBIT
+        body: dict[str, Any] = {
+            **self._account_fields(),
+            "transactionCode": "ALLOCATION",
+            "transactionType": "DR" if debit else "CR",
+            "type": "UNALLOCATE_POINT" if debit else "ALLOCATE_POINT",
+        }
+        employee = allocation.employee
+        if employee is not None:  # a credit/debit by card id alone sends no employee fields
+            body.update(
+                {
+                    "email": employee.email,
+                    "mobile": employee.mobile,
+                    "title": str(employee.title.value),
+                    "firstName": employee.first_name,
+                    "gender": str(employee.gender.value),
+                }
+            )
+        body["loadAmount"] = allocation.amount  # a Decimal: written as an exact JSON number
+        body["uniqueReferenceNumber"] = allocation.reference
+        if allocation.card_id:
+            body["enkashCardId"] = allocation.card_id
+        return body
+
+    # -- the API call --------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.config.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+    def _call(self, path: str, body: dict[str, Any], *, reference: str | None = None) -> Any:
+        """POST one API call and return the success payload (or raise a classified error)."""
+        url = self._url(path)
+        secret = self.config.client_secret.get_secret_value()
+        # Serialised once: a resend after a 401 or a connect retry carries exactly these bytes.
+        wire_body = encrypt_body(body, secret) if self.config.encrypt else body
+        data = compact_json(wire_body).encode("utf-8")
+        response: requests.Response | None = None
+        for attempt in (1, 2):
+            try:
+                token = self._ensure_token()
+            except EnkashError as exc:
+                exc.reference = exc.reference or reference  # the caller's row, for the ledger
+                raise
+            headers = {
+                "partnerId": self.config.partner_id,
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+            }
+            response = self._post(url, data=data, headers=headers, reference=reference)
+            if response.status_code != 401:
+                break
+            # A 401 is decided at the door, before the request is processed, so the same request
+            # may be sent again after one fresh sign-in.
+            self._token = None
+            if attempt == 2:
+                # Refused again with a brand-new token: the request was still refused at the door,
+                # so nothing was processed -> NotSent (not LoginRefused: the sign-in itself worked,
+                # and blocking sign-in would not help; not OutcomeUnknown: nothing can have moved).
+                raise NotSent(
+                    "EnKash refused the access token again right after a fresh sign-in; the "
+                    "request was not processed (check the partner id and API permissions)",
+                    http_status=401,
+                    reference=reference,
+                )
+            log.info("EnKash refused the access token; signing in again once")
+        assert response is not None
+        return self._read_reply(response, reference)
+
+    def _read_reply(self, response: requests.Response, reference: str | None) -> Any:
+        status = response.status_code
+        if status >= 500:
+            raise OutcomeUnknown(
+                f"EnKash answered with a server error (HTTP {status}); the request may or may "
+                "not have been processed",
+                http_status=status,
+                reference=reference,
+            )
+        envelope, problem = self._parse_body(response)
+        if status in REFUSAL_STATUSES:
+            message = _refusal_message(envelope) or f"EnKash refused the request (HTTP {status})"
+            code = envelope.get("response_code", envelope.get("code")) if envelope else None
+            raise BusinessRefusal(
+                message, http_status=status, code=_code(code), reference=reference
+            )
+        if not 200 <= status < 300:
+            raise OutcomeUnknown(
+                f"EnKash answered with an unexpected HTTP {status}; the outcome is not known",
+                http_status=status,
+                reference=reference,
+            )
+        if envelope is None:
+            raise OutcomeUnknown(
+                f"EnKash's reply could not be read ({problem})",
+                http_status=status,
+                reference=reference,
+            )
+        codes = [envelope[key] for key in ("code", "response_code") if key in envelope]
+        if not codes:
+            raise OutcomeUnknown(
+                "EnKash's reply is not a response envelope (no code)",
+                http_status=status,
+                reference=reference,
+            )
+        successes = [_is_success(code) for code in codes]
+        payload = envelope.get("payload")
+        if all(successes):
+            return payload
+        if any(successes):
+            raise OutcomeUnknown(
+                "EnKash's reply says both success and failure",
+                http_status=status,
+                reference=reference,
+            )
+        raise BusinessRefusal(
+            _refusal_message(envelope) or "EnKash refused the request",
+            http_status=status,
+            code=_code(codes[-1]),
+            reference=reference,
+        )
+
+    def _parse_body(self, response: requests.Response) -> tuple[dict[str, Any] | None, str]:
+        """The reply's JSON object (decrypted when it is ``{"request": ...}``), or a reason."""
+        try:
+            body = json.loads(response.content, parse_float=Decimal, parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None, "not JSON"
+        if not isinstance(body, dict):
+            return None, "not a JSON object"
+        if set(body) == {"request"} and isinstance(body["request"], str):
+            # Be liberal: an encrypted reply is read even if this client sends plaintext.
+            try:
+                body = decrypt_body(body, self.config.client_secret.get_secret_value())
+            except DecryptError as exc:
+                return None, str(exc)
+        return body, ""
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _post(
+        self,
+        url: str,
+        *,
+        data: bytes | dict[str, str],
+        headers: dict[str, str],
+        reference: str | None = None,
+    ) -> requests.Response:
+        """POST with bounded retries for connect failures only (those never reached EnKash)."""
+        path = urlsplit(url).path
+        attempts = max(0, self.config.connect_retries) + 1
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                response = self._session.post(
+                    url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
+                )
+            except (
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.InvalidURL,
+                requests.exceptions.InvalidHeader,
+            ) as exc:
+                raise NotSent(
+                    f"The EnKash address or a header is not valid ({type(exc).__name__}); "
+                    "nothing was sent",
+                    reference=reference,
+                ) from None
+            except requests.exceptions.RequestException as exc:
+                elapsed = (time.monotonic() - started) * 1000
+                if not _never_reached(exc):
+                    log.warning(
+                        "POST %s failed after sending (%s) in %.0f ms reference=%s",
+                        path,
+                        type(exc).__name__,
+                        elapsed,
+                        reference,
+                    )
+                    raise OutcomeUnknown(
+                        f"No answer from EnKash after the request was sent "
+                        f"({_transport_reason(exc)}); it may or may not have been processed",
+                        reference=reference,
+                    ) from None
+                log.warning(
+                    "POST %s could not connect (%s), attempt %d of %d, reference=%s",
+                    path,
+                    type(exc).__name__,
+                    attempt,
+                    attempts,
+                    reference,
+                )
+                if attempt == attempts:
+                    raise NotSent(
+                        f"Could not reach EnKash at {urlsplit(url).netloc} "
+                        f"({_transport_reason(exc)}) after {attempts} attempt(s); nothing was sent",
+                        reference=reference,
+                    ) from None
+                time.sleep(min(self.retry_backoff_seconds * 2 ** (attempt - 1), 1.0))
+                continue
+            log.info(
+                "POST %s -> %d in %.0f ms reference=%s",
+                path,
+                response.status_code,
+                (time.monotonic() - started) * 1000,
+                reference,
+            )
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- sign-in ---------------------------------------------------------------------------------
+
+    def _raise_if_refused(self) -> None:
+        with _REFUSED_LOCK:
+            refusal = _REFUSED_LOGINS.get(self._fingerprint)
+        if refusal is not None:
+            raise LoginRefused(
+                f"EnKash refused an earlier sign-in ({refusal.description}); no further attempt "
+                "is made until the credentials are fixed and the sign-in is reset, because three "
+                "refused sign-ins lock the partner account",
+                http_status=refusal.http_status,
+                code=refusal.code,
+            )
+
+    def _ensure_token(self) -> str:
+        """A usable access token: cached, refreshed shortly before expiry, or a new sign-in."""
+        self._raise_if_refused()
+        token = self._token
+        now = self._clock()
+        if token is not None and now < token.refresh_at:
+            return token.access_token
+        if token is not None and token.refresh_token and now < token.expires_at:
+            try:
+                self._token = self._grant(
+                    {
+                        "grant_type": "refresh_token",
+                        "refresh_token": token.refresh_token,
+                        "clientId": self.config.client_id,
+                    },
+                    password_grant=False,
+                )
+                return self._token.access_token
+            except _RefreshRefused:
+                log.info("EnKash refused the refresh token; signing in with the password")
+            except NotSent:
+                # EnKash did not answer the refresh; the current token still works for now.
+                if self._clock() < token.expires_at:
+                    return token.access_token
+        self._token = None
+        self._token = self._grant(
+            {
+                "username": self.config.username,
+                "password": self.config.password.get_secret_value(),
+                "grant_type": "password",
+                "clientId": self.config.client_id,
+            },
+            password_grant=True,
+        )
+        return self._token.access_token
+
+    def _grant(self, form: dict[str, str], *, password_grant: bool) -> _Token:
+        """POST the token endpoint; a refusal of a password grant blocks further sign-ins."""
+        secret = self.config.client_secret.get_secret_value()
+        basic = base64.b64encode(f"{self.config.client_id}:{secret}".encode()).decode("ascii")
+        headers = {
+            "Authorization": f"Basic {basic}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        started = self._clock()  # the token's lifetime began no earlier than this
+        try:
+            response = self._post(self.config.token_url, data=form, headers=headers)
+        except OutcomeUnknown as exc:
+            # A sign-in that got no answer moved no value; the next call may try again.
+            raise NotSent(f"EnKash's sign-in did not answer: {exc.message}") from None
+        status = response.status_code
+        try:
+            reply = json.loads(response.content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            reply = None
+        reply = reply if isinstance(reply, dict) else {}
+        error = _text(reply.get("error")) or None
+        if status in (400, 401, 403) or error in _OAUTH_REFUSALS:
+            description = _short(reply.get("error_description") or reply.get("message") or "")
+            reason = ": ".join(part for part in (error, description) if part) or f"HTTP {status}"
+            locked = "lock" in reason.lower()
+            if not password_grant and not locked:
+                raise _RefreshRefused(reason)
+            with _REFUSED_LOCK:
+                _REFUSED_LOGINS[self._fingerprint] = _Refusal(status, error, reason)
+            log.error(
+                "EnKash refused the sign-in (HTTP %d, %s); sign-in is now blocked", status, error
+            )
+            raise LoginRefused(
+                f"EnKash refused the sign-in ({reason}); fix the credentials, then reset the "
+                "sign-in: no further attempt is made automatically, because three refused "
+                "sign-ins lock the partner account",
+                http_status=status,
+                code=error,
+            )
+        if not 200 <= status < 300:
+            raise NotSent(
+                f"EnKash's sign-in failed with HTTP {status}; nothing was sent", http_status=status
+            )
+        access_token = reply.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise NotSent("EnKash's sign-in reply has no access token; nothing was sent")
+        refresh_token = reply.get("refresh_token")
+        return _Token(
+            access_token=access_token,
+            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            obtained_at=started,
+            expires_in=_lifetime(reply.get("expires_in")),
+        )
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _never_reached(exc: requests.exceptions.RequestException) -> bool:
+    """True only for failures that happen before any byte of the request is sent.
+
+    A connect timeout, a refused connection and a DNS failure qualify. A ``ConnectionError``
+    raised later (the peer closed the connection, "Connection aborted", a TLS or proxy error)
+    may follow a request EnKash received, so it does not.
+    """
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ProxyError):
+        return False
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # NewConnectionError (refused, DNS via NameResolutionError) subclasses ConnectTimeoutError.
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+def _transport_reason(exc: requests.exceptions.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read timeout"
+    if _never_reached(exc):
+        return "connection refused or host not found"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error"
+    return "connection dropped"
+
+
+def _is_success(code: Any) -> bool:
+    if isinstance(code, bool):
+        return False
+    if isinstance(code, int | Decimal):
+        return code == 0
+    if isinstance(code, str):
+        return code.strip() == "0"
+    return False
+
+
+def _code(code: Any) -> int | str | None:
+    if code is None or isinstance(code, int | str):
+        return code
+    return str(code)
+
+
+def _refusal_message(envelope: dict[str, Any] | None) -> str:
+    if not envelope:
+        return ""
+    for key in ("response_message", "message", "error_description", "error"):
+        value = envelope.get(key)
+        if isinstance(value, str) and value.strip() and value.strip().lower() != "success":
+            return _short(value)
+    payload = envelope.get("payload")
+    return _short(payload) if isinstance(payload, str) else ""
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value).strip()
+
+
+def _label(value: Any) -> str:
+    """``cardStatus``/``kycStatus`` are ``{name, label}``; prefer the label, accept plain text."""
+    if isinstance(value, dict):
+        return _text(value.get("label")) or _text(value.get("name"))
+    return _text(value)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value).strip().replace(",", ""))
+    except (InvalidOperation, ValueError):
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _int(value: Any) -> int:
+    amount = _decimal(value)
+    return int(amount) if amount is not None else 0
+
+
+def _lifetime(value: Any) -> float:
+    seconds = _decimal(value)
+    if seconds is None or seconds <= 0:
+        return DEFAULT_TOKEN_LIFETIME_SECONDS
+    return float(seconds)
+
+
+def _listing(payload: Any) -> list[Any] | None:
+    """The rows of a list reply: a list, or a dict holding one under a known key; else None."""
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        for key in _LOOKUP_LIST_KEYS:
+            if isinstance(payload.get(key), list):
+                return payload[key]
+        if "pgReferenceNumber" in payload or "enKashCardId" in payload:
+            return [payload]  # a single record, unwrapped
+        if _decimal(payload.get("recordsCount")) == 0:
+            return []
+    return None
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value) / 1000, tz=UTC)  # epoch milliseconds
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str) and value.strip():
+        try:
+            return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _transaction_record(reference: str, row: dict[str, Any]) -> TransactionRecord:
+    amount = None
+    for key in ("amount", "loadAmount", "transactionAmount"):
+        amount = _decimal(row.get(key))
+        if amount is not None:
+            break
+    return TransactionRecord(
+        reference=reference,
+        transaction_id=_text(row.get("enkashCardTxnId") or row.get("enKashTransactionId")),
+        card_id=_text(row.get("enKashCardId") or row.get("enkashCardId")),
+        transaction_type=_text(row.get("cardTransactionType") or row.get("transactionType")),
+        # The record's existence is what settles an unknown outcome; an amount EnKash omits is
+        # shown as 0 rather than turning a proven "found" into an error.
+        amount=amount if amount is not None else Decimal("0"),
+        balance_after=_decimal(row.get("otbBalance")),
+        status=_text(row.get("status")),
+        happened_at=_moment(row.get("txnDate")),
+    )
