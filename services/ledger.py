@@ -1,0 +1,1040 @@
+"""The durable store: one row per reference with its status, plus an append-only audit trail.
+
+SQLAlchemy Core over SQLite (the embedded default) or PostgreSQL (a shared team deployment). The
+engine is thread-safe and shared; every public method runs in its own committed transaction, so
+what a method returns is already on disk. Amounts are ``Decimal`` in the API and integer hundredths
+(cents) in the database, never floats. Times are UTC and always come back timezone-aware.
+
+Statuses only move forward (see ``ALLOWED_TRANSITIONS``); a move is a compare-and-set in the
+database, so two workers (threads, processes or replicas sharing one PostgreSQL) can never both
+claim the same row. Every change appends an audit event in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from services.models import Allocation, AllocationResult, Kind, Status
+
+# --- statuses ------------------------------------------------------------------------------------
+
+#: Every move a row may make. Anything else (a SUCCEEDED row going back, a FAILED row resent) is a
+#: ``StatusConflict``: corrections are new transactions, never rewrites.
+ALLOWED_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (Status.QUEUED, Status.SENDING),
+        (Status.QUEUED, Status.FAILED),  # cancelled or rejected before anything was sent
+        (Status.SENDING, Status.SUCCEEDED),
+        (Status.SENDING, Status.FAILED),
+        (Status.SENDING, Status.UNKNOWN),
+        (Status.UNKNOWN, Status.SUCCEEDED),  # settled by lookup
+        (Status.UNKNOWN, Status.FAILED),
+        (Status.UNKNOWN, Status.SENDING),  # resend, same reference, after a lookup proved absence
+    }
+)
+
+
+class DuplicateReference(Exception):
+    """The reference (or batch row) is already in the ledger; nothing was written."""
+
+    def __init__(self, references: str | Iterable[str], message: str | None = None):
+        self.references = [references] if isinstance(references, str) else list(references)
+        self.reference = self.references[0] if self.references else ""
+        shown = ", ".join(self.references[:5]) + (" ..." if len(self.references) > 5 else "")
+        super().__init__(message or f"reference already in the ledger: {shown}")
+
+
+class StatusConflict(Exception):
+    """A move that does not apply: forbidden by the table, or the row is not in a from-status."""
+
+
+class UnknownReference(StatusConflict, LookupError):
+    """No row has this reference (a ``StatusConflict`` too, so callers need only one except)."""
+
+
+# --- schema --------------------------------------------------------------------------------------
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive time is ambiguous (local? UTC?); refusing it keeps every stored time honest.
+            raise ValueError("naive datetime given to the ledger; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+metadata = sa.MetaData()
+
+transactions = sa.Table(
+    "transactions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("reference", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("transaction_type", sa.String(2), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("email", sa.String(320)),
+    sa.Column("mobile", sa.String(20)),
+    sa.Column("title", sa.String(8)),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("gender", sa.String(4)),
+    sa.Column("card_id", sa.String(64), index=True),
+    sa.Column("transaction_id", sa.String(64)),
+    sa.Column("balance_after_cents", sa.BigInteger),
+    sa.Column("enkash_code", sa.String(64)),
+    sa.Column("enkash_message", sa.Text),
+    sa.Column("operator", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("batch_id", sa.String(64), index=True),
+    sa.Column("row_number", sa.Integer),
+    sa.Column("session_id", sa.String(128)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("approved_by", sa.String(200)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
+    sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
+    sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
+    sa.CheckConstraint("amount_cents > 0", name="ck_transactions_amount_positive"),
+    sa.UniqueConstraint("batch_id", "row_number", name="uq_transactions_batch_row"),
+    sa.Index("ix_transactions_created_at", "created_at"),
+    sa.Index("ix_transactions_status", "status"),
+    sa.Index("ix_transactions_kind_created_at", "kind", "created_at"),
+    sa.Index("ix_transactions_operator", "operator"),
+    sa.Index("ix_transactions_email", "email"),
+    sa.Index("ix_transactions_mobile", "mobile"),
+    sa.Index("ix_transactions_batch_row", "batch_id", "row_number"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "reference",
+        sa.String(64),
+        sa.ForeignKey("transactions.reference", name="fk_audit_events_reference"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("from_status", sa.String(16)),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+# _UPGRADES[i] takes a database at version i + 1 to version i + 2, inside the opening transaction.
+# ``metadata`` above always describes the LATEST schema (a fresh database is created from it and
+# stamped latest); an upgrade brings an older database to the same shape. Append, never edit, e.g.
+#     def _v1_to_v2(conn): conn.execute(sa.text("ALTER TABLE transactions ADD COLUMN note TEXT"))
+#     _UPGRADES.append(_v1_to_v2)
+_UPGRADES: list[Callable[[Connection], None]] = []
+
+
+def schema_version_latest() -> int:
+    """The schema version this code writes: 1 plus the number of upgrades it knows."""
+    return 1 + len(_UPGRADES)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer Points Desk; opening it could damage it."""
+
+
+# --- public records ------------------------------------------------------------------------------
+
+CENT = Decimal("0.01")
+
+
+def to_cents(amount: Decimal) -> int:
+    """Exact integer hundredths of a Decimal with at most 2 places (anything else is refused)."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise ValueError(f"amount must be a finite Decimal, not {amount!r}")
+    if amount != amount.quantize(CENT):
+        raise ValueError(f"amount {amount} has more than 2 decimal places")
+    return int(amount.scaleb(2).to_integral_exact())
+
+
+def from_cents(cents: int | None) -> Decimal | None:
+    """``Decimal`` with exactly 2 places from integer hundredths (``None`` stays ``None``)."""
+    return None if cents is None else Decimal(int(cents)).scaleb(-2)
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One transaction as the ledger holds it."""
+
+    id: int
+    reference: str
+    kind: Kind
+    transaction_type: str
+    status: Status
+    amount: Decimal
+    email: str | None
+    mobile: str | None
+    title: str | None
+    first_name: str | None
+    gender: str | None
+    card_id: str | None
+    transaction_id: str | None
+    balance_after: Decimal | None
+    enkash_code: str | None
+    enkash_message: str | None
+    operator: str
+    reason: str
+    batch_id: str | None
+    row_number: int | None
+    session_id: str | None
+    attempts: int
+    approved_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One change to one row: who, when, from which status to which, and why."""
+
+    id: int
+    reference: str
+    at: datetime
+    actor: str
+    from_status: Status | None
+    to_status: Status
+    detail: str
+
+
+@dataclass(frozen=True)
+class EmployeeSummary:
+    """A card the ledger knows (it has a SUCCEEDED row), with its latest employee details.
+
+    ``last_activity`` is ``None`` only for a card found outside the ledger (EnKash's search).
+    """
+
+    card_id: str
+    email: str | None
+    mobile: str | None
+    title: str | None
+    first_name: str | None
+    gender: str | None
+    balance: Decimal | None
+    last_activity: datetime | None
+
+
+def _ledger_row(m: Any) -> LedgerRow:
+    return LedgerRow(
+        id=m["id"],
+        reference=m["reference"],
+        kind=Kind(m["kind"]),
+        transaction_type=m["transaction_type"],
+        status=Status(m["status"]),
+        amount=from_cents(m["amount_cents"]),  # type: ignore[arg-type]
+        email=m["email"],
+        mobile=m["mobile"],
+        title=m["title"],
+        first_name=m["first_name"],
+        gender=m["gender"],
+        card_id=m["card_id"],
+        transaction_id=m["transaction_id"],
+        balance_after=from_cents(m["balance_after_cents"]),
+        enkash_code=m["enkash_code"],
+        enkash_message=m["enkash_message"],
+        operator=m["operator"],
+        reason=m["reason"] or "",
+        batch_id=m["batch_id"],
+        row_number=m["row_number"],
+        session_id=m["session_id"],
+        attempts=m["attempts"],
+        approved_by=m["approved_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _audit_event(m: Any) -> AuditEvent:
+    return AuditEvent(
+        id=m["id"],
+        reference=m["reference"],
+        at=m["at"],
+        actor=m["actor"],
+        from_status=Status(m["from_status"]) if m["from_status"] else None,
+        to_status=Status(m["to_status"]),
+        detail=m["detail"] or "",
+    )
+
+
+def _audit(conn: Connection, events: list[dict[str, Any]]) -> None:
+    """Append audit events: the only write to ``audit_events``, besides a sandbox reset."""
+    if events:
+        conn.execute(audit_events.insert(), events)
+
+
+def _event(
+    reference: str, at: datetime, actor: str, before: Status | None, after: Status, detail: str
+) -> dict[str, Any]:
+    return {
+        "reference": reference,
+        "at": at,
+        "actor": actor,
+        "from_status": before.value if before else None,
+        "to_status": after.value,
+        "detail": detail,
+    }
+
+
+def _intent_values(
+    allocation: Allocation,
+    *,
+    operator: str,
+    status: Status,
+    batch_id: str | None,
+    row_number: int | None,
+    session_id: str | None,
+    approved_by: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    employee = allocation.employee
+    return {
+        "reference": allocation.reference,
+        "kind": allocation.kind.value,
+        "transaction_type": allocation.kind.transaction_type,
+        "status": status.value,
+        "amount_cents": to_cents(allocation.amount),
+        "email": employee.email if employee else None,
+        "mobile": employee.mobile if employee else None,
+        "title": employee.title.value if employee else None,
+        "first_name": employee.first_name if employee else None,
+        "gender": employee.gender.value if employee else None,
+        "card_id": allocation.card_id,
+        "transaction_id": None,
+        "balance_after_cents": None,
+        "enkash_code": None,
+        "enkash_message": None,
+        "operator": operator,
+        "reason": allocation.reason or "",
+        "batch_id": batch_id,
+        "row_number": row_number,
+        "session_id": session_id,
+        # The intent of a direct send is its first attempt; a queued row has not been tried yet.
+        "attempts": 1 if status is Status.SENDING else 0,
+        "approved_by": approved_by,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _like(text: str) -> str:
+    """A case-insensitive substring pattern with LIKE's wildcards taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_ORDERS = {
+    "created_at": (transactions.c.created_at.asc(), transactions.c.id.asc()),
+    "-created_at": (transactions.c.created_at.desc(), transactions.c.id.desc()),
+    "updated_at": (transactions.c.updated_at.asc(), transactions.c.id.asc()),
+    "-updated_at": (transactions.c.updated_at.desc(), transactions.c.id.desc()),
+    "row_number": (transactions.c.batch_id.asc(), transactions.c.row_number.asc()),
+}
+
+
+# --- the ledger ----------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The store. Share one instance per process; it is thread-safe."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        schema: str | None = None,
+        connect_args: dict[str, Any] | None = None,
+    ):
+        """Open (creating or upgrading as needed) the ledger at ``url``.
+
+        ``url`` is ``sqlite:////abs/path/ledger.db``, ``sqlite://`` (in memory, for tests) or
+        ``postgresql+psycopg://...``. ``schema`` (PostgreSQL only) puts the tables in that schema,
+        created if absent, so several ledgers (tests, environments) can share one database.
+        """
+        parsed = make_url(url)
+        args = dict(connect_args or {})
+        if parsed.get_backend_name() == "sqlite":
+            if schema is not None:
+                raise ValueError("schema is for PostgreSQL; a SQLite ledger is its own file")
+            self.engine = self._sqlite_engine(parsed, echo, args)
+        elif parsed.get_backend_name() == "postgresql":
+            if schema is not None:
+                if not _SCHEMA_NAME.fullmatch(schema):
+                    raise ValueError(f"not a plain schema name: {schema!r}")
+                args["options"] = f"{args.get('options', '')} -csearch_path={schema}".strip()
+            self.engine = sa.create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args=args)
+        else:
+            raise ValueError(f"the ledger runs on SQLite or PostgreSQL, not {parsed.drivername}")
+        self.schema = schema
+        self._open_schema()
+
+    # --- engine and transactions ----------------------------------------------------------------
+
+    @staticmethod
+    def _sqlite_engine(parsed: sa.URL, echo: bool, args: dict[str, Any]) -> Engine:
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        args.setdefault("check_same_thread", False)  # the pool hands connections between threads
+        if in_memory:
+            # One shared connection, or every checkout would see its own empty database. Meant for
+            # tests: the single connection serialises nothing, so keep it to one thread.
+            engine = sa.create_engine(parsed, echo=echo, poolclass=StaticPool, connect_args=args)
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed, echo=echo, connect_args=args)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # SQLAlchemy, not the sqlite3 module, decides when a transaction begins (see _begin).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            if not in_memory:
+                # WAL: readers (the pages) never block the writer (a batch worker) and vice versa.
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=10000")  # wait for a busy writer, do not fail
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable across crashes in WAL mode
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # A write transaction takes the write lock up front (BEGIN IMMEDIATE): a deferred one
+            # that reads first and writes later can fail with SQLITE_BUSY without waiting for
+            # busy_timeout. Readers stay deferred so they never queue behind a writer.
+            immediate = conn.get_execution_options().get("ledger_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A committed write transaction (``engine.begin()``, taking SQLite's write lock first)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(ledger_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot for everything a method reads."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _open_schema(self) -> None:
+        """Create the tables if absent and upgrade an older schema; never a manual step."""
+        with self._writing() as conn:
+            if conn.dialect.name == "postgresql":
+                if self.schema is not None:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                # Two replicas starting at once: one creates/upgrades, the other waits, then sees
+                # the finished schema. (SQLite's BEGIN IMMEDIATE already serialises this.)
+                key = zlib.crc32(f"points-desk-ledger:{self.schema or ''}".encode())
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            latest = schema_version_latest()
+            fresh = not sa.inspect(conn).has_table("schema_version")
+            metadata.create_all(conn, checkfirst=True)
+            found = conn.execute(sa.select(schema_version.c.version)).scalars().all()
+            if fresh or not found:
+                conn.execute(schema_version.delete())
+                conn.execute(schema_version.insert().values(version=latest))
+                return
+            current = max(found)
+            if current > latest:
+                raise SchemaTooNew(
+                    f"the ledger's schema is version {current}; this Points Desk knows up to "
+                    f"{latest}. Upgrade Points Desk before opening this database."
+                )
+            for version in range(current, latest):
+                _UPGRADES[version - 1](conn)
+            if current != latest or len(found) != 1:
+                conn.execute(schema_version.delete())
+                conn.execute(schema_version.insert().values(version=latest))
+
+    def schema_version(self) -> int:
+        """The version stamped in the database's ``schema_version`` row."""
+        with self._reading() as conn:
+            return int(conn.execute(sa.select(schema_version.c.version)).scalar_one())
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def record_intent(
+        self,
+        allocation: Allocation,
+        *,
+        operator: str,
+        status: Status = Status.SENDING,
+        batch_id: str | None = None,
+        row_number: int | None = None,
+        session_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> LedgerRow:
+        """Commit one intent (and its first audit event) before anything is sent.
+
+        ``DuplicateReference`` if the reference is already in the ledger; nothing is written.
+        """
+        if status not in (Status.SENDING, Status.QUEUED):
+            raise ValueError("an intent starts as SENDING (sent now) or QUEUED (a batch row)")
+        now = datetime.now(UTC)
+        values = _intent_values(
+            allocation,
+            operator=operator,
+            status=status,
+            batch_id=batch_id,
+            row_number=row_number,
+            session_id=session_id,
+            approved_by=approved_by,
+            now=now,
+        )
+        detail = f"intent recorded by {operator}" + (
+            f" (batch {batch_id} row {row_number})" if batch_id else ""
+        )
+        try:
+            with self._writing() as conn:
+                conn.execute(transactions.insert().values(values))
+                _audit(conn, [_event(allocation.reference, now, operator, None, status, detail)])
+                return self._fetch(conn, allocation.reference)
+        except IntegrityError:
+            # The unique constraint is the arbiter (two tabs inserting at once cannot both win).
+            if self.get(allocation.reference) is not None:
+                raise DuplicateReference(allocation.reference) from None
+            if batch_id is not None:
+                raise DuplicateReference(
+                    allocation.reference, f"batch {batch_id} row {row_number} is already recorded"
+                ) from None
+            raise
+
+    def record_intents(
+        self,
+        allocations: list[tuple[Allocation, int]],
+        *,
+        operator: str,
+        batch_id: str,
+        status: Status = Status.QUEUED,
+        session_id: str | None = None,
+        approved_by: str | None = None,
+    ) -> int:
+        """Queue a whole batch in one transaction: every row or none; returns the row count.
+
+        ``allocations`` is ``[(allocation, row_number), ...]``. ``DuplicateReference`` (listing the
+        references) if any reference is repeated or already in the ledger; nothing is written.
+        """
+        if status not in (Status.SENDING, Status.QUEUED):
+            raise ValueError("an intent starts as SENDING or QUEUED")
+        if not allocations:
+            return 0
+        references = [allocation.reference for allocation, _ in allocations]
+        repeated = _repeats(references)
+        if repeated:
+            raise DuplicateReference(repeated)
+        numbers = _repeats(str(number) for _, number in allocations)
+        if numbers:
+            raise DuplicateReference(
+                [], f"batch {batch_id} repeats row numbers: {', '.join(numbers[:5])}"
+            )
+        now = datetime.now(UTC)
+        rows = [
+            _intent_values(
+                allocation,
+                operator=operator,
+                status=status,
+                batch_id=batch_id,
+                row_number=number,
+                session_id=session_id,
+                approved_by=approved_by,
+                now=now,
+            )
+            for allocation, number in allocations
+        ]
+        events = [
+            _event(
+                values["reference"],
+                now,
+                operator,
+                None,
+                status,
+                f"queued by {operator} (batch {batch_id} row {values['row_number']})",
+            )
+            for values in rows
+        ]
+        try:
+            with self._writing() as conn:
+                # executemany: one statement, many parameter sets; 50k rows take seconds.
+                conn.execute(transactions.insert(), rows)
+                _audit(conn, events)
+        except IntegrityError:
+            existing = self._existing(references)
+            if existing:
+                raise DuplicateReference(existing) from None
+            raise DuplicateReference(
+                [], f"batch {batch_id} already has some of these row numbers"
+            ) from None
+        return len(rows)
+
+    def claim(
+        self,
+        reference: str,
+        *,
+        actor: str,
+        from_statuses: tuple[Status, ...] = (Status.QUEUED,),
+        to_status: Status = Status.SENDING,
+    ) -> bool:
+        """Atomically move a row from one of ``from_statuses`` to ``to_status``.
+
+        ``True`` iff this caller moved it; of any number of racing callers exactly one wins.
+        ``StatusConflict`` if a move asked for is not an allowed transition.
+        """
+        _check_allowed(from_statuses, to_status)
+        with self._writing() as conn:
+            before = self._cas(conn, reference, from_statuses, to_status)
+            if before is None:
+                return False
+            detail = "claimed for sending" if to_status is Status.SENDING else "claimed"
+            _audit(
+                conn,
+                [_event(reference, datetime.now(UTC), actor, before, to_status, detail)],
+            )
+            return True
+
+    def transition(
+        self,
+        reference: str,
+        to_status: Status,
+        *,
+        actor: str,
+        from_statuses: tuple[Status, ...],
+        detail: str = "",
+        result: AllocationResult | None = None,
+        enkash_code: str | None = None,
+        enkash_message: str | None = None,
+    ) -> LedgerRow:
+        """Compare-and-set a row's status and record what EnKash said; returns the new row.
+
+        ``result`` sets the card id, EnKash transaction id and balance after. ``StatusConflict`` if
+        a move asked for is not allowed or the row is not in ``from_statuses`` (it is then left
+        untouched); ``UnknownReference`` (also a ``StatusConflict``) if there is no such row.
+        """
+        _check_allowed(from_statuses, to_status)
+        if result is not None and result.reference != reference:
+            # A reply for another reference must never mark this one settled.
+            raise ValueError(f"result is for {result.reference}, not {reference}")
+        extra: dict[str, Any] = {}
+        if result is not None:
+            extra["card_id"] = result.card_id
+            extra["transaction_id"] = result.transaction_id
+            if result.balance_after is not None:
+                extra["balance_after_cents"] = to_cents(result.balance_after)
+        if enkash_code is not None:
+            extra["enkash_code"] = enkash_code
+        if enkash_message is not None:
+            extra["enkash_message"] = enkash_message
+        with self._writing() as conn:
+            before = self._cas(conn, reference, from_statuses, to_status, extra)
+            if before is None:
+                current = self._status(conn, reference)
+                if current is None:
+                    raise UnknownReference(f"no ledger row with reference {reference}")
+                raise StatusConflict(
+                    f"{reference} is {current.value}, not "
+                    f"{' or '.join(s.value for s in from_statuses)}; it was not moved to "
+                    f"{to_status.value}"
+                )
+            _audit(conn, [_event(reference, datetime.now(UTC), actor, before, to_status, detail)])
+            return self._fetch(conn, reference)
+
+    def note(self, reference: str, *, actor: str, detail: str) -> AuditEvent:
+        """Append an audit event that changes nothing (e.g. "lookup: EnKash has no such ref")."""
+        with self._writing() as conn:
+            current = self._status(conn, reference)
+            if current is None:
+                raise UnknownReference(f"no ledger row with reference {reference}")
+            _audit(conn, [_event(reference, datetime.now(UTC), actor, current, current, detail)])
+            latest = conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.reference == reference)
+                .order_by(audit_events.c.id.desc())
+                .limit(1)
+            )
+            return _audit_event(latest.mappings().one())
+
+    def recover_interrupted(
+        self, *, actor: str = "system", older_than: timedelta | None = None
+    ) -> int:
+        """Mark every ``SENDING`` row ``UNKNOWN``: a crash left it mid-call. Returns the count.
+
+        Run at start-up. With several replicas sharing one PostgreSQL, pass ``older_than`` (longer
+        than a call can take) so a start-up does not mark another replica's live call unknown.
+        """
+        now = datetime.now(UTC)
+        with self._writing() as conn:
+            query = sa.select(transactions.c.reference).where(
+                transactions.c.status == Status.SENDING.value
+            )
+            if older_than is not None:
+                query = query.where(transactions.c.updated_at < now - older_than)
+            references = conn.execute(query).scalars().all()
+            moved = [
+                reference
+                for reference in references
+                # Still a CAS: a row that finished meanwhile keeps its real outcome.
+                if self._cas(conn, reference, (Status.SENDING,), Status.UNKNOWN, now=now)
+            ]
+            _audit(
+                conn,
+                [
+                    _event(
+                        reference,
+                        now,
+                        actor,
+                        Status.SENDING,
+                        Status.UNKNOWN,
+                        "interrupted: the process stopped while the call to EnKash was in "
+                        "flight, so the outcome must be settled by lookup",
+                    )
+                    for reference in moved
+                ],
+            )
+            return len(moved)
+
+    def reset(self) -> None:
+        """Delete every row and audit event. SANDBOX ONLY (the sandbox "reset" button).
+
+        This is the single exception to the append-only audit trail; ``Desk.reset_sandbox``
+        refuses to call it in live mode.
+        """
+        with self._writing() as conn:
+            conn.execute(audit_events.delete())
+            conn.execute(transactions.delete())
+
+    def dispose(self) -> None:
+        """Close every pooled connection (at shutdown, or before deleting the file)."""
+        self.engine.dispose()
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, reference: str) -> LedgerRow | None:
+        """The row with this reference, or ``None``."""
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(transactions).where(transactions.c.reference == reference)
+            )
+            mapping = found.mappings().one_or_none()
+            return _ledger_row(mapping) if mapping is not None else None
+
+    def audit_trail(self, reference: str) -> list[AuditEvent]:
+        """Every audit event of a reference, oldest first."""
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.reference == reference)
+                .order_by(audit_events.c.at, audit_events.c.id)
+            )
+            return [_audit_event(m) for m in found.mappings()]
+
+    def rows(
+        self,
+        *,
+        statuses: Iterable[Status] | None = None,
+        batch_id: str | None = None,
+        limit: int | None = None,
+        order: str = "created_at",
+    ) -> list[LedgerRow]:
+        """Rows, filtered by status and batch; ``order`` is ``created_at`` (oldest first),
+        ``-created_at`` (newest first), ``updated_at``, ``-updated_at`` or ``row_number``."""
+        if order not in _ORDERS:
+            raise ValueError(f"order must be one of {', '.join(_ORDERS)}")
+        query = sa.select(transactions).order_by(*_ORDERS[order])
+        if statuses is not None:
+            query = query.where(transactions.c.status.in_([Status(s).value for s in statuses]))
+        if batch_id is not None:
+            query = query.where(transactions.c.batch_id == batch_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._reading() as conn:
+            return [_ledger_row(m) for m in conn.execute(query).mappings()]
+
+    def batch_counts(self, batch_id: str) -> dict[Status, int]:
+        """How many rows of a batch are in each status (every status present, zero if none)."""
+        counts = dict.fromkeys(Status, 0)
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(transactions.c.status, sa.func.count())
+                .where(transactions.c.batch_id == batch_id)
+                .group_by(transactions.c.status)
+            )
+            for status, count in found:
+                counts[Status(status)] = int(count)
+        return counts
+
+    def next_queued(self, batch_id: str, limit: int) -> list[str]:
+        """References of a batch's ``QUEUED`` rows, in row order (a worker then claims each)."""
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(transactions.c.reference)
+                .where(
+                    transactions.c.batch_id == batch_id,
+                    transactions.c.status == Status.QUEUED.value,
+                )
+                .order_by(transactions.c.row_number, transactions.c.id)
+                .limit(limit)
+            )
+            return list(found.scalars())
+
+    def known_balance(self, card_id: str) -> Decimal | None:
+        """The balance after the card's latest ``SUCCEEDED`` row (by update time, then id).
+
+        ``None`` if the card has no succeeded row, or if that row's balance is not known (a
+        lookup settled it without one): an older balance would be stale, so it is not offered.
+        """
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(transactions.c.balance_after_cents)
+                .where(
+                    transactions.c.card_id == card_id,
+                    transactions.c.status == Status.SUCCEEDED.value,
+                )
+                .order_by(transactions.c.updated_at.desc(), transactions.c.id.desc())
+                .limit(1)
+            ).first()
+            return from_cents(found[0]) if found is not None else None
+
+    def find_employees(self, query: str, limit: int = 20) -> list[EmployeeSummary]:
+        """Cards whose email, mobile, card id or first name contains ``query`` (any case).
+
+        One entry per card that exists (has a ``SUCCEEDED`` row), most recently active first,
+        with the latest employee details and known balance.
+        """
+        text = " ".join(query.split())
+        if not text:
+            return []
+        pattern = _like(text)
+        t = transactions
+        matches = [
+            sa.func.lower(t.c.email).like(pattern, escape="\\"),
+            sa.func.lower(t.c.mobile).like(pattern, escape="\\"),
+            sa.func.lower(t.c.card_id).like(pattern, escape="\\"),
+            sa.func.lower(t.c.first_name).like(pattern, escape="\\"),
+        ]
+        digits = re.sub(r"\D", "", text)
+        if len(digits) >= 3 and digits != text:
+            # "96000 98867" or "+91 96000-98867" still finds the stored 10-digit number.
+            national = digits[-10:] if len(digits) > 10 else digits
+            matches.append(t.c.mobile.like(f"%{national}%"))
+        card_ids = (
+            sa.select(t.c.card_id)
+            .where(t.c.status == Status.SUCCEEDED.value, t.c.card_id.is_not(None), sa.or_(*matches))
+            .distinct()
+        )
+        return self._summaries(card_ids, limit)
+
+    def employee_by_card(self, card_id: str) -> EmployeeSummary | None:
+        """The card's latest employee details and known balance, if the card exists."""
+        key = card_id.strip().upper()
+        found = self._summaries([key], 1)
+        return found[0] if found else None
+
+    def card_totals(self) -> dict[str, Decimal]:
+        """Per card: succeeded credits (create + credit) minus succeeded debits (drift checks)."""
+        t = transactions
+        signed = sa.case((t.c.kind == Kind.DEBIT.value, -t.c.amount_cents), else_=t.c.amount_cents)
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(t.c.card_id, sa.func.sum(signed))
+                .where(t.c.status == Status.SUCCEEDED.value, t.c.card_id.is_not(None))
+                .group_by(t.c.card_id)
+            )
+            return {card: from_cents(int(total)) for card, total in found}  # type: ignore[misc]
+
+    def totals(self) -> dict[str, Any]:
+        """Headline figures, computed in SQL: ``credited``, ``debited``, ``net`` (Decimal,
+        succeeded rows only), ``employees`` (distinct cards) and ``transactions`` (all rows)."""
+        t = transactions
+        succeeded = t.c.status == Status.SUCCEEDED.value
+        debit = t.c.kind == Kind.DEBIT.value
+        credited = sa.func.coalesce(
+            sa.func.sum(sa.case((sa.and_(succeeded, ~debit), t.c.amount_cents), else_=0)), 0
+        )
+        debited = sa.func.coalesce(
+            sa.func.sum(sa.case((sa.and_(succeeded, debit), t.c.amount_cents), else_=0)), 0
+        )
+        employees = sa.func.count(sa.distinct(sa.case((succeeded, t.c.card_id), else_=None)))
+        with self._reading() as conn:
+            row = conn.execute(sa.select(credited, debited, employees, sa.func.count())).one()
+        credited_cents, debited_cents = int(row[0]), int(row[1])
+        return {
+            "credited": from_cents(credited_cents),
+            "debited": from_cents(debited_cents),
+            "net": from_cents(credited_cents - debited_cents),
+            "employees": int(row[2]),
+            "transactions": int(row[3]),
+        }
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _cas(
+        self,
+        conn: Connection,
+        reference: str,
+        from_statuses: tuple[Status, ...],
+        to_status: Status,
+        extra: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Status | None:
+        """The compare-and-set itself; returns the status it moved from, or ``None`` if it did not.
+
+        One UPDATE per from-status, so the audit event can name the exact status it left (the row
+        lock of the first matching UPDATE makes the answer exact on PostgreSQL too).
+        """
+        values: dict[str, Any] = {"status": to_status.value, "updated_at": now or datetime.now(UTC)}
+        values.update(extra or {})
+        if to_status is Status.SENDING:
+            values["attempts"] = transactions.c.attempts + 1
+        for before in dict.fromkeys(from_statuses):
+            changed = conn.execute(
+                transactions.update()
+                .where(
+                    transactions.c.reference == reference,
+                    transactions.c.status == before.value,
+                )
+                .values(values)
+            )
+            if changed.rowcount == 1:
+                return before
+        return None
+
+    @staticmethod
+    def _status(conn: Connection, reference: str) -> Status | None:
+        found = conn.execute(
+            sa.select(transactions.c.status).where(transactions.c.reference == reference)
+        ).scalar_one_or_none()
+        return Status(found) if found is not None else None
+
+    @staticmethod
+    def _fetch(conn: Connection, reference: str) -> LedgerRow:
+        found = conn.execute(sa.select(transactions).where(transactions.c.reference == reference))
+        return _ledger_row(found.mappings().one())
+
+    def _existing(self, references: list[str]) -> list[str]:
+        found: list[str] = []
+        with self._reading() as conn:
+            for start in range(0, len(references), 500):
+                chunk = references[start : start + 500]
+                found.extend(
+                    conn.execute(
+                        sa.select(transactions.c.reference).where(
+                            transactions.c.reference.in_(chunk)
+                        )
+                    ).scalars()
+                )
+        return found
+
+    def _summaries(self, card_ids: Any, limit: int) -> list[EmployeeSummary]:
+        """Summaries of the given cards (a subquery or a list), most recently active first."""
+        t = transactions
+        succeeded = t.c.status == Status.SUCCEEDED.value
+        with self._reading() as conn:
+            active = conn.execute(
+                sa.select(t.c.card_id, sa.func.max(t.c.updated_at).label("last"))
+                .where(succeeded, t.c.card_id.in_(card_ids))
+                .group_by(t.c.card_id)
+                .order_by(sa.desc("last"), t.c.card_id)
+                .limit(limit)
+            ).all()
+            if not active:
+                return []
+            chosen = [card for card, _ in active]
+            history = conn.execute(
+                sa.select(t)
+                .where(succeeded, t.c.card_id.in_(chosen))
+                .order_by(t.c.updated_at, t.c.id)
+            ).mappings()
+            latest_row: dict[str, Any] = {}
+            latest_person: dict[str, Any] = {}
+            for m in history:  # ascending, so the last one seen per card is the latest
+                latest_row[m["card_id"]] = m
+                if m["email"] or m["mobile"] or m["first_name"]:
+                    latest_person[m["card_id"]] = m
+        summaries = []
+        for card, last in active:
+            person = latest_person.get(card, {})
+            summaries.append(
+                EmployeeSummary(
+                    card_id=card,
+                    email=person.get("email"),
+                    mobile=person.get("mobile"),
+                    title=person.get("title"),
+                    first_name=person.get("first_name"),
+                    gender=person.get("gender"),
+                    balance=from_cents(latest_row[card]["balance_after_cents"]),
+                    last_activity=last,
+                )
+            )
+        return summaries
+
+
+def _check_allowed(from_statuses: tuple[Status, ...], to_status: Status) -> None:
+    if not from_statuses:
+        raise StatusConflict("no from-status given")
+    forbidden = [
+        s for s in from_statuses if (Status(s), Status(to_status)) not in ALLOWED_TRANSITIONS
+    ]
+    if forbidden:
+        raise StatusConflict(
+            "statuses only move forward; not allowed: "
+            + ", ".join(f"{s.value} -> {to_status.value}" for s in forbidden)
+        )
+
+
+def _repeats(values: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for value in values:
+        if value in seen:
+            repeated[value] = None
+        seen.add(value)
+    return list(repeated)
