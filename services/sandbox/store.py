@@ -259,6 +259,11 @@ class SandboxStore:
             self._access_tokens.clear()
             self._refresh_tokens.clear()
 
+    def set_pool_balance(self, amount: Decimal) -> None:
+        """Set the company pool (tests and demos: an almost empty pool, a pool top-up)."""
+        with self._lock, self._transaction():
+            self._set_meta("pool_cents", amount_to_cents(amount))
+
     # -- read side --------------------------------------------------------------------------------
 
     def pool_balance(self) -> Decimal:

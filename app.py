@@ -1,0 +1,33 @@
+"""Points Desk: entry point. Page config, navigation, and the sidebar every page shares."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from ui.access import allowed
+from ui.sidebar import render_sidebar
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+st.set_page_config(page_title="Points Desk", page_icon="🎯", layout="wide")
+
+# (section, file, title, icon, capability needed). One line per page; order is menu order.
+PAGES = [
+    ("", "pages/overview.py", "Overview", "📊", "view"),
+    ("Move points", "pages/create_account.py", "Create account", "🆕", "move"),
+    ("Move points", "pages/credit.py", "Credit", "➕", "move"),
+    ("Move points", "pages/debit.py", "Debit", "➖", "move"),
+]
+
+sections: dict[str, list[st.Page]] = {}
+for section, path, title, icon, capability in PAGES:
+    if allowed(capability):
+        sections.setdefault(section, []).append(
+            st.Page(path, title=title, icon=icon, default=path == "pages/overview.py")
+        )
+
+page = st.navigation(sections)
+render_sidebar()
+page.run()

@@ -1,0 +1,12 @@
+"""Debit: take points back from an employee card (unallocate)."""
+
+import streamlit as st
+
+from services.models import Kind
+from ui.movement import render_movement
+from ui.sidebar import mode_banner
+
+mode_banner()
+st.title("Debit points")
+st.caption("Take points back from an incentive card into the company pool.")
+render_movement(Kind.DEBIT)

@@ -1,0 +1,101 @@
+"""The running product: settings, ledger, EnKash clients and (in sandbox mode) the sandbox.
+
+One ``Desk`` per process. It is safe to share between threads: the ledger's engine is thread-safe,
+and EnKash clients (each with its own ``requests.Session``) are lent to one thread at a time from
+a small pool, so no session is ever used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from services.config import EnkashConfig, Settings, load_settings, sandbox_enkash_config
+from services.enkash import EnkashClient
+from services.ledger import Ledger
+
+log = logging.getLogger("points_desk")
+
+
+class Desk:
+    """Everything a page or a worker needs, wired from settings."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, enkash_config: EnkashConfig | None = None
+    ):
+        self.settings = settings or load_settings()
+        self.sandbox = None
+        if enkash_config is None:
+            if self.settings.is_sandbox:
+                self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+                from services.sandbox import start_sandbox  # only sandbox mode pays for the import
+
+                self.sandbox = start_sandbox(store_path=self.settings.sandbox_state_path)
+                enkash_config = sandbox_enkash_config(self.sandbox.url, self.sandbox.identity)
+            else:
+                enkash_config = self.settings.live_enkash_config()
+        self.enkash_config = replace(
+            enkash_config, timeout_seconds=self.settings.enkash_timeout_seconds
+        )
+        self.ledger = Ledger(self.settings.ledger_url)
+        interrupted = self.ledger.recover_interrupted(actor="system")
+        if interrupted:
+            log.warning("%d transaction(s) were interrupted mid-call; now UNKNOWN", interrupted)
+        if self.sandbox is not None and self.ledger.totals()["transactions"] == 0:
+            # A fresh ledger with an old sandbox file would disagree from the first page: start
+            # both empty together.
+            self.sandbox.store.reset()
+        self._idle_clients: queue.LifoQueue[EnkashClient] = queue.LifoQueue()
+
+    @property
+    def mode(self) -> str:
+        return "sandbox" if self.sandbox is not None else "live"
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.sandbox is not None
+
+    @contextmanager
+    def client(self) -> Iterator[EnkashClient]:
+        """Borrow an EnKash client for the current thread; it goes back to the pool afterwards."""
+        try:
+            client = self._idle_clients.get_nowait()
+        except queue.Empty:
+            client = EnkashClient(self.enkash_config)
+        try:
+            yield client
+        finally:
+            self._idle_clients.put(client)
+
+    def new_client(self) -> EnkashClient:
+        """A client owned by the caller (a worker thread), not returned to the pool."""
+        return EnkashClient(self.enkash_config)
+
+    def reset_sandbox(self) -> None:
+        """Clear the sandbox and the ledger together, so they never disagree. Sandbox mode only."""
+        if self.sandbox is None:
+            raise RuntimeError("reset is only possible on the sandbox")
+        self.sandbox.store.reset()
+        self.ledger.reset()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle_clients.get_nowait().close()
+            except queue.Empty:
+                break
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        self.ledger.dispose()
+
+
+def os_operator() -> str:
+    """Who is at the keyboard when no sign-in is configured (sandbox on a laptop)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"

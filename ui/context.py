@@ -1,0 +1,41 @@
+"""The per-process Desk and the per-browser-session facts pages need (operator, session id)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import streamlit as st
+
+from services.config import ConfigError
+from services.desk import Desk, os_operator
+
+log = logging.getLogger("points_desk.ui")
+
+
+@st.cache_resource(show_spinner="Starting Points Desk…")
+def _desk() -> Desk:
+    # Shared by every session and thread: Desk is thread-safe (see services/desk.py).
+    return Desk()
+
+
+def desk() -> Desk:
+    """The running Desk; on a configuration error, say what to fix and stop the page."""
+    try:
+        return _desk()
+    except ConfigError as error:
+        st.error(f"Points Desk cannot start: {error}", icon="⚙️")
+        st.stop()
+        raise  # unreachable; st.stop raises
+
+
+def operator() -> str:
+    """Who is acting: the signed-in user when sign-in is configured, else the OS user."""
+    return st.session_state.get("operator") or os_operator()
+
+
+def session_id() -> str:
+    """A stable id for this browser session, recorded on every row it creates."""
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = uuid.uuid4().hex[:16]
+    return st.session_state["session_id"]

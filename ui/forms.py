@@ -1,0 +1,161 @@
+"""The life of one transaction form: its reference, its errors, its pending send and its outcome.
+
+A reference is minted when the form is first shown and kept (in session state and in the URL's
+query string) until the manager starts a new transaction. A double click, a rerun, a reload or a
+duplicated tab therefore all carry the same reference, and the ledger refuses to send a reference
+twice: they can never make a second transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+from pydantic import ValidationError
+
+from services.allocations import Outcome, describe, new_reference, submit
+from services.models import Allocation, field_errors
+from ui.context import desk, operator, session_id
+
+_REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
+
+
+class FormFlow:
+    """State of one transaction form, kept in ``st.session_state`` under its key."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self._state: dict[str, Any] = st.session_state.setdefault(f"flow_{key}", {})
+        if "reference" not in self._state:
+            self._adopt_or_mint()
+
+    # --- reference --------------------------------------------------------------------------
+    def _adopt_or_mint(self) -> None:
+        from_url = st.query_params.get(f"{self.key}_ref")
+        if from_url and _REFERENCE_SHAPE.fullmatch(from_url):
+            self._state["reference"] = from_url
+            existing = desk().ledger.get(from_url)
+            if existing is not None:  # a reload or a second tab of a form already submitted
+                self._state["outcome"] = describe(existing, replayed=True)
+        else:
+            self._state["reference"] = new_reference()
+        st.query_params[f"{self.key}_ref"] = self._state["reference"]
+
+    @property
+    def reference(self) -> str:
+        return self._state["reference"]
+
+    # --- errors, confirmation, outcome --------------------------------------------------------
+    @property
+    def errors(self) -> dict[str, str]:
+        return self._state.get("errors", {})
+
+    @property
+    def outcome(self) -> Outcome | None:
+        return self._state.get("outcome")
+
+    @property
+    def locked(self) -> bool:
+        """The form has been sent (or is being sent): its fields can no longer change."""
+        return self.outcome is not None or self._state.get("pending") is not None
+
+    @property
+    def awaiting_confirmation(self) -> Allocation | None:
+        return self._state.get("confirm")
+
+    def error(self, field: str) -> None:
+        """Show this field's validation message right under it, if it has one."""
+        message = self.errors.get(field)
+        if message:
+            st.markdown(f":red[{message}]", help=None)
+
+    def validate(
+        self,
+        build: Callable[[], dict[str, Any]],
+        *,
+        confirm: bool = False,
+        check: Callable[[Allocation], dict[str, str]] | None = None,
+    ) -> None:
+        """Submit-button callback: validate the form; queue the send (or ask to confirm first)."""
+        if self.locked:
+            return  # a second click on a form already sent does nothing
+        try:
+            data = build()
+            allocation = Allocation.model_validate(
+                {**data, "reference": self.reference},
+                context={"max_points": desk().settings.points_desk_max_points},
+            )
+        except ValidationError as error:
+            self._state["errors"] = field_errors(error)
+            return
+        except ValueError as error:
+            self._state["errors"] = {"__all__": str(error)}
+            return
+        problems = check(allocation) if check else {}
+        self._state["errors"] = problems
+        if problems:
+            return
+        if confirm:
+            self._state["confirm"] = allocation
+        else:
+            self._state["pending"] = allocation
+
+    def confirm(self) -> None:
+        """Confirm-button callback of the dialog."""
+        allocation = self._state.pop("confirm", None)
+        if allocation is not None and not self.locked:
+            self._state["pending"] = allocation
+
+    def cancel_confirmation(self) -> None:
+        self._state.pop("confirm", None)
+
+    def send_pending(self) -> Outcome | None:
+        """Send what the last click validated; the ledger makes a repeat of it a no-op."""
+        allocation = self._state.get("pending")
+        if allocation is None:
+            return self.outcome
+        the_desk = desk()
+        with st.spinner("Sending to EnKash…"), the_desk.client() as client:
+            outcome = submit(
+                the_desk.ledger, client, allocation, operator=operator(), session_id=session_id()
+            )
+        self._state["outcome"] = outcome
+        self._state.pop("pending", None)
+        return outcome
+
+    def start_new(self, field_keys: tuple[str, ...] = ()) -> None:
+        """Button callback: end this transaction and clear the form for the next one."""
+        self._state.clear()
+        self._state["reference"] = new_reference()
+        st.query_params[f"{self.key}_ref"] = self._state["reference"]
+        for field_key in field_keys:
+            st.session_state.pop(field_key, None)
+
+    def form_error(self) -> None:
+        """Errors that belong to no single field."""
+        message = self.errors.get("__all__")
+        if message:
+            st.error(message)
+
+
+def result_panel(flow: FormFlow, fields: tuple[str, ...], *, new_label: str, intro: str) -> None:
+    """Send what is pending, then show the outcome and what the manager can do next."""
+    from services.models import Status
+    from ui.outcome import render_outcome
+    from ui.sidebar import forget_pool
+
+    outcome = flow.send_pending()
+    if outcome is None:
+        st.markdown(intro)
+        st.caption(f"Reference for this transaction: `{flow.reference}`")
+        return
+    forget_pool()
+    render_outcome(outcome)
+    if outcome.status is Status.FAILED:
+        # Nothing moved: the same details may be corrected and sent under a new reference.
+        st.button(
+            "Edit and try again", key=f"{flow.key}_retry", on_click=flow.start_new, type="primary"
+        )
+    st.button(new_label, key=f"{flow.key}_new", on_click=flow.start_new, args=(fields,))

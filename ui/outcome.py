@@ -1,0 +1,40 @@
+"""The card that says what happened to one transaction."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from services.allocations import Outcome
+from services.models import Status
+from ui.format import ist, points
+
+
+def render_outcome(outcome: Outcome) -> None:
+    """Success, refusal or unknown, with the facts a manager needs to trust it."""
+    row = outcome.row
+    with st.container(border=True, key=f"outcome_{row.reference}"):
+        if row.status is Status.SUCCEEDED:
+            st.success(outcome.headline, icon="✅")
+        elif row.status is Status.FAILED:
+            st.error(f"**{outcome.headline}** — {outcome.explanation}", icon="⛔")
+        elif row.status is Status.UNKNOWN:
+            st.warning(f"**{outcome.headline}** — {outcome.explanation}", icon="⏳")
+        else:
+            st.info(f"**{outcome.headline}** — {outcome.explanation}", icon="🕓")
+        if outcome.replayed:
+            st.caption(
+                "This form was already submitted; this is its recorded outcome. "
+                "Nothing was sent again."
+            )
+        facts = {
+            "Reference": f"`{row.reference}`",
+            "Card id": f"`{row.card_id}`" if row.card_id else "—",
+            "EnKash transaction": f"`{row.transaction_id}`" if row.transaction_id else "—",
+            "Balance after": points(row.balance_after) if row.balance_after is not None else "—",
+            "When": ist(row.updated_at),
+        }
+        if row.status is Status.SUCCEEDED:
+            facts["Reference check"] = "✓ EnKash echoed this reference"
+        cols = st.columns(2)
+        for index, (label, value) in enumerate(facts.items()):
+            cols[index % 2].markdown(f"**{label}**  \n{value}")

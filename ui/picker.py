@@ -1,0 +1,51 @@
+"""Find an employee's card by name, email, mobile or card id."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from services.employees import find_employees
+from services.ledger import EmployeeSummary
+from ui.context import desk
+from ui.format import mobile, points
+
+
+def _label(summary: EmployeeSummary) -> str:
+    name = " ".join(part for part in (summary.title, summary.first_name) if part) or "Unnamed"
+    return f"{name} · {summary.email or '—'} · {mobile(summary.mobile)} · {summary.card_id}"
+
+
+def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | None:
+    """A search box and a list of matching cards; returns the chosen card (or None)."""
+    query = st.text_input(
+        "Find the employee",
+        key=f"{key}_query",
+        placeholder="Name, email, mobile or card id",
+        disabled=disabled,
+    )
+    if not query.strip():
+        st.caption("Type at least part of a name, email, mobile number or card id.")
+        return None
+    the_desk = desk()
+    with the_desk.client() as client:
+        matches, note = find_employees(the_desk.ledger, client, query)
+    if note:
+        st.caption(note)
+    if not matches:
+        st.info("No employee matches that. Accounts are opened on the **Create account** page.")
+        return None
+    by_card = {summary.card_id: summary for summary in matches}
+    card_id = st.selectbox(
+        f"{len(matches)} match{'es' if len(matches) != 1 else ''}",
+        list(by_card),
+        format_func=lambda card: _label(by_card[card]),
+        key=f"{key}_card",
+        disabled=disabled,
+    )
+    chosen = by_card.get(card_id) if card_id else None
+    if chosen is not None:
+        with st.container(border=True):
+            left, right = st.columns(2)
+            left.markdown(f"**{_label(chosen).split(' · ')[0]}**  \nCard `{chosen.card_id}`")
+            right.metric("Known balance", points(chosen.balance))
+    return chosen

@@ -1,0 +1,59 @@
+"""The sidebar every page shares: mode, operator, pool balance."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from services.enkash import EnkashError
+from services.models import AccountDetails
+from ui.context import desk, operator
+from ui.format import points
+
+_POOL_TTL_SECONDS = 15
+
+
+def pool_details(*, fresh: bool = False) -> AccountDetails | None:
+    """The company pool from EnKash, cached briefly per session; None when EnKash cannot say."""
+    cached = st.session_state.get("_pool")
+    if not fresh and cached and time.monotonic() - cached[0] < _POOL_TTL_SECONDS:
+        return cached[1]
+    try:
+        with desk().client() as client:
+            details = client.account_details()
+    except EnkashError:
+        details = None
+    st.session_state["_pool"] = (time.monotonic(), details)
+    return details
+
+
+def forget_pool() -> None:
+    """After points move, the next read of the pool goes to EnKash."""
+    st.session_state.pop("_pool", None)
+
+
+def mode_banner() -> None:
+    if desk().is_sandbox:
+        st.badge("Sandbox — no real points move", icon="🧪", color="orange")
+
+
+def render_sidebar() -> None:
+    the_desk = desk()
+    with st.sidebar:
+        if the_desk.is_sandbox:
+            st.badge(
+                "Sandbox",
+                icon="🧪",
+                color="orange",
+                help="Embedded EnKash sandbox: no real points move.",
+            )
+        else:
+            st.badge("Live EnKash", icon="🟢", color="green")
+        st.caption(f"Signed in as **{operator()}**")
+        details = pool_details()
+        st.metric(
+            "Pool balance",
+            points(details.available_balance) if details else "unavailable",
+            help="Points left in the company's EnKash reward account to credit from.",
+        )
