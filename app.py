@@ -29,5 +29,9 @@ for section, path, title, icon, capability in PAGES:
         )
 
 page = st.navigation(sections)
-render_sidebar()
-page.run()
+sidebar = st.sidebar.container()
+try:
+    page.run()
+finally:
+    # Filled after the page ran, so the pool balance already includes what the page just moved.
+    render_sidebar(sidebar)

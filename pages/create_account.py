@@ -20,7 +20,7 @@ mode_banner()
 st.title("Create account")
 st.caption("Opens an EnKash incentive card for a partner employee and credits their first points.")
 
-flow = FormFlow("create")
+flow = FormFlow("create", FIELDS)
 
 
 def _values() -> dict:
@@ -42,7 +42,7 @@ def _values() -> dict:
 form_column, result_column = st.columns([3, 2], gap="large")
 with form_column, st.form("create_form", enter_to_submit=False):
     locked = flow.locked
-    name_col, title_col, gender_col = st.columns([3, 1, 1])
+    name_col, title_col, gender_col = st.columns([2, 1, 1])
     with name_col:
         st.text_input("First name", key="new_first_name", max_chars=50, disabled=locked)
         flow.error("employee.first_name")
@@ -62,7 +62,7 @@ with form_column, st.form("create_form", enter_to_submit=False):
             [g.value for g in Gender],
             index=None,
             placeholder="Choose",
-            format_func={"M": "M — male", "F": "F — female"}.get,
+            format_func={"M": "Male", "F": "Female"}.get,
             key="new_gender",
             disabled=locked,
         )
@@ -104,7 +104,6 @@ with form_column, st.form("create_form", enter_to_submit=False):
 with result_column:
     result_panel(
         flow,
-        FIELDS,
         new_label="Create another account",
         intro="**What happens**\n\n"
         "1. Points Desk records the request before anything is sent.\n"

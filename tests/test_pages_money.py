@@ -198,3 +198,29 @@ def test_sandbox_badge_shows_on_every_page_and_the_sidebar_shows_the_pool(app, a
         app.switch_page(page).run()
         assert not app.exception
         assert "Sandbox — no real points move" in page_text(app)
+
+
+def test_the_sent_form_keeps_showing_what_was_sent(app, app_desk):
+    create_account(app)
+    assert app.text_input(key="new_first_name").value == "Ravi"
+    assert app.text_input(key="new_first_name").disabled
+    assert app.text_input(key="new_amount").value == "1500"
+    app.button(key="create_new").click().run()
+    assert app.text_input(key="new_first_name").value == ""
+    assert not app.button(key="create_submit").disabled
+
+
+def test_edit_and_try_again_keeps_the_values_under_a_new_reference(app, app_desk):
+    create_account(app)
+    app_desk.sandbox.store.set_pool_balance(Decimal("100"))
+    app.switch_page(CREDIT).run()
+    app.text_input(key="credit_query").input("ravi").run()
+    app.text_input(key="credit_amount").input("500")
+    app.button(key="credit_submit").click().run()
+    refused = app.query_params["credit_ref"]
+    app.button(key="credit_retry").click().run()
+    assert app.text_input(key="credit_amount").value == "500"
+    assert app.query_params["credit_ref"] != refused
+    app.text_input(key="credit_amount").input("50")
+    app.button(key="credit_submit").click().run()
+    assert "50.00 points credited to Ravi" in app.success[0].value

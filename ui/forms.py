@@ -25,11 +25,18 @@ _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
 class FormFlow:
     """State of one transaction form, kept in ``st.session_state`` under its key."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, fields: tuple[str, ...] = ()):
+        """``fields`` are the widget keys of the form, kept while it is sent and after."""
         self.key = key
+        self.fields = fields
         self._state: dict[str, Any] = st.session_state.setdefault(f"flow_{key}", {})
         if "reference" not in self._state:
             self._adopt_or_mint()
+        # Streamlit resets a widget's value when it becomes disabled; put back what was sent so
+        # the locked form shows it (and "Edit and try again" starts from it).
+        kept = self._state.get("values") if self.locked else self._state.pop("restore", None)
+        for field_key, value in (kept or {}).items():
+            st.session_state[field_key] = value
 
     # --- reference --------------------------------------------------------------------------
     def _adopt_or_mint(self) -> None:
@@ -81,6 +88,7 @@ class FormFlow:
         """Submit-button callback: validate the form; queue the send (or ask to confirm first)."""
         if self.locked:
             return  # a second click on a form already sent does nothing
+        self._state["values"] = {k: st.session_state.get(k) for k in self.fields}
         try:
             data = build()
             allocation = Allocation.model_validate(
@@ -125,13 +133,17 @@ class FormFlow:
         self._state.pop("pending", None)
         return outcome
 
-    def start_new(self, field_keys: tuple[str, ...] = ()) -> None:
-        """Button callback: end this transaction and clear the form for the next one."""
+    def start_new(self, *, keep_values: bool = False) -> None:
+        """Button callback: end this transaction; clear the form, or keep it to edit and retry."""
+        values = self._state.get("values") or {}
         self._state.clear()
         self._state["reference"] = new_reference()
         st.query_params[f"{self.key}_ref"] = self._state["reference"]
-        for field_key in field_keys:
-            st.session_state.pop(field_key, None)
+        if keep_values:
+            self._state["restore"] = values
+        else:
+            for field_key in self.fields:
+                st.session_state.pop(field_key, None)
 
     def form_error(self) -> None:
         """Errors that belong to no single field."""
@@ -140,7 +152,7 @@ class FormFlow:
             st.error(message)
 
 
-def result_panel(flow: FormFlow, fields: tuple[str, ...], *, new_label: str, intro: str) -> None:
+def result_panel(flow: FormFlow, *, new_label: str, intro: str) -> None:
     """Send what is pending, then show the outcome and what the manager can do next."""
     from services.models import Status
     from ui.outcome import render_outcome
@@ -156,6 +168,10 @@ def result_panel(flow: FormFlow, fields: tuple[str, ...], *, new_label: str, int
     if outcome.status is Status.FAILED:
         # Nothing moved: the same details may be corrected and sent under a new reference.
         st.button(
-            "Edit and try again", key=f"{flow.key}_retry", on_click=flow.start_new, type="primary"
+            "Edit and try again",
+            key=f"{flow.key}_retry",
+            on_click=flow.start_new,
+            kwargs={"keep_values": True},
+            type="primary",
         )
-    st.button(new_label, key=f"{flow.key}_new", on_click=flow.start_new, args=(fields,))
+    st.button(new_label, key=f"{flow.key}_new", on_click=flow.start_new)

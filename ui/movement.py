@@ -26,8 +26,7 @@ def render_movement(kind: Kind) -> None:
     """The picker, the amount form, the (debit) confirmation and the outcome."""
     debit = kind is Kind.DEBIT
     key = kind.value
-    flow = FormFlow(key)
-    fields = (f"{key}_amount", f"{key}_reason")
+    flow = FormFlow(key, (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason"))
     flow.send_pending()  # before the picker, so the balance it shows is already the new one
 
     picker_column, result_column = st.columns([3, 2], gap="large")
@@ -92,7 +91,6 @@ def render_movement(kind: Kind) -> None:
     with result_column:
         result_panel(
             flow,
-            fields,
             new_label=f"New {'debit' if debit else 'credit'}",
             intro=(
                 "**Debit (unallocate)** takes points back from the card into the company pool. "
@@ -105,6 +103,10 @@ def render_movement(kind: Kind) -> None:
 
 @st.dialog("Confirm debit", dismissible=False)
 def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSummary | None) -> None:
+    if flow.awaiting_confirmation is None:
+        # A dialog button reruns only the dialog; after Debit now / Cancel, rerun the whole page
+        # so it closes and the page sends (or not) and shows the outcome.
+        st.rerun()
     name = (chosen.first_name if chosen else None) or allocation.card_id
     st.markdown(
         f"Debit **{points(allocation.amount)} points** from **{name}** "

@@ -26,8 +26,8 @@ def render_outcome(outcome: Outcome) -> None:
                 "This form was already submitted; this is its recorded outcome. "
                 "Nothing was sent again."
             )
+        st.markdown(f"**Reference**  \n`{row.reference}`")
         facts = {
-            "Reference": f"`{row.reference}`",
             "Card id": f"`{row.card_id}`" if row.card_id else "—",
             "EnKash transaction": f"`{row.transaction_id}`" if row.transaction_id else "—",
             "Balance after": points(row.balance_after) if row.balance_after is not None else "—",

@@ -38,9 +38,10 @@ def mode_banner() -> None:
         st.badge("Sandbox — no real points move", icon="🧪", color="orange")
 
 
-def render_sidebar() -> None:
+def render_sidebar(slot=None) -> None:
+    """Mode, operator and pool balance, in ``slot`` (a sidebar container) or the sidebar."""
     the_desk = desk()
-    with st.sidebar:
+    with slot if slot is not None else st.sidebar:
         if the_desk.is_sandbox:
             st.badge(
                 "Sandbox",
