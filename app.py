@@ -7,18 +7,30 @@ import logging
 import streamlit as st
 
 from ui.access import allowed
+from ui.auth import sign_in_gate
 from ui.sidebar import render_sidebar
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 st.set_page_config(page_title="Points Desk", page_icon="🎯", layout="wide")
 
+# Sign-in gate: until the person may use the dashboard, the sign-in (or "not configured") page is
+# the only page that exists, whatever URL was asked for.
+gate_page = sign_in_gate()
+if gate_page is not None:
+    st.navigation([gate_page], position="hidden").run()
+    st.stop()
+
 # (section, file, title, icon, capability needed). One line per page; order is menu order.
 PAGES = [
     ("", "pages/overview.py", "Overview", "📊", "view"),
+    ("Insights", "pages/history.py", "History", "📈", "view"),
     ("Move points", "pages/create_account.py", "Create account", "🆕", "move"),
     ("Move points", "pages/credit.py", "Credit", "➕", "move"),
     ("Move points", "pages/debit.py", "Debit", "➖", "move"),
+    ("Move points", "pages/bulk.py", "Bulk allocation", "📦", "move"),
+    ("Move points", "pages/reconcile.py", "Reconcile", "🧾", "move"),
+    ("Approvals", "pages/approvals.py", "Approvals", "✅", "approve"),
 ]
 
 sections: dict[str, list[st.Page]] = {}

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from services.models import Gender, Title
+from ui.access import require
 from ui.forms import FormFlow, result_panel
 from ui.sidebar import mode_banner
 
@@ -17,6 +18,7 @@ FIELDS = (
 )
 
 mode_banner()
+require("move")
 st.title("Create account")
 st.caption("Opens an EnKash incentive card for a partner employee and credits their first points.")
 

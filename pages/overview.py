@@ -1,17 +1,21 @@
-"""Overview: the pool at EnKash and what Points Desk has moved."""
+"""Overview: the pool at EnKash, this month's movements against last month's, and two charts."""
 
 import streamlit as st
 
+from services import demo
+from ui import charts
 from ui.context import desk
 from ui.format import points
-from ui.sidebar import mode_banner, pool_details
+from ui.history import delta, money_metric, month_to_date, recent_months
+from ui.sidebar import forget_pool, mode_banner, pool_details
+
+_CHART_CONFIG = {"displayModeBar": False}
 
 mode_banner()
 st.title("Overview")
 
 the_desk = desk()
 details = pool_details(fresh=True)
-totals = the_desk.ledger.totals()
 
 pool, cards, month = st.columns(3)
 if details is None:
@@ -34,20 +38,75 @@ else:
         "Allocated this month",
         points(details.current_month_allocation),
         border=True,
-        help=f"Redeemed this month: {points(details.current_month_redemption)}",
+        help=f"Redeemed this month (EnKash): {points(details.current_month_redemption)}",
     )
 
-st.subheader("Moved through Points Desk")
-credited, debited, net, employees = st.columns(4)
-credited.metric("Credited", points(totals["credited"]))
-debited.metric("Debited", points(totals["debited"]))
-net.metric("Net issued", points(totals["net"]))
-employees.metric("Employees", f"{totals['employees']:,}")
+now, before, period = month_to_date(the_desk.ledger)
+st.subheader("This month in Points Desk")
+st.caption(f"{period} (IST), compared with the same days last month. Succeeded transactions.")
+credited, debited, net, employees, count = st.columns(5)
+money_metric(credited, "Credited", now.credited, before.credited)
+money_metric(debited, "Debited", now.debited, before.debited, colour="off")
+money_metric(net, "Net issued", now.net, before.net)
+employees.metric(
+    "Employees", f"{now.employees:,}", delta(now.employees, before.employees, money=False)
+)
+count.metric(
+    "Transactions",
+    f"{now.transactions:,}",
+    delta(now.transactions, before.transactions, money=False),
+    help="Every transaction recorded, whatever its outcome.",
+)
+
+recent = recent_months(the_desk.ledger, months=6)
+moved, held = st.columns(2)
+with moved:
+    st.subheader("Points moved per month")
+    st.plotly_chart(
+        charts.movement_figure(recent.series, recent.grain),
+        key="overview_movement",
+        config=_CHART_CONFIG,
+    )
+with held:
+    st.subheader("Largest balances")
+    if recent.balances.cards:
+        st.plotly_chart(
+            charts.balances_figure(recent.balances), key="overview_balances", config=_CHART_CONFIG
+        )
+    else:
+        st.info("No card has a known balance yet. Create an account to get started.")
+st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
 
 if the_desk.is_sandbox:
     with st.expander("Sandbox tools"):
-        st.caption("Clears the sandbox and the ledger together, so they never disagree.")
-        if st.button("Reset sandbox", key="reset_sandbox"):
+        if message := st.session_state.pop("_demo_message", None):
+            st.success(message)
+        st.caption(
+            "Load demo data: a believable programme sent through the real allocate flow to the "
+            "sandbox, then spread over the last six months. Reset clears the sandbox and the "
+            "ledger together, so they never disagree."
+        )
+        size, load, reset = st.columns([1, 1, 1], vertical_alignment="bottom")
+        people = size.number_input(
+            "Employees", min_value=10, max_value=1000, value=300, step=10, key="demo_employees"
+        )
+        if load.button("Load demo data", key="load_demo", icon="🎲"):
+            with st.spinner("Sending demo transactions to the sandbox…"):
+                report = demo.load(the_desk, int(people))
+            st.cache_data.clear()
+            forget_pool()
+            st.session_state["_demo_message"] = (
+                f"Loaded {report.transactions:,} transactions for {report.employees:,} employees "
+                f"in {report.seconds:.1f} s; "
+                + (
+                    "sandbox and ledger balances agree."
+                    if report.agrees
+                    else f"{len(report.mismatched_cards)} card balances disagree!"
+                )
+            )
+            st.rerun()
+        if reset.button("Reset sandbox", key="reset_sandbox"):
             the_desk.reset_sandbox()
-            st.session_state.pop("_pool", None)
+            st.cache_data.clear()
+            forget_pool()
             st.rerun()

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.enkash import (
     BusinessRefusal,
@@ -24,8 +24,15 @@ from services.enkash import (
     OutcomeUnknown,
     ReferenceMismatch,
 )
-from services.ledger import DuplicateReference, Ledger, LedgerRow, StatusConflict
-from services.models import Allocation, AllocationResult, Employee, Kind, Status
+from services.ledger import AuditEvent, DuplicateReference, Ledger, LedgerRow, StatusConflict
+from services.models import (
+    Allocation,
+    AllocationResult,
+    Employee,
+    Kind,
+    Status,
+    TransactionRecord,
+)
 
 log = logging.getLogger("points_desk.allocations")
 
@@ -240,86 +247,244 @@ def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor:
     return _send(ledger, client, allocation_from_row(row), actor)
 
 
+# --- settling unknown outcomes --------------------------------------------------------------------
+
+#: How an audit note that proves absence begins. ``proof_of_absence`` reads it back: a resend is
+#: allowed only while such a note is the row's latest audit event.
+PROVED_ABSENT = "lookup: proved absent"
+
+#: A lookup made sooner than this after the last attempt does not count as proof of absence: a
+#: request that timed out on our side may still be in progress at EnKash. (The Desk's read timeout
+#: is at most 120 s and its default 15 s; EnKash's own processing time is not documented.)
+ABSENCE_GRACE = timedelta(seconds=30)
+
+
+class NotProvenAbsent(StatusConflict):
+    """A resend was asked for a row whose latest lookup did not prove its reference absent."""
+
+
 @dataclass(frozen=True)
 class Settlement:
-    """The result of checking one unknown reference with EnKash."""
+    """The result of checking one unknown reference with EnKash.
+
+    ``outcome`` is ``succeeded`` or ``failed`` (EnKash has it; the row is settled), ``absent``
+    (proved absent: a resend with the same reference may follow), ``not_yet`` (absent, but too
+    soon after the last attempt to prove anything), ``unreadable`` (EnKash lists it with a status
+    Points Desk cannot read), ``changed`` (absent, but the row changed during the lookup, so
+    nothing is proved) or ``already`` (the row was not ``UNKNOWN``: nothing was asked).
+    """
 
     reference: str
     found: bool
     row: LedgerRow
     message: str
+    outcome: str = ""
+    proof_event_id: int | None = None  # the audit note that proves absence (``absent`` only)
 
 
-def settle(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> Settlement:
+def proof_of_absence(ledger: Ledger, reference: str) -> AuditEvent | None:
+    """The audit note proving the reference absent at EnKash, if it still stands.
+
+    It stands while the row is ``UNKNOWN`` and the note is the row's latest audit event: any later
+    event (another lookup, a claim, a settlement, an approval) means something happened since.
+    """
+    row = ledger.get(reference)
+    if row is None or row.status is not Status.UNKNOWN:
+        return None
+    latest = ledger.latest_events([reference]).get(reference)
+    return latest if is_proof_of_absence(latest) else None
+
+
+def is_proof_of_absence(event: AuditEvent | None) -> bool:
+    """Whether an audit event is a lookup that proved absence on an ``UNKNOWN`` row."""
+    return (
+        event is not None
+        and event.from_status is Status.UNKNOWN
+        and event.to_status is Status.UNKNOWN
+        and event.detail.startswith(PROVED_ABSENT)
+    )
+
+
+def settle(
+    ledger: Ledger,
+    client: EnkashClient,
+    reference: str,
+    *,
+    actor: str,
+    absence_grace: timedelta = ABSENCE_GRACE,
+) -> Settlement:
     """Look an ``UNKNOWN`` reference up at EnKash and record what the lookup proves.
 
-    Found: the row becomes ``SUCCEEDED`` with EnKash's ids. Absent: the row stays ``UNKNOWN`` and
-    the audit trail says so; ``resend`` may then be offered. A failed lookup proves nothing and
-    raises the client's error.
+    Found with a success: ``SUCCEEDED`` with EnKash's ids and balance. Found as failed: ``FAILED``.
+    Absent: stays ``UNKNOWN`` with a "proved absent" audit note (see ``proof_of_absence``), written
+    only if nothing happened to the row during the lookup and only once ``absence_grace`` has
+    passed since the last attempt. A row that is not ``UNKNOWN`` is left alone and EnKash is not
+    asked. A failed lookup proves nothing and raises the client's error; nothing is recorded.
     """
     row = ledger.get(reference)
     if row is None:
         raise KeyError(reference)
     if row.status is not Status.UNKNOWN:
-        return Settlement(reference, row.status is Status.SUCCEEDED, row, "Already settled.")
+        return _already(row)
+    before = ledger.latest_events([reference]).get(reference)
     record = client.find_transaction(reference)
     if record is None:
-        ledger.note(reference, actor=actor, detail="lookup: EnKash has no such reference")
-        return Settlement(
-            reference,
-            False,
-            ledger.get(reference),  # type: ignore[arg-type]
-            "EnKash has no transaction with this reference: it never arrived. It can be resent "
-            "with the same reference.",
-        )
+        return _absent(ledger, row, before, actor=actor, absence_grace=absence_grace)
     reported = record.status.strip().upper()
-    if reported in _LOOKUP_FAILED:
-        # EnKash has the attempt but it did not go through: nothing moved.
-        failed = ledger.transition(
-            reference,
-            Status.FAILED,
-            actor=actor,
-            from_statuses=(Status.UNKNOWN,),
-            detail=f"settled by lookup: EnKash reports the transaction {reported}",
-            enkash_code=reported,
-            enkash_message=f"EnKash reports this transaction as {reported}",
-        )
-        return Settlement(reference, True, failed, f"EnKash has it as {reported}: no points moved.")
-    if reported not in _LOOKUP_SUCCEEDED:
-        # Neither a success nor a failure we know: prove nothing, keep it for a person to look at.
-        ledger.note(
-            reference,
-            actor=actor,
-            detail=f"lookup: EnKash reports status {reported or '(none)'}; left unsettled",
-        )
-        return Settlement(
-            reference,
-            False,
-            ledger.get(reference),  # type: ignore[arg-type]
-            f"EnKash has this reference with status {reported or '(none)'}, which Points Desk "
-            "cannot read as a success or a failure. It stays unsettled; ask EnKash.",
-        )
-    settled = ledger.transition(
+    try:
+        if reported in _LOOKUP_FAILED:
+            # EnKash has the attempt but it did not go through: nothing moved.
+            failed = ledger.transition(
+                reference,
+                Status.FAILED,
+                actor=actor,
+                from_statuses=(Status.UNKNOWN,),
+                detail=f"settled by lookup: EnKash reports the transaction {reported}",
+                enkash_code=reported,
+                enkash_message=f"EnKash reports this transaction as {reported}",
+            )
+            return Settlement(
+                reference,
+                True,
+                failed,
+                f"EnKash has it as {reported}: it did not go through and no points moved.",
+                "failed",
+            )
+        if reported in _LOOKUP_SUCCEEDED:
+            return _found(ledger, row, record, actor=actor)
+    except StatusConflict:
+        # Settled (or resent) by someone else while EnKash was being asked: theirs stands.
+        return _already(ledger.get(reference))  # type: ignore[arg-type]
+    # Neither a success nor a failure we know: prove nothing, keep it for a person to look at.
+    shown = reported or "(none)"
+    ledger.note(
+        reference, actor=actor, detail=f"lookup: EnKash reports status {shown}; left unsettled"
+    )
+    return Settlement(
         reference,
+        True,
+        ledger.get(reference),  # type: ignore[arg-type]
+        f"EnKash has this reference with status {shown}, which Points Desk cannot read as a "
+        "success or a failure. It stays unsettled and is never resent; ask EnKash.",
+        "unreadable",
+    )
+
+
+def _already(row: LedgerRow) -> Settlement:
+    words = {
+        Status.SUCCEEDED: "it went through",
+        Status.FAILED: "it did not go through",
+        Status.SENDING: "it is being sent right now",
+        Status.QUEUED: "it is queued and has not been sent",
+    }
+    return Settlement(
+        row.reference,
+        row.status is Status.SUCCEEDED,
+        row,
+        f"Already settled: {words.get(row.status, row.status.value)}. Nothing was asked.",
+        "already",
+    )
+
+
+def _absent(
+    ledger: Ledger,
+    row: LedgerRow,
+    before: AuditEvent | None,
+    *,
+    actor: str,
+    absence_grace: timedelta,
+) -> Settlement:
+    waited = datetime.now(UTC) - row.updated_at
+    if waited < absence_grace:
+        left = max(1, int((absence_grace - waited).total_seconds() + 0.999))
+        return Settlement(
+            row.reference,
+            False,
+            row,
+            "EnKash has no transaction with this reference yet, but the last attempt was only "
+            f"{int(waited.total_seconds())} s ago and may still be in progress at EnKash. "
+            f"Check again in {left} s; until then it cannot be resent.",
+            "not_yet",
+        )
+    proof = ledger.note_if_latest(
+        row.reference,
+        actor=actor,
+        detail=f"{PROVED_ABSENT}: EnKash has no transaction with this reference "
+        f"({int(waited.total_seconds())} s after the last attempt)",
+        expected_event_id=before.id if before is not None else None,
+    )
+    current = ledger.get(row.reference)
+    assert current is not None
+    if proof is None:
+        return Settlement(
+            row.reference,
+            False,
+            current,
+            "Something happened to this transaction while EnKash was being asked (another check "
+            "or a resend), so this lookup proves nothing. Check it again.",
+            "changed",
+        )
+    return Settlement(
+        row.reference,
+        False,
+        current,
+        "EnKash has no transaction with this reference: it never arrived and no points moved. "
+        "It can be resent with the same reference.",
+        "absent",
+        proof.id,
+    )
+
+
+def _found(ledger: Ledger, row: LedgerRow, record: TransactionRecord, *, actor: str) -> Settlement:
+    card_id = record.card_id or row.card_id or ""
+    balance = record.balance_after
+    detail = f"settled by lookup: EnKash transaction {record.transaction_id}"
+    if balance is not None and card_id:
+        # The lookup's balance is the balance right after this transaction. If other transactions
+        # on the card succeeded since this one was started, EnKash may have applied them after
+        # it, so that balance may be stale: record none rather than a wrong one.
+        summary = ledger.employee_by_card(card_id)
+        if summary is not None and summary.last_activity and summary.last_activity > row.created_at:
+            balance = None
+            detail += "; balance after not recorded (the card moved meanwhile)"
+    settled = ledger.transition(
+        row.reference,
         Status.SUCCEEDED,
         actor=actor,
         from_statuses=(Status.UNKNOWN,),
-        detail=f"settled by lookup: EnKash transaction {record.transaction_id}",
+        detail=detail,
         result=AllocationResult(
-            reference=reference,
-            card_id=record.card_id,
+            reference=row.reference,
+            card_id=card_id,
             transaction_id=record.transaction_id,
-            balance_after=record.balance_after,  # None when the lookup does not report it
+            balance_after=balance,  # None when the lookup does not report it (or it is stale)
         ),
     )
-    return Settlement(reference, True, settled, "EnKash has it: the transaction went through.")
+    return Settlement(
+        row.reference,
+        True,
+        settled,
+        f"EnKash has it: the transaction went through (EnKash transaction "
+        f"{record.transaction_id}).",
+        "succeeded",
+    )
 
 
-def resend(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> Outcome:
-    """Resend an ``UNKNOWN`` row with the same reference, after a fresh lookup proves it absent.
+def resend(
+    ledger: Ledger,
+    client: EnkashClient,
+    reference: str,
+    *,
+    actor: str,
+    absence_grace: timedelta = ABSENCE_GRACE,
+) -> Outcome:
+    """Resend an ``UNKNOWN`` row with the same reference, once a lookup has proved it absent.
 
-    The lookup is repeated here, immediately before the claim, so a resend can never follow a
-    stale "absent". Rows whose reply carried another reference are never resent automatically.
+    Refused (``NotProvenAbsent``) unless the row's latest audit event is a lookup that proved the
+    reference absent (``settle``). The lookup is then repeated immediately before the claim, and
+    the claim itself is a compare-and-set on that fresh proof, so a resend can never follow a
+    stale "absent" or race another resend. Rows whose reply carried another reference are
+    investigated, never resent (``StatusConflict``).
     """
     row = ledger.get(reference)
     if row is None:
@@ -328,9 +493,23 @@ def resend(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) 
         return describe(row, replayed=True)
     if row.enkash_code == REFERENCE_MISMATCH:
         raise StatusConflict("a reference mismatch is investigated, not resent")
-    settlement = settle(ledger, client, reference, actor=actor)
-    if settlement.found:
-        return describe(settlement.row)
-    if not ledger.claim(reference, actor=actor, from_statuses=(Status.UNKNOWN,)):
-        return describe(ledger.get(reference), replayed=True)  # type: ignore[arg-type]
+    if proof_of_absence(ledger, reference) is None:
+        raise NotProvenAbsent(
+            "Not resent: EnKash has not been shown to lack this reference since the last change. "
+            "Check it with EnKash first; only a lookup that proves it absent allows a resend."
+        )
+    settlement = settle(ledger, client, reference, actor=actor, absence_grace=absence_grace)
+    if settlement.outcome in ("succeeded", "failed", "already"):
+        return describe(settlement.row, replayed=settlement.outcome == "already")
+    if settlement.outcome != "absent" or settlement.proof_event_id is None:
+        raise NotProvenAbsent(f"Not resent. {settlement.message}")
+    if not ledger.claim_if_latest(
+        reference,
+        actor=actor,
+        expected_event_id=settlement.proof_event_id,
+        detail="resend with the same reference: EnKash's lookup proved it absent",
+    ):
+        raise NotProvenAbsent(
+            "Not resent: something happened to this transaction meanwhile. Check it again."
+        )
     return describe(_send(ledger, client, allocation_from_row(row), actor))

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
 
     points_desk_data_dir: Path = PROJECT_ROOT / "data"
     points_desk_max_points: Decimal = Decimal("1000000")
+    # The background settle pass (services/reconcile.py): seconds between passes; 0 turns it off.
+    points_desk_settle_interval_seconds: float = 60
+    # Maker-checker: a debit (or a batch's total) above these waits for a second person's
+    # approval; 0 means every one does.
+    points_desk_approval_debit_threshold: Decimal = Decimal("10000")
+    points_desk_approval_batch_threshold: Decimal = Decimal("100000")
+    # Local sign-in: this many wrong passwords in a row lock the account for this long.
+    points_desk_sign_in_attempts: int = 5
+    points_desk_lockout_minutes: int = 15
 
     @field_validator(
         "enkash_base_url",
@@ -124,6 +133,27 @@ class Settings(BaseSettings):
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value:
             return None
+        return value
+
+    @field_validator("points_desk_approval_debit_threshold", "points_desk_approval_batch_threshold")
+    @classmethod
+    def _threshold(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("an approval threshold is 0 (approve every one) or more")
+        return value
+
+    @field_validator("points_desk_sign_in_attempts", "points_desk_lockout_minutes")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("points_desk_settle_interval_seconds")
+    @classmethod
+    def _settle_interval(cls, value: float) -> float:
+        if value != 0 and not 1 <= value <= 86400:
+            raise ValueError("POINTS_DESK_SETTLE_INTERVAL_SECONDS is 0 (off) or 1 to 86400")
         return value
 
     @field_validator("enkash_timeout_seconds")
@@ -206,6 +236,12 @@ class Settings(BaseSettings):
         return self.data_dir / "sandbox.db"
 
 
+def secrets_file_path() -> Path:
+    """``POINTS_DESK_SECRETS_FILE`` when set, else ``.streamlit/secrets.toml``."""
+    override = os.environ.get("POINTS_DESK_SECRETS_FILE")
+    return Path(override) if override else DEFAULT_SECRETS_PATH
+
+
 def load_settings(secrets_file: Path | str | None = "default", **overrides: Any) -> Settings:
     """Read settings; ``ConfigError`` with a readable message when a value is invalid.
 
@@ -215,8 +251,7 @@ def load_settings(secrets_file: Path | str | None = "default", **overrides: Any)
     from pydantic import ValidationError
 
     if secrets_file == "default":
-        override = os.environ.get("POINTS_DESK_SECRETS_FILE")
-        secrets_file = Path(override) if override else DEFAULT_SECRETS_PATH
+        secrets_file = secrets_file_path()
 
     try:
         return Settings(_secrets_file=secrets_file, **overrides)

@@ -10,15 +10,21 @@ from __future__ import annotations
 import getpass
 import logging
 import queue
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from services.config import EnkashConfig, Settings, load_settings, sandbox_enkash_config
 from services.enkash import EnkashClient
 from services.ledger import Ledger
 
+if TYPE_CHECKING:
+    from services.bulk import BatchRunner
+
 log = logging.getLogger("points_desk")
+_RUNNER_LOCK = threading.Lock()
 
 
 class Desk:
@@ -50,6 +56,14 @@ class Desk:
             # both empty together.
             self.sandbox.store.reset()
         self._idle_clients: queue.LifoQueue[EnkashClient] = queue.LifoQueue()
+        # The background settle pass (services/reconcile.py): only looks unknown outcomes up at
+        # EnKash, never resends. POINTS_DESK_SETTLE_INTERVAL_SECONDS=0 turns it off.
+        self.settle_loop = None
+        interval = self.settings.points_desk_settle_interval_seconds
+        if interval > 0:
+            from services.reconcile import SettleLoop
+
+            self.settle_loop = SettleLoop(self.ledger, self.new_client, interval).start()
 
     @property
     def mode(self) -> str:
@@ -75,14 +89,34 @@ class Desk:
         """A client owned by the caller (a worker thread), not returned to the pool."""
         return EnkashClient(self.enkash_config)
 
+    @property
+    def runner(self) -> BatchRunner:
+        """The background sender of bulk batches (services/bulk.py), created on first use."""
+        with _RUNNER_LOCK:
+            runner = getattr(self, "_runner", None)
+            if runner is None:
+                from services.bulk import BatchRunner
+
+                runner = self._runner = BatchRunner(self)
+            return runner
+
+    def _stop_batches(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.shutdown()
+
     def reset_sandbox(self) -> None:
         """Clear the sandbox and the ledger together, so they never disagree. Sandbox mode only."""
         if self.sandbox is None:
             raise RuntimeError("reset is only possible on the sandbox")
+        self._stop_batches()  # no batch may keep sending into a wiped ledger
         self.sandbox.store.reset()
         self.ledger.reset()
 
     def close(self) -> None:
+        if getattr(self, "settle_loop", None) is not None:
+            self.settle_loop.stop()
+        self._stop_batches()
         while True:
             try:
                 self._idle_clients.get_nowait().close()

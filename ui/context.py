@@ -8,7 +8,7 @@ import uuid
 import streamlit as st
 
 from services.config import ConfigError
-from services.desk import Desk, os_operator
+from services.desk import Desk
 
 log = logging.getLogger("points_desk.ui")
 
@@ -30,8 +30,17 @@ def desk() -> Desk:
 
 
 def operator() -> str:
-    """Who is acting: the signed-in user when sign-in is configured, else the OS user."""
-    return st.session_state.get("operator") or os_operator()
+    """Who is acting, as ledger rows and audit events record it: the signed-in person's id
+    (local username or OIDC email), or the OS user in a sandbox running without sign-in.
+
+    The sign-in gate in ``app.py`` sets the person before any page runs; without one, nothing
+    may be recorded, so the page stops.
+    """
+    person = st.session_state.get("_person")
+    if person is None:
+        st.error("You are not signed in. Reload the page to sign in.", icon="🔒")
+        st.stop()
+    return person.id
 
 
 def session_id() -> str:

@@ -15,11 +15,19 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from services.allocations import Outcome, describe, new_reference, submit
-from services.models import Allocation, field_errors
+from services.allocations import Outcome, new_reference, submit
+from services.approvals import debit_needs_approval, describe_row, request_debit
+from services.models import Allocation, Kind, field_errors
 from ui.context import desk, operator, session_id
 
 _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
+
+
+def needs_approval(allocation: Allocation) -> bool:
+    """A debit above the approval threshold waits for a second person instead of being sent."""
+    return allocation.kind is Kind.DEBIT and debit_needs_approval(
+        allocation.amount, desk().settings
+    )
 
 
 class FormFlow:
@@ -43,9 +51,10 @@ class FormFlow:
         from_url = st.query_params.get(f"{self.key}_ref")
         if from_url and _REFERENCE_SHAPE.fullmatch(from_url):
             self._state["reference"] = from_url
-            existing = desk().ledger.get(from_url)
+            ledger = desk().ledger
+            existing = ledger.get(from_url)
             if existing is not None:  # a reload or a second tab of a form already submitted
-                self._state["outcome"] = describe(existing, replayed=True)
+                self._state["outcome"] = describe_row(ledger, existing, replayed=True)
         else:
             self._state["reference"] = new_reference()
         st.query_params[f"{self.key}_ref"] = self._state["reference"]
@@ -125,10 +134,20 @@ class FormFlow:
         if allocation is None:
             return self.outcome
         the_desk = desk()
-        with st.spinner("Sending to EnKash…"), the_desk.client() as client:
-            outcome = submit(
-                the_desk.ledger, client, allocation, operator=operator(), session_id=session_id()
+        if needs_approval(allocation):
+            # Maker-checker: held in the ledger for a second person; nothing goes to EnKash.
+            outcome = request_debit(
+                the_desk.ledger, allocation, maker=operator(), session_id=session_id()
             )
+        else:
+            with st.spinner("Sending to EnKash…"), the_desk.client() as client:
+                outcome = submit(
+                    the_desk.ledger,
+                    client,
+                    allocation,
+                    operator=operator(),
+                    session_id=session_id(),
+                )
         self._state["outcome"] = outcome
         self._state.pop("pending", None)
         return outcome

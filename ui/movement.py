@@ -6,8 +6,9 @@ import streamlit as st
 
 from services.ledger import EmployeeSummary
 from services.models import Allocation, Kind
+from ui.context import desk
 from ui.format import points
-from ui.forms import FormFlow, result_panel
+from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
 
 
@@ -119,6 +120,20 @@ def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSumma
         )
     if allocation.reason:
         st.caption(f"Reason: {allocation.reason}")
+    held = needs_approval(allocation)
+    if held:
+        limit = points(desk().settings.points_desk_approval_debit_threshold, decimals=False)
+        st.info(
+            f"This debit is above the approval limit of {limit} points, so it **goes for "
+            "approval**: a second person with the approver role approves it on the Approvals "
+            "page, and nothing is sent until they do.",
+            icon="👥",
+        )
     left, right = st.columns(2)
-    left.button("Debit now", type="primary", on_click=flow.confirm, key=f"{flow.key}_confirm")
+    left.button(
+        "Send for approval" if held else "Debit now",
+        type="primary",
+        on_click=flow.confirm,
+        key=f"{flow.key}_confirm",
+    )
     right.button("Cancel", on_click=flow.cancel_confirmation, key=f"{flow.key}_cancel")

@@ -1,4 +1,4 @@
-"""The sidebar every page shares: mode, operator, pool balance."""
+"""The sidebar every page shares: mode, who is signed in (and sign out), pool balance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import streamlit as st
 
 from services.enkash import EnkashError
 from services.models import AccountDetails
-from ui.context import desk, operator
+from ui.access import require_signed_in
+from ui.auth import current_person, sign_out
+from ui.context import desk
 from ui.format import points
 
 _POOL_TTL_SECONDS = 15
@@ -34,6 +36,9 @@ def forget_pool() -> None:
 
 
 def mode_banner() -> None:
+    """The first line of every page: refuses a session the sign-in gate has not let in, then
+    says whether real points move."""
+    require_signed_in()
     if desk().is_sandbox:
         st.badge("Sandbox — no real points move", icon="🧪", color="orange")
 
@@ -51,7 +56,13 @@ def render_sidebar(slot=None) -> None:
             )
         else:
             st.badge("Live EnKash", icon="🟢", color="green")
-        st.caption(f"Signed in as **{operator()}**")
+        person = current_person()
+        if person is not None and person.method == "sandbox":
+            st.caption(f"**{person.display_name}** · no sign-in (sandbox)")
+        elif person is not None:
+            roles = ", ".join(sorted(person.roles)) or "no role"
+            st.caption(f"Signed in as **{person.display_name}** · {roles}")
+            st.button("Sign out", key="sidebar_sign_out", on_click=sign_out, type="tertiary")
         details = pool_details()
         st.metric(
             "Pool balance",

@@ -1,0 +1,115 @@
+"""History: how many points went out, to whom, when, and what is left; a file for finance."""
+
+import streamlit as st
+
+from services.history import cumulative
+from ui import charts
+from ui.context import desk, session_id
+from ui.format import points
+from ui.history import (
+    TABLE_COLUMNS,
+    aggregates,
+    delta,
+    detail_view,
+    export_buttons,
+    filter_bar,
+    money_metric,
+    page_of,
+    table,
+)
+from ui.sidebar import mode_banner
+
+_CHART_CONFIG = {"displayModeBar": False}
+
+mode_banner()
+st.title("History")
+
+ledger = desk().ledger
+chosen, grain = filter_bar(ledger, session_id())
+if chosen is None:
+    st.stop()
+
+data = aggregates(ledger, chosen, grain)
+now, before = data.current, data.previous
+if before is not None:
+    st.caption(
+        f"{chosen.days} day{'s' if chosen.days != 1 else ''} from "
+        f"{chosen.start:%d %b %Y} to {chosen.end:%d %b %Y} (IST), compared with the "
+        f"{chosen.days} days before. Points count succeeded transactions only."
+    )
+credited, debited, net, employees, count = st.columns(5)
+money_metric(credited, "Credited", now.credited, before and before.credited)
+money_metric(debited, "Debited", now.debited, before and before.debited, colour="off")
+money_metric(net, "Net issued", now.net, before and before.net)
+employees.metric(
+    "Employees",
+    f"{now.employees:,}",
+    delta(now.employees, before and before.employees, money=False),
+    help="Cards with at least one succeeded transaction in the period.",
+)
+count.metric(
+    "Transactions",
+    f"{now.transactions:,}",
+    delta(now.transactions, before and before.transactions, money=False),
+    help="Every transaction the filters match, whatever its status.",
+)
+
+moved, issued = st.columns(2)
+with moved:
+    st.subheader("Points moved")
+    st.plotly_chart(
+        charts.movement_figure(data.series, grain),
+        key="chart_movement",
+        config=_CHART_CONFIG,
+    )
+with issued:
+    st.subheader("Net points issued")
+    st.plotly_chart(
+        charts.cumulative_figure(cumulative(data.series, data.opening), grain, data.opening),
+        key="chart_cumulative",
+        config=_CHART_CONFIG,
+    )
+    st.caption(f"All time, including {points(data.opening)} issued before the period.")
+
+held, outcomes = st.columns(2)
+with held:
+    st.subheader("What is left on the cards")
+    if data.balances.cards:
+        st.plotly_chart(
+            charts.balances_figure(data.balances), key="chart_balances", config=_CHART_CONFIG
+        )
+        st.caption(
+            f"{data.balances.cards:,} cards hold {points(data.balances.total)} points "
+            f"(known balances at the end of the period)."
+            + (f" {data.balances.unknown:,} balances not known." if data.balances.unknown else "")
+        )
+    else:
+        st.info("No card has a known balance yet.")
+with outcomes:
+    st.subheader("Outcomes")
+    if now.transactions:
+        st.plotly_chart(
+            charts.status_figure(data.statuses), key="chart_statuses", config=_CHART_CONFIG
+        )
+    else:
+        st.info("No transactions match these filters.")
+
+st.subheader("Transactions")
+if st.session_state.get("_history_key") != chosen.key():
+    st.session_state["_history_key"] = chosen.key()
+    st.session_state["history_page"] = 1
+shown = page_of(ledger, chosen, int(st.session_state.get("history_page", 1)))
+st.dataframe(
+    table(shown.rows),
+    hide_index=True,
+    width="stretch",
+    column_config=TABLE_COLUMNS,
+    key="history_table",
+)
+pager, summary = st.columns([1, 4], vertical_alignment="bottom")
+pager.number_input("Page", min_value=1, max_value=shown.pages, step=1, key="history_page")
+summary.caption(
+    f"Page {shown.number} of {shown.pages:,} · {shown.total:,} transactions, newest first"
+)
+export_buttons(ledger, chosen, shown.total)
+detail_view(ledger, shown.rows)

@@ -1,0 +1,369 @@
+"""Maker-checker: large debits and batches wait for a second person's approval before sending.
+
+A debit above ``POINTS_DESK_APPROVAL_DEBIT_THRESHOLD`` (a batch whose total is above
+``POINTS_DESK_APPROVAL_BATCH_THRESHOLD``; 0 means every one) is not sent. ``request_debit`` writes
+an approval request and the debit's intent to the ledger as ``QUEUED`` under the reference minted
+when the form was shown, with the maker as its operator. An approver who is not the maker then:
+
+* ``approve``: the row gets ``approved_by``, is claimed and sent once, with its original
+  reference; its audit trail shows the maker's intent, the approval and the outcome.
+* ``reject`` (a comment is required): the row moves ``QUEUED -> FAILED`` and nothing is sent.
+
+Batches use the same requests (``request_batch`` / ``approve`` / ``reject`` / ``is_approved``):
+approving one sends nothing itself; the batch runner checks ``is_approved`` before starting.
+A decision is a compare-and-set on the request, so two approvers racing cannot both decide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from services.allocations import Outcome, describe, send_claimed
+from services.config import Settings
+from services.enkash import EnkashClient
+from services.ledger import (
+    DuplicateReference,
+    Ledger,
+    LedgerRow,
+    approvals,
+    from_cents,
+    to_cents,
+)
+from services.models import Allocation, Kind, Status
+
+log = logging.getLogger("points_desk.approvals")
+
+REJECTED = "APPROVAL_REJECTED"  # the ledger's enkash_code for a debit an approver refused
+PENDING, APPROVED, REJECTED_STATUS = "pending", "approved", "rejected"
+
+
+class ApprovalError(Exception):
+    """A decision that cannot be made; the message says why in a manager's words."""
+
+
+class SelfApproval(ApprovalError):
+    """The maker tried to decide their own request."""
+
+
+class AlreadyDecided(ApprovalError):
+    """Someone decided this request first."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One request for a second person's decision."""
+
+    id: int
+    subject_kind: str  # "debit" or "batch"
+    subject: str  # the debit's reference or the batch id
+    amount: Decimal
+    maker: str
+    requested_at: datetime
+    status: str
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str
+    request: dict
+
+    @property
+    def pending(self) -> bool:
+        return self.status == PENDING
+
+    def allocation(self) -> Allocation | None:
+        """The debit exactly as the maker asked for it (``None`` for a batch)."""
+        if self.subject_kind != "debit" or not self.request:
+            return None
+        return Allocation.model_validate(self.request, context={"max_points": self.amount})
+
+
+@dataclass(frozen=True)
+class Decision:
+    approval: Approval
+    outcome: Outcome | None  # a debit's send outcome (or rejection); None for a batch
+
+
+def _approval(m) -> Approval:
+    return Approval(
+        id=m["id"],
+        subject_kind=m["subject_kind"],
+        subject=m["subject"],
+        amount=from_cents(m["amount_cents"]),  # type: ignore[arg-type]
+        maker=m["maker"],
+        requested_at=m["requested_at"],
+        status=m["status"],
+        decided_by=m["decided_by"],
+        decided_at=m["decided_at"],
+        comment=m["comment"] or "",
+        request=json.loads(m["request"]) if m["request"] else {},
+    )
+
+
+# --- thresholds ----------------------------------------------------------------------------------
+
+
+def debit_needs_approval(amount: Decimal, settings: Settings) -> bool:
+    """A debit above the threshold (every debit when the threshold is 0) needs a second person."""
+    return amount > settings.points_desk_approval_debit_threshold
+
+
+def batch_needs_approval(total: Decimal, settings: Settings) -> bool:
+    """A batch whose total points are above the batch threshold needs a second person."""
+    return total > settings.points_desk_approval_batch_threshold
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def get(ledger: Ledger, approval_id: int) -> Approval | None:
+    with ledger.engine.begin() as conn:
+        found = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id))
+        m = found.mappings().one_or_none()
+    return _approval(m) if m is not None else None
+
+
+def for_subject(ledger: Ledger, subject_kind: str, subject: str) -> Approval | None:
+    """The request about a debit reference (``"debit"``) or a batch id (``"batch"``)."""
+    with ledger.engine.begin() as conn:
+        found = conn.execute(
+            sa.select(approvals).where(
+                approvals.c.subject_kind == subject_kind, approvals.c.subject == subject
+            )
+        )
+        m = found.mappings().one_or_none()
+    return _approval(m) if m is not None else None
+
+
+def pending(ledger: Ledger) -> list[Approval]:
+    """Requests waiting for a decision, oldest first."""
+    with ledger.engine.begin() as conn:
+        found = conn.execute(
+            sa.select(approvals)
+            .where(approvals.c.status == PENDING)
+            .order_by(approvals.c.requested_at, approvals.c.id)
+        )
+        return [_approval(m) for m in found.mappings()]
+
+
+def decided(ledger: Ledger, limit: int = 20) -> list[Approval]:
+    """The latest decisions, newest first."""
+    with ledger.engine.begin() as conn:
+        found = conn.execute(
+            sa.select(approvals)
+            .where(approvals.c.status != PENDING)
+            .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())
+            .limit(limit)
+        )
+        return [_approval(m) for m in found.mappings()]
+
+
+def is_approved(ledger: Ledger, batch_id: str) -> bool:
+    """Whether a second person approved this batch (the gate before it may start)."""
+    found = for_subject(ledger, "batch", batch_id)
+    return found is not None and found.status == APPROVED
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+def _request(
+    ledger: Ledger, subject_kind: str, subject: str, amount: Decimal, maker: str, request: dict
+) -> Approval:
+    """Insert a pending request; a repeat of the same subject returns the existing one."""
+    try:
+        with ledger.engine.begin() as conn:
+            conn.execute(
+                approvals.insert().values(
+                    subject_kind=subject_kind,
+                    subject=subject,
+                    amount_cents=to_cents(amount),
+                    maker=maker,
+                    requested_at=datetime.now(UTC),
+                    status=PENDING,
+                    comment="",
+                    request=json.dumps(request, sort_keys=True) if request else "",
+                )
+            )
+    except IntegrityError:
+        pass  # a double click or a rerun: the first request stands
+    found = for_subject(ledger, subject_kind, subject)
+    assert found is not None
+    return found
+
+
+def request_debit(
+    ledger: Ledger, allocation: Allocation, *, maker: str, session_id: str | None = None
+) -> Outcome:
+    """Hold a debit for approval: nothing is sent. Repeating it is harmless.
+
+    The approval request is written first (with the whole allocation), then the ledger intent as
+    ``QUEUED``: if the process stops in between, approving still records and sends it.
+    """
+    if allocation.kind is not Kind.DEBIT:
+        raise ValueError("only debits wait for approval one by one")
+    existing = ledger.get(allocation.reference)
+    if existing is not None and for_subject(ledger, "debit", allocation.reference) is None:
+        return describe_row(ledger, existing, replayed=True)  # already sent without approval
+    _request(
+        ledger,
+        "debit",
+        allocation.reference,
+        allocation.amount,
+        maker,
+        allocation.model_dump(mode="json"),
+    )
+    replayed = existing is not None
+    if existing is None:
+        try:
+            ledger.record_intent(
+                allocation, operator=maker, status=Status.QUEUED, session_id=session_id
+            )
+            ledger.note(
+                allocation.reference,
+                actor=maker,
+                detail="held for approval: above the debit approval threshold; nothing sent",
+            )
+        except DuplicateReference:
+            replayed = True
+    log.info("debit %s held for approval (maker %s)", allocation.reference, maker)
+    return describe_row(ledger, ledger.get(allocation.reference), replayed=replayed)  # type: ignore[arg-type]
+
+
+def request_batch(ledger: Ledger, batch_id: str, total: Decimal, maker: str) -> Approval:
+    """Ask a second person to approve a batch of ``total`` points before it starts."""
+    return _request(ledger, "batch", batch_id, Decimal(total), maker, {})
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def _decide(ledger: Ledger, approval_id: int, status: str, decider: str, comment: str) -> Approval:
+    found = get(ledger, approval_id)
+    if found is None:
+        raise ApprovalError("There is no such approval request.")
+    if found.maker == decider:
+        raise SelfApproval(
+            "You asked for this yourself: a second person has to approve or reject it."
+        )
+    with ledger.engine.begin() as conn:
+        changed = conn.execute(
+            approvals.update()
+            .where(
+                approvals.c.id == approval_id,
+                approvals.c.status == PENDING,
+                approvals.c.maker != decider,
+            )
+            .values(
+                status=status,
+                decided_by=decider,
+                decided_at=datetime.now(UTC),
+                comment=comment,
+            )
+        )
+    if changed.rowcount != 1:
+        current = get(ledger, approval_id)
+        who = current.decided_by if current else "someone"
+        raise AlreadyDecided(f"{who} already decided this request ({current and current.status}).")
+    log.info("approval %s %s by %s", approval_id, status, decider)
+    return get(ledger, approval_id)  # type: ignore[return-value]
+
+
+def approve(
+    ledger: Ledger,
+    approval_id: int,
+    *,
+    approver: str,
+    comment: str = "",
+    client: EnkashClient | None = None,
+) -> Decision:
+    """Approve a request. A debit is then sent once, with its original reference (needs
+    ``client``); a batch is only marked approved for its runner. ``SelfApproval`` if the
+    approver is the maker, ``AlreadyDecided`` if someone decided first."""
+    found = get(ledger, approval_id)
+    if found is not None and found.subject_kind == "debit" and client is None:
+        raise ValueError("approving a debit sends it: pass an EnKash client")
+    comment = " ".join(comment.split())
+    decision = _decide(ledger, approval_id, APPROVED, approver, comment)
+    detail = f"approved by {approver}" + (f": {comment}" if comment else "")
+    if decision.subject_kind == "batch":
+        ledger.set_approved_by(approver, batch_id=decision.subject, detail=detail)
+        return Decision(decision, None)
+    return Decision(decision, send_approved(ledger, client, decision, detail=detail))  # type: ignore[arg-type]
+
+
+def send_approved(
+    ledger: Ledger, client: EnkashClient, approval: Approval, *, detail: str = ""
+) -> Outcome:
+    """Send an approved debit that has not been sent yet (after ``approve``, or to finish one
+    whose sending was interrupted). Exactly one caller wins the claim; others get the row."""
+    if approval.subject_kind != "debit" or approval.status != APPROVED:
+        raise ApprovalError("Only an approved debit can be sent.")
+    approver = approval.decided_by or "approver"
+    reference = approval.subject
+    if ledger.get(reference) is None:
+        allocation = approval.allocation()
+        assert allocation is not None
+        with contextlib.suppress(DuplicateReference):  # written meanwhile: fine either way
+            ledger.record_intent(
+                allocation, operator=approval.maker, status=Status.QUEUED, approved_by=approver
+            )
+    ledger.set_approved_by(
+        approver, reference=reference, detail=detail or f"approved by {approver}"
+    )
+    if not ledger.claim(reference, actor=approver, from_statuses=(Status.QUEUED,)):
+        return describe_row(ledger, ledger.get(reference), replayed=True)  # type: ignore[arg-type]
+    return describe_row(ledger, send_claimed(ledger, client, reference, actor=approver))
+
+
+def reject(ledger: Ledger, approval_id: int, *, approver: str, comment: str) -> Decision:
+    """Refuse a request (a comment saying why is required). A debit's row becomes ``FAILED``
+    without anything being sent."""
+    comment = " ".join((comment or "").split())
+    if not comment:
+        raise ApprovalError("Say why you reject it: the maker sees your comment.")
+    decision = _decide(ledger, approval_id, REJECTED_STATUS, approver, comment)
+    if decision.subject_kind == "batch":
+        return Decision(decision, None)
+    row = ledger.get(decision.subject)
+    if row is not None and row.status is Status.QUEUED:
+        row = ledger.transition(
+            decision.subject,
+            Status.FAILED,
+            actor=approver,
+            from_statuses=(Status.QUEUED,),
+            detail=f"rejected by {approver}: {comment}; nothing was sent",
+            enkash_code=REJECTED,
+            enkash_message=f"Rejected by {approver}: {comment}",
+        )
+    return Decision(decision, describe_row(ledger, row) if row is not None else None)
+
+
+# --- words ---------------------------------------------------------------------------------------
+
+
+def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> Outcome:
+    """``allocations.describe``, plus the words for a debit held for or refused at approval."""
+    if row.kind is Kind.DEBIT and row.batch_id is None:
+        if row.status is Status.QUEUED:
+            return Outcome(
+                row,
+                "Waiting for approval by a second person",
+                "Nothing has been sent. An approver decides on the Approvals page; once "
+                "approved it is sent with this same reference.",
+                replayed,
+            )
+        if row.status is Status.FAILED and row.enkash_code == REJECTED:
+            return Outcome(
+                row,
+                "Rejected at approval: nothing was sent",
+                row.enkash_message or "An approver rejected this debit.",
+                replayed,
+            )
+    return describe(row, replayed=replayed)

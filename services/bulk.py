@@ -1,0 +1,641 @@
+"""Bulk runs: queue a checked file as a batch, send it in the background, pause, cancel, resume.
+
+The life of a batch (state in the ``batches`` table, rows in ``transactions``):
+
+1. ``queue_batch`` records the batch and every valid row as ``QUEUED`` in one transaction, with
+   references derived from (batch id, row number), so a resumed batch can never mint a second
+   reference for a row. The same file (same SHA-256) is refused: it points at the first batch.
+2. ``start_batch`` is the single step from "confirmed" to "sending" (an approval gate belongs in
+   front of it). It marks the batch ``running`` and hands it to the Desk's ``BatchRunner``.
+3. The runner's job belongs to the process, not to a browser tab. Its worker threads (each with
+   its own EnKash client) claim rows with the ledger's compare-and-set and send them with
+   ``allocations.send_claimed``, under a shared requests-per-second cap.
+4. Before sending anything, and again after the queue is empty, rows of the batch that are
+   ``UNKNOWN`` (a crash left them mid-call; ``Desk`` start marks those) are settled by looking
+   the reference up; only a reference EnKash proves absent is sent again, with the same reference.
+5. Pause stops claiming (rows in flight finish); cancel also fails every still-queued row with
+   ``CANCELLED`` ("cancelled before sending"); those rows stay visible in the report.
+
+Progress is read from the ledger (``progress``), so any tab or process can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from services import allocations
+from services.bulk_files import Preview, check_rows, parse_file, to_csv, to_xlsx
+from services.enkash import EnkashClient, EnkashError
+from services.ledger import BatchRecord, DuplicateBatchFile, Ledger, LedgerRow, StatusConflict
+from services.models import Status
+
+if TYPE_CHECKING:
+    from services.desk import Desk
+
+log = logging.getLogger("points_desk.bulk")
+
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 32
+CANCELLED = "CANCELLED"
+CANCELLED_MESSAGE = "Cancelled before sending: nothing was sent and no points moved."
+HEARTBEAT_SECONDS = 1.0
+STALE_AFTER_SECONDS = 10.0  # a running batch whose heartbeat is older has no live worker
+NOT_SENT_PAUSE_AFTER = 3  # consecutive "EnKash unreachable" rows before the batch pauses itself
+SETTLE_ROUNDS = 3  # how often unknown rows looked up too early are tried again, a grace apart
+ACTIVE_STATES = ("queued", "running", "paused")
+
+__all__ = [
+    "CANCELLED",
+    "DEFAULT_CONCURRENCY",
+    "MAX_CONCURRENCY",
+    "BatchRunner",
+    "DuplicateBatchFile",
+    "Progress",
+    "cancel_batch",
+    "pause_batch",
+    "preview_upload",
+    "progress",
+    "queue_batch",
+    "report_csv",
+    "report_xlsx",
+    "start_batch",
+]
+
+
+def new_batch_id() -> str:
+    """A batch id: sortable by time, unguessable; row references are ``<id>-000002``."""
+    return f"BK{datetime.now(UTC).strftime('%y%m%d%H%M%S')}{secrets.token_hex(3).upper()}"
+
+
+# --- before confirmation -------------------------------------------------------------------------
+
+
+def preview_upload(desk: Desk, file_name: str, content: bytes) -> Preview:
+    """Read and check an upload against the ledger's card balances and EnKash's pool.
+
+    Raises ``BulkFileError`` when the file as a whole cannot be used. The pool is ``None`` in the
+    preview when EnKash cannot be asked right now.
+    """
+    parsed = parse_file(file_name, content)
+    try:
+        with desk.client() as client:
+            pool: Decimal | None = client.account_details().available_balance
+    except EnkashError:
+        pool = None
+    return check_rows(
+        parsed,
+        known_balance=desk.ledger.known_balance,
+        pool_balance=pool,
+        max_points=desk.settings.points_desk_max_points,
+    )
+
+
+def queue_batch(
+    ledger: Ledger,
+    preview: Preview,
+    *,
+    operator: str,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    rate_limit: float | None = None,
+    session_id: str | None = None,
+) -> BatchRecord:
+    """Record the batch and queue its valid rows (``QUEUED``) in one transaction.
+
+    ``DuplicateBatchFile`` if this file was queued before (nothing is written): a file can be
+    paid only once. ``ValueError`` for settings out of range or a preview with no valid rows.
+    """
+    concurrency = int(concurrency)
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if rate_limit is not None and rate_limit <= 0:
+        rate_limit = None
+    if not preview.valid:
+        raise ValueError("the file has no valid rows to send")
+    existing = ledger.batch_by_digest(preview.file.digest)
+    if existing is not None:
+        raise DuplicateBatchFile(existing)
+    batch_id = new_batch_id()
+    rows = [
+        (
+            valid.allocation.model_copy(
+                update={"reference": allocations.batch_reference(batch_id, valid.number)}
+            ),
+            valid.number,
+        )
+        for valid in preview.valid
+    ]
+    return ledger.create_batch(
+        batch_id=batch_id,
+        file_name=preview.file.name,
+        file_digest=preview.file.digest,
+        operator=operator,
+        allocations=rows,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        session_id=session_id,
+    )
+
+
+# --- state changes -------------------------------------------------------------------------------
+
+
+def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
+    """Confirmed -> sending: the one place a batch starts (or resumes) sending.
+
+    Any gate (an approval, a second pair of eyes) belongs in front of this call. Works from
+    ``queued``, ``paused``, and ``running`` with no live worker (after a crash or restart).
+    ``StatusConflict`` for a cancelled or finished batch.
+    """
+    record = desk.ledger.get_batch(batch_id)
+    if record is None:
+        raise KeyError(batch_id)
+    now = datetime.now(UTC)
+    moved = desk.ledger.update_batch(
+        batch_id,
+        from_states=("queued", "paused", "running"),
+        state="running",
+        started_at=now,
+        heartbeat_at=now,
+        finished_at=None,
+        note=f"started by {actor}",
+    )
+    if not moved:
+        raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be started")
+    desk.runner.start(batch_id, actor=actor)
+    return desk.ledger.get_batch(batch_id)  # type: ignore[return-value]
+
+
+def pause_batch(desk: Desk, batch_id: str, *, actor: str) -> bool:
+    """Stop claiming rows (rows in flight finish); ``start_batch`` resumes. False if not running."""
+    moved = desk.ledger.update_batch(
+        batch_id, from_states=("running", "queued"), state="paused", note=f"paused by {actor}"
+    )
+    desk.runner.stop(batch_id)
+    return moved
+
+
+def cancel_batch(desk: Desk, batch_id: str, *, actor: str) -> int:
+    """Stop the batch for good: every row not yet sent becomes ``FAILED`` / ``CANCELLED``.
+
+    Rows in flight finish and keep their real outcome. Returns how many rows were cancelled.
+    """
+    moved = desk.ledger.update_batch(
+        batch_id,
+        from_states=ACTIVE_STATES,
+        state="cancelled",
+        finished_at=datetime.now(UTC),
+        note=f"cancelled by {actor}",
+    )
+    desk.runner.stop(batch_id)
+    if not moved:
+        record = desk.ledger.get_batch(batch_id)
+        if record is None:
+            raise KeyError(batch_id)
+        if record.state != "cancelled":
+            raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be cancelled")
+    return desk.ledger.cancel_queued(
+        batch_id, actor=actor, code=CANCELLED, message=CANCELLED_MESSAGE
+    )
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a batch stands, read from the ledger (the same in every tab and process)."""
+
+    batch: BatchRecord
+    counts: dict[Status, int]
+    rate: float | None  # rows reaching an outcome per second, recently
+    eta_seconds: float | None
+    worker_alive: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def remaining(self) -> int:
+        return self.counts[Status.QUEUED] + self.counts[Status.SENDING]
+
+    @property
+    def done(self) -> int:
+        return self.total - self.remaining
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def active(self) -> bool:
+        """Still moving (or meant to): the page keeps polling."""
+        return self.batch.state == "running" or self.counts[Status.SENDING] > 0
+
+    @property
+    def interrupted(self) -> bool:
+        """Marked running but nobody is working on it: offer to resume."""
+        return self.batch.state == "running" and not self.worker_alive
+
+
+def progress(ledger: Ledger, batch_id: str, *, window_seconds: float = 10.0) -> Progress:
+    """Counts by status, the recent rate and an ETA for one batch."""
+    record = ledger.get_batch(batch_id)
+    if record is None:
+        raise KeyError(batch_id)
+    counts = ledger.batch_counts(batch_id)
+    now = datetime.now(UTC)
+    alive = record.heartbeat_at is not None and (
+        now - record.heartbeat_at < timedelta(seconds=STALE_AFTER_SECONDS)
+    )
+    rate = eta = None
+    if record.state == "running" and record.started_at is not None:
+        window = min(window_seconds, (now - record.started_at).total_seconds())
+        if window >= 0.5:
+            settled = ledger.batch_settled_since(batch_id, now - timedelta(seconds=window))
+            rate = settled / window
+            remaining = counts[Status.QUEUED] + counts[Status.SENDING]
+            eta = remaining / rate if rate > 0 else None
+    return Progress(record, counts, rate, eta, alive and record.state == "running")
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+REPORT_HEADER = [
+    "row",
+    "kind",
+    "first_name",
+    "email",
+    "mobile",
+    "card_id",
+    "amount",
+    "reason",
+    "status",
+    "transaction_id",
+    "balance_after",
+    "reference",
+    "code",
+    "message",
+]
+
+
+def _message(row: LedgerRow) -> str:
+    if row.status is Status.SUCCEEDED:
+        return "EnKash confirmed it; reference matched"
+    if row.status is Status.FAILED:
+        return row.enkash_message or allocations.describe(row).headline
+    return allocations.describe(row).headline
+
+
+def report_rows(ledger: Ledger, batch_id: str) -> list[list[Any]]:
+    """One line per row of the batch, in file order: what was asked and what EnKash said."""
+    return [
+        [
+            row.row_number,
+            row.kind.value,
+            row.first_name or "",
+            row.email or "",
+            row.mobile or "",
+            row.card_id or "",
+            row.amount,
+            row.reason,
+            row.status.value,
+            row.transaction_id or "",
+            row.balance_after,
+            row.reference,
+            row.enkash_code or "",
+            _message(row),
+        ]
+        for row in ledger.rows(batch_id=batch_id, order="row_number")
+    ]
+
+
+def report_csv(ledger: Ledger, batch_id: str) -> bytes:
+    """The per-row report as CSV (formula-neutralised; amounts as plain numbers)."""
+    return to_csv(REPORT_HEADER, report_rows(ledger, batch_id))
+
+
+def report_xlsx(ledger: Ledger, batch_id: str) -> bytes:
+    """The per-row report as XLSX (formula-neutralised; amounts as numbers)."""
+    return to_xlsx(REPORT_HEADER, report_rows(ledger, batch_id), sheet_title="Report")
+
+
+# --- the worker ----------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``rate`` permits per second, evenly spaced, shared by every worker of a job."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic):
+        self._interval = 1.0 / rate if rate else 0.0
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Block until the caller may send; False if ``stop`` was set meanwhile."""
+        if not self._interval:
+            return not stop.is_set()
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        delay = slot - now
+        return not stop.wait(delay) if delay > 0 else not stop.is_set()
+
+
+class _Feeder:
+    """Hands each queued reference to one thread of this process (the CAS guards the rest)."""
+
+    def __init__(self, ledger: Ledger, batch_id: str, chunk: int = 256):
+        self._ledger = ledger
+        self._batch_id = batch_id
+        self._chunk = chunk
+        self._queue: deque[str] = deque()
+        self._given: set[str] = set()
+        self._lock = threading.Lock()
+        self._exhausted = False
+
+    def next(self) -> str | None:
+        with self._lock:
+            while not self._queue:
+                if self._exhausted:
+                    return None
+                fresh = [
+                    ref
+                    for ref in self._ledger.next_queued(self._batch_id, self._chunk)
+                    if ref not in self._given
+                ]
+                if not fresh:
+                    self._exhausted = True
+                    return None
+                self._queue.extend(fresh)
+            reference = self._queue.popleft()
+            self._given.add(reference)
+            return reference
+
+
+class _Job:
+    """One run of one batch in this process: a coordinator thread and its worker threads."""
+
+    def __init__(self, desk: Desk, batch_id: str, actor: str, absence_grace: timedelta):
+        self.desk = desk
+        self.ledger = desk.ledger
+        self.batch_id = batch_id
+        self.actor = actor
+        self.stop = threading.Event()
+        self._not_sent_streak = 0
+        self._streak_lock = threading.Lock()
+        self._later: list[str] = []  # absent, but looked up too soon after the last attempt
+        self._later_lock = threading.Lock()
+        self.absence_grace = absence_grace
+        self.thread = threading.Thread(target=self._run, name=f"batch-{batch_id}", daemon=True)
+
+    # -- coordinator -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            record = self.ledger.get_batch(self.batch_id)
+            if record is None or record.state != "running":
+                return
+            workers = max(1, min(MAX_CONCURRENCY, record.concurrency))
+            limiter = RateLimiter(record.rate_limit)
+            # 1. Settle what a crash (or an earlier run) left unknown, before anything is resent.
+            self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
+            self._take_later()  # step 3 looks at every unknown row again
+            # 2. Send the queue.
+            self._phase(workers, limiter, self._send_one, _Feeder(self.ledger, self.batch_id))
+            # 3. Settle what is still unknown (timeouts, 5xx, rows from step 1 looked up too soon
+            # after their last attempt): lookups, then same-reference resends of proven absences.
+            self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
+            for _ in range(SETTLE_ROUNDS):
+                later = self._take_later()
+                if not later or not self._pause_for(self.absence_grace.total_seconds()):
+                    break
+                self._phase(workers, limiter, self._settle_one, self._feed(later))
+            self._finish()
+        except Exception:
+            log.exception("batch %s: the worker stopped on an unexpected error", self.batch_id)
+            self.ledger.update_batch(
+                self.batch_id,
+                from_states=("running",),
+                state="paused",
+                note="paused: the worker stopped on an unexpected error; resume to continue",
+            )
+
+    def _unknown(self) -> list[str]:
+        rows = self.ledger.rows(statuses=[Status.UNKNOWN], batch_id=self.batch_id)
+        return [r.reference for r in rows if r.enkash_code != allocations.REFERENCE_MISMATCH]
+
+    @staticmethod
+    def _feed(references: list[str]) -> Any:
+        pending = deque(references)
+        lock = threading.Lock()
+
+        class Feed:
+            def next(self) -> str | None:
+                with lock:
+                    return pending.popleft() if pending else None
+
+        return Feed()
+
+    def _take_later(self) -> list[str]:
+        with self._later_lock:
+            later, self._later = self._later, []
+        return later
+
+    def _pause_for(self, seconds: float) -> bool:
+        """Wait (heartbeating) for EnKash to finish what may still be in progress; False if
+        the batch was paused or cancelled meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            self.stop.wait(min(left, HEARTBEAT_SECONDS))
+            self._heartbeat()
+        return False
+
+    def _phase(
+        self,
+        workers: int,
+        limiter: RateLimiter,
+        work: Callable[[EnkashClient, str], None],
+        feed: Any,
+    ) -> None:
+        if self.stop.is_set():
+            return
+        threads = [
+            threading.Thread(
+                target=self._worker,
+                args=(limiter, work, feed),
+                name=f"batch-{self.batch_id}-{n}",
+                daemon=True,
+            )
+            for n in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        last_beat = 0.0
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.2)
+                if thread.is_alive():
+                    break
+            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                last_beat = time.monotonic()
+                self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Say this worker is alive; notice a pause or cancel made by another tab or process."""
+        try:
+            self.ledger.update_batch(
+                self.batch_id, from_states=("running",), heartbeat_at=datetime.now(UTC)
+            )
+            record = self.ledger.get_batch(self.batch_id)
+        except Exception:
+            log.exception("batch %s: heartbeat failed", self.batch_id)
+            return
+        if record is None or record.state != "running":
+            self.stop.set()
+
+    def _finish(self) -> None:
+        counts = self.ledger.batch_counts(self.batch_id)
+        if self.stop.is_set() or counts[Status.QUEUED]:
+            return
+        unknown = counts[Status.UNKNOWN]
+        note = (
+            f"finished; {unknown} row(s) have an unknown outcome and need settling"
+            if unknown
+            else "finished"
+        )
+        self.ledger.update_batch(
+            self.batch_id,
+            from_states=("running",),
+            state="finished",
+            finished_at=datetime.now(UTC),
+            note=note,
+        )
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _worker(
+        self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
+    ) -> None:
+        client = self.desk.new_client()
+        try:
+            while not self.stop.is_set():
+                reference = feed.next()
+                if reference is None or not limiter.wait(self.stop):
+                    return
+                try:
+                    work(client, reference)
+                except Exception:
+                    log.exception("batch %s: row %s failed unexpectedly", self.batch_id, reference)
+        finally:
+            client.close()
+
+    def _send_one(self, client: EnkashClient, reference: str) -> None:
+        if client.login_refused:
+            self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
+            return
+        if not self.ledger.claim(reference, actor=self.actor):
+            return  # another worker (thread, process or replica) has it, or it was cancelled
+        row = allocations.send_claimed(self.ledger, client, reference, actor=self.actor)
+        with self._streak_lock:
+            if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:
+                self._not_sent_streak += 1
+                streak = self._not_sent_streak
+            else:
+                self._not_sent_streak = streak = 0
+        if streak >= NOT_SENT_PAUSE_AFTER:
+            self._pause("paused: EnKash could not be reached; resume when it is back")
+        elif row.enkash_code == allocations.LOGIN_REFUSED:
+            self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
+
+    def _settle_one(self, client: EnkashClient, reference: str) -> None:
+        grace = self.absence_grace
+        try:
+            settlement = allocations.settle(
+                self.ledger, client, reference, actor=self.actor, absence_grace=grace
+            )
+            if settlement.outcome == "absent":
+                # Proven absent: resend with the same reference (resend looks it up once more).
+                allocations.resend(
+                    self.ledger, client, reference, actor=self.actor, absence_grace=grace
+                )
+            elif settlement.outcome in ("not_yet", "changed"):
+                with self._later_lock:
+                    self._later.append(reference)
+        except (EnkashError, StatusConflict) as error:
+            # A failed lookup proves nothing: the row stays UNKNOWN for the Reconcile page.
+            log.warning("batch %s: %s left unsettled: %s", self.batch_id, reference, error)
+
+    def _pause(self, note: str) -> None:
+        self.ledger.update_batch(self.batch_id, from_states=("running",), state="paused", note=note)
+        self.stop.set()
+
+
+class BatchRunner:
+    """The Desk's background sender: at most one job per batch in this process."""
+
+    def __init__(self, desk: Desk):
+        self._desk = desk
+        #: How long after a row's last attempt a lookup that finds nothing counts as proof of
+        #: absence (allocations.ABSENCE_GRACE); tests on the sandbox shorten it.
+        self.absence_grace: timedelta = allocations.ABSENCE_GRACE
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, batch_id: str, *, actor: str = "system") -> bool:
+        """Run the batch in the background; False if this process is already running it."""
+        with self._lock:
+            job = self._jobs.get(batch_id)
+            if job is not None and job.thread.is_alive() and not job.stop.is_set():
+                return False
+            # A job still finishing its in-flight rows after a pause does not block a resume:
+            # the new job only claims rows that are still QUEUED (the CAS decides).
+            job = _Job(self._desk, batch_id, actor, self.absence_grace)
+            self._jobs[batch_id] = job
+            job.thread.start()
+            return True
+
+    def is_running(self, batch_id: str) -> bool:
+        with self._lock:
+            job = self._jobs.get(batch_id)
+            return job is not None and job.thread.is_alive()
+
+    def stop(self, batch_id: str) -> None:
+        """Stop claiming rows of this batch (rows in flight finish)."""
+        with self._lock:
+            job = self._jobs.get(batch_id)
+        if job is not None:
+            job.stop.set()
+
+    def wait(self, batch_id: str, timeout: float | None = None) -> bool:
+        """Wait for this process's job of the batch to end; True if it has."""
+        with self._lock:
+            job = self._jobs.get(batch_id)
+        if job is None:
+            return True
+        job.thread.join(timeout)
+        return not job.thread.is_alive()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every job and wait for rows in flight (Desk.close, sandbox reset)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.stop.set()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            job.thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,227 @@
+"""Helpers shared by the settle/resend tests, the fault-injection suite and benchmarks/faults.py.
+
+The central one is ``audit_books``: it compares the ledger with the sandbox's committed
+transactions and says, in numbers, whether anything was paid twice or lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from services import reconcile
+from services.allocations import REFERENCE_MISMATCH
+from services.config import sandbox_enkash_config
+from services.enkash import EnkashClient
+from services.ledger import Ledger
+from services.models import Allocation, Employee, Status
+
+NO_GRACE = timedelta(0)
+_people = itertools.count(1)
+PG_URL = os.environ.get(
+    "POINTS_DESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@functools.cache
+def _pg_unreachable() -> str | None:
+    try:
+        engine = sa.create_engine(
+            PG_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3}
+        )
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return None
+
+
+@contextmanager
+def postgres_ledger() -> Iterator[Ledger]:
+    """A ledger in a fresh schema on the PostgreSQL test server, dropped afterwards; the test is
+    skipped (with the reason) when the server cannot be reached."""
+    reason = _pg_unreachable()
+    if reason is not None:
+        shown = sa.make_url(PG_URL).render_as_string(hide_password=True)
+        pytest.skip(f"PostgreSQL not reachable at {shown}: {reason}")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    ledger = Ledger(PG_URL, schema=schema)
+    try:
+        yield ledger
+    finally:
+        ledger.dispose()
+        admin = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+def client_for(server, *, timeout: float = 1.0, connect_timeout: float = 0.5, **changes):
+    """A real EnKash client for a sandbox server, with short timeouts so faults stay fast."""
+    config = dataclasses.replace(
+        sandbox_enkash_config(server.url, server.identity),
+        timeout_seconds=timeout,
+        connect_timeout_seconds=connect_timeout,
+        **changes,
+    )
+    return EnkashClient(config)
+
+
+def reference() -> str:
+    return f"PDT-{uuid.uuid4().hex[:20].upper()}"
+
+
+def employee(n: int | None = None) -> Employee:
+    n = next(_people) if n is None else n
+    return Employee(
+        email=f"person.{n}@example.com",
+        mobile=f"9{n % 10**9:09d}",
+        title="Ms",
+        first_name="Asha",
+        gender="F",
+    )
+
+
+def create(amount: str = "1000", n: int | None = None) -> Allocation:
+    return Allocation(reference=reference(), kind="create", amount=amount, employee=employee(n))
+
+
+def credit(card_id: str, amount: str = "100") -> Allocation:
+    return Allocation(reference=reference(), kind="credit", amount=amount, card_id=card_id)
+
+
+def debit(card_id: str, amount: str = "50") -> Allocation:
+    return Allocation(reference=reference(), kind="debit", amount=amount, card_id=card_id)
+
+
+def reset_knobs(server) -> None:
+    """Every fault off (the hang length and token lifetime back to short test values)."""
+    knobs = server.knobs
+    for name in (
+        "latency_ms",
+        "fail_before_commit_rate",
+        "error_after_commit_rate",
+        "drop_after_commit_rate",
+        "hang_before_commit_rate",
+        "malformed_rate",
+        "wrong_reference_rate",
+    ):
+        setattr(knobs, name, 0)
+    knobs.token_lifetime_seconds = 300
+    knobs.drop_hang_seconds = 1.5
+
+
+@dataclass
+class Books:
+    """The ledger against the sandbox: every way the two can disagree, counted."""
+
+    transactions: int = 0  # ledger rows
+    commits: int = 0  # sandbox transactions
+    double_payments: list[str] = field(default_factory=list)  # references committed > once
+    succeeded_without_commit: list[str] = field(default_factory=list)
+    commit_without_success: list[str] = field(default_factory=list)  # committed, ledger not ok
+    failed_with_commit: list[str] = field(default_factory=list)  # FAILED yet committed: lost
+    commit_not_in_ledger: list[str] = field(default_factory=list)
+    wrong_card: list[str] = field(default_factory=list)
+    balance_mismatches: dict[str, tuple[Decimal | None, Decimal]] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)  # UNKNOWN or SENDING
+    unexplained: list[str] = field(default_factory=list)  # unresolved and not a mismatch
+
+    @property
+    def lost(self) -> int:
+        """Transactions whose money the ledger does not account for correctly."""
+        return (
+            len(self.succeeded_without_commit)
+            + len(self.failed_with_commit)
+            + len(self.commit_not_in_ledger)
+        )
+
+    def problems(self, *, settled: bool) -> list[str]:
+        found = []
+        for name in (
+            "double_payments",
+            "succeeded_without_commit",
+            "failed_with_commit",
+            "commit_not_in_ledger",
+            "wrong_card",
+        ):
+            if getattr(self, name):
+                found.append(f"{name}: {getattr(self, name)}")
+        if settled:
+            for name in ("commit_without_success", "balance_mismatches", "unexplained"):
+                if getattr(self, name):
+                    found.append(f"{name}: {getattr(self, name)}")
+        return found
+
+
+def audit_books(ledger: Ledger, store) -> Books:
+    """Compare every ledger row with the sandbox's committed transactions."""
+    commits = store.transactions()
+    per_reference = Counter(txn["pgReferenceNumber"] for txn in commits)
+    committed = {txn["pgReferenceNumber"]: txn for txn in commits}
+    rows = {row.reference: row for row in ledger.rows()}
+    books = Books(transactions=len(rows), commits=len(commits))
+    books.double_payments = sorted(ref for ref, n in per_reference.items() if n > 1)
+    for ref, row in rows.items():
+        txn = committed.get(ref)
+        if row.status is Status.SUCCEEDED:
+            if txn is None:
+                books.succeeded_without_commit.append(ref)
+            elif row.card_id != txn["enKashCardId"]:
+                books.wrong_card.append(ref)
+        elif txn is not None:
+            books.commit_without_success.append(ref)
+            if row.status is Status.FAILED:
+                books.failed_with_commit.append(ref)
+        if row.status in (Status.UNKNOWN, Status.SENDING):
+            books.unresolved.append(ref)
+            if row.enkash_code != REFERENCE_MISMATCH or row.status is Status.SENDING:
+                books.unexplained.append(ref)
+    books.commit_not_in_ledger = sorted(ref for ref in committed if ref not in rows)
+    totals = ledger.card_totals()
+    for card in store.cards():
+        card_id = card["enKashCardId"]
+        if totals.get(card_id, Decimal("0.00")) != card["balance"]:
+            books.balance_mismatches[card_id] = (totals.get(card_id), card["balance"])
+    return books
+
+
+def assert_books_agree(ledger: Ledger, store, *, settled: bool = True) -> Books:
+    books = audit_books(ledger, store)
+    problems = books.problems(settled=settled)
+    assert not problems, "\n".join(problems)
+    return books
+
+
+def settle_everything(
+    ledger: Ledger,
+    client: EnkashClient,
+    *,
+    actor: str = "test",
+    rounds: int = 4,
+    on_round: Callable[[], None] | None = None,
+) -> None:
+    """Check every unknown with EnKash, resend those proved absent, until nothing is left."""
+    for _ in range(rounds):
+        if on_round is not None:
+            on_round()
+        for result in reconcile.check_all(ledger, client, actor=actor, absence_grace=NO_GRACE):
+            if result.resend_allowed:
+                reconcile.resend(
+                    ledger, client, result.reference, actor=actor, absence_grace=NO_GRACE
+                )
+        if not ledger.rows(statuses=[Status.UNKNOWN]):
+            return

@@ -1,0 +1,337 @@
+"""submit, settle and resend against the sandbox over real loopback HTTP, on a real SQLite file.
+
+A small fake client appears only where the sandbox cannot produce the case (a lookup that reports
+a FAILED or an unreadable status) or where the point is that EnKash is not asked at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from services import allocations, enkash, reconcile
+from services.allocations import (
+    PROVED_ABSENT,
+    REFERENCE_MISMATCH,
+    NotProvenAbsent,
+    proof_of_absence,
+    resend,
+    settle,
+    submit,
+)
+from services.enkash import OutcomeUnknown
+from services.ledger import Ledger, StatusConflict
+from services.models import Status, TransactionRecord
+from services.sandbox import start_sandbox
+from tests.fault_support import (
+    NO_GRACE,
+    client_for,
+    create,
+    credit,
+    debit,
+    postgres_ledger,
+    reset_knobs,
+)
+
+
+@pytest.fixture(autouse=True)
+def _forget_login_refusals():
+    yield
+    enkash._REFUSED_LOGINS.clear()
+
+
+@pytest.fixture
+def sandbox():
+    server = start_sandbox()
+    reset_knobs(server)
+    yield server
+    server.stop()
+    server.store.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger(request, tmp_path):
+    """A real SQLite file, or a fresh schema on the PostgreSQL test server (skipped if absent)."""
+    if request.param == "sqlite":
+        the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield the_ledger
+        the_ledger.dispose()
+        return
+    with postgres_ledger() as the_ledger:
+        yield the_ledger
+
+
+@pytest.fixture
+def client(sandbox):
+    with client_for(sandbox, timeout=0.5) as the_client:
+        yield the_client
+
+
+def commits_for(store, reference: str) -> int:
+    return Counter(t["pgReferenceNumber"] for t in store.transactions())[reference]
+
+
+def open_card(ledger, client, amount="1000") -> str:
+    outcome = submit(ledger, client, create(amount), operator="asha")
+    assert outcome.status is Status.SUCCEEDED
+    return outcome.row.card_id
+
+
+class FakeLookup:
+    """Stands in for EnKash's lookup where the sandbox cannot answer this way."""
+
+    def __init__(self, status: str | None = None) -> None:
+        self.status = status
+        self.asked: list[str] = []
+
+    def find_transaction(self, reference, *, card_id=None):
+        self.asked.append(reference)
+        if self.status is None:
+            return None
+        return TransactionRecord(
+            reference=reference,
+            transaction_id="ECTRFAKE0001",
+            card_id="EKCFAKE001",
+            transaction_type="CR",
+            amount=Decimal("10"),
+            status=self.status,
+        )
+
+    def allocate(self, allocation):  # pragma: no cover - a resend must not get this far
+        raise AssertionError("the fake lookup client must never send")
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def test_submit_records_the_intent_then_the_confirmed_outcome(ledger, client, sandbox):
+    allocation = create("1500.50")
+    outcome = submit(ledger, client, allocation, operator="asha", session_id="s1")
+    row = outcome.row
+    assert row.status is Status.SUCCEEDED and not outcome.replayed
+    assert row.card_id and row.transaction_id
+    assert row.balance_after == Decimal("1500.50")
+    assert sandbox.store.card_balance(row.card_id) == Decimal("1500.50")
+    trail = ledger.audit_trail(allocation.reference)
+    assert [(e.from_status, e.to_status) for e in trail] == [
+        (None, Status.SENDING),
+        (Status.SENDING, Status.SUCCEEDED),
+    ]
+    # The same form submitted again sends nothing and returns the recorded outcome.
+    again = submit(ledger, client, allocation, operator="asha")
+    assert again.replayed and again.status is Status.SUCCEEDED
+    assert sandbox.store.allocate_requests() == 1
+
+
+def test_a_business_refusal_is_failed_and_moves_nothing(ledger, client, sandbox):
+    card = open_card(ledger, client, "100")
+    outcome = submit(ledger, client, debit(card, "500"), operator="asha")
+    assert outcome.status is Status.FAILED
+    assert outcome.row.enkash_message == "Insufficient balance in card"
+    assert "refused" in outcome.headline
+    assert sandbox.store.card_balance(card) == Decimal("100.00")
+    assert sandbox.store.commit_count() == 1
+
+
+# --- settle ---------------------------------------------------------------------------------------
+
+
+def test_error_after_commit_is_unknown_then_settles_as_succeeded_with_balance(
+    ledger, client, sandbox
+):
+    card = open_card(ledger, client, "1000")
+    sandbox.knobs.error_after_commit_rate = 1
+    allocation = credit(card, "250")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.UNKNOWN
+    assert "Do not retry it by hand" in outcome.explanation
+    reset_knobs(sandbox)
+
+    settlement = settle(ledger, client, allocation.reference, actor="asha")
+    assert settlement.outcome == "succeeded" and settlement.found
+    row = settlement.row
+    assert row.status is Status.SUCCEEDED
+    committed = next(
+        t for t in sandbox.store.transactions() if t["pgReferenceNumber"] == allocation.reference
+    )
+    assert row.transaction_id == committed["enkashCardTxnId"]
+    assert row.card_id == card
+    assert row.balance_after == Decimal("1250.00") == sandbox.store.card_balance(card)
+    assert ledger.known_balance(card) == Decimal("1250.00")
+    assert commits_for(sandbox.store, allocation.reference) == 1
+    assert "settled by lookup" in ledger.audit_trail(allocation.reference)[-1].detail
+
+
+def test_fail_before_commit_is_proved_absent_then_resent_with_the_same_reference(
+    ledger, client, sandbox
+):
+    card = open_card(ledger, client, "1000")
+    sandbox.knobs.fail_before_commit_rate = 1
+    allocation = credit(card, "40")
+    assert submit(ledger, client, allocation, operator="asha").status is Status.UNKNOWN
+    assert commits_for(sandbox.store, allocation.reference) == 0
+    reset_knobs(sandbox)
+
+    settlement = settle(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+    assert settlement.outcome == "absent" and not settlement.found
+    assert settlement.row.status is Status.UNKNOWN
+    proof = proof_of_absence(ledger, allocation.reference)
+    assert proof is not None and proof.id == settlement.proof_event_id
+    assert proof.detail.startswith(PROVED_ABSENT)
+
+    outcome = resend(ledger, client, allocation.reference, actor="ravi", absence_grace=NO_GRACE)
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.row.reference == allocation.reference
+    assert outcome.row.attempts == 2
+    assert outcome.row.balance_after == Decimal("1040.00")
+    assert commits_for(sandbox.store, allocation.reference) == 1
+    assert sandbox.store.card_balance(card) == Decimal("1040.00")
+    assert proof_of_absence(ledger, allocation.reference) is None  # spent
+
+
+def test_resend_is_refused_unless_the_latest_lookup_proved_absence(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    sandbox.knobs.fail_before_commit_rate = 1
+    allocation = credit(card, "10")
+    submit(ledger, client, allocation, operator="asha")
+    reset_knobs(sandbox)
+    sent_before = sandbox.store.allocate_requests()
+
+    # Never checked with EnKash.
+    with pytest.raises(NotProvenAbsent, match="Check it with EnKash first"):
+        resend(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+
+    # Checked too soon after the attempt: absent, but that proves nothing yet.
+    early = settle(
+        ledger, client, allocation.reference, actor="asha", absence_grace=timedelta(minutes=5)
+    )
+    assert early.outcome == "not_yet" and "Check again in" in early.message
+    with pytest.raises(NotProvenAbsent):
+        resend(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+
+    # Proved absent, but something happened to the row since: the proof no longer stands.
+    settle(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+    assert proof_of_absence(ledger, allocation.reference) is not None
+    ledger.note(allocation.reference, actor="meera", detail="called EnKash support")
+    assert proof_of_absence(ledger, allocation.reference) is None
+    with pytest.raises(NotProvenAbsent):
+        resend(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+
+    assert sandbox.store.allocate_requests() == sent_before
+    assert ledger.get(allocation.reference).status is Status.UNKNOWN
+
+
+def test_two_racing_resends_send_once(ledger, sandbox, client):
+    card = open_card(ledger, client)
+    sandbox.knobs.fail_before_commit_rate = 1
+    allocation = credit(card, "10")
+    submit(ledger, client, allocation, operator="asha")
+    reset_knobs(sandbox)
+    settle(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+    sandbox.knobs.latency_ms = 50  # widen the window between lookup and claim
+    sent_before = sandbox.store.allocate_requests()
+    results: list[object] = []
+
+    def one(name: str) -> None:
+        with client_for(sandbox) as own:
+            try:
+                results.append(
+                    resend(ledger, own, allocation.reference, actor=name, absence_grace=NO_GRACE)
+                )
+            except NotProvenAbsent as refusal:
+                results.append(refusal)
+
+    threads = [threading.Thread(target=one, args=(f"op{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sandbox.store.allocate_requests() - sent_before == 1
+    assert commits_for(sandbox.store, allocation.reference) == 1
+    assert ledger.get(allocation.reference).status is Status.SUCCEEDED
+    assert sum(isinstance(r, NotProvenAbsent) for r in results) >= 1
+
+
+def test_a_lookup_that_reports_failed_settles_as_failed(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    sandbox.knobs.fail_before_commit_rate = 1
+    allocation = credit(card, "10")
+    submit(ledger, client, allocation, operator="asha")
+    reset_knobs(sandbox)
+
+    # The sandbox lists only committed transactions; a lookup that says FAILED is a fake.
+    settlement = settle(ledger, FakeLookup("FAILED"), allocation.reference, actor="asha")
+    assert settlement.outcome == "failed"
+    assert settlement.row.status is Status.FAILED
+    assert settlement.row.enkash_code == "FAILED"
+    assert "no points moved" in settlement.message
+
+
+def test_a_lookup_status_that_cannot_be_read_settles_nothing(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    sandbox.knobs.fail_before_commit_rate = 1
+    allocation = credit(card, "10")
+    submit(ledger, client, allocation, operator="asha")
+    reset_knobs(sandbox)
+
+    settlement = settle(ledger, FakeLookup("PENDING_REVIEW"), allocation.reference, actor="asha")
+    assert settlement.outcome == "unreadable"
+    assert settlement.row.status is Status.UNKNOWN
+    assert "PENDING_REVIEW" in ledger.audit_trail(allocation.reference)[-1].detail
+    [item] = reconcile.unknown_transactions(ledger)
+    assert item.state.startswith("EnKash reports status PENDING_REVIEW")
+    assert not item.resend_allowed
+    with pytest.raises(NotProvenAbsent):
+        resend(ledger, client, allocation.reference, actor="asha")
+
+
+def test_settle_on_a_row_that_is_not_unknown_is_a_no_op(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    done = submit(ledger, client, credit(card, "10"), operator="asha").row
+    refused = submit(ledger, client, debit(card, "99999"), operator="asha").row
+    fake = FakeLookup("FAILED")
+    for row in (done, refused):
+        trail = ledger.audit_trail(row.reference)
+        settlement = settle(ledger, fake, row.reference, actor="asha")
+        assert settlement.outcome == "already"
+        assert settlement.row == ledger.get(row.reference)
+        assert ledger.audit_trail(row.reference) == trail
+    assert fake.asked == []  # EnKash was not even asked
+    with pytest.raises(KeyError):
+        settle(ledger, fake, "PD-NO-SUCH-REF", actor="asha")
+
+
+def test_a_failed_lookup_raises_and_records_nothing(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    sandbox.knobs.error_after_commit_rate = 1
+    allocation = credit(card, "10")
+    submit(ledger, client, allocation, operator="asha")
+    trail = ledger.audit_trail(allocation.reference)
+    sandbox.knobs.error_after_commit_rate = 0
+    sandbox.knobs.fail_before_commit_rate = 1  # every API call, lookups included, gets a 503
+    with pytest.raises(OutcomeUnknown):
+        settle(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
+    assert ledger.audit_trail(allocation.reference) == trail
+    assert ledger.get(allocation.reference).status is Status.UNKNOWN
+
+
+def test_a_reference_mismatch_settles_by_its_own_reference_and_is_never_resent(
+    ledger, client, sandbox
+):
+    card = open_card(ledger, client)
+    sandbox.knobs.wrong_reference_rate = 1
+    allocation = credit(card, "10")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.UNKNOWN
+    assert outcome.row.enkash_code == REFERENCE_MISMATCH
+    reset_knobs(sandbox)
+    with pytest.raises(StatusConflict):
+        resend(ledger, client, allocation.reference, actor="asha")
+    settlement = allocations.settle(ledger, client, allocation.reference, actor="asha")
+    assert settlement.outcome == "succeeded"
+    assert settlement.row.enkash_code == REFERENCE_MISMATCH  # still flagged for investigation
+    assert commits_for(sandbox.store, allocation.reference) == 1

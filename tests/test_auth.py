@@ -1,0 +1,198 @@
+"""Sign-in: password hashing, local accounts, the durable lockout, the gate and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.auth import (
+    AuthConfig,
+    Gate,
+    SignInGuard,
+    gate,
+    hash_password,
+    is_local_address,
+    load_auth_config,
+    parse_auth_config,
+    verify_password,
+)
+from services.config import ConfigError, load_settings
+from services.ledger import Ledger
+from tests.auth_support import PEOPLE, PROJECT, new_app, page_text, sign_in, write_secrets
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield ledger
+    ledger.dispose()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> AuthConfig:
+    return load_auth_config(write_secrets(tmp_path))
+
+
+def test_a_hash_verifies_its_password_only_and_is_salted():
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("$argon2id$") and first != second
+    assert verify_password("correct horse", first)
+    assert not verify_password("correct horsE", first)
+    assert not verify_password("correct horse", "not a hash")
+
+
+def test_accounts_are_read_with_roles_and_mistakes_are_named_without_values(tmp_path, config):
+    assert set(config.users) == set(PEOPLE)
+    assert config.users["vikram"].roles == {"approver"}
+    assert "password_hash" not in repr(config.users["asha"])
+    with pytest.raises(ConfigError, match="password_hash must be an Argon2id hash") as error:
+        parse_auth_config(
+            {"points_desk": {"users": {"x": {"roles": ["operator"], "password_hash": "hunter2"}}}}
+        )
+    assert "hunter2" not in str(error.value)
+    with pytest.raises(ConfigError, match="unknown role admin"):
+        parse_auth_config(
+            {
+                "points_desk": {
+                    "users": {"x": {"roles": ["admin"], "password_hash": hash_password("p")}}
+                }
+            }
+        )
+
+
+def test_oidc_roles_come_from_the_email_and_its_domain():
+    config = parse_auth_config(
+        {
+            "points_desk": {
+                "oidc_roles": {"@example.com": ["viewer"], "asha@example.com": ["operator"]}
+            }
+        }
+    )
+    assert config.roles_for_email("Asha@Example.com") == {"viewer", "operator"}
+    assert config.roles_for_email("ravi@example.com") == {"viewer"}
+    assert config.roles_for_email("ravi@elsewhere.com") == frozenset()
+
+
+def test_the_gate_decides_who_must_sign_in(tmp_path, config):
+    sandbox = load_settings(secrets_file=None)
+    live = load_settings(secrets_file=None, enkash_base_url="https://enkash.example")
+    empty = AuthConfig()
+    assert gate(sandbox, empty, oidc=False, local_client=True) is Gate.OPEN
+    assert gate(sandbox, empty, oidc=False, local_client=False) is Gate.REMOTE_SANDBOX
+    assert gate(sandbox, config, oidc=False, local_client=True) is Gate.SIGN_IN
+    assert gate(live, empty, oidc=False, local_client=True) is Gate.UNCONFIGURED
+    assert gate(live, empty, oidc=True, local_client=True) is Gate.SIGN_IN
+    assert is_local_address("127.0.0.1") and is_local_address("::1")
+    assert not is_local_address("10.1.2.3")
+
+
+def test_five_wrong_passwords_lock_the_account_durably_then_it_unlocks(ledger, config):
+    guard = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    now = datetime.now(UTC)
+    for attempt in range(4):
+        result = guard.sign_in("asha", "wrong", now=now + timedelta(seconds=attempt))
+        assert not result.ok and result.message == "Wrong username or password."
+    fifth = guard.sign_in("asha", "wrong", now=now + timedelta(seconds=4))
+    assert "locked for 15 more minutes" in fifth.message
+    # Even the right password is refused while locked, and a new guard (a restart) agrees.
+    restarted = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    locked = restarted.sign_in("asha", PEOPLE["asha"][0], now=now + timedelta(minutes=5))
+    assert not locked.ok and "locked" in locked.message
+    # Other accounts are not affected.
+    assert restarted.sign_in("vikram", PEOPLE["vikram"][0], now=now).ok
+    later = now + timedelta(minutes=15, seconds=5)
+    assert restarted.sign_in("asha", PEOPLE["asha"][0], now=later).ok
+
+
+def test_a_success_resets_the_count(ledger, config):
+    guard = SignInGuard(ledger, config, attempts=3, lockout_minutes=15)
+    now = datetime.now(UTC)
+    guard.sign_in("asha", "wrong", now=now)
+    guard.sign_in("asha", "wrong", now=now + timedelta(seconds=1))
+    assert guard.sign_in("asha", PEOPLE["asha"][0], now=now + timedelta(seconds=2)).ok
+    guard.sign_in("asha", "wrong", now=now + timedelta(seconds=3))
+    assert guard.locked_until("asha", now + timedelta(seconds=4)) is None
+
+
+def test_unknown_usernames_take_as_long_and_are_not_stored(ledger, config):
+    guard = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    guard.sign_in("nobody", "x")  # warm the dummy hash
+
+    def timed(username: str) -> float:
+        started = time.perf_counter()
+        for _ in range(5):
+            guard.sign_in(username, "wrong-password")
+        return time.perf_counter() - started
+
+    known, unknown = timed("vikram"), timed("my-password-typed-here")
+    assert unknown > known * 0.5  # both do a full Argon2 check (no fast path for unknown names)
+    stored = (Path(ledger.engine.url.database)).read_bytes()
+    assert b"my-password-typed-here" not in stored
+
+
+def test_sign_in_through_the_form_and_the_lockout_message(desk_env):
+    write_secrets(desk_env)
+    at = new_app()
+    at.run()
+    assert "Sign in to Points Desk" in page_text(at)
+    for _ in range(4):
+        sign_in(at, "asha", "wrong")
+        assert "Wrong username or password." in page_text(at)
+    sign_in(at, "asha", "wrong")
+    assert "locked for 15 more minutes" in page_text(at)
+    sign_in(at, "vikram")
+    assert "Overview" in page_text(at)
+    assert at.session_state["sign_in_password"] == ""  # the password is not kept
+
+
+def test_live_mode_without_sign_in_shows_no_money_page(desk_env, monkeypatch):
+    from services.sandbox import start_sandbox
+
+    with start_sandbox() as sandbox:
+        identity = sandbox.identity
+        for name, value in {
+            "ENKASH_BASE_URL": sandbox.url,
+            "ENKASH_PARTNER_ID": identity.partner_id,
+            "ENKASH_COMPANY_ID": identity.company_id,
+            "ENKASH_CARD_ACCOUNT_ID": identity.card_account_id,
+            "ENKASH_CLIENT_ID": identity.client_id,
+            "ENKASH_CLIENT_SECRET": identity.client_secret,
+            "ENKASH_USERNAME": identity.username,
+            "ENKASH_PASSWORD": identity.password,
+        }.items():
+            monkeypatch.setenv(name, value)
+        at = new_app()
+        at.run()
+        assert not at.exception
+        text = page_text(at)
+        assert "Sign-in is not configured" in text
+        assert "hash-password" in text
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page("pages/debit.py")
+
+
+def test_hash_password_cli_prints_a_hash_that_verifies():
+    done = subprocess.run(
+        [sys.executable, "-m", "services.auth", "hash-password", "--stdin"],
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        check=True,
+    )
+    printed = done.stdout.strip()
+    assert verify_password("a long enough password", printed)
+    assert "a long enough password" not in done.stdout + done.stderr
+    short = subprocess.run(
+        [sys.executable, "-m", "services.auth", "hash-password", "--stdin"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+    )
+    assert short.returncode == 1 and "at least 12" in short.stderr

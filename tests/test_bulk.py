@@ -1,0 +1,354 @@
+"""Bulk runs against the sandbox over loopback HTTP: send, faults, pause, cancel, crash, resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from services import allocations, bulk
+from services.config import load_settings, sandbox_enkash_config
+from services.desk import Desk
+from services.ledger import DuplicateBatchFile, Ledger, StatusConflict
+from services.models import Status
+from services.sandbox import Knobs, SandboxIdentity, start_sandbox
+
+PROJECT = Path(__file__).resolve().parent.parent
+HEADER = "kind,first_name,title,gender,email,mobile,card_id,amount,reason"
+
+
+def creates(count: int, *, start: int = 0, amount: int = 100, reason: str = "Q3") -> list[str]:
+    return [
+        f"create,Emp,Ms,F,emp{n}@example.com,98{n:08d},,{amount + n},{reason}"
+        for n in range(start, start + count)
+    ]
+
+
+def file_of(lines: list[str]) -> bytes:
+    return ("\n".join([HEADER, *lines]) + "\n").encode()
+
+
+def settings_for(data_dir: Path):
+    return load_settings(secrets_file=None, points_desk_data_dir=data_dir)
+
+
+# The sandbox commits before it answers, so a lookup right after a failed call is conclusive
+# there; production waits allocations.ABSENCE_GRACE (30 s) before a "not found" proves anything.
+QUICK_GRACE = timedelta(seconds=0.3)
+
+
+@pytest.fixture
+def desk(tmp_path: Path):
+    the_desk = Desk(settings_for(tmp_path))
+    the_desk.runner.absence_grace = QUICK_GRACE
+    yield the_desk
+    the_desk.close()
+
+
+def queue(desk: Desk, lines: list[str], name: str = "run.csv", **settings):
+    preview = bulk.preview_upload(desk, name, file_of(lines))
+    return preview, bulk.queue_batch(desk.ledger, preview, operator="tester", **settings)
+
+
+def run(desk: Desk, lines: list[str], **settings):
+    preview, record = queue(desk, lines, **settings)
+    bulk.start_batch(desk, record.batch_id, actor="tester")
+    assert desk.runner.wait(record.batch_id, timeout=60)
+    return preview, desk.ledger.get_batch(record.batch_id)
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def sandbox_balances(store) -> dict[str, Decimal]:
+    return {card["enKashCardId"]: card["balance"] for card in store.cards()}
+
+
+def assert_books_agree(ledger: Ledger, store) -> None:
+    """Nothing paid twice, nothing lost: sandbox and ledger agree card by card."""
+    assert ledger.card_totals() == sandbox_balances(store)
+    succeeded = len(ledger.rows(statuses=[Status.SUCCEEDED]))
+    assert store.commit_count() == succeeded
+
+
+# --- a plain run ---------------------------------------------------------------------------------
+
+
+def test_a_batch_sends_every_valid_row_and_reports_each(desk):
+    lines = [*creates(30), "create,R2D2,Dr,X,bad,1,,10,", "debit,,,,,,EKCNOPE123,10,=cmd|x"]
+    preview, record = run(desk, lines, concurrency=8)
+    assert preview.totals.valid == 31 and preview.totals.rejected == 1
+    assert record.state == "finished" and record.row_count == 31
+    counts = desk.ledger.batch_counts(record.batch_id)
+    assert counts[Status.SUCCEEDED] == 30 and counts[Status.FAILED] == 1
+    assert counts[Status.QUEUED] == counts[Status.SENDING] == counts[Status.UNKNOWN] == 0
+    assert_books_agree(desk.ledger, desk.sandbox.store)
+    assert desk.sandbox.store.pool_balance() == Decimal("10000000.00") - sum(
+        Decimal(100 + n) for n in range(30)
+    )
+
+    report = list(
+        csv.DictReader(
+            io.StringIO(bulk.report_csv(desk.ledger, record.batch_id).decode("utf-8-sig"))
+        )
+    )
+    assert [int(line["row"]) for line in report] == [*range(2, 32), 33]
+    first = report[0]
+    assert first["status"] == "SUCCEEDED" and first["amount"] == "100.00"
+    assert first["card_id"].startswith("EKC") and first["transaction_id"].startswith("ECTR")
+    assert first["balance_after"] == "100.00"
+    assert first["reference"] == f"{record.batch_id}-000002"
+    refused = report[-1]
+    assert refused["status"] == "FAILED" and refused["message"] == "Card not found"
+    assert refused["reason"] == "'=cmd|x"  # neutralised like an export
+
+    sheet = load_workbook(io.BytesIO(bulk.report_xlsx(desk.ledger, record.batch_id))).active
+    values = list(sheet.iter_rows(values_only=True))
+    assert values[0][:3] == ("row", "kind", "first_name")
+    assert values[1][6] == 100 and isinstance(values[1][6], int | float)  # amounts are numbers
+    assert values[-1][7] == "'=cmd|x"
+
+
+def test_the_same_file_cannot_be_queued_twice(desk):
+    lines = creates(3)
+    _, record = run(desk, lines)
+    again = bulk.preview_upload(desk, "renamed.csv", file_of(lines))
+    with pytest.raises(DuplicateBatchFile) as duplicate:
+        bulk.queue_batch(desk.ledger, again, operator="tester")
+    assert duplicate.value.existing.batch_id == record.batch_id
+    assert desk.ledger.batch_by_digest(again.file.digest).batch_id == record.batch_id
+    assert len(desk.ledger.rows()) == 3 and desk.sandbox.store.commit_count() == 3
+
+
+def test_settings_out_of_range_are_refused(desk):
+    preview = bulk.preview_upload(desk, "x.csv", file_of(creates(1)))
+    with pytest.raises(ValueError, match="between 1 and 32"):
+        bulk.queue_batch(desk.ledger, preview, operator="t", concurrency=33)
+    empty = bulk.preview_upload(desk, "y.csv", file_of(["create,R2D2,,,,,,1,"]))
+    with pytest.raises(ValueError, match="no valid rows"):
+        bulk.queue_batch(desk.ledger, empty, operator="t")
+    assert desk.ledger.list_batches() == []
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+
+def test_injected_faults_are_settled_by_lookup_and_nothing_is_paid_twice(desk):
+    knobs = desk.sandbox.knobs
+    knobs.seed = 11
+    knobs.error_after_commit_rate = 0.15  # committed, then 500: unknown until looked up
+    knobs.malformed_rate = 0.1  # committed, unreadable reply
+    knobs.hang_before_commit_rate = 0.1  # nothing committed, 504: absent, resent
+    knobs.drop_hang_seconds = 0.05
+    _, record = run(desk, creates(60), concurrency=8)
+    ledger = desk.ledger
+    counts = ledger.batch_counts(record.batch_id)
+    assert counts[Status.QUEUED] == counts[Status.SENDING] == 0
+    assert desk.sandbox.store.allocate_requests() > 60  # some rows were looked up and resent
+    leftover = [r.reference for r in ledger.rows(statuses=[Status.UNKNOWN])]
+    # A fault on a resend, too, may leave a few unknown: settle them on a quiet sandbox.
+    knobs.error_after_commit_rate = knobs.malformed_rate = knobs.hang_before_commit_rate = 0
+    time.sleep(QUICK_GRACE.total_seconds())
+    with desk.client() as client:
+        for reference in leftover:
+            settled = allocations.settle(
+                ledger, client, reference, actor="tester", absence_grace=QUICK_GRACE
+            )
+            if settled.outcome == "absent":
+                allocations.resend(
+                    ledger, client, reference, actor="tester", absence_grace=QUICK_GRACE
+                )
+    assert ledger.batch_counts(record.batch_id)[Status.SUCCEEDED] == 60
+    assert_books_agree(ledger, desk.sandbox.store)
+    settled = [
+        row
+        for row in ledger.rows(batch_id=record.batch_id)
+        if any("settled by lookup" in e.detail for e in ledger.audit_trail(row.reference))
+    ]
+    assert settled, "error-after-commit rows must have been settled by lookup, not resent"
+
+
+# --- pause, resume, cancel -----------------------------------------------------------------------
+
+
+def test_pause_stops_claiming_and_resume_finishes_the_rest(desk):
+    ledger = desk.ledger
+    _, record = queue(desk, creates(40), concurrency=4, rate_limit=25)
+    batch_id = record.batch_id
+    bulk.start_batch(desk, batch_id, actor="tester")
+    wait_for(lambda: ledger.batch_counts(batch_id)[Status.SUCCEEDED] >= 15)  # > 0.5 s in
+    running = bulk.progress(ledger, batch_id)
+    assert running.worker_alive and running.rate and running.rate > 0
+    assert running.eta_seconds is not None
+    assert bulk.pause_batch(desk, batch_id, actor="tester")
+    assert desk.runner.wait(batch_id, timeout=10)
+    paused = ledger.batch_counts(batch_id)
+    assert paused[Status.SENDING] == 0 and paused[Status.QUEUED] > 0
+    assert ledger.get_batch(batch_id).state == "paused"
+    time.sleep(0.3)
+    assert ledger.batch_counts(batch_id) == paused  # nothing moves while paused
+    assert desk.sandbox.store.commit_count() == paused[Status.SUCCEEDED]
+
+    bulk.start_batch(desk, batch_id, actor="tester")
+    ledger.update_batch(batch_id, rate_limit=None)  # (the running job keeps its own cap)
+    assert desk.runner.wait(batch_id, timeout=30)
+    assert ledger.batch_counts(batch_id)[Status.SUCCEEDED] == 40
+    assert ledger.get_batch(batch_id).state == "finished"
+    assert_books_agree(ledger, desk.sandbox.store)
+
+
+def test_cancel_fails_the_unsent_rows_visibly_and_in_flight_rows_finish(desk):
+    ledger = desk.ledger
+    _, record = queue(desk, creates(40), concurrency=4, rate_limit=25)
+    batch_id = record.batch_id
+    bulk.start_batch(desk, batch_id, actor="tester")
+    wait_for(lambda: ledger.batch_counts(batch_id)[Status.SUCCEEDED] >= 3)
+    cancelled = bulk.cancel_batch(desk, batch_id, actor="tester")
+    assert desk.runner.wait(batch_id, timeout=10)
+    counts = ledger.batch_counts(batch_id)
+    assert cancelled > 0 and counts[Status.QUEUED] == counts[Status.SENDING] == 0
+    assert counts[Status.SUCCEEDED] + counts[Status.FAILED] == 40
+    assert ledger.get_batch(batch_id).state == "cancelled"
+    failed = ledger.rows(statuses=[Status.FAILED], batch_id=batch_id)
+    assert len(failed) == cancelled
+    assert {row.enkash_code for row in failed} == {bulk.CANCELLED}
+    report = bulk.report_csv(ledger, batch_id).decode("utf-8-sig")
+    assert report.count("Cancelled before sending") == cancelled
+    assert desk.sandbox.store.commit_count() == counts[Status.SUCCEEDED]
+    with pytest.raises(StatusConflict):
+        bulk.start_batch(desk, batch_id, actor="tester")
+
+
+def test_enkash_unreachable_pauses_the_batch_instead_of_failing_every_row(tmp_path):
+    unreachable = sandbox_enkash_config("http://127.0.0.1:9", SandboxIdentity())
+    the_desk = Desk(settings_for(tmp_path), enkash_config=unreachable)
+    try:
+        lines = [f"credit,,,,,,EKC{n:07d},10,r" for n in range(30)]
+        parsed = bulk.parse_file("down.csv", file_of(lines))
+        preview = bulk.check_rows(parsed)
+        record = bulk.queue_batch(the_desk.ledger, preview, operator="t", concurrency=1)
+        bulk.start_batch(the_desk, record.batch_id, actor="t")
+        assert the_desk.runner.wait(record.batch_id, timeout=30)
+        counts = the_desk.ledger.batch_counts(record.batch_id)
+        batch = the_desk.ledger.get_batch(record.batch_id)
+        assert batch.state == "paused" and "could not be reached" in batch.note
+        assert counts[Status.FAILED] == bulk.NOT_SENT_PAUSE_AFTER
+        assert counts[Status.QUEUED] == 30 - bulk.NOT_SENT_PAUSE_AFTER
+    finally:
+        the_desk.close()
+
+
+def test_rate_limiter_spaces_permits():
+    limiter = bulk.RateLimiter(100)
+    stop = threading.Event()
+    started = time.monotonic()
+    for _ in range(21):
+        assert limiter.wait(stop)
+    assert time.monotonic() - started >= 0.19
+    stop.set()
+    assert not limiter.wait(stop)
+
+
+# --- crash and resume ----------------------------------------------------------------------------
+
+WORKER = """
+import sys, time
+from services import bulk
+from services.config import load_settings, sandbox_enkash_config
+from services.desk import Desk
+from services.sandbox import SandboxIdentity
+
+data_dir, url, batch_id = sys.argv[1:4]
+desk = Desk(load_settings(secrets_file=None, points_desk_data_dir=data_dir),
+            enkash_config=sandbox_enkash_config(url, SandboxIdentity()))
+bulk.start_batch(desk, batch_id, actor="worker-process")
+print("started", flush=True)
+time.sleep(120)
+"""
+
+
+def test_resume_after_the_worker_is_killed_mid_batch_pays_no_row_twice(tmp_path):
+    rows = 120
+    sandbox = start_sandbox(knobs=Knobs(latency_ms=200))
+    config = sandbox_enkash_config(sandbox.url, sandbox.identity)
+    try:
+        first = Desk(settings_for(tmp_path), enkash_config=config)
+        _, record = queue(first, creates(rows), concurrency=8)
+        batch_id = record.batch_id
+        first.close()
+
+        script = tmp_path / "worker.py"
+        script.write_text(WORKER)
+        env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+        worker = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), sandbox.url, batch_id],
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        observer = Ledger(settings_for(tmp_path).ledger_url)
+        try:
+            wait_for(
+                lambda: (
+                    (c := observer.batch_counts(batch_id))[Status.SUCCEEDED] >= 25
+                    and c[Status.SENDING] > 0
+                ),
+                timeout=30,
+                step=0.01,
+            )
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            observer.dispose()
+        sandbox.knobs.latency_ms = 0
+
+        resumed = Desk(settings_for(tmp_path), enkash_config=config)  # a restart
+        resumed.runner.absence_grace = QUICK_GRACE
+        try:
+            ledger = resumed.ledger
+            after_crash = ledger.batch_counts(batch_id)
+            assert after_crash[Status.SENDING] == 0  # recovered at start-up
+            assert after_crash[Status.UNKNOWN] > 0  # the rows that were in flight
+            assert after_crash[Status.QUEUED] > 0
+            assert ledger.get_batch(batch_id).state == "running"  # unfinished and visible
+            interrupted = [r.reference for r in ledger.rows(statuses=[Status.UNKNOWN])]
+
+            bulk.start_batch(resumed, batch_id, actor="tester")
+            assert resumed.runner.wait(batch_id, timeout=60)
+
+            assert ledger.batch_counts(batch_id)[Status.SUCCEEDED] == rows  # none lost
+            assert ledger.get_batch(batch_id).state == "finished"
+            assert_books_agree(ledger, sandbox.store)  # none paid twice
+            assert sandbox.store.commit_count() == rows
+            for reference in interrupted:
+                details = [e.detail for e in ledger.audit_trail(reference)]
+                at = next(i for i, d in enumerate(details) if d.startswith("interrupted"))
+                looked_up = [i for i, d in enumerate(details) if "lookup" in d and i > at]
+                resent = [i for i, d in enumerate(details) if d == "claimed for sending" and i > at]
+                assert looked_up, details
+                assert all(i > looked_up[0] for i in resent), details  # lookup before resend
+        finally:
+            resumed.close()
+    finally:
+        sandbox.stop()

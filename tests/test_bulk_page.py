@@ -1,0 +1,170 @@
+"""The bulk allocation page under AppTest, and one end-to-end run in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from services import bulk
+from services.models import Status
+from tests.browser_support import browser_page, running_dashboard, screenshot, wait_idle
+
+BULK = "pages/bulk.py"
+HEADER = "Type,First Name,Title,Gender,Email,Phone,Card ID,Points,Reason"
+GOOD = [
+    f"create,{name},Ms,F,{name.lower()}@example.com,98000000{n:02d},,{100 * (n + 1)},October"
+    for n, name in enumerate(["Priya", "Ananya", "Diya", "Sara", "Myra"])
+]
+BAD = [
+    "create,R2D2,Dr,X,not-an-email,12345,,1e3,",
+    "credit,,,,,,,250,",
+]
+
+
+def content(*lines: str) -> bytes:
+    return ("\n".join([HEADER, *lines]) + "\n").encode()
+
+
+def page_text(at) -> str:
+    parts = []
+    for kind in ("markdown", "success", "error", "warning", "info", "caption"):
+        parts.extend(str(element.value) for element in getattr(at, kind))
+    return "\n".join(parts)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def upload(at, name: str, data: bytes):
+    at.file_uploader[0].upload(name, data, "text/csv")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def send_and_wait(at, the_desk) -> tuple[str, str]:
+    """Send the uploaded file; returns the batch id and the page text right after confirming."""
+    at.button(key="bulk_send").click().run()
+    assert "Send now" in [b.label for b in at.button]
+    at.button(key="bulk_confirm").click().run()
+    assert not at.exception, at.exception
+    notice = page_text(at)  # the one-time notice shows on this run
+    batch_id = the_desk.ledger.list_batches()[0].batch_id
+    assert the_desk.runner.wait(batch_id, timeout=30)
+    at.run()
+    return batch_id, notice
+
+
+def test_preview_shows_totals_the_pool_verdict_and_each_rejected_row(app, app_desk):
+    app.switch_page(BULK).run()
+    assert [b.label for b in app.get("download_button")][:2] == ["CSV template", "Excel template"]
+    upload(app, "october.csv", content(*GOOD, *BAD))
+    shown = metrics(app)
+    assert shown["Ready to send"] == "5" and shown["Rejected"] == "2"
+    assert shown["Credits (points)"] == "1,500.00" and shown["Debits (points)"] == "0.00"
+    text = page_text(app)
+    assert "Fits the pool: 1,500.00 points of credits, 1,00,00,000.00 available" in text
+    rejected = app.dataframe[1].value
+    assert list(rejected["Row"]) == [7, 8]
+    assert "Title must be one of Mr, Mrs, Ms" in rejected["Problem"][0]
+    assert "card_id: Give the card id" in rejected["Problem"][1]
+    assert "Download rejected rows (CSV)" in [b.label for b in app.get("download_button")]
+    assert not app.button(key="bulk_send").disabled
+    assert app_desk.ledger.rows() == [] and app_desk.sandbox.store.allocate_requests() == 0
+
+
+def test_confirming_sends_in_the_background_and_the_report_is_offered(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD, *BAD))
+    batch_id, notice = send_and_wait(app, app_desk)
+    counts = app_desk.ledger.batch_counts(batch_id)
+    assert counts[Status.SUCCEEDED] == 5 and sum(counts.values()) == 5
+    assert app_desk.sandbox.store.commit_count() == 5
+    shown = metrics(app)
+    assert shown["Succeeded"] == "5" and shown["Refused / not sent"] == "0"
+    labels = [b.label for b in app.get("download_button")]
+    assert "Report (CSV)" in labels and "Report (Excel)" in labels
+    assert f"Batch {batch_id} is sending: 5 rows." in notice
+    assert app.file_uploader[0].value is None  # a fresh uploader for the next file
+
+
+def test_the_same_file_again_is_refused_and_points_to_the_first_batch(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    batch_id, _ = send_and_wait(app, app_desk)
+    upload(app, "october-copy.csv", content(*GOOD))
+    assert f"already queued as batch **{batch_id}**" in page_text(app)
+    assert app.button(key="bulk_send").disabled
+    assert app_desk.sandbox.store.commit_count() == 5
+
+
+def test_a_file_without_the_needed_columns_says_which(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "wrong.csv", b"Name,Emial\nRavi,ravi@example.com\n")
+    errors = [e.value for e in app.error]
+    assert any("Missing column(s): kind, amount" in e and "'Emial'" in e for e in errors)
+    assert not app.metric
+
+
+def test_a_batch_larger_than_the_pool_cannot_be_sent(app, app_desk):
+    app_desk.sandbox.store.set_pool_balance(Decimal("1000"))
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    assert "Does not fit the pool" in page_text(app)
+    assert "short by 500.00" in page_text(app)
+    assert app.button(key="bulk_send").disabled
+
+
+def test_an_interrupted_batch_is_listed_and_resumes_to_the_end(app, app_desk):
+    ledger = app_desk.ledger
+    preview = bulk.preview_upload(app_desk, "crashed.csv", content(*GOOD))
+    record = bulk.queue_batch(ledger, preview, operator="someone")
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    ledger.update_batch(
+        record.batch_id, state="running", started_at=long_ago, heartbeat_at=long_ago
+    )
+    app.switch_page(BULK).run()
+    app.button(key=f"bulk_open_{record.batch_id}").click().run()
+    assert "The worker sending this batch stopped" in page_text(app)
+    app.button(key="bulk_resume").click().run()
+    assert app_desk.runner.wait(record.batch_id, timeout=30)
+    app.run()
+    assert ledger.batch_counts(record.batch_id)[Status.SUCCEEDED] == 5
+    assert ledger.get_batch(record.batch_id).state == "finished"
+    assert metrics(app)["Succeeded"] == "5"
+
+
+@pytest.mark.browser
+def test_upload_run_and_download_the_report_in_a_browser(tmp_path: Path):
+    upload_file = tmp_path / "october.csv"
+    upload_file.write_bytes(content(*GOOD, *BAD))
+    with running_dashboard(tmp_path) as url, browser_page() as page:
+        page.goto(url)
+        wait_idle(page)
+        page.get_by_role("link", name="Bulk allocation").click()
+        wait_idle(page)
+        page.locator("input[type=file]").set_input_files(str(upload_file))
+        page.get_by_text("Fits the pool").wait_for()
+        wait_idle(page)
+        screenshot(page, "screens/bulk-preview")
+        page.get_by_role("button", name="Send 5 rows…").click()
+        page.get_by_role("button", name="Send now").click()
+        page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        wait_idle(page)
+        page.get_by_role("button", name="Report (CSV)").wait_for()
+        page.locator("[data-testid='stMain']").evaluate("el => el.scrollTo(0, 0)")
+        screenshot(page, "screens/bulk-after-run")
+        with page.expect_download() as download_info:
+            page.get_by_role("button", name="Report (CSV)").click()
+        report = Path(download_info.value.path()).read_bytes().decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(report)))
+    assert [row["row"] for row in rows] == ["2", "3", "4", "5", "6"]
+    assert {row["status"] for row in rows} == {"SUCCEEDED"}
+    assert all(row["card_id"].startswith("EKC") and row["transaction_id"] for row in rows)
+    assert rows[4]["amount"] == "500.00" and rows[4]["balance_after"] == "500.00"

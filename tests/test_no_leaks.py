@@ -1,0 +1,195 @@
+"""No secret reaches a log line, a rendered page, an export or the ledger database.
+
+The app runs in live mode against a sandbox whose client secret and partner password are known
+values, with local accounts whose passwords are known values and an OIDC ``[auth]`` section whose
+client and cookie secrets are known values. It goes through its flows (a wrong then a right
+sign-in, create, credit, a held debit, an approval by a second person, a rejected approval), and
+none of those values may appear anywhere it could leak.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from services.sandbox import start_sandbox
+from services.sandbox.store import SandboxIdentity
+from tests.auth_support import PEOPLE, PROJECT, new_app, sign_in, write_secrets
+
+CLIENT_SECRET = "ClientSecret-4f1d9a7e"
+ENKASH_PASSWORD = "PartnerPass-8c2b6e31"
+OIDC_CLIENT_SECRET = "OidcSecret-19ae7c55"
+COOKIE_SECRET = "CookieSecret-6d03b8f2"
+WRONG_PASSWORD = "WrongGuess-0b7e4c9d"
+SECRETS = [
+    CLIENT_SECRET,
+    ENKASH_PASSWORD,
+    OIDC_CLIENT_SECRET,
+    COOKIE_SECRET,
+    WRONG_PASSWORD,
+    *(password for password, _, _ in PEOPLE.values()),
+]
+
+
+def live_env(sandbox) -> dict[str, str]:
+    identity = sandbox.identity
+    return {
+        "ENKASH_BASE_URL": sandbox.url,
+        "ENKASH_PARTNER_ID": identity.partner_id,
+        "ENKASH_COMPANY_ID": identity.company_id,
+        "ENKASH_CARD_ACCOUNT_ID": identity.card_account_id,
+        "ENKASH_CLIENT_ID": identity.client_id,
+        "ENKASH_CLIENT_SECRET": identity.client_secret,
+        "ENKASH_USERNAME": identity.username,
+        "ENKASH_PASSWORD": identity.password,
+    }
+
+
+def known_identity() -> SandboxIdentity:
+    return replace(SandboxIdentity(), client_secret=CLIENT_SECRET, password=ENKASH_PASSWORD)
+
+
+def everything_rendered(at) -> str:
+    """Every element of the last run, widgets included, as Streamlit would send it."""
+    parts = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            parts.append(str(proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(parts)
+
+
+def ledger_dump(data_dir: Path) -> str:
+    """Every table of the ledger database as CSV: a superset of anything an export can hold."""
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'ledger.db'}")
+    try:
+        names = sa.inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            return "\n".join(pd.read_sql_table(name, conn).to_csv(index=False) for name in names)
+    finally:
+        engine.dispose()
+
+
+def assert_clean(where: str, text: str | bytes) -> None:
+    for secret in SECRETS:
+        needle = secret.encode() if isinstance(text, bytes) else secret
+        assert needle not in text, f"{secret!r} leaked into {where}"
+
+
+def test_no_secret_in_logs_pages_exports_or_the_database(desk_env, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    write_secrets(desk_env)
+    oidc = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": COOKIE_SECRET,
+        "client_id": "points-desk",
+        "client_secret": OIDC_CLIENT_SECRET,
+        "server_metadata_url": "https://id.example.com/.well-known/openid-configuration",
+    }
+    rendered: list[str] = []
+    with start_sandbox(identity=known_identity()) as sandbox:
+        for name, value in live_env(sandbox).items():
+            monkeypatch.setenv(name, value)
+
+        maker = new_app()
+        maker.secrets["auth"] = oidc
+        maker.run()
+        rendered.append(everything_rendered(maker))
+        sign_in(maker, "asha", WRONG_PASSWORD)
+        rendered.append(everything_rendered(maker))
+        sign_in(maker, "asha")
+        rendered.append(everything_rendered(maker))
+
+        maker.switch_page("pages/create_account.py").run()
+        for key, value in {
+            "new_first_name": "Ravi",
+            "new_email": "ravi@example.com",
+            "new_mobile": "9600098867",
+            "new_amount": "60000",
+            "new_reason": "Opening",
+        }.items():
+            maker.text_input(key=key).input(value)
+        maker.selectbox(key="new_title").select("Mr")
+        maker.selectbox(key="new_gender").select("M")
+        maker.button(key="create_submit").click().run()
+        assert "60,000.00 points credited to Ravi" in maker.success[0].value
+        rendered.append(everything_rendered(maker))
+
+        for amount in ("20000", "25000"):  # two held debits: one approved, one rejected
+            maker.switch_page("pages/debit.py").run()
+            if "debit_new" in _keys(maker):  # the previous debit's outcome: start a new one
+                maker.button(key="debit_new").click().run()
+            maker.text_input(key="debit_query").input("ravi").run()
+            maker.text_input(key="debit_amount").input(amount)
+            maker.button(key="debit_submit").click().run()
+            maker.button(key="debit_confirm").click().run()
+            assert not maker.exception, maker.exception
+            rendered.append(everything_rendered(maker))
+
+        approver = new_app()
+        approver.secrets["auth"] = oidc
+        approver.run()
+        sign_in(approver, "vikram")
+        approver.switch_page("pages/approvals.py").run()
+        approver.button(key="approve_1").click().run()
+        approver.text_input(key="approval_comment_2").input("Not this quarter")
+        approver.button(key="reject_2").click().run()
+        assert not approver.exception, approver.exception
+        rendered.append(everything_rendered(approver))
+
+    for index, text in enumerate(rendered):
+        assert_clean(f"rendered page #{index}", text)
+    assert_clean("captured logs", caplog.text)
+    assert_clean("ledger export", ledger_dump(desk_env))
+    for path in desk_env.glob("ledger.db*"):  # the database and its write-ahead log
+        assert_clean(path.name, path.read_bytes())
+    # The flows did happen: the approval and the rejection are in the ledger.
+    dump = ledger_dump(desk_env)
+    assert "vikram" in dump and "Not this quarter" in dump
+
+
+def _keys(at) -> set[str]:
+    return {button.key for button in at.button}
+
+
+def test_streamlit_config_hides_error_details_and_keeps_xsrf_and_upload_limits():
+    config = tomllib.loads((PROJECT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
+    assert config["server"]["enableXsrfProtection"] is True
+    assert 0 < config["server"]["maxUploadSize"] <= 20
+
+
+def test_show_error_details_none_redacts_an_uncaught_error_in_streamlit_1_67():
+    """What "none" does in this Streamlit: type, message and traceback stay in the server log;
+    the browser gets a generic sentence."""
+    from streamlit.elements.exception import marshall
+    from streamlit.proto.Exception_pb2 import Exception as ExceptionProto
+    from streamlit.testing.v1.util import patch_config_options
+
+    error = RuntimeError(f"token refused for secret {CLIENT_SECRET}")
+    proto = ExceptionProto()
+    with patch_config_options({"client.showErrorDetails": "none"}):
+        marshall(proto, error, apply_show_error_details=True)
+    shown = str(proto)
+    assert CLIENT_SECRET not in shown and "RuntimeError" not in shown
+    assert not proto.stack_trace
+    assert "redacted" in proto.message
+
+
+@pytest.mark.parametrize("field", ["enkash_client_secret", "enkash_password"])
+def test_settings_never_print_their_secrets(field):
+    from services.config import load_settings
+
+    settings = load_settings(secrets_file=None, **{field: CLIENT_SECRET})
+    assert CLIENT_SECRET not in repr(settings) and CLIENT_SECRET not in str(settings)

@@ -1,0 +1,170 @@
+"""The approval queue's pieces: one card per waiting request, the decisions, the outcome."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from services import approvals
+from services.approvals import Approval, ApprovalError
+from services.models import Status
+from ui.auth import auth_config
+from ui.context import desk, operator
+from ui.format import ist, points
+from ui.outcome import render_outcome
+
+_RESULT = "_approval_result"
+
+
+def display_name(person_id: str) -> str:
+    """A local account's name for its username (an OIDC id is already an email)."""
+    account = auth_config().users.get(person_id)
+    return account.display_name if account is not None else person_id
+
+
+def _what(approval: Approval) -> str:
+    if approval.subject_kind == "batch":
+        return f"Batch `{approval.subject}`"
+    request = approval.request
+    employee = request.get("employee") or {}
+    name = employee.get("first_name") or request.get("card_id") or "the card"
+    return f"Debit from **{name}** (card `{request.get('card_id') or '—'}`)"
+
+
+def _decide(approval_id: int, approve: bool) -> None:
+    """Approve/Reject button callback: decide, send an approved debit, keep what happened."""
+    comment = st.session_state.get(f"approval_comment_{approval_id}", "")
+    the_desk = desk()
+    try:
+        if approve:
+            with the_desk.client() as client:
+                decision = approvals.approve(
+                    the_desk.ledger,
+                    approval_id,
+                    approver=operator(),
+                    comment=comment,
+                    client=client,
+                )
+        else:
+            decision = approvals.reject(
+                the_desk.ledger, approval_id, approver=operator(), comment=comment
+            )
+    except ApprovalError as error:
+        st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}
+        return
+    st.session_state.pop("_pool", None)  # points may have moved
+    st.session_state[_RESULT] = {"id": approval_id, "decision": decision}
+
+
+def last_result() -> None:
+    """What the approver's last click did, above the queue."""
+    result = st.session_state.get(_RESULT)
+    if not result:
+        return
+    if "error" in result:
+        st.error(result["error"], icon="⛔")
+        return
+    decision = result["decision"]
+    approval = decision.approval
+    verb = "Approved" if approval.status == approvals.APPROVED else "Rejected"
+    if decision.outcome is not None:
+        st.markdown(
+            f"**{verb}** — the debit asked for by **{display_name(approval.maker)}**, "
+            f"decided by **{display_name(approval.decided_by or '')}**:"
+        )
+        render_outcome(decision.outcome)
+    else:
+        st.success(f"{verb} batch {approval.subject}.", icon="✅")
+
+
+def request_card(approval: Approval) -> None:
+    """One waiting request, with the comment box and the two decisions (not for its maker)."""
+    me = operator()
+    with st.container(border=True, key=f"approval_{approval.id}"):
+        left, right = st.columns([3, 1])
+        left.markdown(_what(approval))
+        right.metric(
+            "Points to debit" if approval.subject_kind == "debit" else "Batch total",
+            points(approval.amount),
+        )
+        facts = f"Asked by **{display_name(approval.maker)}** · {ist(approval.requested_at)}"
+        if approval.subject_kind == "debit":
+            facts += f" · reference `{approval.subject}`"
+        left.caption(facts)
+        reason = approval.request.get("reason")
+        if reason:
+            left.caption(f"Reason: {reason}")
+        card_id = approval.request.get("card_id")
+        if card_id:
+            known = desk().ledger.known_balance(card_id)
+            if known is not None:
+                right.caption(f"Card holds {points(known)}")
+        if approval.maker == me:
+            st.info(
+                "You asked for this: a second person with the approver role decides.", icon="👥"
+            )
+            return
+        st.text_input(
+            "Comment",
+            key=f"approval_comment_{approval.id}",
+            placeholder="Why you approve or reject (required to reject)",
+            max_chars=200,
+        )
+        approve_col, reject_col, _ = st.columns([1, 1, 3])
+        approve_col.button(
+            "Approve and send" if approval.subject_kind == "debit" else "Approve",
+            key=f"approve_{approval.id}",
+            type="primary",
+            on_click=_decide,
+            args=(approval.id, True),
+        )
+        reject_col.button(
+            "Reject", key=f"reject_{approval.id}", on_click=_decide, args=(approval.id, False)
+        )
+
+
+def _send_interrupted(approval_id: int) -> None:
+    the_desk = desk()
+    approval = approvals.get(the_desk.ledger, approval_id)
+    if approval is None:
+        return
+    with the_desk.client() as client:
+        outcome = approvals.send_approved(the_desk.ledger, client, approval)
+    st.session_state[_RESULT] = {
+        "id": approval_id,
+        "decision": approvals.Decision(approval, outcome),
+    }
+
+
+def decided_table(decided: list[Approval]) -> None:
+    """The latest decisions, with what became of each approved debit."""
+    ledger = desk().ledger
+    rows = []
+    for approval in decided:
+        row = ledger.get(approval.subject) if approval.subject_kind == "debit" else None
+        if row is not None and row.status is Status.QUEUED and approval.status == "approved":
+            st.warning(
+                f"Debit `{approval.subject}` was approved but its sending was interrupted.",
+                icon="⏳",
+            )
+            st.button(
+                "Send it now",
+                key=f"send_{approval.id}",
+                on_click=_send_interrupted,
+                args=(approval.id,),
+            )
+        rows.append(
+            {
+                "Decided": ist(approval.decided_at, "%d %b, %H:%M"),
+                "Decision": "✅ approved" if approval.status == "approved" else "⛔ rejected",
+                "What": "batch " + approval.subject
+                if approval.subject_kind == "batch"
+                else f"debit {approval.subject}",
+                "Points": points(approval.amount),
+                "Asked by": display_name(approval.maker),
+                "Decided by": display_name(approval.decided_by or ""),
+                "Comment": approval.comment,
+                "Now": row.status.value.lower() if row is not None else "—",
+            }
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

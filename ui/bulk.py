@@ -1,0 +1,458 @@
+"""The pieces of the bulk allocation page: templates, preview, confirmation, live batch, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from services import bulk
+from services.bulk_files import (
+    COLUMNS,
+    BulkFileError,
+    Preview,
+    error_file,
+    template_csv,
+    template_xlsx,
+)
+from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
+from services.models import Status
+from ui.context import desk, operator, session_id
+from ui.format import ist, points
+from ui.sidebar import forget_pool
+
+OPEN = "bulk_open_batch"
+FLASH = "bulk_flash"
+UPLOADS = "bulk_upload_round"
+_STATE_LOOK = {
+    "queued": ("Queued", "gray", "⏳"),
+    "running": ("Running", "blue", "▶️"),
+    "paused": ("Paused", "orange", "⏸️"),
+    "cancelled": ("Cancelled", "gray", "⏹️"),
+    "finished": ("Finished", "green", "✅"),
+    "interrupted": ("Interrupted", "red", "⚠️"),
+}
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def flash(kind: str, message: str) -> None:
+    st.session_state[FLASH] = (kind, message)
+
+
+def show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind:
+        getattr(st, kind)(message)
+
+
+def template_downloads() -> None:
+    with st.expander("Templates and column guide", icon="📄"):
+        csv_col, xlsx_col, _ = st.columns([1, 1, 3])
+        csv_col.download_button(
+            "CSV template",
+            template_csv(),
+            "points-desk-bulk.csv",
+            "text/csv",
+            key="bulk_template_csv",
+            on_click="ignore",
+            icon="⬇️",
+        )
+        xlsx_col.download_button(
+            "Excel template",
+            template_xlsx(),
+            "points-desk-bulk.xlsx",
+            XLSX_MIME,
+            key="bulk_template_xlsx",
+            on_click="ignore",
+            icon="⬇️",
+        )
+        st.markdown(
+            "One row per movement. **kind**: `create` (new card with its first points), "
+            "`credit` or `debit` (CR/DR work too). **create** needs first_name, title (Mr/Mrs/Ms), "
+            "gender (M/F), email and a 10-digit mobile; **credit/debit** need the card_id. "
+            "**amount** in points (up to 2 decimals); **reason** is optional. Headers may be "
+            "spelled loosely (`First Name`, `Phone`, `Points`, `Type`). Up to 50,000 rows or "
+            "10 MB per file; CSV (comma or semicolon) or .xlsx."
+        )
+
+
+def upload_round() -> int:
+    return st.session_state.setdefault(UPLOADS, 0)
+
+
+def load_preview(uploaded: Any) -> Preview | None:
+    """Parse and check an upload once per file (reruns reuse the result)."""
+    content = uploaded.getvalue()
+    cache_key = (uploaded.name, len(content), hash(content))
+    cached = st.session_state.get("bulk_preview")
+    if cached and cached[0] == cache_key:
+        return cached[1]
+    try:
+        with st.spinner("Checking every row…"):
+            preview = bulk.preview_upload(desk(), uploaded.name, content)
+    except BulkFileError as error:
+        st.error(str(error), icon="🚫")
+        return None
+    st.session_state["bulk_preview"] = (cache_key, preview)
+    return preview
+
+
+def _valid_table(preview: Preview) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "Row": row.number,
+                "Kind": row.allocation.kind.value,
+                "Name": row.values.get("first_name", ""),
+                "Email": row.allocation.employee.email if row.allocation.employee else "",
+                "Mobile": row.allocation.employee.mobile if row.allocation.employee else "",
+                "Card id": row.allocation.card_id or "",
+                "Points": float(row.allocation.amount),
+                "Reason": row.allocation.reason,
+            }
+            for row in preview.valid
+        ]
+    )
+
+
+def _rejected_table(preview: Preview) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"Row": row.number, "Problem": row.reason}
+            | {column: row.values.get(column, "") for column in COLUMNS}
+            for row in preview.rejected
+        ]
+    )
+
+
+def render_preview(preview: Preview) -> bool:
+    """Totals, pool verdict, valid and rejected rows. Returns whether the batch may be sent."""
+    totals = preview.totals
+    existing = desk().ledger.batch_by_digest(preview.file.digest)
+    if existing is not None:
+        st.error(
+            f"This exact file was already queued as batch **{existing.batch_id}** on "
+            f"{ist(existing.created_at)} by {existing.operator} ({existing.state}). "
+            "It will not be sent again, so nobody is paid twice.",
+            icon="🛑",
+        )
+        st.button(
+            "Open that batch",
+            key="bulk_open_existing",
+            on_click=open_batch,
+            args=(existing.batch_id,),
+        )
+    cells = st.columns([1, 1, 1.5, 1.5])
+    cells[0].metric(
+        "Ready to send",
+        f"{totals.valid:,}",
+        f"of {totals.rows:,} rows",
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+    )
+    cells[1].metric(
+        "Rejected",
+        f"{totals.rejected:,}",
+        "see the tab below" if totals.rejected else "none",
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+    )
+    cells[2].metric(
+        "Credits (points)",
+        points(totals.credit_points),
+        f"{totals.credit_rows:,} rows",
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+    )
+    cells[3].metric(
+        "Debits (points)",
+        points(totals.debit_points),
+        f"{totals.debit_rows:,} rows",
+        delta_color="off",
+        delta_arrow="off",
+        border=True,
+    )
+    fits = preview.fits_pool
+    if fits is None:
+        st.warning(
+            "EnKash did not say how much is in the pool; EnKash refuses credits beyond it.",
+            icon="⚠️",
+        )
+    elif fits:
+        st.success(
+            f"Fits the pool: {points(totals.credit_points)} points of credits, "
+            f"{points(preview.pool_balance)} available. Net change "
+            f"{points(totals.net_points)}.",
+            icon="✅",
+        )
+    else:
+        st.error(
+            f"Does not fit the pool: credits need {points(totals.credit_points)} points, "
+            f"the pool holds {points(preview.pool_balance)} (short by "
+            f"{points(preview.shortfall)}). Top up the pool or split the file.",
+            icon="🚫",
+        )
+    for warning in preview.warnings:
+        st.info(warning, icon="ℹ️")
+    ready, rejected = st.tabs(
+        [f"Ready to send ({totals.valid:,})", f"Rejected ({totals.rejected:,})"]
+    )
+    with ready:
+        if preview.valid:
+            st.dataframe(
+                _valid_table(preview),
+                hide_index=True,
+                height=260,
+                column_config={"Points": st.column_config.NumberColumn(format="%.2f")},
+            )
+        else:
+            st.caption("No row is ready to send.")
+    with rejected:
+        if preview.rejected:
+            st.dataframe(_rejected_table(preview), hide_index=True, height=260)
+            st.download_button(
+                "Download rejected rows (CSV)",
+                error_file(preview),
+                f"rejected-{preview.file.name.rsplit('.', 1)[0]}.csv",
+                "text/csv",
+                key="bulk_error_file",
+                on_click="ignore",
+                icon="⬇️",
+            )
+        else:
+            st.caption("Every row passed the checks.")
+    return existing is None and bool(preview.valid) and fits is not False
+
+
+def _confirm(
+    preview: Preview, concurrency: int, rate: float, the_desk: Any, actor: str, sid: str
+) -> None:
+    # Runs as the dialog button's callback (the documented way; see DESIGN.md "Streamlit notes").
+    st.session_state["bulk_confirmed"] = True
+    try:
+        record = bulk.queue_batch(
+            the_desk.ledger,
+            preview,
+            operator=actor,
+            concurrency=concurrency,
+            rate_limit=rate or None,
+            session_id=sid,
+        )
+        bulk.start_batch(the_desk, record.batch_id, actor=actor)
+    except DuplicateBatchFile as duplicate:
+        flash(
+            "error",
+            f"This file was already queued as batch {duplicate.existing.batch_id}; "
+            "nothing new was sent.",
+        )
+        return
+    except (ValueError, StatusConflict) as error:
+        flash("error", f"Nothing was sent: {error}")
+        return
+    st.session_state[OPEN] = record.batch_id
+    st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
+    st.session_state.pop("bulk_preview", None)
+    forget_pool()
+    flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
+
+
+@st.dialog("Send this batch?")
+def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
+    if st.session_state.pop("bulk_confirmed", False):
+        st.rerun()  # the callback queued it: close the dialog and show the live batch
+    totals = preview.totals
+    st.markdown(
+        f"**{totals.valid:,} rows** from `{preview.file.name}`  \n"
+        f"Credits: **{points(totals.credit_points)}** points ({totals.credit_rows:,} rows)  \n"
+        f"Debits: **{points(totals.debit_points)}** points ({totals.debit_rows:,} rows)  \n"
+        f"Net from the pool: **{points(totals.net_points)}** points"
+    )
+    if totals.rejected:
+        st.caption(f"{totals.rejected:,} rejected rows are left out.")
+    st.caption(
+        f"Sent {concurrency} at a time"
+        + (f", at most {rate:g} per second." if rate else ".")
+        + " Sending continues if you close this page."
+    )
+    send, back = st.columns(2)
+    send.button(
+        "Send now",
+        type="primary",
+        key="bulk_confirm",
+        on_click=_confirm,
+        args=(preview, concurrency, rate, desk(), operator(), session_id()),
+        width="stretch",
+    )
+    if back.button("Not yet", key="bulk_cancel_dialog", width="stretch"):
+        st.rerun()
+
+
+def open_batch(batch_id: str) -> None:
+    st.session_state[OPEN] = batch_id
+
+
+def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
+    try:
+        if action == "pause":
+            bulk.pause_batch(the_desk, batch_id, actor=actor)
+        elif action == "resume":
+            bulk.start_batch(the_desk, batch_id, actor=actor)
+        elif action == "cancel":
+            count = bulk.cancel_batch(the_desk, batch_id, actor=actor)
+            flash("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
+        elif action == "close":
+            st.session_state.pop(OPEN, None)
+    except (StatusConflict, KeyError) as error:
+        flash("error", f"Could not {action} the batch: {error}")
+
+
+def _state_of(progress: bulk.Progress) -> str:
+    return "interrupted" if progress.interrupted else progress.batch.state
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def batch_panel(batch_id: str) -> None:
+    """The open batch: live while it runs (polled every second), with its report when done."""
+    try:
+        first = bulk.progress(desk().ledger, batch_id)
+    except KeyError:
+        st.session_state.pop(OPEN, None)
+        return
+    live = first.active
+
+    @st.fragment(run_every=1.0 if live else None)
+    def panel() -> None:
+        p = bulk.progress(desk().ledger, batch_id)
+        record = p.batch
+        state = _state_of(p)
+        label, color, icon = _STATE_LOOK[state]
+        with st.container(border=True, key="bulk_batch_panel"):
+            head, badge = st.columns([4, 1])
+            head.markdown(
+                f"**{record.file_name}** · batch `{record.batch_id}` · "
+                f"{ist(record.created_at)} · {record.operator}"
+            )
+            badge.badge(label, icon=icon, color=color)
+            st.progress(p.fraction, text=f"{p.done:,} of {p.total:,} rows done")
+            c = p.counts
+            cells = st.columns(5)
+            cells[0].metric("Succeeded", f"{c[Status.SUCCEEDED]:,}")
+            cells[1].metric("Refused / not sent", f"{c[Status.FAILED]:,}")
+            cells[2].metric(
+                "Unknown",
+                f"{c[Status.UNKNOWN]:,}",
+                help="Sent, no readable answer: settled by lookup, never resent "
+                "blindly. Left-over ones appear on the Reconcile page.",
+            )
+            cells[3].metric("Waiting", f"{p.remaining:,}")
+            if record.finished_at and record.started_at and not p.active:
+                took = (record.finished_at - record.started_at).total_seconds()
+                cells[4].metric("Took", _eta(max(took, 1.0)))
+            else:
+                cells[4].metric(
+                    "Rate · ETA",
+                    f"{p.rate:.0f}/s · {_eta(p.eta_seconds)}" if p.rate is not None else "—",
+                )
+            if state == "interrupted":
+                st.warning(
+                    "The worker sending this batch stopped (the app restarted). Resume: "
+                    "rows that were in flight are looked up at EnKash before anything "
+                    "is sent again.",
+                    icon="⚠️",
+                )
+            elif (
+                record.note
+                and record.note not in ("finished",)
+                and not record.note.startswith("started by")
+            ):
+                st.caption(record.note)
+            _controls(p, state)
+        if p.active != live:
+            st.rerun()
+
+    panel()
+
+
+def _controls(p: bulk.Progress, state: str) -> None:
+    batch_id = p.batch.batch_id
+    args = (batch_id, desk(), operator())
+    row = st.container(horizontal=True, key="bulk_controls")
+    if state == "running":
+        row.button("Pause", key="bulk_pause", on_click=_act, args=("pause", *args), icon="⏸️")
+    if state in ("paused", "interrupted", "queued"):
+        row.button(
+            "Resume",
+            key="bulk_resume",
+            on_click=_act,
+            args=("resume", *args),
+            icon="▶️",
+            type="primary",
+        )
+    if state in ("running", "paused", "interrupted", "queued"):
+        row.button(
+            "Cancel the rest",
+            key="bulk_cancel",
+            on_click=_act,
+            args=("cancel", *args),
+            icon="⏹️",
+            help="Rows not yet sent are marked cancelled; rows in flight finish.",
+        )
+    if not p.active:
+        ledger = desk().ledger
+        name = f"report-{batch_id}"
+        row.download_button(
+            "Report (CSV)",
+            lambda: bulk.report_csv(ledger, batch_id),
+            f"{name}.csv",
+            "text/csv",
+            key="bulk_report_csv",
+            on_click="ignore",
+            icon="⬇️",
+            type="primary",
+        )
+        row.download_button(
+            "Report (Excel)",
+            lambda: bulk.report_xlsx(ledger, batch_id),
+            f"{name}.xlsx",
+            XLSX_MIME,
+            key="bulk_report_xlsx",
+            on_click="ignore",
+            icon="⬇️",
+        )
+    row.button("Close", key="bulk_close", on_click=_act, args=("close", *args))
+
+
+def batch_history() -> None:
+    ledger = desk().ledger
+    records: list[BatchRecord] = ledger.list_batches(limit=10)
+    if not records:
+        st.caption("No batches yet.")
+        return
+    for record in records:
+        p = bulk.progress(ledger, record.batch_id)
+        label, color, icon = _STATE_LOOK[_state_of(p)]
+        name, state, done, when, action = st.columns(
+            [3, 1.3, 1.6, 1.8, 1], vertical_alignment="center"
+        )
+        name.markdown(f"**{record.file_name}**  \n`{record.batch_id}`")
+        state.badge(label, icon=icon, color=color)
+        done.markdown(f"{p.done:,} / {p.total:,} rows  \n{points(record.credit_points)} points")
+        when.caption(f"{ist(record.created_at)}  \n{record.operator}")
+        action.button(
+            "Open",
+            key=f"bulk_open_{record.batch_id}",
+            on_click=open_batch,
+            args=(record.batch_id,),
+            width="stretch",
+        )

@@ -1,0 +1,201 @@
+"""Plotly figures for the Overview and History pages, built from aggregated series only.
+
+Each builder takes the small result of a ``services.history`` query (a point per day/week/month,
+ten cards and "Others", five statuses), never ledger rows, so no chart sends more to the browser
+than it shows. Points read in Indian grouping (12,34,567) on axes and in hovers; dates are IST.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+
+import plotly.graph_objects as go
+
+from services.history import Balances, Granularity, SeriesPoint, StatusCount
+from services.models import Status
+from ui.format import points
+
+CREDIT_COLOUR = "#2E7D32"
+DEBIT_COLOUR = "#E65100"
+NET_COLOUR = "#1565C0"
+OTHERS_COLOUR = "#9E9E9E"
+STATUS_COLOURS = {
+    Status.SUCCEEDED: "#2E7D32",
+    Status.FAILED: "#C62828",
+    Status.UNKNOWN: "#F9A825",
+    Status.SENDING: "#1565C0",
+    Status.QUEUED: "#757575",
+}
+BUCKET_TITLE = {
+    Granularity.DAY: "Day (IST)",
+    Granularity.WEEK: "Week starting Monday (IST)",
+    Granularity.MONTH: "Month (IST)",
+}
+_DATE_FORMAT = {Granularity.DAY: "%d %b", Granularity.WEEK: "%d %b", Granularity.MONTH: "%b<br>%Y"}
+_HOVER_DATE = {
+    Granularity.DAY: "%{x|%a %d %b %Y}",
+    Granularity.WEEK: "week of %{x|%d %b %Y}",
+    Granularity.MONTH: "%{x|%B %Y}",
+}
+
+
+def indian_ticks(low: float, high: float, count: int = 5) -> tuple[list[float], list[str]]:
+    """About ``count`` round tick values covering ``[low, high]``, labelled 12,34,567."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    if high - low <= 0:
+        high = low + 1
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step) * step
+    values = []
+    value = first
+    while value <= high + step * 1e-9:
+        values.append(round(value, 2))
+        value += step
+    if values[-1] < high:
+        values.append(round(values[-1] + step, 2))
+    return values, [points(v, decimals=step < 1) for v in values]
+
+
+def _layout(figure: go.Figure, *, height: int = 320, y_title: str = "", x_title: str = "") -> None:
+    figure.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None},
+        bargap=0.15,
+        hoverlabel={"namelength": -1},
+    )
+    figure.update_xaxes(title_text=x_title, automargin=True)
+    figure.update_yaxes(title_text=y_title, automargin=True)
+
+
+def movement_figure(series: Sequence[SeriesPoint], granularity: Granularity) -> go.Figure:
+    """Credited above the axis, debited below it, one bar pair per IST bucket."""
+    granularity = Granularity(granularity)
+    x = [p.bucket for p in series]
+    credited = [float(p.credited) for p in series]
+    debited = [-float(p.debited) for p in series]
+    figure = go.Figure()
+    figure.add_bar(
+        x=x,
+        y=credited,
+        name="Credited",
+        marker_color=CREDIT_COLOUR,
+        customdata=[points(p.credited) for p in series],
+        hovertemplate=f"{_HOVER_DATE[granularity]}<br>Credited %{{customdata}}<extra></extra>",
+    )
+    figure.add_bar(
+        x=x,
+        y=debited,
+        name="Debited",
+        marker_color=DEBIT_COLOUR,
+        customdata=[points(p.debited) for p in series],
+        hovertemplate=f"{_HOVER_DATE[granularity]}<br>Debited %{{customdata}}<extra></extra>",
+    )
+    figure.update_layout(barmode="relative")
+    _layout(figure, y_title="Points (debits below 0)", x_title=BUCKET_TITLE[granularity])
+    _date_axis(figure, x, granularity)
+    values, labels = indian_ticks(min(debited, default=0), max(credited, default=0))
+    figure.update_yaxes(tickvals=values, ticktext=labels, zeroline=True, zerolinecolor="#616161")
+    return figure
+
+
+def _date_axis(figure: go.Figure, x: Sequence[date], granularity: Granularity) -> None:
+    figure.update_xaxes(type="date", tickformat=_DATE_FORMAT[granularity])
+    if granularity is Granularity.MONTH:
+        figure.update_xaxes(dtick="M1")
+    if len(x) == 1:  # a single bar would otherwise fill the whole width
+        figure.update_xaxes(tickvals=list(x))
+
+
+def cumulative_figure(
+    running: Sequence[tuple[date, Decimal]], granularity: Granularity, opening: Decimal
+) -> go.Figure:
+    """Net points issued so far (credited minus debited, all time) at the end of each bucket."""
+    granularity = Granularity(granularity)
+    x = [day for day, _ in running]
+    y = [float(net) for _, net in running]
+    figure = go.Figure()
+    figure.add_scatter(
+        x=x,
+        y=y,
+        name="Net issued",
+        mode="lines+markers" if len(x) <= 40 else "lines",
+        line={"color": NET_COLOUR, "width": 2, "shape": "hv"},
+        fill="tozeroy",
+        customdata=[points(net) for _, net in running],
+        hovertemplate=f"{_HOVER_DATE[granularity]}<br>Net issued %{{customdata}}<extra></extra>",
+    )
+    _layout(figure, y_title="Net points issued", x_title=BUCKET_TITLE[granularity])
+    figure.update_layout(showlegend=False)
+    _date_axis(figure, x, granularity)
+    values, labels = indian_ticks(min([*y, float(opening)], default=0), max(y, default=0))
+    figure.update_yaxes(tickvals=values, ticktext=labels, range=[values[0], values[-1]])
+    return figure
+
+
+def balances_figure(balances: Balances) -> go.Figure:
+    """Largest balances first, then "Others" (its bar may run past the axis; its label says
+    the total), so ten cards stay readable next to hundreds of others."""
+    names = [f"{card.name} · {card.card_id[-4:]}" for card in balances.top]
+    values = [float(card.balance) for card in balances.top]
+    texts = [points(card.balance, decimals=False) for card in balances.top]
+    colours = [NET_COLOUR] * len(values)
+    if balances.others_count:
+        names.append(f"Others ({balances.others_count:,} cards)")
+        values.append(float(balances.others_total))
+        texts.append(f"{points(balances.others_total, decimals=False)} in total")
+        colours.append(OTHERS_COLOUR)
+    figure = go.Figure(
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker_color=colours,
+            text=texts,
+            textposition="inside",
+            insidetextanchor="start",
+            textfont={"color": "white"},
+            customdata=[points(v) for v in values],
+            hovertemplate="%{y}<br>%{customdata} points<extra></extra>",
+        )
+    )
+    largest_top = max(values[: len(balances.top)], default=0)
+    upper = max(values, default=0)
+    if balances.others_count and largest_top and upper > largest_top * 1.5:
+        upper = largest_top * 1.3  # "Others" runs off the edge; its text carries the number
+    _layout(figure, height=max(260, 32 * len(values) + 80), x_title="Known balance (points)")
+    figure.update_layout(showlegend=False)
+    figure.update_yaxes(autorange="reversed", title_text="")
+    tick_values, labels = indian_ticks(0, upper or 1, count=4)
+    figure.update_xaxes(
+        tickvals=tick_values, ticktext=labels, range=[0, upper * 1.02 if upper else 1]
+    )
+    return figure
+
+
+def status_figure(breakdown: Sequence[StatusCount]) -> go.Figure:
+    """How many transactions ended in each status (statuses with none are left out)."""
+    shown = [s for s in breakdown if s.transactions]
+    total = sum(s.transactions for s in shown) or 1
+    figure = go.Figure(
+        go.Bar(
+            x=[s.transactions for s in shown],
+            y=[s.status.value.title() for s in shown],
+            orientation="h",
+            marker_color=[STATUS_COLOURS[s.status] for s in shown],
+            text=[f"{s.transactions:,} ({100 * s.transactions / total:.1f}%)" for s in shown],
+            textposition="auto",
+            customdata=[points(s.amount) for s in shown],
+            hovertemplate="%{y}: %{x:,} transactions<br>%{customdata} points<extra></extra>",
+        )
+    )
+    _layout(figure, height=max(200, 40 * len(shown) + 90), x_title="Transactions")
+    figure.update_layout(showlegend=False)
+    figure.update_yaxes(autorange="reversed", title_text="")
+    figure.update_xaxes(separatethousands=True, tickformat=",d")
+    return figure
