@@ -4,9 +4,11 @@ import streamlit as st
 
 from services.bulk import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from ui import bulk as ui
+from ui.access import require
 from ui.sidebar import mode_banner
 
 mode_banner()
+require("move")
 st.title("Bulk allocation")
 st.caption(
     "Open, credit or debit many cards from one CSV or Excel file. Every row is checked before "

@@ -4,6 +4,7 @@ import streamlit as st
 
 from services.history import cumulative
 from ui import charts
+from ui.access import require
 from ui.context import desk, session_id
 from ui.format import points
 from ui.history import (
@@ -22,6 +23,7 @@ from ui.sidebar import mode_banner
 _CHART_CONFIG = {"displayModeBar": False}
 
 mode_banner()
+require("view")
 st.title("History")
 
 ledger = desk().ledger

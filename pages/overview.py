@@ -4,6 +4,7 @@ import streamlit as st
 
 from services import demo
 from ui import charts
+from ui.access import allowed, require
 from ui.context import desk
 from ui.format import points
 from ui.history import delta, money_metric, month_to_date, recent_months
@@ -12,6 +13,7 @@ from ui.sidebar import forget_pool, mode_banner, pool_details
 _CHART_CONFIG = {"displayModeBar": False}
 
 mode_banner()
+require("view")
 st.title("Overview")
 
 the_desk = desk()
@@ -77,7 +79,7 @@ with held:
         st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
 
-if the_desk.is_sandbox:
+if the_desk.is_sandbox and allowed("move"):
     with st.expander("Sandbox tools"):
         if message := st.session_state.pop("_demo_message", None):
             st.success(message)

@@ -2,10 +2,12 @@
 
 import streamlit as st
 
+from ui.access import require
 from ui.reconcile import render_drift, render_mismatches, render_results, render_unknowns
 from ui.sidebar import mode_banner
 
 mode_banner()
+require("move")
 st.title("Reconcile")
 st.caption(
     "Transactions whose outcome EnKash left unknown, replies that named another reference, and "

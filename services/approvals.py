@@ -330,6 +330,7 @@ def reject(ledger: Ledger, approval_id: int, *, approver: str, comment: str) -> 
         raise ApprovalError("Say why you reject it: the maker sees your comment.")
     decision = _decide(ledger, approval_id, REJECTED_STATUS, approver, comment)
     if decision.subject_kind == "batch":
+        _cancel_rejected_batch(ledger, decision.subject, approver, comment)
         return Decision(decision, None)
     row = ledger.get(decision.subject)
     if row is not None and row.status is Status.QUEUED:
@@ -345,7 +346,56 @@ def reject(ledger: Ledger, approval_id: int, *, approver: str, comment: str) -> 
     return Decision(decision, describe_row(ledger, row) if row is not None else None)
 
 
+def withdraw(ledger: Ledger, subject_kind: str, subject: str, *, actor: str, why: str) -> bool:
+    """Close a pending request because its subject went away (a batch cancelled before anyone
+    decided). Anyone who may cancel the subject may withdraw it; False if nothing was pending."""
+    with ledger.engine.begin() as conn:
+        changed = conn.execute(
+            approvals.update()
+            .where(
+                approvals.c.subject_kind == subject_kind,
+                approvals.c.subject == subject,
+                approvals.c.status == PENDING,
+            )
+            .values(
+                status=REJECTED_STATUS,
+                decided_by=actor,
+                decided_at=datetime.now(UTC),
+                comment=f"withdrawn: {why}",
+            )
+        )
+    return changed.rowcount == 1
+
+
+def _cancel_rejected_batch(ledger: Ledger, batch_id: str, approver: str, comment: str) -> None:
+    """A rejected batch never starts: it is cancelled and each of its rows fails unsent."""
+    ledger.update_batch(
+        batch_id,
+        from_states=("queued",),
+        state="cancelled",
+        finished_at=datetime.now(UTC),
+        note=f"rejected by {approver}: {comment}",
+    )
+    ledger.cancel_queued(
+        batch_id,
+        actor=approver,
+        code=REJECTED,
+        message=f"Rejected by {approver}: {comment}; nothing was sent",
+    )
+
+
 # --- words ---------------------------------------------------------------------------------------
+
+
+def status_word(row: LedgerRow) -> str:
+    """A row's status as a manager reads it in tables: a held debit is "Awaiting approval"."""
+    if row.status is Status.QUEUED and row.kind is Kind.DEBIT and row.batch_id is None:
+        return "Awaiting approval"
+    if row.status is Status.FAILED and row.enkash_code == REJECTED:
+        return "Rejected"
+    if row.status is Status.FAILED and row.enkash_code == "CANCELLED":
+        return "Cancelled"
+    return row.status.value.title()
 
 
 def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> Outcome:

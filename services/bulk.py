@@ -5,8 +5,10 @@ The life of a batch (state in the ``batches`` table, rows in ``transactions``):
 1. ``queue_batch`` records the batch and every valid row as ``QUEUED`` in one transaction, with
    references derived from (batch id, row number), so a resumed batch can never mint a second
    reference for a row. The same file (same SHA-256) is refused: it points at the first batch.
-2. ``start_batch`` is the single step from "confirmed" to "sending" (an approval gate belongs in
-   front of it). It marks the batch ``running`` and hands it to the Desk's ``BatchRunner``.
+2. ``start_batch`` is the single step from "confirmed" to "sending". A batch whose total points
+   are above the batch approval threshold starts only once a second person approved it
+   (``services.approvals``); otherwise ``AwaitingApproval``. It marks the batch ``running`` and
+   hands it to the Desk's ``BatchRunner``.
 3. The runner's job belongs to the process, not to a browser tab. Its worker threads (each with
    its own EnKash client) claim rows with the ledger's compare-and-set and send them with
    ``allocations.send_claimed``, under a shared requests-per-second cap.
@@ -32,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from services import allocations
+from services import allocations, approvals
 from services.bulk_files import Preview, check_rows, parse_file, to_csv, to_xlsx
 from services.enkash import EnkashClient, EnkashError
 from services.ledger import BatchRecord, DuplicateBatchFile, Ledger, LedgerRow, StatusConflict
@@ -57,6 +59,7 @@ __all__ = [
     "CANCELLED",
     "DEFAULT_CONCURRENCY",
     "MAX_CONCURRENCY",
+    "AwaitingApproval",
     "BatchRunner",
     "DuplicateBatchFile",
     "Progress",
@@ -148,16 +151,37 @@ def queue_batch(
 # --- state changes -------------------------------------------------------------------------------
 
 
+class AwaitingApproval(StatusConflict):
+    """The batch is above the approval threshold and no second person has approved it yet."""
+
+
+def batch_total(record: BatchRecord) -> Decimal:
+    """Every point a batch moves, credits and debits alike (what the approval threshold sees)."""
+    return record.credit_points + record.debit_points
+
+
+def needs_approval(desk: Desk, record: BatchRecord) -> bool:
+    """Whether this batch must wait for a second person before it may start."""
+    return approvals.batch_needs_approval(
+        batch_total(record), desk.settings
+    ) and not approvals.is_approved(desk.ledger, record.batch_id)
+
+
 def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     """Confirmed -> sending: the one place a batch starts (or resumes) sending.
 
-    Any gate (an approval, a second pair of eyes) belongs in front of this call. Works from
-    ``queued``, ``paused``, and ``running`` with no live worker (after a crash or restart).
-    ``StatusConflict`` for a cancelled or finished batch.
+    Works from ``queued``, ``paused``, and ``running`` with no live worker (after a crash or
+    restart). ``AwaitingApproval`` for a batch above the approval threshold that no second person
+    approved (nothing changes); ``StatusConflict`` for a cancelled or finished batch.
     """
     record = desk.ledger.get_batch(batch_id)
     if record is None:
         raise KeyError(batch_id)
+    if needs_approval(desk, record):
+        raise AwaitingApproval(
+            f"batch {batch_id} moves {batch_total(record):,} points: a second person has to "
+            "approve it on the Approvals page first"
+        )
     now = datetime.now(UTC)
     moved = desk.ledger.update_batch(
         batch_id,
@@ -196,7 +220,11 @@ def cancel_batch(desk: Desk, batch_id: str, *, actor: str) -> int:
         note=f"cancelled by {actor}",
     )
     desk.runner.stop(batch_id)
-    if not moved:
+    if moved:
+        approvals.withdraw(
+            desk.ledger, "batch", batch_id, actor=actor, why=f"batch cancelled by {actor}"
+        )
+    else:
         record = desk.ledger.get_batch(batch_id)
         if record is None:
             raise KeyError(batch_id)
@@ -219,6 +247,12 @@ class Progress:
     rate: float | None  # rows reaching an outcome per second, recently
     eta_seconds: float | None
     worker_alive: bool
+    approval: str | None = None  # the batch's approval request: pending, approved, rejected
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """Queued and waiting for a second person's decision: nothing is sent yet."""
+        return self.batch.state == "queued" and self.approval == approvals.PENDING
 
     @property
     def total(self) -> int:
@@ -265,7 +299,15 @@ def progress(ledger: Ledger, batch_id: str, *, window_seconds: float = 10.0) -> 
             rate = settled / window
             remaining = counts[Status.QUEUED] + counts[Status.SENDING]
             eta = remaining / rate if rate > 0 else None
-    return Progress(record, counts, rate, eta, alive and record.state == "running")
+    request = approvals.for_subject(ledger, "batch", batch_id)
+    return Progress(
+        record,
+        counts,
+        rate,
+        eta,
+        alive and record.state == "running",
+        request.status if request is not None else None,
+    )
 
 
 # --- the report ----------------------------------------------------------------------------------

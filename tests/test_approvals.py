@@ -236,3 +236,32 @@ def test_the_maker_sees_no_decision_buttons_on_their_own_request(desk_env):
     at.switch_page("pages/approvals.py").run()
     assert "You asked for this" in page_text(at)
     assert not [button for button in at.button if button.key.startswith("approve_")]
+
+
+def test_approving_a_batch_on_the_page_starts_it(desk_env, monkeypatch):
+    from services import bulk
+    from ui.context import _desk
+
+    monkeypatch.setenv("POINTS_DESK_APPROVAL_BATCH_THRESHOLD", "500")
+    write_secrets(desk_env)
+    approver = new_app()
+    approver.run()
+    sign_in(approver, "vikram")
+    the_desk = _desk()
+    lines = [f"create,Emp,Ms,F,emp{n}@example.com,98{n:08d},,{200 + n},Q3" for n in range(4)]
+    content = "kind,first_name,title,gender,email,mobile,card_id,amount,reason\n" + "\n".join(lines)
+    preview = bulk.preview_upload(the_desk, "q3.csv", content.encode())
+    record = bulk.queue_batch(the_desk.ledger, preview, operator="asha")
+    assert bulk.needs_approval(the_desk, record)
+    approvals.request_batch(the_desk.ledger, record.batch_id, bulk.batch_total(record), "asha")
+
+    approver.switch_page("pages/approvals.py").run()
+    assert "Batch **q3.csv**" in page_text(approver)
+    assert approver.button(key="approve_1").label == "Approve and start"
+    approver.button(key="approve_1").click().run()
+    assert not approver.exception, approver.exception
+    assert "It is sending now" in page_text(approver)
+    assert the_desk.runner.wait(record.batch_id, timeout=60)
+    rows = the_desk.ledger.rows(batch_id=record.batch_id)
+    assert [r.status for r in rows] == [Status.SUCCEEDED] * 4
+    assert the_desk.sandbox.store.commit_count() == 4

@@ -345,10 +345,90 @@ def test_resume_after_the_worker_is_killed_mid_batch_pays_no_row_twice(tmp_path)
                 details = [e.detail for e in ledger.audit_trail(reference)]
                 at = next(i for i, d in enumerate(details) if d.startswith("interrupted"))
                 looked_up = [i for i, d in enumerate(details) if "lookup" in d and i > at]
-                resent = [i for i, d in enumerate(details) if d == "claimed for sending" and i > at]
+                resent = [i for i, d in enumerate(details) if d.startswith("resend") and i > at]
                 assert looked_up, details
                 assert all(i > looked_up[0] for i in resent), details  # lookup before resend
         finally:
             resumed.close()
     finally:
         sandbox.stop()
+
+
+# --- the approval gate ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def strict_desk(tmp_path: Path):
+    """A desk where any batch above 1,000 points needs a second person."""
+    settings = load_settings(
+        secrets_file=None,
+        points_desk_data_dir=tmp_path,
+        points_desk_approval_batch_threshold=Decimal("1000"),
+    )
+    the_desk = Desk(settings)
+    the_desk.runner.absence_grace = QUICK_GRACE
+    yield the_desk
+    the_desk.close()
+
+
+def test_a_large_batch_starts_only_after_a_second_person_approves(strict_desk):
+    from services import approvals
+
+    desk = strict_desk
+    _, record = queue(desk, creates(12))  # 12 rows of 100..111 points: 1,266 points
+    assert bulk.batch_total(record) == Decimal("1266")
+    with pytest.raises(bulk.AwaitingApproval):
+        bulk.start_batch(desk, record.batch_id, actor="tester")
+    assert desk.ledger.get_batch(record.batch_id).state == "queued"
+
+    request = approvals.request_batch(desk.ledger, record.batch_id, Decimal("1266"), "tester")
+    assert bulk.progress(desk.ledger, record.batch_id).awaiting_approval
+    with pytest.raises(bulk.AwaitingApproval):
+        bulk.start_batch(desk, record.batch_id, actor="tester")
+    assert desk.sandbox.store.commit_count() == 0
+
+    approvals.approve(desk.ledger, request.id, approver="vikram")
+    bulk.start_batch(desk, record.batch_id, actor="vikram")
+    assert desk.runner.wait(record.batch_id, timeout=60)
+    rows = desk.ledger.rows(batch_id=record.batch_id)
+    assert {r.status for r in rows} == {Status.SUCCEEDED}
+    assert {r.approved_by for r in rows} == {"vikram"}
+    assert_books_agree(desk.ledger, desk.sandbox.store)
+
+
+def test_a_small_batch_needs_no_approval_even_on_a_strict_desk(strict_desk):
+    _, record = queue(strict_desk, creates(3))  # 303 points
+    assert not bulk.needs_approval(strict_desk, record)
+    bulk.start_batch(strict_desk, record.batch_id, actor="tester")
+    assert strict_desk.runner.wait(record.batch_id, timeout=60)
+    assert strict_desk.sandbox.store.commit_count() == 3
+
+
+def test_a_rejected_batch_is_cancelled_and_sends_nothing(strict_desk):
+    from services import approvals
+
+    desk = strict_desk
+    _, record = queue(desk, creates(12))
+    request = approvals.request_batch(desk.ledger, record.batch_id, Decimal("1266"), "tester")
+    approvals.reject(desk.ledger, request.id, approver="vikram", comment="Wrong quarter")
+    assert desk.ledger.get_batch(record.batch_id).state == "cancelled"
+    rows = desk.ledger.rows(batch_id=record.batch_id)
+    assert len(rows) == 12
+    assert {(r.status, r.enkash_code) for r in rows} == {(Status.FAILED, approvals.REJECTED)}
+    assert {approvals.status_word(r) for r in rows} == {"Rejected"}
+    with pytest.raises(StatusConflict):
+        bulk.start_batch(desk, record.batch_id, actor="tester")
+    assert desk.sandbox.store.commit_count() == 0
+
+
+def test_cancelling_a_waiting_batch_withdraws_its_request(strict_desk):
+    from services import approvals
+
+    desk = strict_desk
+    _, record = queue(desk, creates(12))
+    approvals.request_batch(desk.ledger, record.batch_id, Decimal("1266"), "tester")
+    assert bulk.cancel_batch(desk, record.batch_id, actor="tester") == 12
+    assert approvals.pending(desk.ledger) == []
+    withdrawn = approvals.for_subject(desk.ledger, "batch", record.batch_id)
+    assert withdrawn.status == approvals.REJECTED_STATUS
+    assert withdrawn.comment.startswith("withdrawn")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from services import approvals
+from services import approvals, bulk
 from services.approvals import Approval, ApprovalError
+from services.ledger import StatusConflict
 from services.models import Status
 from ui.auth import auth_config
 from ui.context import desk, operator
@@ -24,7 +25,14 @@ def display_name(person_id: str) -> str:
 
 def _what(approval: Approval) -> str:
     if approval.subject_kind == "batch":
-        return f"Batch `{approval.subject}`"
+        record = desk().ledger.get_batch(approval.subject)
+        if record is None:
+            return f"Batch `{approval.subject}`"
+        return (
+            f"Batch **{record.file_name}** (`{record.batch_id}`): {record.row_count:,} rows, "
+            f"{points(record.credit_points)} credited to {record.credit_rows:,} cards, "
+            f"{points(record.debit_points)} debited from {record.debit_rows:,}"
+        )
     request = approval.request
     employee = request.get("employee") or {}
     name = employee.get("first_name") or request.get("card_id") or "the card"
@@ -45,11 +53,13 @@ def _decide(approval_id: int, approve: bool) -> None:
                     comment=comment,
                     client=client,
                 )
+            if decision.approval.subject_kind == "batch":
+                bulk.start_batch(the_desk, decision.approval.subject, actor=operator())
         else:
             decision = approvals.reject(
                 the_desk.ledger, approval_id, approver=operator(), comment=comment
             )
-    except ApprovalError as error:
+    except (ApprovalError, StatusConflict) as error:
         st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}
         return
     st.session_state.pop("_pool", None)  # points may have moved
@@ -74,7 +84,12 @@ def last_result() -> None:
         )
         render_outcome(decision.outcome)
     else:
-        st.success(f"{verb} batch {approval.subject}.", icon="✅")
+        started = (
+            " It is sending now; follow it on the Bulk allocation page."
+            if (approval.status == approvals.APPROVED)
+            else " It was cancelled; nothing was sent."
+        )
+        st.success(f"{verb} batch {approval.subject}.{started}", icon="✅")
 
 
 def request_card(approval: Approval) -> None:
@@ -112,7 +127,7 @@ def request_card(approval: Approval) -> None:
         )
         approve_col, reject_col, _ = st.columns([1, 1, 3])
         approve_col.button(
-            "Approve and send" if approval.subject_kind == "debit" else "Approve",
+            "Approve and send" if approval.subject_kind == "debit" else "Approve and start",
             key=f"approve_{approval.id}",
             type="primary",
             on_click=_decide,

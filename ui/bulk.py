@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from services import bulk
+from services import approvals, bulk
 from services.bulk_files import (
     COLUMNS,
     BulkFileError,
@@ -32,6 +32,7 @@ _STATE_LOOK = {
     "cancelled": ("Cancelled", "gray", "⏹️"),
     "finished": ("Finished", "green", "✅"),
     "interrupted": ("Interrupted", "red", "⚠️"),
+    "approval": ("Awaiting approval", "violet", "👥"),
 }
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -242,7 +243,13 @@ def _confirm(
             rate_limit=rate or None,
             session_id=sid,
         )
-        bulk.start_batch(the_desk, record.batch_id, actor=actor)
+        held = bulk.needs_approval(the_desk, record)
+        if held:
+            approvals.request_batch(
+                the_desk.ledger, record.batch_id, bulk.batch_total(record), actor
+            )
+        else:
+            bulk.start_batch(the_desk, record.batch_id, actor=actor)
     except DuplicateBatchFile as duplicate:
         flash(
             "error",
@@ -257,7 +264,14 @@ def _confirm(
     st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
     st.session_state.pop("bulk_preview", None)
     forget_pool()
-    flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
+    if held:
+        flash(
+            "info",
+            f"Batch {record.batch_id} ({record.row_count:,} rows) waits for a second person to "
+            "approve it on the Approvals page. Nothing is sent until then.",
+        )
+    else:
+        flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
 
 
 @st.dialog("Send this batch?")
@@ -273,6 +287,14 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     if totals.rejected:
         st.caption(f"{totals.rejected:,} rejected rows are left out.")
+    settings = desk().settings
+    if approvals.batch_needs_approval(totals.credit_points + totals.debit_points, settings):
+        st.info(
+            "This batch moves more than "
+            f"{points(settings.points_desk_approval_batch_threshold, decimals=False)} points: "
+            "it waits for a second person's approval before anything is sent.",
+            icon="👥",
+        )
     st.caption(
         f"Sent {concurrency} at a time"
         + (f", at most {rate:g} per second." if rate else ".")
@@ -306,11 +328,15 @@ def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
             flash("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
         elif action == "close":
             st.session_state.pop(OPEN, None)
+    except bulk.AwaitingApproval as error:
+        flash("warning", f"Not started: {error}.")
     except (StatusConflict, KeyError) as error:
         flash("error", f"Could not {action} the batch: {error}")
 
 
 def _state_of(progress: bulk.Progress) -> str:
+    if progress.awaiting_approval:
+        return "approval"
     return "interrupted" if progress.interrupted else progress.batch.state
 
 
@@ -399,9 +425,11 @@ def _controls(p: bulk.Progress, state: str) -> None:
             icon="▶️",
             type="primary",
         )
-    if state in ("running", "paused", "interrupted", "queued"):
+    if state == "approval":
+        row.caption("Waiting for a second person on the Approvals page.")
+    if state in ("running", "paused", "interrupted", "queued", "approval"):
         row.button(
-            "Cancel the rest",
+            "Cancel the rest" if state != "approval" else "Withdraw",
             key="bulk_cancel",
             on_click=_act,
             args=("cancel", *args),

@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pandas as pd
 import streamlit as st
 
-from services import export, history
+from services import approvals, export, history
 from services.history import Granularity, HistoryFilter
 from services.ledger import Ledger, LedgerRow
 from services.models import Kind, Status
@@ -215,7 +215,7 @@ def table(rows: list[LedgerRow]) -> pd.DataFrame:
         {
             "When (IST)": [ist(r.created_at, "%d %b %Y, %H:%M") for r in rows],
             "Kind": [r.kind.value.title() for r in rows],
-            "Status": [r.status.value.title() for r in rows],
+            "Status": [approvals.status_word(r) for r in rows],
             "Points": [points(r.amount) for r in rows],
             "Employee": [r.first_name or r.email or "" for r in rows],
             "Card": [r.card_id or "" for r in rows],
@@ -257,7 +257,8 @@ def detail_view(ledger: Ledger, rows: list[LedgerRow]) -> None:
     with st.container(border=True):
         left, right = st.columns(2)
         left.markdown(
-            f"**{row.kind.value.title()} of {points(row.amount)} points** — {row.status.value}  \n"
+            f"**{row.kind.value.title()} of {points(row.amount)} points** — "
+            f"{approvals.status_word(row).lower()}  \n"
             f"Employee: {row.first_name or '—'} · {row.email or '—'} · {mobile(row.mobile)}  \n"
             f"Card: `{row.card_id or '—'}` · balance after {points(row.balance_after)}  \n"
             f"Reason: {row.reason or '—'}"
