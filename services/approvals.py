@@ -244,11 +244,18 @@ def request_batch(ledger: Ledger, batch_id: str, total: Decimal, maker: str) -> 
 # --- decisions -----------------------------------------------------------------------------------
 
 
-def _decide(ledger: Ledger, approval_id: int, status: str, decider: str, comment: str) -> Approval:
+def _decide(
+    ledger: Ledger,
+    approval_id: int,
+    status: str,
+    decider: str,
+    comment: str,
+    allow_self: bool = False,
+) -> Approval:
     found = get(ledger, approval_id)
     if found is None:
         raise ApprovalError("There is no such approval request.")
-    if found.maker == decider:
+    if found.maker == decider and not allow_self:
         raise SelfApproval(
             "You asked for this yourself: a second person has to approve or reject it."
         )
@@ -258,7 +265,7 @@ def _decide(ledger: Ledger, approval_id: int, status: str, decider: str, comment
             .where(
                 approvals.c.id == approval_id,
                 approvals.c.status == PENDING,
-                approvals.c.maker != decider,
+                sa.true() if allow_self else approvals.c.maker != decider,
             )
             .values(
                 status=status,
@@ -282,15 +289,19 @@ def approve(
     approver: str,
     comment: str = "",
     client: EnkashClient | None = None,
+    allow_self: bool = False,
 ) -> Decision:
     """Approve a request. A debit is then sent once, with its original reference (needs
     ``client``); a batch is only marked approved for its runner. ``SelfApproval`` if the
-    approver is the maker, ``AlreadyDecided`` if someone decided first."""
+    approver is the maker, ``AlreadyDecided`` if someone decided first.
+
+    ``allow_self`` is for the open sandbox only (one person on their own computer, no real
+    points): there is no second person to ask, so the maker may decide their own request."""
     found = get(ledger, approval_id)
     if found is not None and found.subject_kind == "debit" and client is None:
         raise ValueError("approving a debit sends it: pass an EnKash client")
     comment = " ".join(comment.split())
-    decision = _decide(ledger, approval_id, APPROVED, approver, comment)
+    decision = _decide(ledger, approval_id, APPROVED, approver, comment, allow_self)
     detail = f"approved by {approver}" + (f": {comment}" if comment else "")
     if decision.subject_kind == "batch":
         ledger.set_approved_by(approver, batch_id=decision.subject, detail=detail)
@@ -322,13 +333,15 @@ def send_approved(
     return describe_row(ledger, send_claimed(ledger, client, reference, actor=approver))
 
 
-def reject(ledger: Ledger, approval_id: int, *, approver: str, comment: str) -> Decision:
+def reject(
+    ledger: Ledger, approval_id: int, *, approver: str, comment: str, allow_self: bool = False
+) -> Decision:
     """Refuse a request (a comment saying why is required). A debit's row becomes ``FAILED``
     without anything being sent."""
     comment = " ".join((comment or "").split())
     if not comment:
         raise ApprovalError("Say why you reject it: the maker sees your comment.")
-    decision = _decide(ledger, approval_id, REJECTED_STATUS, approver, comment)
+    decision = _decide(ledger, approval_id, REJECTED_STATUS, approver, comment, allow_self)
     if decision.subject_kind == "batch":
         _cancel_rejected_batch(ledger, decision.subject, approver, comment)
         return Decision(decision, None)

@@ -256,7 +256,7 @@ def test_approving_a_batch_on_the_page_starts_it(desk_env, monkeypatch):
     approvals.request_batch(the_desk.ledger, record.batch_id, bulk.batch_total(record), "asha")
 
     approver.switch_page("pages/approvals.py").run()
-    assert "Batch **q3.csv**" in page_text(approver)
+    assert "Batch **q3.csv** · 4 rows" in page_text(approver)
     assert approver.button(key="approve_1").label == "Approve and start"
     approver.button(key="approve_1").click().run()
     assert not approver.exception, approver.exception
@@ -265,3 +265,24 @@ def test_approving_a_batch_on_the_page_starts_it(desk_env, monkeypatch):
     rows = the_desk.ledger.rows(batch_id=record.batch_id)
     assert [r.status for r in rows] == [Status.SUCCEEDED] * 4
     assert the_desk.sandbox.store.commit_count() == 4
+
+
+def test_in_the_open_sandbox_the_one_person_decides_their_own_request(app, app_desk):
+    person = app.session_state["_person"]  # whom the gate admitted: no sign-in, every role
+    assert person.method == "sandbox"
+    card = open_card(app_desk)
+    approvals.request_debit(app_desk.ledger, debit(card, "12000"), maker=person.id)
+    app.switch_page("pages/approvals.py").run()
+    assert "Open sandbox: you may decide your own request" in page_text(app)
+    app.button(key="approve_1").click().run()
+    assert not app.exception, app.exception
+    assert app_desk.sandbox.store.card_balance(card) == Decimal("38000.00")
+
+
+def test_outside_the_open_sandbox_self_approval_stays_refused(desk):
+    card = open_card(desk)
+    approvals.request_debit(desk.ledger, debit(card, "12000"), maker="asha")
+    request = approvals.pending(desk.ledger)[0]
+    with desk.client() as client, pytest.raises(SelfApproval):
+        approvals.approve(desk.ledger, request.id, approver="asha", client=client)
+    assert approvals.get(desk.ledger, request.id).pending

@@ -168,3 +168,70 @@ def test_upload_run_and_download_the_report_in_a_browser(tmp_path: Path):
     assert {row["status"] for row in rows} == {"SUCCEEDED"}
     assert all(row["card_id"].startswith("EKC") and row["transaction_id"] for row in rows)
     assert rows[4]["amount"] == "500.00" and rows[4]["balance_after"] == "500.00"
+
+
+def test_a_batch_above_the_threshold_waits_for_approval_then_runs(desk_env, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PROJECT
+    from ui.context import _desk
+
+    monkeypatch.setenv("POINTS_DESK_APPROVAL_BATCH_THRESHOLD", "1000")
+    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
+    at.run()
+    at.switch_page(BULK).run()
+    upload(at, "october.csv", content(*GOOD))  # 1,500 points
+    at.button(key="bulk_send").click().run()
+    assert "it waits for a second person's approval" in page_text(at)
+    at.button(key="bulk_confirm").click().run()
+    assert not at.exception, at.exception
+    the_desk = _desk()
+    record = the_desk.ledger.list_batches()[0]
+    assert "waits for a second person to approve it" in page_text(at)
+    assert record.state == "queued"
+    assert the_desk.sandbox.store.commit_count() == 0
+    assert "bulk_resume" not in [b.key for b in at.button]
+    assert at.button(key="bulk_cancel").label == "Withdraw"
+
+    at.switch_page("pages/approvals.py").run()
+    at.button(key="approve_1").click().run()
+    assert not at.exception, at.exception
+    assert the_desk.runner.wait(record.batch_id, timeout=30)
+    assert the_desk.ledger.batch_counts(record.batch_id)[Status.SUCCEEDED] == 5
+    assert the_desk.sandbox.store.commit_count() == 5
+
+
+@pytest.mark.browser
+def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
+    upload_file = tmp_path / "november.csv"
+    upload_file.write_bytes(content(*GOOD))
+    extra = {"POINTS_DESK_APPROVAL_BATCH_THRESHOLD": "1000"}
+    with running_dashboard(tmp_path, extra) as url, browser_page() as page:
+        page.goto(url)
+        wait_idle(page)
+        page.get_by_role("link", name="Bulk allocation").click()
+        wait_idle(page)
+        page.locator("input[type=file]").set_input_files(str(upload_file))
+        page.get_by_text("Fits the pool").wait_for()
+        page.get_by_role("button", name="Send 5 rows…").click()
+        page.get_by_text("it waits for a second person's approval").wait_for()
+        page.get_by_role("button", name="Send now").click()
+        page.get_by_text("Awaiting approval").first.wait_for()
+        wait_idle(page)
+        screenshot(page, "screens/bulk-awaiting-approval")
+
+        page.get_by_role("link", name="Approvals").click()
+        wait_idle(page)
+        page.get_by_text("Batch november.csv · 5 rows").wait_for()
+        screenshot(page, "screens/approvals-batch")
+        page.get_by_role("button", name="Approve and start").click()
+        page.get_by_text("It is sending now").wait_for()
+
+        page.get_by_role("link", name="Bulk allocation").click()
+        wait_idle(page)
+        page.get_by_role("button", name="Open").first.click()
+        page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        wait_idle(page)
+        body = page.locator("[data-testid='stMain']").inner_text()
+    assert "Traceback" not in body
+    assert "Finished" in body

@@ -9,12 +9,19 @@ from services import approvals, bulk
 from services.approvals import Approval, ApprovalError
 from services.ledger import StatusConflict
 from services.models import Status
-from ui.auth import auth_config
+from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.outcome import render_outcome
 
 _RESULT = "_approval_result"
+
+
+def open_sandbox() -> bool:
+    """The sandbox without sign-in: one person on their own computer, no real points. There is
+    no second person, so the maker-checker rule would leave every request waiting forever."""
+    person = current_person()
+    return desk().is_sandbox and person is not None and person.method == "sandbox"
 
 
 def display_name(person_id: str) -> str:
@@ -28,10 +35,19 @@ def _what(approval: Approval) -> str:
         record = desk().ledger.get_batch(approval.subject)
         if record is None:
             return f"Batch `{approval.subject}`"
+        moves = []
+        if record.credit_rows:
+            moves.append(
+                f"credits {points(record.credit_points)} points to {record.credit_rows:,} cards"
+            )
+        if record.debit_rows:
+            moves.append(
+                f"debits {points(record.debit_points)} points from {record.debit_rows:,} cards"
+            )
+        summary = ", ".join(moves)
         return (
-            f"Batch **{record.file_name}** (`{record.batch_id}`): {record.row_count:,} rows, "
-            f"{points(record.credit_points)} credited to {record.credit_rows:,} cards, "
-            f"{points(record.debit_points)} debited from {record.debit_rows:,}"
+            f"Batch **{record.file_name}** · {record.row_count:,} rows  \n"
+            f"{summary[:1].upper()}{summary[1:]}"
         )
     request = approval.request
     employee = request.get("employee") or {}
@@ -43,6 +59,7 @@ def _decide(approval_id: int, approve: bool) -> None:
     """Approve/Reject button callback: decide, send an approved debit, keep what happened."""
     comment = st.session_state.get(f"approval_comment_{approval_id}", "")
     the_desk = desk()
+    alone = open_sandbox()
     try:
         if approve:
             with the_desk.client() as client:
@@ -52,12 +69,17 @@ def _decide(approval_id: int, approve: bool) -> None:
                     approver=operator(),
                     comment=comment,
                     client=client,
+                    allow_self=alone,
                 )
             if decision.approval.subject_kind == "batch":
                 bulk.start_batch(the_desk, decision.approval.subject, actor=operator())
         else:
             decision = approvals.reject(
-                the_desk.ledger, approval_id, approver=operator(), comment=comment
+                the_desk.ledger,
+                approval_id,
+                approver=operator(),
+                comment=comment,
+                allow_self=alone,
             )
     except (ApprovalError, StatusConflict) as error:
         st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}
@@ -105,6 +127,8 @@ def request_card(approval: Approval) -> None:
         facts = f"Asked by **{display_name(approval.maker)}** · {ist(approval.requested_at)}"
         if approval.subject_kind == "debit":
             facts += f" · reference `{approval.subject}`"
+        else:
+            facts += f" · batch `{approval.subject}`"
         left.caption(facts)
         reason = approval.request.get("reason")
         if reason:
@@ -114,7 +138,12 @@ def request_card(approval: Approval) -> None:
             known = desk().ledger.known_balance(card_id)
             if known is not None:
                 right.caption(f"Card holds {points(known)}")
-        if approval.maker == me:
+        if approval.maker == me and open_sandbox():
+            st.caption(
+                "Open sandbox: you may decide your own request here. Once sign-in is "
+                "configured, a second person with the approver role has to."
+            )
+        elif approval.maker == me:
             st.info(
                 "You asked for this: a second person with the approver role decides.", icon="👥"
             )

@@ -436,7 +436,7 @@ def _controls(p: bulk.Progress, state: str) -> None:
             icon="⏹️",
             help="Rows not yet sent are marked cancelled; rows in flight finish.",
         )
-    if not p.active:
+    if not p.active and state != "approval":
         ledger = desk().ledger
         name = f"report-{batch_id}"
         row.download_button(
@@ -471,7 +471,7 @@ def batch_history() -> None:
         p = bulk.progress(ledger, record.batch_id)
         label, color, icon = _STATE_LOOK[_state_of(p)]
         name, state, done, when, action = st.columns(
-            [3, 1.3, 1.6, 1.8, 1], vertical_alignment="center"
+            [3, 1.8, 1.6, 1.8, 1], vertical_alignment="center"
         )
         name.markdown(f"**{record.file_name}**  \n`{record.batch_id}`")
         state.badge(label, icon=icon, color=color)
