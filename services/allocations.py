@@ -142,69 +142,44 @@ def allocation_from_row(row: LedgerRow) -> Allocation:
     )
 
 
+def _failure(error: Exception, reference: str) -> tuple[Status, str, str | None, str | None]:
+    """What an error from ``allocate`` means for the row: (status, audit detail, code, message).
+
+    Only a refusal EnKash stated, or a call that provably never reached it, is ``FAILED``;
+    everything else may have committed and is ``UNKNOWN`` until a lookup settles it.
+    """
+    message = getattr(error, "message", None)
+    if isinstance(error, BusinessRefusal):
+        code = str(error.code) if error.code is not None else None
+        return Status.FAILED, "EnKash refused the transaction", code, message
+    if isinstance(error, LoginRefused):
+        return Status.FAILED, "not sent: EnKash refused the sign-in", LOGIN_REFUSED, message
+    if isinstance(error, NotSent):
+        return Status.FAILED, "not sent: EnKash could not be reached", NOT_SENT, message
+    if isinstance(error, ReferenceMismatch):
+        return Status.UNKNOWN, f"reference mismatch: {message}", REFERENCE_MISMATCH, message
+    if isinstance(error, OutcomeUnknown | EnkashError):
+        return Status.UNKNOWN, f"outcome unknown: {message}", None, message
+    log.error("unexpected error while allocating %s", reference, exc_info=error)
+    return Status.UNKNOWN, f"outcome unknown: unexpected {type(error).__name__}", None, None
+
+
 def _send(ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: str) -> LedgerRow:
     """Call EnKash for a row already in ``SENDING`` and commit the outcome."""
     reference = allocation.reference
     started = time.monotonic()
     try:
         result: AllocationResult = client.allocate(allocation)
-    except BusinessRefusal as refusal:
-        return ledger.transition(
-            reference,
-            Status.FAILED,
-            actor=actor,
-            from_statuses=(Status.SENDING,),
-            detail="EnKash refused the transaction",
-            enkash_code=str(refusal.code) if refusal.code is not None else None,
-            enkash_message=refusal.message,
-        )
-    except LoginRefused as refusal:
-        return ledger.transition(
-            reference,
-            Status.FAILED,
-            actor=actor,
-            from_statuses=(Status.SENDING,),
-            detail="not sent: EnKash refused the sign-in",
-            enkash_code=LOGIN_REFUSED,
-            enkash_message=refusal.message,
-        )
-    except NotSent as error:
-        return ledger.transition(
-            reference,
-            Status.FAILED,
-            actor=actor,
-            from_statuses=(Status.SENDING,),
-            detail="not sent: EnKash could not be reached",
-            enkash_code=NOT_SENT,
-            enkash_message=error.message,
-        )
-    except ReferenceMismatch as error:
-        return ledger.transition(
-            reference,
-            Status.UNKNOWN,
-            actor=actor,
-            from_statuses=(Status.SENDING,),
-            detail=f"reference mismatch: {error.message}",
-            enkash_code=REFERENCE_MISMATCH,
-            enkash_message=error.message,
-        )
-    except (OutcomeUnknown, EnkashError) as error:
-        return ledger.transition(
-            reference,
-            Status.UNKNOWN,
-            actor=actor,
-            from_statuses=(Status.SENDING,),
-            detail=f"outcome unknown: {error.message}",
-            enkash_message=error.message,
-        )
     except Exception as error:
-        log.exception("unexpected error while allocating %s", reference)
+        status, detail, code, message = _failure(error, reference)
         return ledger.transition(
             reference,
-            Status.UNKNOWN,
+            status,
             actor=actor,
             from_statuses=(Status.SENDING,),
-            detail=f"outcome unknown: unexpected {type(error).__name__}",
+            detail=detail,
+            enkash_code=code,
+            enkash_message=message,
         )
     log.info("allocated %s in %.0f ms", reference, (time.monotonic() - started) * 1000)
     return ledger.transition(
