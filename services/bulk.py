@@ -35,10 +35,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from services import allocations, approvals
-from services.bulk_files import Preview, check_rows, parse_file, to_csv, to_xlsx
+from services.bulk_files import Preview, check_rows, parse_file
 from services.enkash import EnkashClient, EnkashError
 from services.ledger import BatchRecord, DuplicateBatchFile, Ledger, LedgerRow, StatusConflict
 from services.models import Status
+from services.spreadsheet import to_csv, to_xlsx
 
 if TYPE_CHECKING:
     from services.desk import Desk

@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.models import DEFAULT_MAX_POINTS, Allocation, Kind, field_errors
+from services.spreadsheet import to_csv
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 50_000
@@ -602,40 +603,7 @@ def _duplicate(
     return {}
 
 
-# --- exports -------------------------------------------------------------------------------------
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: Any) -> Any:
-    """A cell safe to open in a spreadsheet: text that could start a formula gets a leading '."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def to_csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:
-    """CSV bytes (UTF-8 with BOM for Excel); text neutralised, numbers left as numbers."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if cell is None else neutralise(cell) for cell in row])
-    return codecs.BOM_UTF8 + buffer.getvalue().encode("utf-8")
-
-
-def to_xlsx(header: list[str], rows: Iterable[list[Any]], sheet_title: str = "Rows") -> bytes:
-    """XLSX bytes (write-only workbook); text neutralised, ``Decimal`` amounts as numbers."""
-    from openpyxl import Workbook
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(sheet_title)
-    sheet.append(header)
-    for row in rows:
-        sheet.append([neutralise(cell) for cell in row])
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
+# --- files for the manager -----------------------------------------------------------------------
 
 
 def error_file(preview: Preview) -> bytes:

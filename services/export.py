@@ -24,10 +24,10 @@ import sqlalchemy as sa
 
 from services.history import IST, HistoryFilter, count, filter_conditions
 from services.ledger import Ledger, LedgerRow, _ledger_row, transactions
+from services.spreadsheet import neutralise
 
 MAX_ROWS = 100_000
 _CHUNK = 2_000
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ExportTooLarge(ValueError):
@@ -39,11 +39,6 @@ class ExportTooLarge(ValueError):
             f"{matched:,} transactions match these filters; one export holds at most {limit:,}. "
             "Narrow the date range or the other filters and export in parts."
         )
-
-
-def neutralise(value: str) -> str:
-    """Text a spreadsheet will show as text, never run as a formula."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def _ist(moment: datetime | None) -> datetime | None:
@@ -97,7 +92,7 @@ def cells(row: LedgerRow) -> list[Any]:
     out: list[Any] = []
     for _, value_of in COLUMNS:
         value = value_of(row)
-        out.append(neutralise(value) if isinstance(value, str) else value)
+        out.append(neutralise(value))
     return out
 
 

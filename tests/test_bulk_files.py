@@ -15,13 +15,13 @@ from services.bulk_files import (
     BulkFileError,
     check_rows,
     error_file,
-    neutralise,
     parse_file,
     template_csv,
     template_xlsx,
     to_csv,
 )
 from services.models import Kind
+from services.spreadsheet import neutralise
 
 HEADER = ",".join(COLUMNS)
 GOOD_CREATE = "create,Ravi,Mr,M,ravi@example.com,9600098867,,1500,Q3 incentive"
