@@ -12,54 +12,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+from services.demo import MEN, WOMEN
 from services.ledger import Ledger, transactions
 
-FIRST_NAMES = [
-    "Aarav",
-    "Vivaan",
-    "Aditya",
-    "Vihaan",
-    "Arjun",
-    "Sai",
-    "Reyansh",
-    "Krishna",
-    "Ishaan",
-    "Shaurya",
-    "Rohan",
-    "Kabir",
-    "Ananya",
-    "Diya",
-    "Aadhya",
-    "Saanvi",
-    "Pari",
-    "Anika",
-    "Navya",
-    "Myra",
-    "Sara",
-    "Ira",
-    "Priya",
-    "Kavya",
-    "Meera",
-    "Lakshmi",
-    "Divya",
-    "Pooja",
-    "Neha",
-    "Sneha",
-    "Rahul",
-    "Vikram",
-    "Karthik",
-    "Suresh",
-    "Ramesh",
-    "Ganesh",
-    "Harish",
-    "Manoj",
-    "Deepak",
-    "Anil",
-    "Sunita",
-    "Rekha",
-    "Asha",
-    "Geeta",
-]
+FIRST_NAMES = [*MEN, *WOMEN]  # the demo loader's names
 OPERATORS = [
     "priya.menon",
     "arjun.rao",

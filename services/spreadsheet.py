@@ -2,7 +2,7 @@
 
 Any text a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or
 a carriage return) gets a leading ``'``; numbers stay numbers. Every file Points Desk hands out
-(history exports, bulk reports, rejected-row files, templates) goes through ``neutralise``.
+(history exports, bulk reports, rejected-row files) goes through ``neutralise``.
 """
 
 from __future__ import annotations
