@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.access import allowed
 from ui.auth import sign_in_gate
-from ui.sidebar import render_sidebar
+from ui.sidebar import render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -33,9 +33,12 @@ PAGES = [
     ("Approvals", "pages/approvals.py", "Approvals", "✅", "approve"),
 ]
 
+waiting = waiting_counts()  # what needs someone: shown next to the page's name
 sections: dict[str, list[st.Page]] = {}
 for section, path, title, icon, capability in PAGES:
     if allowed(capability):
+        if waiting.get(path):
+            title = f"{title} ({waiting[path]:,})"
         sections.setdefault(section, []).append(
             st.Page(path, title=title, icon=icon, default=path == "pages/overview.py")
         )

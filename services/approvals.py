@@ -152,6 +152,16 @@ def pending(ledger: Ledger) -> list[Approval]:
         return [_approval(m) for m in found.mappings()]
 
 
+def pending_count(ledger: Ledger) -> int:
+    """How many requests wait for a decision (the number next to Approvals in the menu)."""
+    with ledger.engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(approvals.c.status == PENDING)
+            ).scalar_one()
+        )
+
+
 def decided(ledger: Ledger, limit: int = 20) -> list[Approval]:
     """The latest decisions, newest first."""
     with ledger.engine.begin() as conn:

@@ -982,6 +982,17 @@ class Ledger:
         with self._reading() as conn:
             return [_ledger_row(m) for m in conn.execute(query).mappings()]
 
+    def count(self, statuses: Iterable[Status]) -> int:
+        """How many rows are in any of ``statuses`` (an index lookup)."""
+        with self._reading() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(
+                        transactions.c.status.in_([s.value for s in statuses])
+                    )
+                ).scalar_one()
+            )
+
     def batch_counts(self, batch_id: str) -> dict[Status, int]:
         """How many rows of a batch are in each status (every status present, zero if none)."""
         counts = dict.fromkeys(Status, 0)

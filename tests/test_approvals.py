@@ -279,6 +279,19 @@ def test_in_the_open_sandbox_the_one_person_decides_their_own_request(app, app_d
     assert app_desk.sandbox.store.card_balance(card) == Decimal("38000.00")
 
 
+def test_the_menu_count_follows_what_waits(desk):
+    card = open_card(desk)
+    assert approvals.pending_count(desk.ledger) == 0
+    approvals.request_debit(desk.ledger, debit(card, "12000"), maker="asha")
+    approvals.request_batch(desk.ledger, "B-1", Decimal("200000"), "asha")
+    assert approvals.pending_count(desk.ledger) == 2
+    request = approvals.pending(desk.ledger)[0]
+    approvals.reject(desk.ledger, request.id, approver="vikram", comment="Not this month")
+    assert approvals.pending_count(desk.ledger) == 1
+    assert desk.ledger.count([Status.FAILED]) == 1
+    assert desk.ledger.count([Status.SUCCEEDED, Status.FAILED]) == 2
+
+
 def test_outside_the_open_sandbox_self_approval_stays_refused(desk):
     card = open_card(desk)
     approvals.request_debit(desk.ledger, debit(card, "12000"), maker="asha")

@@ -220,7 +220,7 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
         wait_idle(page)
         screenshot(page, "screens/bulk-awaiting-approval")
 
-        page.get_by_role("link", name="Approvals").click()
+        page.get_by_role("link", name="Approvals (1)").click()  # the menu counts what waits
         wait_idle(page)
         page.get_by_text("Batch november.csv · 5 rows").wait_for()
         screenshot(page, "screens/approvals-batch")

@@ -6,8 +6,9 @@ import time
 
 import streamlit as st
 
+from services import approvals
 from services.enkash import EnkashError
-from services.models import AccountDetails
+from services.models import AccountDetails, Status
 from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
@@ -69,3 +70,12 @@ def render_sidebar(slot=None) -> None:
             points(details.available_balance) if details else "unavailable",
             help="Points left in the company's EnKash reward account to credit from.",
         )
+
+
+def waiting_counts() -> dict[str, int]:
+    """Pages with something waiting for a person: requests to decide, outcomes to settle."""
+    the_desk = desk()
+    return {
+        "pages/approvals.py": approvals.pending_count(the_desk.ledger),
+        "pages/reconcile.py": the_desk.ledger.count([Status.UNKNOWN]),
+    }
