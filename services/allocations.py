@@ -302,7 +302,7 @@ def settle(
     if row.status is not Status.UNKNOWN:
         return _already(row)
     before = ledger.latest_events([reference]).get(reference)
-    record = client.find_transaction(reference)
+    record = client.find_transaction(reference, card_id=row.card_id)
     if record is None:
         return _absent(ledger, row, before, actor=actor, absence_grace=absence_grace)
     reported = record.status.strip().upper()

@@ -65,6 +65,9 @@ MAX_MESSAGE_LENGTH = 300
 # handled by one re-login) is not a definite answer and counts as an unknown outcome.
 REFUSAL_STATUSES = frozenset({400, 404, 413, 415, 422})
 _OAUTH_REFUSALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
+# Where a lookup row may carry the reference: EnKash echoes it as ``pgReferenceNumber``; some
+# portal examples spell the request field ``uniqueReferenceNum`` (ENKASH_API.md).
+_REFERENCE_FIELDS = ("pgReferenceNumber", "uniqueReferenceNumber", "uniqueReferenceNum")
 _LOOKUP_LIST_KEYS = ("data", "content", "transactions", "records")
 
 
@@ -348,9 +351,16 @@ class EnkashClient:
             row
             for row in rows
             if isinstance(row, dict)
-            and reference
-            in (_text(row.get("pgReferenceNumber")), _text(row.get("uniqueReferenceNumber")))
+            and reference in (_text(row.get(name)) for name in _REFERENCE_FIELDS)
         ]
+        if not matches and rows:
+            # Rows came back for a lookup by this reference, none of them it: the filter was not
+            # applied, and a partial listing proves nothing about absence.
+            raise OutcomeUnknown(
+                "EnKash's transaction lookup listed other transactions, not this reference, so "
+                "it proves nothing",
+                reference=reference,
+            )
         if not matches:
             return None
         # Prefer a successful entry if EnKash lists several attempts for one reference.
@@ -360,11 +370,14 @@ class EnkashClient:
     def search_users(
         self, card_id: str | None = None, email: str | None = None, mobile: str | None = None
     ) -> list[CardHolder]:
-        """Cards at EnKash matching every filter given (all cards of the account when none)."""
+        """Cards at EnKash matching every filter given (all cards of the account when none).
+
+        The search takes only the account and, for one card, ``enKashCardId`` (ENKASH_API.md);
+        email and mobile are matched here, on the reply.
+        """
         body: dict[str, Any] = self._account_fields()
-        for name, value in (("enKashCardId", card_id), ("email", email), ("mobile", mobile)):
-            if value:
-                body[name] = value
+        if card_id:
+            body["enKashCardId"] = card_id
         payload = self._call(SEARCH_PATH, body)
         rows = _listing(payload)
         if rows is None:
@@ -385,7 +398,13 @@ class EnkashClient:
                     balance=_decimal(row.get("otbBalance")),
                 )
             )
-        return holders
+        return [
+            holder
+            for holder in holders
+            if (not card_id or holder.card_id == card_id)
+            and (not email or holder.email.lower() == email.lower())
+            and (not mobile or _national(holder.mobile) == _national(mobile))
+        ]
 
     # -- request bodies ------------------------------------------------------------------------
 
@@ -677,7 +696,9 @@ class EnkashClient:
             description = _short(reply.get("error_description") or reply.get("message") or "")
             reason = ": ".join(part for part in (error, description) if part) or f"HTTP {status}"
             locked = "lock" in reason.lower()
-            if not password_grant and not locked:
+            if not password_grant and not locked and error == "invalid_grant":
+                # Only the refresh token was refused (expired or revoked): a password sign-in
+                # may follow. Anything else (bad client credentials) would be refused again.
                 raise _RefreshRefused(reason)
             with _REFUSED_LOCK:
                 _REFUSED_LOGINS[self._fingerprint] = _Refusal(status, error, reason)
@@ -806,6 +827,11 @@ def _lifetime(value: Any) -> float:
     if seconds is None or seconds <= 0:
         return DEFAULT_TOKEN_LIFETIME_SECONDS
     return float(seconds)
+
+
+def _national(mobile: str) -> str:
+    """The last ten digits of a mobile number, however EnKash or the user wrote it."""
+    return "".join(ch for ch in mobile if ch.isdigit())[-10:]
 
 
 def _listing(payload: Any) -> list[Any] | None:

@@ -758,7 +758,7 @@ def test_find_transaction_found_and_absent(sandbox):
     [
         ([{"pgReferenceNumber": "REF-123456", "enkashCardTxnId": "T1", "amount": 5}], True),
         ({"content": [{"pgReferenceNumber": "REF-123456", "enkashCardTxnId": "T1"}]}, True),
-        ({"transactions": [{"pgReferenceNumber": "OTHER-1", "enkashCardTxnId": "T2"}]}, False),
+        ({"transactions": [{"uniqueReferenceNum": "REF-123456", "enkashCardTxnId": "T1"}]}, True),
         ({"records": []}, False),
         ({"recordsCount": 0}, False),
     ],
@@ -777,7 +777,17 @@ def test_find_transaction_accepts_the_likely_reply_shapes(recorder_factory, payl
         assert record.transaction_id == "T1"
 
 
-@pytest.mark.parametrize("payload", [None, "No records", {"unexpected": True}])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        "No records",
+        {"unexpected": True},
+        # Other transactions listed for a lookup by this reference: the filter was ignored, so a
+        # partial listing cannot prove the reference absent.
+        {"transactions": [{"pgReferenceNumber": "OTHER-1", "enkashCardTxnId": "T2"}]},
+    ],
+)
 def test_a_lookup_reply_not_understood_proves_nothing(recorder_factory, payload):
     recorder = recorder_factory(
         lambda seen: (
@@ -795,6 +805,50 @@ def test_a_failed_lookup_raises(sandbox):
     client, _ = make_client(sandbox)
     with pytest.raises(OutcomeUnknown):
         client.find_transaction("PD-ANY-REFERENCE")
+
+
+def test_a_refresh_refused_for_the_client_blocks_sign_in_without_a_password_attempt(
+    recorder_factory,
+):
+    grants: list[str] = []
+
+    def respond(seen: Seen):
+        if seen.path != TOKEN_PATH:
+            return echo_success(seen)
+        grant = seen.form()["grant_type"][0]
+        grants.append(grant)
+        if grant == "refresh_token":
+            return 401, {"error": "invalid_client", "error_description": "Bad client credentials"}
+        return token_reply(len(grants), expires_in=100)
+
+    recorder = recorder_factory(respond)
+    clock = FakeClock()
+    client = EnkashClient(recorder_config(recorder.url), clock=clock)
+    client.allocate(credit("EKC04AZHXP"))
+    clock.now += 95
+    with pytest.raises(LoginRefused):
+        client.allocate(credit("EKC04AZHXP"))
+    assert grants == ["password", "refresh_token"]  # no second refused sign-in
+    assert client.login_refused
+
+
+def test_search_sends_only_documented_fields_and_filters_the_reply(recorder_factory):
+    cards = [
+        {"enKashCardId": "EKC1", "email": "asha@example.com", "mobile": "9600098801"},
+        {"enKashCardId": "EKC2", "email": "ravi@example.com", "mobile": "+91 96000 98802"},
+    ]
+    recorder = recorder_factory(
+        lambda seen: (
+            token_reply()
+            if seen.path == TOKEN_PATH
+            else (200, {"code": 0, "message": "Success", "payload": {"data": cards}})
+        )
+    )
+    client = EnkashClient(recorder_config(recorder.url))
+    assert [h.card_id for h in client.search_users(email="RAVI@example.com")] == ["EKC2"]
+    assert [h.card_id for h in client.search_users(mobile="9600098802")] == ["EKC2"]
+    assert client.search_users(mobile="9999999999") == []
+    assert set(json.loads(recorder.api()[-1].body)) == {"companyId", "cardAccountId"}
 
 
 def test_search_users_and_account_details(sandbox):
