@@ -281,6 +281,47 @@ def test_an_older_ledger_gets_the_balance_index_on_open(tmp_path: Path, monkeypa
     upgraded.dispose()
 
 
+def test_an_older_ledger_gets_the_history_index_on_open(ledger: Ledger):
+    put(ledger, utc("2025-03-01 06:00:00"), "10")
+    with ledger.engine.begin() as conn:  # as a version 2 ledger was: no history index
+        conn.exec_driver_sql("DROP INDEX ix_transactions_history")
+        conn.exec_driver_sql("UPDATE schema_version SET version = 2")
+    names = {ix["name"] for ix in sa.inspect(ledger.engine).get_indexes("transactions")}
+    assert "ix_transactions_history" not in names
+    url = ledger.engine.url.render_as_string(hide_password=False)
+    upgraded = Ledger(url, schema=ledger.schema)
+    try:
+        names = {ix["name"] for ix in sa.inspect(upgraded.engine).get_indexes("transactions")}
+        assert "ix_transactions_history" in names
+        assert upgraded.schema_version() == ledger_module.schema_version_latest() >= 3
+        found = history.totals(upgraded, HistoryFilter(date(2025, 3, 1), date(2025, 3, 1)))
+        assert found.credited == Decimal("10.00")
+    finally:
+        upgraded.dispose()
+
+
+def test_the_period_aggregates_read_the_covering_index_not_the_table(tmp_path: Path):
+    opened = Ledger(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        low = utc("2025-03-01 00:00:00")
+        query = (
+            sa.select(
+                transactions.c.status, sa.func.count(), sa.func.sum(transactions.c.amount_cents)
+            )
+            .where(
+                transactions.c.created_at >= low,
+                transactions.c.created_at < low + timedelta(days=90),
+            )
+            .group_by(transactions.c.status)
+        )
+        sql = str(query.compile(opened.engine, compile_kwargs={"literal_binds": True}))
+        with opened.engine.connect() as conn:
+            plan = " ".join(r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "COVERING INDEX ix_transactions_history" in plan, plan
+    finally:
+        opened.dispose()
+
+
 def test_a_start_after_the_end_is_refused_in_words():
     with pytest.raises(ValueError, match="start date is after the end date"):
         HistoryFilter(date(2025, 2, 1), date(2025, 1, 1))
