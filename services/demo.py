@@ -10,7 +10,7 @@ with its own client, so the ledger and the sandbox agree exactly as they would i
 Afterwards the rows' ``created_at``/``updated_at`` (and their audit events, shifted by the same
 amount) are spread over the last few months so the charts have history. Each card's rows keep
 their order, so "latest row" (and with it the known balance) is unchanged. The sandbox's own
-transaction dates stay as they were (today): the sandbox is EnKash's record, not ours.
+transactions move to the same moments, so its "allocated this month" agrees with the ledger's.
 """
 
 from __future__ import annotations
@@ -395,6 +395,7 @@ def load(
         for each in clients:
             each.close()
     _redate(desk, when_of)
+    desk.sandbox.store.redate(when_of)
     report = DemoReport(
         employees=len(people),
         transactions=sum(outcomes.values()),

@@ -46,6 +46,15 @@ def test_demo_data_goes_through_the_sandbox_and_balances_agree(sandbox_desk: Des
     assert {r.kind for r in rows} == set(Kind)
     assert any(r.batch_id for r in rows)
     assert len({r.operator for r in rows}) >= 4
+    # The sandbox's transactions moved with them: EnKash's "this month" matches the ledger's.
+    month_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    this_month = [r for r in succeeded if r.created_at >= month_start]
+    credited = sum((r.amount for r in this_month if r.kind is not Kind.DEBIT), Decimal(0))
+    debited = sum((r.amount for r in this_month if r.kind is Kind.DEBIT), Decimal(0))
+    summary = store.account_summary()
+    assert summary["currentMonthAllocationPoint"] == credited
+    assert summary["currentMonthRedemptionPoint"] == debited
+    assert len(this_month) < len(succeeded)
     # Audit events moved with their rows.
     first = rows[0]
     trail = ledger.audit_trail(first.reference)

@@ -323,6 +323,18 @@ class SandboxStore:
             "created": row["created"],
         }
 
+    def redate(self, moments: dict[str, datetime]) -> int:
+        """Move transactions (by reference) to the given moments: demo data only, so that the
+        sandbox's "this month" agrees with a ledger whose demo rows were spread over months.
+        Returns how many transactions moved."""
+        with self._lock, self._transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "UPDATE transactions SET created = ? WHERE reference = ?",
+                [(iso_utc(moment), reference) for reference, moment in moments.items()],
+            )
+            return db.total_changes - before
+
     def transactions(self) -> list[dict[str, Any]]:
         """Committed (successful) transactions, oldest first."""
         return self.find_transactions()
