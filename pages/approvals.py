@@ -4,7 +4,7 @@ import streamlit as st
 
 from services import approvals
 from ui.access import require
-from ui.approvals import decided_table, last_result, request_card
+from ui.approvals import decided_table, last_result, open_sandbox, request_card
 from ui.context import desk
 from ui.format import points
 from ui.sidebar import mode_banner
@@ -16,8 +16,12 @@ settings = desk().settings
 st.caption(
     f"Debits above {points(settings.points_desk_approval_debit_threshold, decimals=False)} points "
     f"and batches above {points(settings.points_desk_approval_batch_threshold, decimals=False)} "
-    "points wait here. Nothing is sent until a second person approves; whoever asked cannot "
-    "approve their own request."
+    "points wait here. Nothing is sent until it is approved, "
+    + (
+        "and in this open sandbox (no sign-in) you may decide your own requests."
+        if open_sandbox()
+        else "and whoever asked cannot approve their own request."
+    )
 )
 
 last_result()
