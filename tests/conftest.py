@@ -52,3 +52,47 @@ def app_desk(app):
     from ui.context import _desk
 
     return _desk()
+
+
+# --- the sandbox over loopback, for service and fault tests -------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _forget_login_refusals():
+    """A refused EnKash sign-in blocks the process's clients; no test inherits another's."""
+    from services import enkash
+
+    yield
+    enkash._REFUSED_LOGINS.clear()
+
+
+@pytest.fixture
+def sandbox():
+    """A fresh embedded sandbox on a loopback port, every fault knob off."""
+    from services.sandbox import start_sandbox
+    from tests.fault_support import reset_knobs
+
+    server = start_sandbox()
+    reset_knobs(server)
+    yield server
+    server.stop()
+    server.store.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    """A ledger in a real SQLite file (modules that also run PostgreSQL define their own)."""
+    from services.ledger import Ledger
+
+    the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield the_ledger
+    the_ledger.dispose()
+
+
+@pytest.fixture
+def client(sandbox):
+    """An EnKash client for ``sandbox`` with a short read timeout."""
+    from tests.fault_support import client_for
+
+    with client_for(sandbox, timeout=0.5) as the_client:
+        yield the_client

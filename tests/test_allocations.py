@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from services import allocations, enkash, reconcile
+from services import allocations, reconcile
 from services.allocations import (
     PROVED_ABSENT,
     REFERENCE_MISMATCH,
@@ -26,7 +26,6 @@ from services.allocations import (
 from services.enkash import OutcomeUnknown
 from services.ledger import Ledger, StatusConflict
 from services.models import Status, TransactionRecord
-from services.sandbox import start_sandbox
 from tests.fault_support import (
     NO_GRACE,
     client_for,
@@ -36,21 +35,6 @@ from tests.fault_support import (
     postgres_ledger,
     reset_knobs,
 )
-
-
-@pytest.fixture(autouse=True)
-def _forget_login_refusals():
-    yield
-    enkash._REFUSED_LOGINS.clear()
-
-
-@pytest.fixture
-def sandbox():
-    server = start_sandbox()
-    reset_knobs(server)
-    yield server
-    server.stop()
-    server.store.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -24,7 +24,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from services import enkash, reconcile
+from services import reconcile
 from services.allocations import LOGIN_REFUSED, NOT_SENT, REFERENCE_MISMATCH, submit
 from services.config import sandbox_enkash_config
 from services.enkash import EnkashClient
@@ -43,34 +43,6 @@ from tests.fault_support import (
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _forget_login_refusals():
-    yield
-    enkash._REFUSED_LOGINS.clear()
-
-
-@pytest.fixture
-def sandbox():
-    server = start_sandbox()
-    reset_knobs(server)
-    yield server
-    server.stop()
-    server.store.close()
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield the_ledger
-    the_ledger.dispose()
-
-
-@pytest.fixture
-def client(sandbox):
-    with client_for(sandbox, timeout=0.5) as the_client:
-        yield the_client
 
 
 def open_card(ledger, client, amount="1000") -> str:

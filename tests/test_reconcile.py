@@ -8,41 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from services import enkash, reconcile
+from services import reconcile
 from services.allocations import submit
 from services.desk import Desk
 from services.ledger import Ledger, transactions
 from services.models import Status
-from services.sandbox import start_sandbox
 from tests.fault_support import NO_GRACE, client_for, create, credit, reset_knobs
-
-
-@pytest.fixture(autouse=True)
-def _forget_login_refusals():
-    yield
-    enkash._REFUSED_LOGINS.clear()
-
-
-@pytest.fixture
-def sandbox():
-    server = start_sandbox()
-    reset_knobs(server)
-    yield server
-    server.stop()
-    server.store.close()
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    yield the_ledger
-    the_ledger.dispose()
-
-
-@pytest.fixture
-def client(sandbox):
-    with client_for(sandbox, timeout=0.5) as the_client:
-        yield the_client
 
 
 def backdate(ledger: Ledger, reference: str, minutes: float) -> None:
