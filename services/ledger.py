@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -490,6 +490,44 @@ def _event(
     }
 
 
+def _batch_rows(
+    allocations: Sequence[tuple[Allocation, int]],
+    *,
+    operator: str,
+    status: Status,
+    batch_id: str,
+    session_id: str | None,
+    approved_by: str | None,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``transactions`` rows of a batch and their first audit events ("queued by ...")."""
+    rows = [
+        _intent_values(
+            allocation,
+            operator=operator,
+            status=status,
+            batch_id=batch_id,
+            row_number=number,
+            session_id=session_id,
+            approved_by=approved_by,
+            now=now,
+        )
+        for allocation, number in allocations
+    ]
+    events = [
+        _event(
+            values["reference"],
+            now,
+            operator,
+            None,
+            status,
+            f"queued by {operator} (batch {batch_id} row {values['row_number']})",
+        )
+        for values in rows
+    ]
+    return rows, events
+
+
 def _intent_values(
     allocation: Allocation,
     *,
@@ -747,31 +785,15 @@ class Ledger:
             raise DuplicateReference(
                 [], f"batch {batch_id} repeats row numbers: {', '.join(numbers[:5])}"
             )
-        now = datetime.now(UTC)
-        rows = [
-            _intent_values(
-                allocation,
-                operator=operator,
-                status=status,
-                batch_id=batch_id,
-                row_number=number,
-                session_id=session_id,
-                approved_by=approved_by,
-                now=now,
-            )
-            for allocation, number in allocations
-        ]
-        events = [
-            _event(
-                values["reference"],
-                now,
-                operator,
-                None,
-                status,
-                f"queued by {operator} (batch {batch_id} row {values['row_number']})",
-            )
-            for values in rows
-        ]
+        rows, events = _batch_rows(
+            allocations,
+            operator=operator,
+            status=status,
+            batch_id=batch_id,
+            session_id=session_id,
+            approved_by=approved_by,
+            now=datetime.now(UTC),
+        )
         try:
             with self._writing() as conn:
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
@@ -1179,30 +1201,15 @@ class Ledger:
             "updated_at": now,
             "note": "",
         }
-        rows = [
-            _intent_values(
-                allocation,
-                operator=operator,
-                status=Status.QUEUED,
-                batch_id=batch_id,
-                row_number=number,
-                session_id=session_id,
-                approved_by=None,
-                now=now,
-            )
-            for allocation, number in allocations
-        ]
-        events = [
-            _event(
-                values["reference"],
-                now,
-                operator,
-                None,
-                Status.QUEUED,
-                f"queued by {operator} (batch {batch_id} row {values['row_number']})",
-            )
-            for values in rows
-        ]
+        rows, events = _batch_rows(
+            allocations,
+            operator=operator,
+            status=Status.QUEUED,
+            batch_id=batch_id,
+            session_id=session_id,
+            approved_by=None,
+            now=now,
+        )
         try:
             with self._writing() as conn:
                 conn.execute(batches.insert().values(record))

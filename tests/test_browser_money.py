@@ -73,8 +73,8 @@ def test_create_credit_debit_and_read_the_final_balance(tmp_path: Path):
         _fill(page, "Points to debit", "40")
         page.get_by_role("button", name="Review debit").click()
         dialog = page.get_by_role("dialog")
-        dialog.wait_for()
-        assert "1,750.50 → 1,710.50 after" in dialog.inner_text()
+        # The dialog opens first and fills in as its script runs: wait for the balance line.
+        dialog.get_by_text("1,750.50 → 1,710.50 after").wait_for()
         screenshot(page, "screens/debit-confirm")
         dialog.get_by_role("button", name="Debit now").click()
         wait_idle(page)
