@@ -33,7 +33,7 @@ def test_create_credit_debit_and_read_the_final_balance(tmp_path: Path):
         page.goto(url)
         wait_idle(page)
         sidebar = page.get_by_test_id("stSidebar")
-        assert "1,00,00,000.00" in sidebar.inner_text()
+        sidebar.get_by_text("1,00,00,000.00").wait_for()
         assert page.get_by_text("Sandbox — no real points move").is_visible()
 
         # Create: an account with 1,500 points.
@@ -49,9 +49,9 @@ def test_create_credit_debit_and_read_the_final_balance(tmp_path: Path):
         wait_idle(page)
         page.get_by_text("1,500.00 points credited to Ravi").wait_for()
         screenshot(page, "screens/create-account-done")
-        assert "✓ EnKash echoed this reference" in page.inner_text("body")
-        # The pool in the sidebar follows the points that moved.
-        assert "99,98,500.00" in sidebar.inner_text()
+        page.get_by_text("✓ EnKash echoed this reference").wait_for()
+        # The pool in the sidebar follows the points that moved (the sidebar is drawn last).
+        sidebar.get_by_text("99,98,500.00").wait_for()
 
         # Credit 250.50 more.
         _open(page, url, "Credit")
