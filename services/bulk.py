@@ -248,7 +248,7 @@ class Progress:
     rate: float | None  # rows reaching an outcome per second, recently
     eta_seconds: float | None
     worker_alive: bool
-    approval: str | None = None  # the batch's approval request: pending, approved, rejected
+    approval: str | None = None  # a queued batch's approval request: pending, approved, rejected
 
     @property
     def awaiting_approval(self) -> bool:
@@ -300,7 +300,8 @@ def progress(ledger: Ledger, batch_id: str, *, window_seconds: float = 10.0) -> 
             rate = settled / window
             remaining = counts[Status.QUEUED] + counts[Status.SENDING]
             eta = remaining / rate if rate > 0 else None
-    request = approvals.for_subject(ledger, "batch", batch_id)
+    # Only a queued batch can be waiting for a decision; others need not ask.
+    request = approvals.for_subject(ledger, "batch", batch_id) if record.state == "queued" else None
     return Progress(
         record,
         counts,

@@ -496,6 +496,20 @@ def _event(
     }
 
 
+def _append_note(
+    conn: Connection, reference: str, actor: str, status: Status, detail: str
+) -> AuditEvent:
+    """Append an event that leaves ``status`` as it is; return it as stored."""
+    _audit(conn, [_event(reference, datetime.now(UTC), actor, status, status, detail)])
+    latest = conn.execute(
+        sa.select(audit_events)
+        .where(audit_events.c.reference == reference)
+        .order_by(audit_events.c.id.desc())
+        .limit(1)
+    )
+    return _audit_event(latest.mappings().one())
+
+
 def _batch_rows(
     allocations: Sequence[tuple[Allocation, int]],
     *,
@@ -936,14 +950,7 @@ class Ledger:
             current = self._status(conn, reference)
             if current is None:
                 raise UnknownReference(f"no ledger row with reference {reference}")
-            _audit(conn, [_event(reference, datetime.now(UTC), actor, current, current, detail)])
-            latest = conn.execute(
-                sa.select(audit_events)
-                .where(audit_events.c.reference == reference)
-                .order_by(audit_events.c.id.desc())
-                .limit(1)
-            )
-            return _audit_event(latest.mappings().one())
+            return _append_note(conn, reference, actor, current, detail)
 
     def recover_interrupted(
         self, *, actor: str = "system", older_than: timedelta | None = None
@@ -1363,14 +1370,7 @@ class Ledger:
                 raise UnknownReference(f"no ledger row with reference {reference}")
             if self._latest_event_id(conn, reference) != expected_event_id:
                 return None
-            _audit(conn, [_event(reference, datetime.now(UTC), actor, current, current, detail)])
-            latest = conn.execute(
-                sa.select(audit_events)
-                .where(audit_events.c.reference == reference)
-                .order_by(audit_events.c.id.desc())
-                .limit(1)
-            )
-            return _audit_event(latest.mappings().one())
+            return _append_note(conn, reference, actor, current, detail)
 
     def claim_if_latest(
         self, reference: str, *, actor: str, expected_event_id: int, detail: str

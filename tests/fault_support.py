@@ -7,19 +7,13 @@ transactions and says, in numbers, whether anything was paid twice or lost.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
-import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-
-import pytest
-import sqlalchemy as sa
 
 from services import reconcile
 from services.allocations import REFERENCE_MISMATCH
@@ -30,43 +24,6 @@ from services.models import Allocation, Employee, Status
 
 NO_GRACE = timedelta(0)
 _people = itertools.count(1)
-PG_URL = os.environ.get(
-    "POINTS_DESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@functools.cache
-def _pg_unreachable() -> str | None:
-    try:
-        engine = sa.create_engine(
-            PG_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3}
-        )
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return None
-
-
-@contextmanager
-def postgres_ledger() -> Iterator[Ledger]:
-    """A ledger in a fresh schema on the PostgreSQL test server, dropped afterwards; the test is
-    skipped (with the reason) when the server cannot be reached."""
-    reason = _pg_unreachable()
-    if reason is not None:
-        shown = sa.make_url(PG_URL).render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL not reachable at {shown}: {reason}")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    ledger = Ledger(PG_URL, schema=schema)
-    try:
-        yield ledger
-    finally:
-        ledger.dispose()
-        admin = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
 
 
 def client_for(server, *, timeout: float = 1.0, connect_timeout: float = 0.5, **changes):

@@ -32,9 +32,9 @@ from tests.fault_support import (
     create,
     credit,
     debit,
-    postgres_ledger,
     reset_knobs,
 )
+from tests.pg_support import postgres_ledger
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

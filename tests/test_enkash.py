@@ -400,7 +400,9 @@ def test_the_token_is_refreshed_shortly_before_it_expires(recorder_factory):
     ]
 
 
-def test_a_refused_refresh_falls_back_to_a_password_sign_in(recorder_factory):
+def _signed_in_with_refresh_refused(recorder_factory, error: str):
+    """A client signed in with a 100 s token, 95 s later: its refresh will be refused with
+    ``error``. Returns the client and the grant types the token endpoint saw so far."""
     grants: list[str] = []
 
     def respond(seen: Seen):
@@ -409,7 +411,7 @@ def test_a_refused_refresh_falls_back_to_a_password_sign_in(recorder_factory):
         grant = seen.form()["grant_type"][0]
         grants.append(grant)
         if grant == "refresh_token":
-            return 401, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
+            return 401, {"error": error, "error_description": "refused"}
         return token_reply(len(grants), expires_in=100)
 
     recorder = recorder_factory(respond)
@@ -417,6 +419,11 @@ def test_a_refused_refresh_falls_back_to_a_password_sign_in(recorder_factory):
     client = EnkashClient(recorder_config(recorder.url), clock=clock)
     client.allocate(credit("EKC04AZHXP"))
     clock.now += 95
+    return client, grants, recorder
+
+
+def test_a_refused_refresh_falls_back_to_a_password_sign_in(recorder_factory):
+    client, grants, recorder = _signed_in_with_refresh_refused(recorder_factory, "invalid_grant")
     client.allocate(credit("EKC04AZHXP"))
     assert grants == ["password", "refresh_token", "password"]
     assert not client.login_refused
@@ -810,22 +817,7 @@ def test_a_failed_lookup_raises(sandbox):
 def test_a_refresh_refused_for_the_client_blocks_sign_in_without_a_password_attempt(
     recorder_factory,
 ):
-    grants: list[str] = []
-
-    def respond(seen: Seen):
-        if seen.path != TOKEN_PATH:
-            return echo_success(seen)
-        grant = seen.form()["grant_type"][0]
-        grants.append(grant)
-        if grant == "refresh_token":
-            return 401, {"error": "invalid_client", "error_description": "Bad client credentials"}
-        return token_reply(len(grants), expires_in=100)
-
-    recorder = recorder_factory(respond)
-    clock = FakeClock()
-    client = EnkashClient(recorder_config(recorder.url), clock=clock)
-    client.allocate(credit("EKC04AZHXP"))
-    clock.now += 95
+    client, grants, _ = _signed_in_with_refresh_refused(recorder_factory, "invalid_client")
     with pytest.raises(LoginRefused):
         client.allocate(credit("EKC04AZHXP"))
     assert grants == ["password", "refresh_token"]  # no second refused sign-in

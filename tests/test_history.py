@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
 import io
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,26 +26,10 @@ from services import allocations, history
 from services.history import Granularity, HistoryFilter
 from services.ledger import Ledger, transactions
 from services.models import Allocation, Employee, Kind, Status
+from tests.pg_support import postgres_ledger
 
-PG_URL = os.environ.get(
-    "POINTS_DESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 HISTORY = "pages/history.py"
 _serial = count(1)
-
-
-@functools.cache
-def _pg_unreachable() -> str | None:
-    try:
-        engine = sa.create_engine(
-            PG_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3}
-        )
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return None
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -58,19 +39,8 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
         yield opened
         opened.dispose()
         return
-    reason = _pg_unreachable()
-    if reason:
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {reason}")
-    schema = f"t_history_{uuid.uuid4().hex[:10]}"
-    opened = Ledger(PG_URL, schema=schema)
-    try:
+    with postgres_ledger() as opened:
         yield opened
-    finally:
-        opened.dispose()
-        engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        engine.dispose()
 
 
 def utc(text: str) -> datetime:

@@ -7,12 +7,9 @@ the reason, and the SQLite half still runs.
 
 from __future__ import annotations
 
-import functools
 import itertools
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,28 +34,9 @@ from services.ledger import (
     to_cents,
 )
 from services.models import Allocation, AllocationResult, Employee, Kind, Status
-
-PG_URL = os.environ.get(
-    "POINTS_DESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
+from tests.pg_support import PG_URL, postgres_schema
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-
-@functools.cache
-def _pg_unreachable() -> str | None:
-    """Why PostgreSQL cannot be used (``None`` when it can); asked once per test run."""
-    try:
-        engine = sa.create_engine(
-            PG_URL, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 3}
-        )
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return None
 
 
 @dataclass
@@ -85,19 +63,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         for ledger in store.opened:
             ledger.dispose()
         return
-    reason = _pg_unreachable()
-    if reason is not None:
-        shown = sa.make_url(PG_URL).render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL not reachable at {shown}: {reason}")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    store = Store("postgresql", PG_URL, schema, [])
-    yield store
-    for ledger in store.opened:
-        ledger.dispose()
-    admin = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    admin.dispose()
+    with postgres_schema() as schema:
+        store = Store("postgresql", PG_URL, schema, [])
+        yield store
+        for ledger in store.opened:
+            ledger.dispose()
 
 
 @pytest.fixture
