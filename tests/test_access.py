@@ -7,14 +7,18 @@ import pytest
 from services.auth import Person
 from tests.auth_support import PEOPLE, PROJECT, new_app, page_text, signed_in_app, write_secrets
 
-OVERVIEW, CREATE, CREDIT, DEBIT, APPROVALS = (
+OVERVIEW, HISTORY, CREATE, CREDIT, DEBIT, BULK, RECONCILE, APPROVALS = (
     "pages/overview.py",
+    "pages/history.py",
     "pages/create_account.py",
     "pages/credit.py",
     "pages/debit.py",
+    "pages/bulk.py",
+    "pages/reconcile.py",
     "pages/approvals.py",
 )
-MONEY = (CREATE, CREDIT, DEBIT)
+VIEW = (OVERVIEW, HISTORY)
+MONEY = (CREATE, CREDIT, DEBIT, BULK, RECONCILE)
 
 
 def offered(at) -> set[str]:
@@ -25,7 +29,7 @@ def offered(at) -> set[str]:
     must refuse by itself (see the direct-refusal test below).
     """
     found = set()
-    for page in (OVERVIEW, *MONEY, APPROVALS):
+    for page in (*VIEW, *MONEY, APPROVALS):
         try:
             at.switch_page(page)
         except ValueError:
@@ -44,10 +48,10 @@ def renders(at, page: str) -> str:
 @pytest.mark.parametrize(
     ("username", "expected"),
     [
-        ("tara", {OVERVIEW}),
-        ("asha", {OVERVIEW, *MONEY}),
-        ("vikram", {OVERVIEW, APPROVALS}),
-        ("neha", {OVERVIEW, *MONEY, APPROVALS}),
+        ("tara", {*VIEW}),
+        ("asha", {*VIEW, *MONEY}),
+        ("vikram", {*VIEW, APPROVALS}),
+        ("neha", {*VIEW, *MONEY, APPROVALS}),
     ],
 )
 def test_each_role_is_offered_only_its_pages(desk_env, username, expected):
@@ -75,7 +79,7 @@ def test_the_sidebar_names_the_person_and_their_roles_and_signs_out(desk_env):
 def test_without_accounts_the_sandbox_opens_everything_and_says_so(app):
     captions = [caption.value for caption in app.sidebar.caption]
     assert any("no sign-in (sandbox)" in caption for caption in captions)
-    assert offered(app) == {OVERVIEW, *MONEY, APPROVALS}
+    assert offered(app) == {*VIEW, *MONEY, APPROVALS}
     assert "Nothing is waiting for approval." in renders(app, APPROVALS)
 
 
@@ -92,6 +96,28 @@ def test_a_page_reached_directly_refuses_a_person_without_the_role(desk_env, pag
     assert not at.exception, at.exception
     assert "This page needs the" in at.error[0].value
     assert not at.text_input and not at.button  # no form at all
+
+
+@pytest.mark.parametrize("page", VIEW)
+def test_a_view_page_refuses_a_person_with_no_role(desk_env, page):
+    from streamlit.testing.v1 import AppTest
+
+    write_secrets(desk_env)
+    at = AppTest.from_file(str(PROJECT / page), default_timeout=30)
+    at.session_state["_person"] = Person("nobody", "No Body", frozenset(), "local")
+    at.run()
+    assert not at.exception, at.exception
+    assert "This page needs a viewer" in at.error[0].value
+    assert not at.metric and not at.button
+
+
+def test_a_viewer_gets_no_sandbox_tools_on_the_overview(desk_env):
+    write_secrets(desk_env)
+    viewer = signed_in_app("tara")
+    assert "load_demo" not in [button.key for button in viewer.button]
+    assert "reset_sandbox" not in [button.key for button in viewer.button]
+    operator = signed_in_app("asha")
+    assert "load_demo" in [button.key for button in operator.button]
 
 
 def test_a_removed_account_is_signed_out_at_the_next_click(desk_env):
@@ -127,7 +153,7 @@ def test_oidc_user_gets_roles_from_their_email(desk_env):
     at.user = {"is_logged_in": True, "email": "ravi@example.com", "name": "Ravi Kumar"}
     at.run()
     assert not at.exception, at.exception
-    assert offered(at) == {OVERVIEW, APPROVALS}
+    assert offered(at) == {*VIEW, APPROVALS}
     assert any("Ravi Kumar" in caption.value for caption in at.sidebar.caption)
     stranger = new_app()
     stranger.secrets["auth"] = dict(at.secrets["auth"])

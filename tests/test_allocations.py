@@ -71,9 +71,11 @@ class FakeLookup:
     def __init__(self, status: str | None = None) -> None:
         self.status = status
         self.asked: list[str] = []
+        self.cards: list[str | None] = []  # the card each lookup was narrowed to
 
     def find_transaction(self, reference, *, card_id=None):
         self.asked.append(reference)
+        self.cards.append(card_id)
         if self.status is None:
             return None
         return TransactionRecord(
@@ -248,7 +250,9 @@ def test_a_lookup_that_reports_failed_settles_as_failed(ledger, client, sandbox)
     reset_knobs(sandbox)
 
     # The sandbox lists only committed transactions; a lookup that says FAILED is a fake.
-    settlement = settle(ledger, FakeLookup("FAILED"), allocation.reference, actor="asha")
+    lookup = FakeLookup("FAILED")
+    settlement = settle(ledger, lookup, allocation.reference, actor="asha")
+    assert lookup.cards == [card]  # the lookup names the card, as ENKASH_API.md's body does
     assert settlement.outcome == "failed"
     assert settlement.row.status is Status.FAILED
     assert settlement.row.enkash_code == "FAILED"

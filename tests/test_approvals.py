@@ -299,3 +299,15 @@ def test_outside_the_open_sandbox_self_approval_stays_refused(desk):
     with desk.client() as client, pytest.raises(SelfApproval):
         approvals.approve(desk.ledger, request.id, approver="asha", client=client)
     assert approvals.get(desk.ledger, request.id).pending
+
+
+def test_history_names_held_and_rejected_debits_in_words(desk):
+    from ui.history import table
+
+    card = open_card(desk)
+    approvals.request_debit(desk.ledger, debit(card, "12000"), maker="asha")
+    approvals.request_debit(desk.ledger, debit(card, "13000"), maker="asha")
+    first = approvals.pending(desk.ledger)[0]
+    approvals.reject(desk.ledger, first.id, approver="vikram", comment="Not agreed")
+    shown = table(desk.ledger.rows(order="created_at"))
+    assert list(shown["Status"]) == ["Succeeded", "Rejected", "Awaiting approval"]
