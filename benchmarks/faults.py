@@ -37,6 +37,7 @@ from services.ledger import Ledger
 from services.models import Status
 from services.sandbox import start_sandbox
 from tests.fault_support import (
+    RATE_KNOBS,
     audit_books,
     client_for,
     create,
@@ -47,14 +48,6 @@ from tests.fault_support import (
     settle_everything,
 )
 
-RATE_KNOBS = (
-    "fail_before_commit_rate",
-    "error_after_commit_rate",
-    "drop_after_commit_rate",
-    "hang_before_commit_rate",
-    "malformed_rate",
-    "wrong_reference_rate",
-)
 READ_TIMEOUT = 0.2
 HANG = 0.35
 

@@ -32,24 +32,11 @@ import sqlalchemy as sa
 
 from benchmarks.seed import bulk_insert, generate
 from services.ledger import Ledger
+from tests.pg_support import PG_URL, pg_unreachable
 
 PROJECT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get(
-    "POINTS_DESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TARGET_SECONDS = 1.5
 TARGET_RATIO = 3.0
-
-
-def _pg_reason() -> str | None:
-    try:
-        engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except Exception as error:
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return None
 
 
 def _environment(data_dir: Path, database_url: str | None) -> None:
@@ -143,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.INFO)
     backends = ["sqlite"]
-    reason = None if args.no_pg else _pg_reason()
+    reason = None if args.no_pg else pg_unreachable()
     if args.no_pg:
         print("PostgreSQL: skipped (--no-pg)")
     elif reason:

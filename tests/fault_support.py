@@ -23,6 +23,15 @@ from services.ledger import Ledger
 from services.models import Allocation, Employee, Status
 
 NO_GRACE = timedelta(0)
+# The sandbox's fault knobs that are rates (0 to 1): what a fault schedule turns on.
+RATE_KNOBS = (
+    "fail_before_commit_rate",
+    "error_after_commit_rate",
+    "drop_after_commit_rate",
+    "hang_before_commit_rate",
+    "malformed_rate",
+    "wrong_reference_rate",
+)
 _people = itertools.count(1)
 
 
@@ -67,15 +76,7 @@ def debit(card_id: str, amount: str = "50") -> Allocation:
 def reset_knobs(server) -> None:
     """Every fault off (the hang length and token lifetime back to short test values)."""
     knobs = server.knobs
-    for name in (
-        "latency_ms",
-        "fail_before_commit_rate",
-        "error_after_commit_rate",
-        "drop_after_commit_rate",
-        "hang_before_commit_rate",
-        "malformed_rate",
-        "wrong_reference_rate",
-    ):
+    for name in ("latency_ms", *RATE_KNOBS):
         setattr(knobs, name, 0)
     knobs.token_lifetime_seconds = 300
     knobs.drop_hang_seconds = 1.5

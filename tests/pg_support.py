@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
 import sqlalchemy as sa
 
 from services.ledger import Ledger
@@ -40,6 +39,8 @@ def pg_unreachable() -> str | None:
 @contextmanager
 def postgres_schema() -> Iterator[str]:
     """A fresh schema name on the test server, dropped afterwards; skips when unreachable."""
+    import pytest  # here, so benchmarks can use this module without the test dependencies
+
     reason = pg_unreachable()
     if reason is not None:
         shown = sa.make_url(PG_URL).render_as_string(hide_password=True)

@@ -31,6 +31,7 @@ from services.models import Status
 from services.sandbox import start_sandbox
 from tests.fault_support import (
     NO_GRACE,
+    RATE_KNOBS,
     audit_books,
     client_for,
     create,
@@ -38,15 +39,6 @@ from tests.fault_support import (
     debit,
     reset_knobs,
     settle_everything,
-)
-
-FAULT_KNOBS = (
-    "fail_before_commit_rate",
-    "error_after_commit_rate",
-    "drop_after_commit_rate",
-    "hang_before_commit_rate",
-    "malformed_rate",
-    "wrong_reference_rate",
 )
 
 
@@ -105,7 +97,7 @@ class FaultMachine(RuleBasedStateMachine):
 
     # -- faults ----------------------------------------------------------------------------------
 
-    @rule(knob=st.sampled_from(FAULT_KNOBS), rate=st.sampled_from([0.25, 0.5, 1.0]))
+    @rule(knob=st.sampled_from(RATE_KNOBS), rate=st.sampled_from([0.25, 0.5, 1.0]))
     def set_fault(self, knob, rate):
         reset_knobs(self.server)
         self.server.knobs.drop_hang_seconds = 0.35
