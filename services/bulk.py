@@ -199,6 +199,19 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     return desk.ledger.get_batch(batch_id)  # type: ignore[return-value]
 
 
+def start_or_ask_approval(desk: Desk, batch_id: str, *, actor: str) -> bool:
+    """What confirming a batch does: start it, or, above the approval threshold, ask a second
+    person (nothing is sent until they approve). Returns True when it waits for approval."""
+    try:
+        start_batch(desk, batch_id, actor=actor)
+    except AwaitingApproval:
+        record = desk.ledger.get_batch(batch_id)
+        assert record is not None  # start_batch found it
+        approvals.request_batch(desk.ledger, batch_id, batch_total(record), actor)
+        return True
+    return False
+
+
 def pause_batch(desk: Desk, batch_id: str, *, actor: str) -> bool:
     """Stop claiming rows (rows in flight finish); ``start_batch`` resumes. False if not running."""
     moved = desk.ledger.update_batch(

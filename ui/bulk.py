@@ -243,13 +243,7 @@ def _confirm(
             rate_limit=rate or None,
             session_id=sid,
         )
-        held = bulk.needs_approval(the_desk, record)
-        if held:
-            approvals.request_batch(
-                the_desk.ledger, record.batch_id, bulk.batch_total(record), actor
-            )
-        else:
-            bulk.start_batch(the_desk, record.batch_id, actor=actor)
+        held = bulk.start_or_ask_approval(the_desk, record.batch_id, actor=actor)
     except DuplicateBatchFile as duplicate:
         flash(
             "error",
