@@ -10,6 +10,8 @@ where the documentation is silent (**assumed**):
   - 401 ``invalid_grant``: wrong username/password (counts towards the lockout), unknown/expired
     refresh token (does not count), and "User account is locked" after three consecutive failed
     password logins, for every later login and refresh, until ``store.reset()``.
+    With ``knobs.echo_login_errors`` a refused password login's ``error_description`` quotes the
+    request, password and Authorization header included (a careless server, for leak tests).
   - Success: ``access_token``, ``token_type: "bearer"``, ``refresh_token``, ``expires_in`` (int
     seconds = ``knobs.token_lifetime_seconds``), ``scope``. A refresh token works once.
 
@@ -137,6 +139,10 @@ class Knobs:
     envelope: str = "documented"
     encrypt: bool = False
     seed: int | None = None
+    # A careless server: a refused password sign-in's ``error_description`` quotes the request
+    # (username, password, the form as sent, the Authorization header). Tests use it to prove the
+    # client never stores or shows what such a reply echoes.
+    echo_login_errors: bool = False
 
 
 class _Stop(Exception):
@@ -400,6 +406,14 @@ class _Sandbox:
             if result == "locked":
                 raise _oauth_error(401, "invalid_grant", "User account is locked")
             if result == "bad":
+                if self.knobs.echo_login_errors:
+                    raise _oauth_error(
+                        401,
+                        "invalid_grant",
+                        f"Bad credentials for {field['username']} / {field['password']} "
+                        f"(request {body.decode('utf-8')!r}, Authorization: "
+                        f"{request.headers.get('authorization', '')})",
+                    )
                 raise _oauth_error(401, "invalid_grant", "Bad credentials")
         elif grant == "refresh_token":
             if self.store.is_locked():
@@ -702,9 +716,9 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
         if name == "envelope":
             if value not in ENVELOPES:
                 raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}")
-        elif name == "encrypt":
+        elif name in ("encrypt", "echo_login_errors"):
             if not isinstance(value, bool):
-                raise ValueError("encrypt must be true or false")
+                raise ValueError(f"{name} must be true or false")
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
