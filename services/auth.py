@@ -12,12 +12,16 @@ Passwords are checked in constant time against the stored hash, and against a du
 unknown username, so the time taken does not say whether a username exists. After
 ``POINTS_DESK_SIGN_IN_ATTEMPTS`` wrong passwords in a row an account is locked for
 ``POINTS_DESK_LOCKOUT_MINUTES``; attempts are kept in the ledger database, so a restart does not
-unlock it. A password is never logged, stored or echoed, not even a wrong one.
+unlock it. A username with no account is answered exactly the same way (its attempts are counted
+under a keyed hash of the name), so the answers do not say which usernames exist either. A
+password is never logged, stored or echoed, not even a wrong one.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import logging
 import os
 import sys
@@ -252,6 +256,12 @@ class SignInGuard:
         self.config = config
         self.attempts = attempts
         self.lockout = timedelta(minutes=lockout_minutes)
+        # The key for unknown usernames: derived from the accounts' salted hashes, which the
+        # ledger database never holds, so its records cannot be reversed into the typed names.
+        material = "\x00".join(sorted(u.password_hash for u in config.users.values()))
+        self._unknown_key = hashlib.sha256(
+            b"points-desk unknown usernames\x00" + material.encode("utf-8")
+        ).digest()
 
     @classmethod
     def from_settings(cls, ledger: Ledger, config: AuthConfig, settings: Settings) -> SignInGuard:
@@ -288,25 +298,39 @@ class SignInGuard:
                 sign_in_attempts.insert().values(username=username, at=now, outcome=outcome)
             )
 
+    def attempts_key(self, username: str) -> str:
+        """Whose attempts a sign-in counts under: the account's username, or for a name with no
+        account a keyed hash of it (so a password typed into the username box is never stored,
+        yet a name no account has still runs into the same lockout as a real one)."""
+        name = (username or "").strip().lower()
+        if name in self.config.users:
+            return name
+        digest = hmac.new(self._unknown_key, name.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{UNKNOWN_USER}:{digest[:40]}"
+
     def sign_in(self, username: str, password: str, now: datetime | None = None) -> SignInResult:
-        """Check a username and password; record the attempt; never log or keep the password."""
+        """Check a username and password; record the attempt; never log or keep the password.
+
+        A name with no account gets exactly the answers a real account gets (wrong, then locked
+        after the same number of tries) after the same Argon2 work, so neither the message nor
+        the time taken says whether a username exists.
+        """
         now = now or datetime.now(UTC)
         name = (username or "").strip().lower()
         user = self.config.users.get(name)
-        if user is None:
-            verify_password(password or "", _dummy())  # same work as for a real account
-            self._record(UNKNOWN_USER, "bad", now)
-            log.warning("sign-in refused: unknown username")
-            return SignInResult(None, "Wrong username or password.")
-        until = self.locked_until(name, now)
+        key = self.attempts_key(name)
+        who = name if user is not None else "an unknown username"
+        until = self.locked_until(key, now)
         if until is not None:
-            self._record(name, "locked", now)
-            log.warning("sign-in refused for %s: account locked", name)
+            verify_password(password or "", _dummy())  # same work as a real check
+            self._record(key, "locked", now)
+            log.warning("sign-in refused for %s: locked", who)
             return SignInResult(None, _locked_message(until, now), until)
-        if not verify_password(password or "", user.password_hash):
-            self._record(name, "bad", now)
-            until = self.locked_until(name, now)
-            log.warning("sign-in refused for %s: wrong password", name)
+        stored = user.password_hash if user is not None else _dummy()
+        if not verify_password(password or "", stored) or user is None:
+            self._record(key, "bad", now)
+            until = self.locked_until(key, now)
+            log.warning("sign-in refused for %s: wrong username or password", who)
             if until is not None:
                 return SignInResult(None, _locked_message(until, now), until)
             return SignInResult(None, "Wrong username or password.")

@@ -186,8 +186,9 @@ schema_version = sa.Table(
 )
 
 # Local sign-in attempts: the durable record behind the lockout (services/auth.py). Never a
-# password; an unknown username is stored as "(unknown)", so a password typed into the username
-# box is not kept either. New tables need no upgrade step: ``create_all`` adds them on open.
+# password; an unknown username is stored as "(unknown):" and a keyed hash of it, so a password
+# typed into the username box is not kept either. New tables need no upgrade step: ``create_all``
+# adds them on open.
 sign_in_attempts = sa.Table(
     "sign_in_attempts",
     metadata,

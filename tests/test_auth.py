@@ -135,6 +135,55 @@ def test_unknown_usernames_take_as_long_and_are_not_stored(ledger, config):
     assert b"my-password-typed-here" not in stored
 
 
+def test_an_unknown_username_gets_the_same_answers_and_lockout_as_a_real_one(ledger, config):
+    guard = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    now = datetime.now(UTC)
+
+    def answers(username: str) -> list[str]:
+        return [
+            guard.sign_in(username, "wrong", now=now + timedelta(seconds=n)).message
+            for n in range(7)
+        ]
+
+    real, unknown = answers("asha"), answers("no-such-person")
+    assert real == unknown
+    assert unknown[0] == "Wrong username or password."
+    assert "locked for 15 more minutes" in unknown[4] and "locked" in unknown[6]
+    # Two different unknown names are counted apart; neither name is stored as typed.
+    assert guard.sign_in("someone-else", "wrong", now=now).message == "Wrong username or password."
+    stored = Path(ledger.engine.url.database).read_bytes()
+    assert b"no-such-person" not in stored and b"someone-else" not in stored
+    assert guard.attempts_key("No-Such-Person ") == guard.attempts_key("no-such-person")
+    assert guard.attempts_key("no-such-person") != guard.attempts_key("someone-else")
+
+
+def test_every_answer_costs_one_argon2_check(ledger, config, monkeypatch):
+    """Unknown, wrong, locked or right: each attempt does the same hashing work, so the time
+    taken does not tell the cases apart."""
+    from services import auth
+
+    guard = SignInGuard(ledger, config, attempts=2, lockout_minutes=15)
+    calls: list[str] = []
+    real_verify = auth.verify_password
+    monkeypatch.setattr(
+        auth, "verify_password", lambda pw, h: calls.append(h) or real_verify(pw, h)
+    )
+    now = datetime.now(UTC)
+    for username, password in [
+        ("nobody", "x"),
+        ("nobody", "x"),
+        ("nobody", "x"),  # locked (unknown)
+        ("asha", "x"),
+        ("asha", "x"),
+        ("asha", PEOPLE["asha"][0]),  # locked (real)
+        ("vikram", PEOPLE["vikram"][0]),  # right
+    ]:
+        before = len(calls)
+        guard.sign_in(username, password, now=now)
+        assert len(calls) == before + 1, username
+        assert calls[-1].startswith("$argon2id$")
+
+
 def test_sign_in_through_the_form_and_the_lockout_message(desk_env):
     write_secrets(desk_env)
     at = new_app()
