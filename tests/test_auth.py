@@ -78,6 +78,55 @@ def test_oidc_roles_come_from_the_email_and_its_domain():
     assert config.roles_for_email("ravi@elsewhere.com") == frozenset()
 
 
+def test_oidc_only_a_verified_email_gets_roles_and_a_linked_email_is_the_local_person():
+    from services.auth import oidc_person
+
+    config = parse_auth_config(
+        {
+            "points_desk": {
+                "users": {
+                    "asha": {
+                        "name": "Asha Menon",
+                        "roles": ["operator"],
+                        "password_hash": hash_password("asha-operator-pass-1"),
+                        "email": "Asha@Example.com",
+                    }
+                },
+                "oidc_roles": {"@example.com": ["viewer"], "ravi@example.com": ["approver"]},
+            }
+        }
+    )
+    unverified = oidc_person(config, {"email": "ravi@example.com", "name": "Ravi"})
+    assert unverified.roles == frozenset() and unverified.unverified_email
+    denied = oidc_person(config, {"email": "ravi@example.com", "email_verified": False})
+    assert denied.roles == frozenset() and denied.unverified_email
+    ravi = oidc_person(config, {"email": "Ravi@example.com", "email_verified": True})
+    assert ravi.id == "ravi@example.com" and ravi.roles == {"viewer", "approver"}
+    assert oidc_person(config, {"email": "ravi@example.com", "email_verified": "true"}).roles
+    # The SSO login of a local account's email is that account's person: one id in the ledger.
+    asha = oidc_person(config, {"email": "asha@example.com", "email_verified": True})
+    assert (asha.id, asha.display_name, asha.method) == ("asha", "Asha Menon", "oidc")
+    assert asha.roles == {"operator", "viewer"}
+    assert oidc_person(config, {"email_verified": True}) is None
+
+
+def test_a_local_account_email_must_be_an_address_and_belong_to_one_account():
+    def users(**emails):
+        return {
+            "points_desk": {
+                "users": {
+                    name: {"roles": ["viewer"], "password_hash": hash_password("p"), "email": e}
+                    for name, e in emails.items()
+                }
+            }
+        }
+
+    with pytest.raises(ConfigError, match="email must be an address"):
+        parse_auth_config(users(asha="not-an-email"))
+    with pytest.raises(ConfigError, match="one email belongs to one person"):
+        parse_auth_config(users(asha="a@example.com", asha2="A@example.com"))
+
+
 def test_the_gate_decides_who_must_sign_in(tmp_path, config):
     sandbox = load_settings(secrets_file=None)
     live = load_settings(secrets_file=None, enkash_base_url="https://enkash.example")
