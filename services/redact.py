@@ -33,7 +33,9 @@ _pattern: re.Pattern[str] | None = None
 # whose name says it holds a secret (a form or JSON body echoed back).
 _NAMES = r"(?:access_token|refresh_token|id_token|client_secret|clientSecret|password)"
 _SHAPES = re.compile(
-    r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{4,}"
+    # A credential after Bearer/Basic has a digit or is long: "Basic details missing" is words.
+    r"(?i)(\b(?:bearer|basic)\s+)"
+    r"(?:(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}|[A-Za-z0-9._~+/=-]{20,})"
     rf"|(\b{_NAMES}=)[^\s&\"',;}}]+"
     rf"|([\"']{_NAMES}[\"']\s*:\s*[\"'])[^\"']+"
 )

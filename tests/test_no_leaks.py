@@ -276,3 +276,21 @@ def test_the_ledger_redacts_configured_secrets_from_what_enkash_said(ledger):
     dump = ledger_dump(Path(ledger.engine.url.database).parent)
     assert "Ledger-Pass-77ab01ce" not in dump and "abcdef123456" not in dump
     assert "[redacted]" in dump
+
+
+def test_redaction_masks_secrets_in_every_spelling_and_leaves_plain_words():
+    from urllib.parse import quote_plus
+
+    from services.redact import redact, remember
+
+    remember("Spelt Pass&42=x")
+    assert (
+        redact(f"form: user=a&pw={quote_plus('Spelt Pass&42=x')}") == "form: user=a&pw=[redacted]"
+    )
+    assert "Spelt Pass&42=x" not in redact('{"pw": "Spelt Pass&42=x"}')
+    assert redact("Authorization: Bearer abc123def456") == "Authorization: Bearer [redacted]"
+    assert (
+        redact("password=whatever&grant_type=password") == "password=[redacted]&grant_type=password"
+    )
+    for words in ("Basic details missing", "Bearer token expired", "Invalid password: try again"):
+        assert redact(words) == words
