@@ -16,6 +16,7 @@ and checks every row is in the ledger and committed exactly once at the sandbox.
 from __future__ import annotations
 
 import argparse
+import secrets
 import socket
 import subprocess
 import sys
@@ -41,6 +42,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The standalone sandbox's admin endpoints need this run's control token (X-Sandbox-Token).
+CONTROL_TOKEN = secrets.token_urlsafe(32)
+
+
 def start_sandbox_process(latency_ms: float) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     process = subprocess.Popen(
@@ -52,6 +57,8 @@ def start_sandbox_process(latency_ms: float) -> tuple[subprocess.Popen, str]:
             str(port),
             "--latency-ms",
             str(latency_ms),
+            "--control-token",
+            CONTROL_TOKEN,
         ],
         cwd=PROJECT,
         stdout=subprocess.PIPE,
@@ -158,7 +165,9 @@ def main() -> int:
     try:
         baseline = sequential_baseline(url, args.baseline_rows)
         rate, facts, queued = runner_rate(url, args.rows, args.concurrency)
-        stats = requests.get(f"{url}/_sandbox/stats", timeout=10).json()
+        stats = requests.get(
+            f"{url}/_sandbox/stats", headers={"X-Sandbox-Token": CONTROL_TOKEN}, timeout=10
+        ).json()
     finally:
         process.terminate()
         process.wait(10)

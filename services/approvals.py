@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -254,6 +255,10 @@ def request_batch(ledger: Ledger, batch_id: str, total: Decimal, maker: str) -> 
 # --- decisions -----------------------------------------------------------------------------------
 
 
+def _identity(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 def _decide(
     ledger: Ledger,
     approval_id: int,
@@ -261,11 +266,15 @@ def _decide(
     decider: str,
     comment: str,
     allow_self: bool = False,
+    identities: Iterable[str] = (),
 ) -> Approval:
+    # Every name the decider goes by (account, email, display name, linked accounts): a request
+    # made under any of them is their own, whichever identity they decide it under.
+    own = sorted({_identity(decider), *(_identity(name) for name in identities)} - {""})
     found = get(ledger, approval_id)
     if found is None:
         raise ApprovalError("There is no such approval request.")
-    if found.maker == decider and not allow_self:
+    if _identity(found.maker) in own and not allow_self:
         raise SelfApproval(
             "You asked for this yourself: a second person has to approve or reject it."
         )
@@ -275,7 +284,7 @@ def _decide(
             .where(
                 approvals.c.id == approval_id,
                 approvals.c.status == PENDING,
-                sa.true() if allow_self else approvals.c.maker != decider,
+                sa.true() if allow_self else sa.func.lower(approvals.c.maker).not_in(own),
             )
             .values(
                 status=status,
@@ -300,10 +309,13 @@ def approve(
     comment: str = "",
     client: EnkashClient | None = None,
     allow_self: bool = False,
+    identities: Iterable[str] = (),
 ) -> Decision:
     """Approve a request. A debit is then sent once, with its original reference (needs
     ``client``); a batch is only marked approved for its runner. ``SelfApproval`` if the
-    approver is the maker, ``AlreadyDecided`` if someone decided first.
+    approver is the maker under any of the names in ``identities`` (the approver's account,
+    email, display name and linked accounts: ``AuthConfig.identities``), ``AlreadyDecided`` if
+    someone decided first.
 
     ``allow_self`` is for the open sandbox only (one person on their own computer, no real
     points): there is no second person to ask, so the maker may decide their own request."""
@@ -311,7 +323,7 @@ def approve(
     if found is not None and found.subject_kind == "debit" and client is None:
         raise ValueError("approving a debit sends it: pass an EnKash client")
     comment = " ".join(comment.split())
-    decision = _decide(ledger, approval_id, APPROVED, approver, comment, allow_self)
+    decision = _decide(ledger, approval_id, APPROVED, approver, comment, allow_self, identities)
     detail = f"approved by {approver}" + (f": {comment}" if comment else "")
     if decision.subject_kind == "batch":
         ledger.set_approved_by(approver, batch_id=decision.subject, detail=detail)
@@ -344,14 +356,22 @@ def send_approved(
 
 
 def reject(
-    ledger: Ledger, approval_id: int, *, approver: str, comment: str, allow_self: bool = False
+    ledger: Ledger,
+    approval_id: int,
+    *,
+    approver: str,
+    comment: str,
+    allow_self: bool = False,
+    identities: Iterable[str] = (),
 ) -> Decision:
     """Refuse a request (a comment saying why is required). A debit's row becomes ``FAILED``
     without anything being sent."""
     comment = " ".join((comment or "").split())
     if not comment:
         raise ApprovalError("Say why you reject it: the maker sees your comment.")
-    decision = _decide(ledger, approval_id, REJECTED_STATUS, approver, comment, allow_self)
+    decision = _decide(
+        ledger, approval_id, REJECTED_STATUS, approver, comment, allow_self, identities
+    )
     if decision.subject_kind == "batch":
         _cancel_rejected_batch(ledger, decision.subject, approver, comment)
         return Decision(decision, None)

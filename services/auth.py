@@ -12,12 +12,16 @@ Passwords are checked in constant time against the stored hash, and against a du
 unknown username, so the time taken does not say whether a username exists. After
 ``POINTS_DESK_SIGN_IN_ATTEMPTS`` wrong passwords in a row an account is locked for
 ``POINTS_DESK_LOCKOUT_MINUTES``; attempts are kept in the ledger database, so a restart does not
-unlock it. A password is never logged, stored or echoed, not even a wrong one.
+unlock it. A username with no account is answered exactly the same way (its attempts are counted
+under a keyed hash of the name), so the answers do not say which usernames exist either. A
+password is never logged, stored or echoed, not even a wrong one.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import logging
 import os
 import sys
@@ -108,6 +112,8 @@ class LocalUser:
     display_name: str
     roles: frozenset[str]
     password_hash: str = field(repr=False)
+    # The person's email: their SSO sign-in with this (verified) email is the same person.
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,17 @@ class Person:
     display_name: str
     roles: frozenset[str]
     method: str  # "local", "oidc" or "sandbox"
+    email: str | None = None
+    # OIDC only: the provider did not mark the email verified, so it grants no role.
+    unverified_email: bool = False
 
     def can(self, capability: str) -> bool:
         return can(self.roles, capability)
+
+
+def _same(text: str | None) -> str:
+    """One spelling of a name or an email for comparing identities."""
+    return " ".join(str(text or "").split()).casefold()
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,55 @@ class AuthConfig:
         email = email.strip().lower()
         domain = "@" + email.rsplit("@", 1)[1]
         return self.oidc_roles.get(email, frozenset()) | self.oidc_roles.get(domain, frozenset())
+
+    def account_for_email(self, email: str | None) -> LocalUser | None:
+        """The local account whose configured ``email`` this is (the same person), if any."""
+        wanted = _same(email)
+        if not wanted:
+            return None
+        return next((u for u in self.users.values() if u.email and _same(u.email) == wanted), None)
+
+    def identities(self, person: Person) -> frozenset[str]:
+        """Every name ``person`` goes by here, compared case-blind: their id, email and display
+        name, and the username, email and name of every local account that shares any of them.
+        A request made under any of these is their own (maker-checker needs someone else)."""
+        names = {_same(n) for n in (person.id, person.email, person.display_name)} - {""}
+        grown = True
+        while grown:
+            grown = False
+            for user in self.users.values():
+                own = {_same(n) for n in (user.username, user.email, user.display_name)} - {""}
+                if own & names and not own <= names:
+                    names |= own
+                    grown = True
+        return frozenset(names)
+
+
+def _is_true(value: Any) -> bool:
+    """An OIDC boolean claim: ``true`` (some providers send the string "true")."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def oidc_person(config: AuthConfig, claims: Mapping[str, Any]) -> Person | None:
+    """Who an OIDC sign-in is (from ``st.user``'s claims), or None without an email.
+
+    Only an email the provider marks verified (``email_verified``) gets roles: an unverified
+    one could be anybody's. A verified email configured on a local account is that account's
+    person (its username is the id ledger rows record), so one person is one identity.
+    """
+    email = _same(claims.get("email"))
+    if not email:
+        return None
+    name = " ".join(str(claims.get("name") or email).split())
+    if not _is_true(claims.get("email_verified")):
+        return Person(email, name, frozenset(), "oidc", email=email, unverified_email=True)
+    roles = config.roles_for_email(email)
+    account = config.account_for_email(email)
+    if account is not None:
+        return Person(
+            account.username, account.display_name, account.roles | roles, "oidc", email=email
+        )
+    return Person(email, name, roles, "oidc", email=email)
 
 
 def _roles(value: Any, where: str) -> frozenset[str]:
@@ -163,6 +226,7 @@ def parse_auth_config(data: Mapping[str, Any]) -> AuthConfig:
     if not isinstance(desk, Mapping):
         raise ConfigError("[points_desk] in the secrets file must be a table")
     users: dict[str, LocalUser] = {}
+    emails: dict[str, str] = {}
     for name, entry in (desk.get("users") or {}).items():
         username = str(name).strip().lower()
         where = f"[points_desk.users.{name}]"
@@ -177,11 +241,23 @@ def parse_auth_config(data: Mapping[str, Any]) -> AuthConfig:
         roles = _roles(entry.get("roles", []), where)
         if not roles:
             raise ConfigError(f"{where}: give the account at least one role ({', '.join(ROLES)})")
+        email = entry.get("email")
+        if email is not None:
+            if not isinstance(email, str) or "@" not in email or len(email.split()) != 1:
+                raise ConfigError(f'{where}: email must be an address such as "asha@company.com"')
+            email = _same(email)
+            if email in emails:
+                raise ConfigError(
+                    f"{where}: the same email is on [points_desk.users.{emails[email]}]; "
+                    "one email belongs to one person"
+                )
+            emails[email] = name
         users[username] = LocalUser(
             username=username,
             display_name=str(entry.get("name") or username),
             roles=roles,
             password_hash=password_hash,
+            email=email,
         )
     oidc_roles = {
         str(who).strip().lower(): _roles(roles, f"[points_desk.oidc_roles] {who}")
@@ -252,6 +328,12 @@ class SignInGuard:
         self.config = config
         self.attempts = attempts
         self.lockout = timedelta(minutes=lockout_minutes)
+        # The key for unknown usernames: derived from the accounts' salted hashes, which the
+        # ledger database never holds, so its records cannot be reversed into the typed names.
+        material = "\x00".join(sorted(u.password_hash for u in config.users.values()))
+        self._unknown_key = hashlib.sha256(
+            b"points-desk unknown usernames\x00" + material.encode("utf-8")
+        ).digest()
 
     @classmethod
     def from_settings(cls, ledger: Ledger, config: AuthConfig, settings: Settings) -> SignInGuard:
@@ -288,32 +370,52 @@ class SignInGuard:
                 sign_in_attempts.insert().values(username=username, at=now, outcome=outcome)
             )
 
+    def attempts_key(self, username: str) -> str:
+        """Whose attempts a sign-in counts under: the account's username, or for a name with no
+        account a keyed hash of it (so a password typed into the username box is never stored,
+        yet a name no account has still runs into the same lockout as a real one)."""
+        name = (username or "").strip().lower()
+        if name in self.config.users:
+            return name
+        digest = hmac.new(self._unknown_key, name.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{UNKNOWN_USER}:{digest[:40]}"
+
     def sign_in(self, username: str, password: str, now: datetime | None = None) -> SignInResult:
-        """Check a username and password; record the attempt; never log or keep the password."""
+        """Check a username and password; record the attempt; never log or keep the password.
+
+        A name with no account gets exactly the answers a real account gets (wrong, then locked
+        after the same number of tries) after the same Argon2 work, so neither the message nor
+        the time taken says whether a username exists.
+        """
         now = now or datetime.now(UTC)
         name = (username or "").strip().lower()
         user = self.config.users.get(name)
-        if user is None:
-            verify_password(password or "", _dummy())  # same work as for a real account
-            self._record(UNKNOWN_USER, "bad", now)
-            log.warning("sign-in refused: unknown username")
-            return SignInResult(None, "Wrong username or password.")
-        until = self.locked_until(name, now)
+        key = self.attempts_key(name)
+        who = name if user is not None else "an unknown username"
+        until = self.locked_until(key, now)
         if until is not None:
-            self._record(name, "locked", now)
-            log.warning("sign-in refused for %s: account locked", name)
+            verify_password(password or "", _dummy())  # same work as a real check
+            self._record(key, "locked", now)
+            log.warning("sign-in refused for %s: locked", who)
             return SignInResult(None, _locked_message(until, now), until)
-        if not verify_password(password or "", user.password_hash):
-            self._record(name, "bad", now)
-            until = self.locked_until(name, now)
-            log.warning("sign-in refused for %s: wrong password", name)
+        stored = user.password_hash if user is not None else _dummy()
+        if not verify_password(password or "", stored) or user is None:
+            self._record(key, "bad", now)
+            until = self.locked_until(key, now)
+            log.warning("sign-in refused for %s: wrong username or password", who)
             if until is not None:
                 return SignInResult(None, _locked_message(until, now), until)
             return SignInResult(None, "Wrong username or password.")
         self._record(name, "ok", now)
         log.info("signed in: %s", name)
         return SignInResult(
-            Person(id=name, display_name=user.display_name, roles=user.roles, method="local"),
+            Person(
+                id=name,
+                display_name=user.display_name,
+                roles=user.roles,
+                method="local",
+                email=user.email,
+            ),
             f"Signed in as {user.display_name}.",
         )
 

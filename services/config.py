@@ -7,15 +7,20 @@ Environment variables win over ``secrets.toml``; both use the same names (case-i
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from services.redact import remember
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
@@ -54,6 +59,12 @@ class EnkashConfig:
     timeout_seconds: float = 15.0
     connect_timeout_seconds: float = 5.0
     connect_retries: int = 2
+
+    def __post_init__(self) -> None:
+        # Whatever EnKash echoes back is redacted against these (services/redact.py).
+        secret = self.client_secret.get_secret_value()
+        basic = base64.b64encode(f"{self.client_id}:{secret}".encode()).decode("ascii")
+        remember(self.client_secret, self.password, basic)
 
     def __repr__(self) -> str:  # secrets are SecretStr already; keep the repr short and safe
         return f"EnkashConfig(base_url={self.base_url!r}, partner_id={self.partner_id!r})"
@@ -97,7 +108,8 @@ class Settings(BaseSettings):
     enkash_password: SecretStr | None = None
     enkash_encrypt: bool = False
     enkash_timeout_seconds: float = 15.0
-    database_url: str | None = None
+    # A secret: a PostgreSQL URL carries its password. ``ledger_url`` gives the real URL.
+    database_url: SecretStr | None = None
 
     points_desk_data_dir: Path = PROJECT_ROOT / "data"
     points_desk_max_points: Decimal = Decimal("1000000")
@@ -119,7 +131,6 @@ class Settings(BaseSettings):
         "enkash_card_account_id",
         "enkash_client_id",
         "enkash_username",
-        "database_url",
         mode="before",
     )
     @classmethod
@@ -134,6 +145,28 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value:
             return None
         return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Whatever EnKash echoes back is redacted against these (services/redact.py).
+        password = None
+        if self.database_url is not None:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(self.database_url.get_secret_value()).password
+        remember(
+            self.enkash_client_secret,
+            self.enkash_password,
+            password,
+            unquote(password) if password else None,
+        )
 
     @field_validator("points_desk_approval_debit_threshold", "points_desk_approval_batch_threshold")
     @classmethod
@@ -222,7 +255,7 @@ class Settings(BaseSettings):
     def ledger_url(self) -> str:
         """``DATABASE_URL`` when set, else a SQLite file in the data directory."""
         if self.database_url:
-            url = self.database_url
+            url = self.database_url.get_secret_value()
             # Accept the common ``postgres://`` / ``postgresql://`` forms; the driver is psycopg 3.
             for prefix in ("postgres://", "postgresql://"):
                 if url.startswith(prefix):

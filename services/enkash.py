@@ -47,6 +47,7 @@ from services.models import (
     Kind,
     TransactionRecord,
 )
+from services.redact import redact
 
 log = logging.getLogger("points_desk.enkash")
 
@@ -78,7 +79,8 @@ class EnkashError(Exception):
     """Base error: ``http_status``, EnKash's ``code`` and ``message``, and the ``reference``.
 
     ``str(error)`` is one readable sentence for a person; it never carries a secret, password or
-    token (messages are built here, or are EnKash's own short texts).
+    token: messages are built here or are EnKash's own short texts, and every one is redacted
+    (``services/redact.py``), since EnKash may echo a request, password and all, in an error.
     """
 
     def __init__(
@@ -89,9 +91,9 @@ class EnkashError(Exception):
         code: int | str | None = None,
         reference: str | None = None,
     ) -> None:
-        self.message = _short(message) or "EnKash call failed"
+        self.message = _short(redact(message)) or "EnKash call failed"
         self.http_status = http_status
-        self.code = code
+        self.code = redact(code) if isinstance(code, str) else code
         self.reference = reference
         super().__init__(self.message)
 
@@ -691,7 +693,7 @@ class EnkashClient:
         except (ValueError, UnicodeDecodeError, RecursionError):
             reply = None
         reply = reply if isinstance(reply, dict) else {}
-        error = _text(reply.get("error")) or None
+        error = redact(_text(reply.get("error"))) or None
         if status in (400, 401, 403) or error in _OAUTH_REFUSALS:
             description = _short(reply.get("error_description") or reply.get("message") or "")
             reason = ": ".join(part for part in (error, description) if part) or f"HTTP {status}"

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from services.models import Allocation, AllocationResult, Kind, Status
+from services.redact import redact
 
 # --- statuses ------------------------------------------------------------------------------------
 
@@ -185,8 +186,9 @@ schema_version = sa.Table(
 )
 
 # Local sign-in attempts: the durable record behind the lockout (services/auth.py). Never a
-# password; an unknown username is stored as "(unknown)", so a password typed into the username
-# box is not kept either. New tables need no upgrade step: ``create_all`` adds them on open.
+# password; an unknown username is stored as "(unknown):" and a keyed hash of it, so a password
+# typed into the username box is not kept either. New tables need no upgrade step: ``create_all``
+# adds them on open.
 sign_in_attempts = sa.Table(
     "sign_in_attempts",
     metadata,
@@ -492,7 +494,7 @@ def _event(
         "actor": actor,
         "from_status": before.value if before else None,
         "to_status": after.value,
-        "detail": detail,
+        "detail": redact(detail),  # may quote EnKash, which may echo a secret back
     }
 
 
@@ -890,10 +892,11 @@ class Ledger:
             extra["transaction_id"] = result.transaction_id
             if result.balance_after is not None:
                 extra["balance_after_cents"] = to_cents(result.balance_after)
+        # EnKash's own words may echo a request back, secrets and all: never stored as they came.
         if enkash_code is not None:
-            extra["enkash_code"] = enkash_code
+            extra["enkash_code"] = redact(enkash_code)
         if enkash_message is not None:
-            extra["enkash_message"] = enkash_message
+            extra["enkash_message"] = redact(enkash_message)
         with self._writing() as conn:
             before = self._cas(conn, reference, from_statuses, to_status, extra)
             if before is None:
@@ -1281,6 +1284,8 @@ class Ledger:
         unknown = set(values) - set(batches.c.keys())
         if unknown or "batch_id" in values:
             raise ValueError(f"not batch columns: {', '.join(sorted(unknown)) or 'batch_id'}")
+        if isinstance(values.get("note"), str):
+            values["note"] = redact(values["note"])
         if values.get("state") is not None and values["state"] not in BATCH_STATES:
             raise ValueError(f"state must be one of {', '.join(BATCH_STATES)}")
         if set(values) != {"heartbeat_at"}:
@@ -1299,6 +1304,7 @@ class Ledger:
         """
         t = transactions
         now = datetime.now(UTC)
+        message = redact(message)
         queued = sa.and_(t.c.batch_id == batch_id, t.c.status == Status.QUEUED.value)
         with self._writing() as conn:
             references = conn.execute(sa.select(t.c.reference).where(queued)).scalars().all()

@@ -150,16 +150,34 @@ def test_oidc_user_gets_roles_from_their_email(desk_env):
     }
     at.run()
     assert "Sign in with SSO" in [button.label for button in at.button]
-    at.user = {"is_logged_in": True, "email": "ravi@example.com", "name": "Ravi Kumar"}
+    at.user = {
+        "is_logged_in": True,
+        "email": "ravi@example.com",
+        "email_verified": True,
+        "name": "Ravi Kumar",
+    }
     at.run()
     assert not at.exception, at.exception
     assert offered(at) == {*VIEW, APPROVALS}
     assert any("Ravi Kumar" in caption.value for caption in at.sidebar.caption)
     stranger = new_app()
     stranger.secrets["auth"] = dict(at.secrets["auth"])
-    stranger.user = {"is_logged_in": True, "email": "x@elsewhere.com", "name": "X"}
+    stranger.user = {
+        "is_logged_in": True,
+        "email": "x@elsewhere.com",
+        "email_verified": True,
+        "name": "X",
+    }
     stranger.run()
     assert "No access yet" in page_text(stranger)
+    # The same email the provider has not verified gets no role, and is told why.
+    unverified = new_app()
+    unverified.secrets["auth"] = dict(at.secrets["auth"])
+    unverified.user = {"is_logged_in": True, "email": "ravi@example.com", "name": "Ravi Kumar"}
+    unverified.run()
+    assert not unverified.exception, unverified.exception
+    assert "No access yet" in page_text(unverified)
+    assert "has not confirmed that this email address is yours" in page_text(unverified)
 
 
 @pytest.mark.parametrize("page", [OVERVIEW, DEBIT, APPROVALS])

@@ -175,6 +175,69 @@ def test_batches_are_approved_for_their_runner_without_sending(desk):
     assert desk.sandbox.store.allocate_requests() == sent_before
 
 
+def test_nobody_approves_their_own_request_under_another_identity(desk):
+    """The same person signed in locally and through SSO, or under the same display name, is
+    one person: their request waits for someone else."""
+    from services.auth import Person, oidc_person, parse_auth_config
+
+    config = parse_auth_config(
+        {
+            "points_desk": {
+                "users": {
+                    "asha": {
+                        "name": "Asha Menon",
+                        "roles": ["operator", "approver"],
+                        "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$x$y",
+                        "email": "asha@example.com",
+                    },
+                    "vikram": {
+                        "name": "Vikram Rao",
+                        "roles": ["approver"],
+                        "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$x$y",
+                    },
+                },
+                "oidc_roles": {"@example.com": ["approver"], "@elsewhere.com": ["approver"]},
+            }
+        }
+    )
+    local_asha = Person("asha", "Asha Menon", frozenset({"approver"}), "local", "asha@example.com")
+    sso_asha = oidc_person(config, {"email": "asha@example.com", "email_verified": True})
+    same_name = oidc_person(
+        config, {"email": "a.menon@elsewhere.com", "email_verified": True, "name": "asha  MENON"}
+    )
+    cases = [
+        ("asha", sso_asha),  # asked locally, approving through SSO
+        ("asha@example.com", local_asha),  # asked through SSO (as the email), approving locally
+        ("asha", same_name),  # another account, the same display name
+    ]
+    for number, (maker, approver) in enumerate(cases):
+        batch = f"B-SELF-{number}"
+        request = approvals.request_batch(desk.ledger, batch, Decimal("250000"), maker)
+        identities = config.identities(approver)
+        with pytest.raises(SelfApproval):
+            approvals.approve(desk.ledger, request.id, approver=approver.id, identities=identities)
+        with pytest.raises(SelfApproval):
+            approvals.reject(
+                desk.ledger, request.id, approver=approver.id, comment="x", identities=identities
+            )
+        assert approvals.get(desk.ledger, request.id).pending, (maker, approver)
+    # Someone else may; and in the open sandbox the one person still may decide their own.
+    vikram = Person("vikram", "Vikram Rao", frozenset({"approver"}), "local")
+    approvals.approve(
+        desk.ledger, request.id, approver="vikram", identities=config.identities(vikram)
+    )
+    assert approvals.is_approved(desk.ledger, "B-SELF-2")
+    alone = approvals.request_batch(desk.ledger, "B-ALONE", Decimal("250000"), "asha")
+    approvals.approve(
+        desk.ledger,
+        alone.id,
+        approver="asha",
+        identities=config.identities(local_asha),
+        allow_self=True,
+    )
+    assert approvals.is_approved(desk.ledger, "B-ALONE")
+
+
 def test_the_debit_page_holds_a_large_debit_and_the_approver_sends_it(desk_env):
     from ui.context import _desk
 

@@ -78,6 +78,55 @@ def test_oidc_roles_come_from_the_email_and_its_domain():
     assert config.roles_for_email("ravi@elsewhere.com") == frozenset()
 
 
+def test_oidc_only_a_verified_email_gets_roles_and_a_linked_email_is_the_local_person():
+    from services.auth import oidc_person
+
+    config = parse_auth_config(
+        {
+            "points_desk": {
+                "users": {
+                    "asha": {
+                        "name": "Asha Menon",
+                        "roles": ["operator"],
+                        "password_hash": hash_password("asha-operator-pass-1"),
+                        "email": "Asha@Example.com",
+                    }
+                },
+                "oidc_roles": {"@example.com": ["viewer"], "ravi@example.com": ["approver"]},
+            }
+        }
+    )
+    unverified = oidc_person(config, {"email": "ravi@example.com", "name": "Ravi"})
+    assert unverified.roles == frozenset() and unverified.unverified_email
+    denied = oidc_person(config, {"email": "ravi@example.com", "email_verified": False})
+    assert denied.roles == frozenset() and denied.unverified_email
+    ravi = oidc_person(config, {"email": "Ravi@example.com", "email_verified": True})
+    assert ravi.id == "ravi@example.com" and ravi.roles == {"viewer", "approver"}
+    assert oidc_person(config, {"email": "ravi@example.com", "email_verified": "true"}).roles
+    # The SSO login of a local account's email is that account's person: one id in the ledger.
+    asha = oidc_person(config, {"email": "asha@example.com", "email_verified": True})
+    assert (asha.id, asha.display_name, asha.method) == ("asha", "Asha Menon", "oidc")
+    assert asha.roles == {"operator", "viewer"}
+    assert oidc_person(config, {"email_verified": True}) is None
+
+
+def test_a_local_account_email_must_be_an_address_and_belong_to_one_account():
+    def users(**emails):
+        return {
+            "points_desk": {
+                "users": {
+                    name: {"roles": ["viewer"], "password_hash": hash_password("p"), "email": e}
+                    for name, e in emails.items()
+                }
+            }
+        }
+
+    with pytest.raises(ConfigError, match="email must be an address"):
+        parse_auth_config(users(asha="not-an-email"))
+    with pytest.raises(ConfigError, match="one email belongs to one person"):
+        parse_auth_config(users(asha="a@example.com", asha2="A@example.com"))
+
+
 def test_the_gate_decides_who_must_sign_in(tmp_path, config):
     sandbox = load_settings(secrets_file=None)
     live = load_settings(secrets_file=None, enkash_base_url="https://enkash.example")
@@ -133,6 +182,55 @@ def test_unknown_usernames_take_as_long_and_are_not_stored(ledger, config):
     assert unknown > known * 0.5  # both do a full Argon2 check (no fast path for unknown names)
     stored = (Path(ledger.engine.url.database)).read_bytes()
     assert b"my-password-typed-here" not in stored
+
+
+def test_an_unknown_username_gets_the_same_answers_and_lockout_as_a_real_one(ledger, config):
+    guard = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    now = datetime.now(UTC)
+
+    def answers(username: str) -> list[str]:
+        return [
+            guard.sign_in(username, "wrong", now=now + timedelta(seconds=n)).message
+            for n in range(7)
+        ]
+
+    real, unknown = answers("asha"), answers("no-such-person")
+    assert real == unknown
+    assert unknown[0] == "Wrong username or password."
+    assert "locked for 15 more minutes" in unknown[4] and "locked" in unknown[6]
+    # Two different unknown names are counted apart; neither name is stored as typed.
+    assert guard.sign_in("someone-else", "wrong", now=now).message == "Wrong username or password."
+    stored = Path(ledger.engine.url.database).read_bytes()
+    assert b"no-such-person" not in stored and b"someone-else" not in stored
+    assert guard.attempts_key("No-Such-Person ") == guard.attempts_key("no-such-person")
+    assert guard.attempts_key("no-such-person") != guard.attempts_key("someone-else")
+
+
+def test_every_answer_costs_one_argon2_check(ledger, config, monkeypatch):
+    """Unknown, wrong, locked or right: each attempt does the same hashing work, so the time
+    taken does not tell the cases apart."""
+    from services import auth
+
+    guard = SignInGuard(ledger, config, attempts=2, lockout_minutes=15)
+    calls: list[str] = []
+    real_verify = auth.verify_password
+    monkeypatch.setattr(
+        auth, "verify_password", lambda pw, h: calls.append(h) or real_verify(pw, h)
+    )
+    now = datetime.now(UTC)
+    for username, password in [
+        ("nobody", "x"),
+        ("nobody", "x"),
+        ("nobody", "x"),  # locked (unknown)
+        ("asha", "x"),
+        ("asha", "x"),
+        ("asha", PEOPLE["asha"][0]),  # locked (real)
+        ("vikram", PEOPLE["vikram"][0]),  # right
+    ]:
+        before = len(calls)
+        guard.sign_in(username, password, now=now)
+        assert len(calls) == before + 1, username
+        assert calls[-1].startswith("$argon2id$")
 
 
 def test_sign_in_through_the_form_and_the_lockout_message(desk_env):

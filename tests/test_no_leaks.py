@@ -193,3 +193,104 @@ def test_settings_never_print_their_secrets(field):
 
     settings = load_settings(secrets_file=None, **{field: CLIENT_SECRET})
     assert CLIENT_SECRET not in repr(settings) and CLIENT_SECRET not in str(settings)
+
+
+def test_database_url_is_a_secret_and_the_ledger_still_gets_the_real_url():
+    from services.config import load_settings
+
+    url = f"postgresql://points:{ENKASH_PASSWORD}@db.internal:5432/points"
+    settings = load_settings(secrets_file=None, database_url=url)
+    assert ENKASH_PASSWORD not in repr(settings) and ENKASH_PASSWORD not in str(settings)
+    assert ENKASH_PASSWORD not in repr(settings.model_dump())
+    assert (
+        settings.ledger_url
+        == f"postgresql+psycopg://points:{ENKASH_PASSWORD}@db.internal:5432/points"
+    )
+
+
+def test_a_token_endpoint_echoing_the_request_leaks_no_secret(sandbox, ledger, caplog):
+    """EnKash refuses the sign-in and its error_description quotes the request: the password,
+    the form and the Basic header. The exception, the log and the ledger show none of them."""
+    import base64
+
+    from pydantic import SecretStr
+
+    from services import allocations
+    from services.models import Status
+    from tests.fault_support import client_for, create
+
+    caplog.set_level(logging.DEBUG)
+    sandbox.knobs.echo_login_errors = True
+    configured = "Configured-Pass-5e1a0c77"  # what this desk sends; the sandbox expects another
+    secret = sandbox.identity.client_secret
+    basic = base64.b64encode(f"{sandbox.identity.client_id}:{secret}".encode()).decode()
+    leaks = [configured, secret, basic, "Configured-Pass"]
+    allocation = create("100")
+    with client_for(sandbox, password=SecretStr(configured)) as client:
+        with pytest.raises(Exception) as refused:
+            client.account_details()
+        outcome = allocations.submit(ledger, client, allocation, operator="asha")
+    row = ledger.get(allocation.reference)
+    assert row.status is Status.FAILED
+    shown = "\n".join(
+        [
+            str(refused.value),
+            repr(refused.value),
+            refused.value.message,
+            str(refused.value.code),
+            outcome.headline,
+            outcome.explanation,
+            row.enkash_message or "",
+            *(event.detail for event in ledger.audit_trail(allocation.reference)),
+            caplog.text,
+        ]
+    )
+    for needle in leaks:
+        assert needle not in shown, f"{needle!r} leaked"
+    assert "Bad credentials" in shown and "[redacted]" in shown  # still says what happened
+    dump = ledger_dump(Path(ledger.engine.url.database).parent)
+    for needle in leaks:
+        assert needle not in dump, f"{needle!r} leaked into the ledger"
+
+
+def test_the_ledger_redacts_configured_secrets_from_what_enkash_said(ledger):
+    """Whatever path a text takes to the ledger, a configured secret is masked there."""
+    from services.config import sandbox_enkash_config
+    from services.models import Status
+    from services.sandbox.store import SandboxIdentity
+    from tests.fault_support import create
+
+    identity = replace(SandboxIdentity(), password="Ledger-Pass-77ab01ce")
+    sandbox_enkash_config("http://127.0.0.1:9", identity)  # the desk now knows this password
+    allocation = create("100")
+    ledger.record_intent(allocation, operator="asha")
+    ledger.transition(
+        allocation.reference,
+        Status.UNKNOWN,
+        actor="asha",
+        from_statuses=(Status.SENDING,),
+        detail="outcome unknown: proxy said Ledger-Pass-77ab01ce",
+        enkash_code="Ledger-Pass-77ab01ce",
+        enkash_message="echo: password=Ledger-Pass-77ab01ce&x=1 Authorization: Bearer abcdef123456",
+    )
+    dump = ledger_dump(Path(ledger.engine.url.database).parent)
+    assert "Ledger-Pass-77ab01ce" not in dump and "abcdef123456" not in dump
+    assert "[redacted]" in dump
+
+
+def test_redaction_masks_secrets_in_every_spelling_and_leaves_plain_words():
+    from urllib.parse import quote_plus
+
+    from services.redact import redact, remember
+
+    remember("Spelt Pass&42=x")
+    assert (
+        redact(f"form: user=a&pw={quote_plus('Spelt Pass&42=x')}") == "form: user=a&pw=[redacted]"
+    )
+    assert "Spelt Pass&42=x" not in redact('{"pw": "Spelt Pass&42=x"}')
+    assert redact("Authorization: Bearer abc123def456") == "Authorization: Bearer [redacted]"
+    assert (
+        redact("password=whatever&grant_type=password") == "password=[redacted]&grant_type=password"
+    )
+    for words in ("Basic details missing", "Bearer token expired", "Invalid password: try again"):
+        assert redact(words) == words

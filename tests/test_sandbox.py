@@ -6,10 +6,13 @@ import base64
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
@@ -628,7 +631,8 @@ def test_seeded_fault_draws_repeat():
 
 
 def test_admin_endpoints(sandbox, client, card):
-    stats = requests.get(sandbox.url + "/_sandbox/stats", timeout=5).json()
+    control = sandbox.control_headers
+    stats = requests.get(sandbox.url + "/_sandbox/stats", headers=control, timeout=5).json()
     assert stats == {
         "pool_balance": 9999500.0,
         "cards": 1,
@@ -636,14 +640,67 @@ def test_admin_endpoints(sandbox, client, card):
         "allocate_requests": 1,
     }
     changed = requests.post(
-        sandbox.url + "/_sandbox/knobs", json={"latency_ms": 5}, timeout=5
+        sandbox.url + "/_sandbox/knobs", json={"latency_ms": 5}, headers=control, timeout=5
     ).json()
     assert changed["latency_ms"] == 5 and sandbox.knobs.latency_ms == 5
-    bad = requests.post(sandbox.url + "/_sandbox/knobs", json={"malformed_rate": 2}, timeout=5)
+    bad = requests.post(
+        sandbox.url + "/_sandbox/knobs", json={"malformed_rate": 2}, headers=control, timeout=5
+    )
     assert bad.status_code == 400
-    assert requests.post(sandbox.url + "/_sandbox/reset", timeout=5).status_code == 200
+    reset = requests.post(sandbox.url + "/_sandbox/reset", json={}, headers=control, timeout=5)
+    assert reset.status_code == 200
     assert sandbox.store.cards() == [] and sandbox.store.commit_count() == 0
     assert requests.get(sandbox.url + "/_sandbox/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_admin_endpoints_refuse_a_web_page_without_the_control_token(sandbox, client, card):
+    """What a page in the same browser can send: a text/plain form POST (no preflight), with
+    no custom header. It must neither turn faults on nor wipe the state."""
+    url = sandbox.url
+    form_post = {"Content-Type": "text/plain"}
+    for path, body in (("/_sandbox/knobs", '{"malformed_rate": 1}'), ("/_sandbox/reset", "")):
+        refused = requests.post(url + path, data=body, headers=form_post, timeout=5)
+        assert refused.status_code == 403, path
+        wrong = {**form_post, "X-Sandbox-Token": "not-the-token-of-this-run"}
+        assert requests.post(url + path, data=body, headers=wrong, timeout=5).status_code == 403
+        # Even with the token, a POST that is not JSON is refused.
+        token_only = {**form_post, "X-Sandbox-Token": sandbox.control_token}
+        plain = requests.post(url + path, data=body, headers=token_only, timeout=5)
+        assert plain.status_code == 415, path
+    for path in ("/_sandbox/knobs", "/_sandbox/stats"):
+        assert requests.get(url + path, timeout=5).status_code == 403
+    assert sandbox.knobs.malformed_rate == 0
+    assert sandbox.store.commit_count() == 1 and len(sandbox.store.cards()) == 1
+    # Every run has its own token.
+    with start_sandbox() as other:
+        assert other.control_token != sandbox.control_token and len(other.control_token) >= 32
+        assert sandbox.control_token not in repr(sandbox)
+
+
+def test_the_standalone_sandbox_prints_its_control_token_or_takes_one():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.sandbox", "--port", "0"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = process.stdout.readline().split()[-1]
+        token = process.stdout.readline().split()[-1]
+        control = {"X-Sandbox-Token": token}
+        assert requests.get(url + "/_sandbox/knobs", timeout=5).status_code == 403
+        assert requests.get(url + "/_sandbox/knobs", headers=control, timeout=5).ok
+    finally:
+        process.terminate()
+        process.wait(10)
+    too_short = subprocess.run(
+        [sys.executable, "-m", "services.sandbox", "--control-token", "short"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert too_short.returncode == 2 and "at least 16 characters" in too_short.stderr
 
 
 def test_latency_is_concurrent_not_serialised(sandbox, card):

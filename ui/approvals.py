@@ -60,6 +60,9 @@ def _decide(approval_id: int, approve: bool) -> None:
     comment = st.session_state.get(f"approval_comment_{approval_id}", "")
     the_desk = desk()
     alone = open_sandbox()
+    person = current_person()
+    # Every name this person goes by: a request made under their other identity is theirs too.
+    identities = auth_config().identities(person) if person is not None else frozenset()
     try:
         if approve:
             with the_desk.client() as client:
@@ -70,6 +73,7 @@ def _decide(approval_id: int, approve: bool) -> None:
                     comment=comment,
                     client=client,
                     allow_self=alone,
+                    identities=identities,
                 )
             if decision.approval.subject_kind == "batch":
                 bulk.start_batch(the_desk, decision.approval.subject, actor=operator())
@@ -80,6 +84,7 @@ def _decide(approval_id: int, approve: bool) -> None:
                 approver=operator(),
                 comment=comment,
                 allow_self=alone,
+                identities=identities,
             )
     except (ApprovalError, StatusConflict) as error:
         st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}

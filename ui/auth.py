@@ -20,6 +20,7 @@ from services.auth import (
     gate,
     is_local_address,
     load_auth_config,
+    oidc_person,
 )
 from services.config import ConfigError
 from services.desk import os_operator
@@ -101,17 +102,19 @@ def _refreshed(config: AuthConfig, providers: list[str | None] | None) -> Person
     """The signed-in person with today's roles, or None."""
     # st.user.is_logged_in, read with .get: AppTest seeds st.user without that default key.
     if providers is not None and st.user.get("is_logged_in", False):
-        email = str(st.user.get("email") or "").strip().lower()
-        if email:
-            name = str(st.user.get("name") or email)
-            return Person(email, name, config.roles_for_email(email), "oidc")
+        claims = {key: st.user.get(key) for key in ("email", "email_verified", "name")}
+        person = oidc_person(config, claims)
+        if person is not None:
+            return person
     person = current_person()
     if person is None or person.method != "local":
         return None
     account = config.users.get(person.id)
     if account is None:
         return None  # the account was removed: signed out
-    return Person(account.username, account.display_name, account.roles, "local")
+    return Person(
+        account.username, account.display_name, account.roles, "local", email=account.email
+    )
 
 
 def sign_out() -> None:
@@ -226,6 +229,15 @@ def _no_role_page() -> None:
     person = current_person()
     _mode_line()
     st.title("No access yet")
+    if person is not None and person.unverified_email:
+        st.warning(
+            "Your sign-in provider has not confirmed that this email address is yours "
+            "(email_verified), so it gives no role in Points Desk. Verify the address with your "
+            "provider, or ask whoever runs Points Desk for a local account.",
+            icon="🔒",
+        )
+        st.button("Sign out", on_click=sign_out, key="no_role_sign_out")
+        return
     st.info(
         f"You are signed in as **{person.display_name if person else 'unknown'}**, but have no "
         "role in Points Desk. Ask whoever runs it to give you one (viewer, operator or approver).",

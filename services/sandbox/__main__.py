@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state", metavar="FILE", default=None, help="sqlite file to keep state in (in memory)"
     )
+    parser.add_argument(
+        "--control-token",
+        metavar="TOKEN",
+        default=None,
+        help="token the /_sandbox/knobs, /stats and /reset endpoints require in the "
+        "X-Sandbox-Token header (at least 16 characters; default: a random one, printed)",
+    )
     group = parser.add_argument_group("identity")
     group.add_argument("--partner-id", default=ids.partner_id, help="partnerId header value")
     group.add_argument("--company-id", default=ids.company_id, help="companyId")
@@ -111,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.control_token is not None and len(args.control_token) < 16:
+        parser.error("--control-token needs at least 16 characters")
     identity = SandboxIdentity(
         partner_id=args.partner_id,
         company_id=args.company_id,
@@ -137,8 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         encrypt=args.encrypt,
         seed=args.seed,
     )
-    server = start_sandbox(identity, args.state, knobs, host=args.host, port=args.port)
+    server = start_sandbox(
+        identity,
+        args.state,
+        knobs,
+        host=args.host,
+        port=args.port,
+        control_token=args.control_token,
+    )
     print(f"EnKash sandbox listening on {server.url}", flush=True)
+    if args.control_token is None:
+        print(f"control token (X-Sandbox-Token header): {server.control_token}", flush=True)
     print(
         f"partnerId={identity.partner_id} companyId={identity.company_id} "
         f"cardAccountId={identity.card_account_id} clientId={identity.client_id} "

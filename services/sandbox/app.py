@@ -10,6 +10,8 @@ where the documentation is silent (**assumed**):
   - 401 ``invalid_grant``: wrong username/password (counts towards the lockout), unknown/expired
     refresh token (does not count), and "User account is locked" after three consecutive failed
     password logins, for every later login and refresh, until ``store.reset()``.
+    With ``knobs.echo_login_errors`` a refused password login's ``error_description`` quotes the
+    request, password and Authorization header included (a careless server, for leak tests).
   - Success: ``access_token``, ``token_type: "bearer"``, ``refresh_token``, ``expires_in`` (int
     seconds = ``knobs.token_lifetime_seconds``), ``scope``. A refresh token works once.
 
@@ -58,8 +60,12 @@ cumulative, so they should sum to at most 1). ``latency_ms`` and ``fail_before_c
 to every API call; the others only to allocate. Neither touches ``/oauth/token`` or ``/_sandbox/``.
 Fault replies (503, 500, 504) are plain JSON ``{"error": ...}``, never encrypted.
 
-Admin (sandbox only): ``GET /_sandbox/health``, ``GET /_sandbox/stats``, ``GET|POST
-/_sandbox/knobs``, ``POST /_sandbox/reset``.
+Admin (sandbox only): ``GET /_sandbox/health`` (open), ``GET /_sandbox/stats``, ``GET|POST
+/_sandbox/knobs``, ``POST /_sandbox/reset``. All but health need the header ``X-Sandbox-Token``
+with the per-run control token (random at start; ``SandboxServer.control_token``), compared in
+constant time (403 without it); the POSTs also need ``Content-Type: application/json`` (415). So
+another web page open in the same browser cannot turn faults on or wipe the state: its
+``text/plain`` form POST carries neither, and it cannot add them without a CORS preflight.
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ FAULTS = (
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MOBILE = re.compile(r"^[0-9]{10}$")
+CONTROL_HEADER = "X-Sandbox-Token"
 _MALFORMED_BODY = b'{"code":0,"message":"Success","payload":{"enKashCardId":"EKC'
 
 
@@ -137,6 +144,10 @@ class Knobs:
     envelope: str = "documented"
     encrypt: bool = False
     seed: int | None = None
+    # A careless server: a refused password sign-in's ``error_description`` quotes the request
+    # (username, password, the form as sent, the Authorization header). Tests use it to prove the
+    # client never stores or shows what such a reply echoes.
+    echo_login_errors: bool = False
 
 
 class _Stop(Exception):
@@ -285,10 +296,13 @@ def _text_list(value: Any, name: str) -> list[str]:
 class _Sandbox:
     """Request handlers bound to one identity, store and set of knobs."""
 
-    def __init__(self, identity: SandboxIdentity, store: SandboxStore, knobs: Knobs) -> None:
+    def __init__(
+        self, identity: SandboxIdentity, store: SandboxStore, knobs: Knobs, control_token: str
+    ) -> None:
         self.identity = identity
         self.store = store
         self.knobs = knobs
+        self.control_token = control_token
         self.stopping = threading.Event()  # set by the server: cut hangs short on shutdown
         self._rng_lock = threading.Lock()
         self._rng_seed = knobs.seed
@@ -400,6 +414,14 @@ class _Sandbox:
             if result == "locked":
                 raise _oauth_error(401, "invalid_grant", "User account is locked")
             if result == "bad":
+                if self.knobs.echo_login_errors:
+                    raise _oauth_error(
+                        401,
+                        "invalid_grant",
+                        f"Bad credentials for {field['username']} / {field['password']} "
+                        f"(request {body.decode('utf-8')!r}, Authorization: "
+                        f"{request.headers.get('authorization', '')})",
+                    )
                 raise _oauth_error(401, "invalid_grant", "Bad credentials")
         elif grant == "refresh_token":
             if self.store.is_locked():
@@ -661,6 +683,27 @@ class _Sandbox:
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    def control(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Only the process that started the sandbox may use ``handler``: it must send the
+        control token, and a POST must be JSON (not a form a web page could send)."""
+
+        async def guarded(request: Request) -> Response:
+            given = request.headers.get(CONTROL_HEADER, "")
+            if not hmac.compare_digest(given.encode(), self.control_token.encode()):
+                return JSONResponse(
+                    {"error": f"the {CONTROL_HEADER} header must carry this run's control token"},
+                    status_code=403,
+                )
+            if request.method == "POST" and _media_type(request) != "application/json":
+                return JSONResponse(
+                    {"error": "Content-Type must be application/json"}, status_code=415
+                )
+            return await handler(request)
+
+        return guarded
+
     async def stats(self, request: Request) -> Response:
         body = to_json(
             {
@@ -702,9 +745,9 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
         if name == "envelope":
             if value not in ENVELOPES:
                 raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}")
-        elif name == "encrypt":
+        elif name in ("encrypt", "echo_login_errors"):
             if not isinstance(value, bool):
-                raise ValueError("encrypt must be true or false")
+                raise ValueError(f"{name} must be true or false")
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
@@ -718,9 +761,20 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
         setattr(knobs, name, value)
 
 
-def create_app(identity: SandboxIdentity, store: SandboxStore, knobs: Knobs) -> Starlette:
-    """The sandbox ASGI app; ``app.state.sandbox`` holds the handlers (and the stop flag)."""
-    sandbox = _Sandbox(identity, store, knobs)
+def new_control_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def create_app(
+    identity: SandboxIdentity, store: SandboxStore, knobs: Knobs, control_token: str | None = None
+) -> Starlette:
+    """The sandbox ASGI app; ``app.state.sandbox`` holds the handlers (and the stop flag).
+
+    ``control_token`` guards the admin endpoints; None makes a random one
+    (``app.state.sandbox.control_token``)."""
+    if control_token is not None and len(control_token) < 16:
+        raise ValueError("a sandbox control token has at least 16 characters")
+    sandbox = _Sandbox(identity, store, knobs, control_token or new_control_token())
     post = ["POST"]
     routes = [
         Route("/oauth/token", sandbox.token, methods=post),
@@ -732,9 +786,9 @@ def create_app(identity: SandboxIdentity, store: SandboxStore, knobs: Knobs) -> 
         Route(f"{API_PREFIX}/transaction/all", sandbox.api(sandbox.transactions), methods=post),
         Route(f"{API_PREFIX}/search", sandbox.api(sandbox.search), methods=post),
         Route("/_sandbox/health", sandbox.health, methods=["GET"]),
-        Route("/_sandbox/stats", sandbox.stats, methods=["GET"]),
-        Route("/_sandbox/knobs", sandbox.knobs_endpoint, methods=["GET", "POST"]),
-        Route("/_sandbox/reset", sandbox.reset, methods=post),
+        Route("/_sandbox/stats", sandbox.control(sandbox.stats), methods=["GET"]),
+        Route("/_sandbox/knobs", sandbox.control(sandbox.knobs_endpoint), methods=["GET", "POST"]),
+        Route("/_sandbox/reset", sandbox.control(sandbox.reset), methods=post),
     ]
     app = Starlette(routes=routes)
     app.state.sandbox = sandbox

@@ -16,7 +16,7 @@ import time
 
 import uvicorn
 
-from .app import Knobs, create_app
+from .app import CONTROL_HEADER, Knobs, create_app
 from .store import SandboxIdentity, SandboxStore
 
 STARTUP_TIMEOUT_SECONDS = 10.0
@@ -24,7 +24,11 @@ STOP_TIMEOUT_SECONDS = 5.0
 
 
 class SandboxServer:
-    """A running sandbox: ``url``, ``identity``, ``store``, ``knobs``; a context manager."""
+    """A running sandbox: ``url``, ``identity``, ``store``, ``knobs``; a context manager.
+
+    ``control_token`` (random per run unless given) is what the admin endpoints require in the
+    ``X-Sandbox-Token`` header; ``control_headers`` has it, ready for ``requests``.
+    """
 
     def __init__(
         self,
@@ -33,11 +37,13 @@ class SandboxServer:
         knobs: Knobs,
         host: str = "127.0.0.1",
         port: int = 0,
+        control_token: str | None = None,
     ) -> None:
         self.identity = identity
         self.store = store
         self.knobs = knobs
-        self.app = create_app(identity, store, knobs)
+        self.app = create_app(identity, store, knobs, control_token)
+        self.control_token: str = self.app.state.sandbox.control_token
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
         # then, and without it every keep-alive request waits ~40 ms (Nagle vs delayed ACK).
@@ -79,6 +85,11 @@ class SandboxServer:
         self.stop()
         raise RuntimeError("the EnKash sandbox did not start in time")
 
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """Headers for the admin endpoints (``/_sandbox/knobs``, ``stats``, ``reset``)."""
+        return {CONTROL_HEADER: self.control_token, "Content-Type": "application/json"}
+
     def _accepts_connections(self) -> bool:
         try:
             with socket.create_connection(self._address, timeout=0.5):
@@ -105,7 +116,7 @@ class SandboxServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"SandboxServer(url={self.url!r}, identity={self.identity!r})"
+        return f"SandboxServer(url={self.url!r}, identity={self.identity!r})"  # no token
 
 
 def start_sandbox(
@@ -116,15 +127,19 @@ def start_sandbox(
     port: int = 0,
     *,
     store: SandboxStore | None = None,
+    control_token: str | None = None,
 ) -> SandboxServer:
     """Start a sandbox in a daemon thread and return it once it accepts connections.
 
     ``store_path`` None keeps state in memory; a file keeps it across restarts. Pass ``store``
     instead to reuse an open ``SandboxStore`` (then ``store_path`` must be None).
+    ``control_token`` guards the admin endpoints; None makes a random one for this run
+    (``server.control_token``).
     """
     identity = identity or SandboxIdentity()
     if store is not None and store_path is not None:
         raise ValueError("give store or store_path, not both")
     if store is None:
         store = SandboxStore(store_path, identity)
-    return SandboxServer(identity, store, knobs or Knobs(), host, port).start()
+    server = SandboxServer(identity, store, knobs or Knobs(), host, port, control_token)
+    return server.start()

@@ -1,0 +1,75 @@
+"""One redaction for every text that comes from outside and is stored or shown.
+
+EnKash (or a proxy in front of it) may echo a request back in an error: a token endpoint's
+``error_description`` that quotes the form puts the partner password into the message. Every text
+from EnKash passes through ``redact()`` before it becomes an error message, a ledger column or an
+audit event, so a configured secret never reaches a page, a log line, an export or the ledger.
+
+The process remembers its configured secrets (``remember()``): ``EnkashConfig`` registers the
+client secret, the partner password and the Basic credentials built from them; ``Settings``
+registers the database password. Each is replaced in its plain, URL-encoded and JSON-escaped
+forms. Bearer/Basic credentials and ``access_token``/``refresh_token``/``password`` values are
+masked by pattern, whatever their value, so a token the process holds is never echoed either.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from urllib.parse import quote, quote_plus
+
+from pydantic import SecretStr
+
+MASK = "[redacted]"
+# Shorter values are not remembered: masking "1" or "ab" everywhere would garble every message.
+MIN_SECRET_LENGTH = 4
+
+_lock = threading.Lock()
+_secrets: frozenset[str] = frozenset()
+_pattern: re.Pattern[str] | None = None
+
+# Credentials by shape: an Authorization header's value, and name=value / "name": "value" pairs
+# whose name says it holds a secret (a form or JSON body echoed back).
+_NAMES = r"(?:access_token|refresh_token|id_token|client_secret|clientSecret|password)"
+_SHAPES = re.compile(
+    # A credential after Bearer/Basic has a digit or is long: "Basic details missing" is words.
+    r"(?i)(\b(?:bearer|basic)\s+)"
+    r"(?:(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}|[A-Za-z0-9._~+/=-]{20,})"
+    rf"|(\b{_NAMES}=)[^\s&\"',;}}]+"
+    rf"|([\"']{_NAMES}[\"']\s*:\s*[\"'])[^\"']+"
+)
+
+
+def _forms(value: str) -> set[str]:
+    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def remember(*values: str | SecretStr | None) -> None:
+    """Add secret values this process holds; ``None`` and very short values are ignored."""
+    global _secrets, _pattern
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH:
+            found |= _forms(value)
+    with _lock:
+        if found <= _secrets:
+            return
+        _secrets = _secrets | found
+        # Longest first, so a value is masked whole before any shorter one inside it.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
+
+
+def redact(text: str | None) -> str:
+    """``text`` with every remembered secret and every credential-shaped value masked."""
+    if not text:
+        return text or ""
+    text = str(text)
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return _SHAPES.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)
