@@ -59,7 +59,8 @@ to every API call; the others only to allocate. Neither touches ``/oauth/token``
 Fault replies (503, 500, 504) are plain JSON ``{"error": ...}``, never encrypted.
 
 Admin (sandbox only): ``GET /_sandbox/health``, ``GET /_sandbox/stats``, ``GET|POST
-/_sandbox/knobs``, ``POST /_sandbox/reset``.
+/_sandbox/knobs``, ``POST /_sandbox/reset``. The stats count token requests by grant and outcome
+(``token_requests``), so a test or benchmark can see how many sign-ins a client made.
 """
 
 from __future__ import annotations
@@ -360,9 +361,11 @@ class _Sandbox:
 
     async def token(self, request: Request) -> Response:
         try:
-            return await self._token(request)
+            response = await self._token(request)
         except _Stop as stop:
-            return stop.response
+            response = stop.response
+        self.store.note_token_request(await _grant_type(request), response.status_code == 200)
+        return response
 
     async def _token(self, request: Request) -> Response:
         identity = self.identity
@@ -668,6 +671,7 @@ class _Sandbox:
                 "cards": len(self.store.cards()),
                 "commit_count": self.store.commit_count(),
                 "allocate_requests": self.store.allocate_requests(),
+                "token_requests": self.store.token_requests(),
             }
         )
         return Response(body, media_type="application/json")
@@ -688,6 +692,15 @@ class _Sandbox:
         self.store.reset()
         self.reseed()
         return JSONResponse({"status": "reset"})
+
+
+async def _grant_type(request: Request) -> str:
+    """The ``grant_type`` a token request asked for ("" when it cannot be read)."""
+    try:
+        form = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return ""
+    return (form.get("grant_type") or [""])[0]
 
 
 def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
