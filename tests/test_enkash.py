@@ -898,11 +898,19 @@ def test_no_secret_or_token_reaches_a_log_line_or_message(sandbox, caplog):
     assert f"{ALLOCATE_PATH} -> 200" in caplog.text
 
 
-def test_clone_shares_no_session_or_token(sandbox):
+def test_clone_shares_the_token_but_not_the_session(sandbox):
     client, _ = make_client(sandbox)
     client.account_details()
     twin = client.clone()
     assert twin.config is client.config
     assert twin._session is not client._session
-    assert twin._token is None
+    assert twin.tokens is client.tokens
     assert twin.account_details().available_balance == Decimal("10000000.00")
+    assert sandbox.store.token_requests()["password"] == 1  # the twin did not sign in
+
+
+def test_a_token_cannot_be_shared_with_other_credentials(sandbox):
+    client, _ = make_client(sandbox)
+    other = dataclasses.replace(client.config, username="someone-else")
+    with pytest.raises(ValueError):
+        EnkashClient(other, tokens=client.tokens)
