@@ -1,7 +1,7 @@
 """Bulk allocation throughput: the bulk runner against a plain sequential ``requests`` loop.
 
     .venv/bin/python -m benchmarks.bulk [--rows 1000] [--baseline-rows 200] [--latency-ms 50]
-                                        [--concurrency 16]
+                                        [--concurrency 16] [--token-lifetime 300]
 
 Both run against one standalone sandbox (``python -m services.sandbox``, its own process, so the
 sandbox and the runner do not share a GIL, as EnKash and Points Desk would not) with the added
@@ -46,7 +46,9 @@ def _free_port() -> int:
 CONTROL_TOKEN = secrets.token_urlsafe(32)
 
 
-def start_sandbox_process(latency_ms: float) -> tuple[subprocess.Popen, str]:
+def start_sandbox_process(
+    latency_ms: float, token_lifetime: float = 300
+) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -59,6 +61,8 @@ def start_sandbox_process(latency_ms: float) -> tuple[subprocess.Popen, str]:
             str(latency_ms),
             "--control-token",
             CONTROL_TOKEN,
+            "--token-lifetime",
+            str(token_lifetime),
         ],
         cwd=PROJECT,
         stdout=subprocess.PIPE,
@@ -159,9 +163,12 @@ def main() -> int:
     parser.add_argument("--baseline-rows", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--token-lifetime", type=float, default=300, help="seconds each sandbox token lives"
+    )
     args = parser.parse_args()
 
-    process, url = start_sandbox_process(args.latency_ms)
+    process, url = start_sandbox_process(args.latency_ms, args.token_lifetime)
     try:
         baseline = sequential_baseline(url, args.baseline_rows)
         rate, facts, queued = runner_rate(url, args.rows, args.concurrency)
@@ -195,6 +202,13 @@ def main() -> int:
     print(
         f"sandbox: {stats['commit_count']} commits (expected {expected_commits}), "
         f"{stats['allocate_requests']} allocate requests"
+    )
+    tokens = stats["token_requests"]
+    print(
+        f"sign-ins: {tokens['password'] - 1} password (+1 by the sequential loop), "
+        f"{tokens['refresh_token']} refresh, "
+        f"{sum(n for kind, n in tokens.items() if kind.endswith('_refused'))} refused; "
+        f"tokens lived {args.token_lifetime:g} s"
     )
     ok = succeeded == args.rows and stats["commit_count"] == expected_commits
     print("every row is in the ledger, committed once" if ok else "MISMATCH: see above")

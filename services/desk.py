@@ -2,7 +2,8 @@
 
 One ``Desk`` per process. It is safe to share between threads: the ledger's engine is thread-safe,
 and EnKash clients (each with its own ``requests.Session``) are lent to one thread at a time from
-a small pool, so no session is ever used by two threads at once.
+a small pool, so no session is ever used by two threads at once. Every client the Desk makes
+shares one EnKash sign-in (``self.tokens``): one token per process, renewed once for all threads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from services.config import EnkashConfig, Settings, load_settings, sandbox_enkash_config
-from services.enkash import EnkashClient
+from services.enkash import EnkashClient, TokenHolder
 from services.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Desk:
         self.enkash_config = replace(
             enkash_config, timeout_seconds=self.settings.enkash_timeout_seconds
         )
+        self.tokens = TokenHolder(self.enkash_config)  # one EnKash sign-in for every client
         self.ledger = Ledger(self.settings.ledger_url)
         interrupted = self.ledger.recover_interrupted(actor="system")
         if interrupted:
@@ -79,15 +81,18 @@ class Desk:
         try:
             client = self._idle_clients.get_nowait()
         except queue.Empty:
-            client = EnkashClient(self.enkash_config)
+            client = EnkashClient(self.enkash_config, tokens=self.tokens)
         try:
             yield client
         finally:
             self._idle_clients.put(client)
 
     def new_client(self) -> EnkashClient:
-        """A client owned by the caller (a worker thread), not returned to the pool."""
-        return EnkashClient(self.enkash_config)
+        """A client owned by the caller (a worker thread), not returned to the pool.
+
+        It has its own session but shares the Desk's token: workers do not sign in one by one.
+        """
+        return EnkashClient(self.enkash_config, tokens=self.tokens)
 
     @property
     def runner(self) -> BatchRunner:
@@ -110,7 +115,8 @@ class Desk:
         if self.sandbox is None:
             raise RuntimeError("reset is only possible on the sandbox")
         self._stop_batches()  # no batch may keep sending into a wiped ledger
-        self.sandbox.store.reset()
+        self.sandbox.store.reset()  # forgets the tokens it issued, too
+        self.tokens.forget()
         self.ledger.reset()
 
     def close(self) -> None:

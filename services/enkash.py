@@ -14,9 +14,12 @@ here: an allocate call moves value, so every failure is classified by what it pr
   so a refusal is never retried: every client in this process built for the same credentials stops
   calling EnKash (without touching the network) until a person calls ``reset_login()``.
 
-An ``EnkashClient`` owns one ``requests.Session`` and a cached token and is **not thread-safe**:
-each worker thread uses its own client (``clone()`` makes one). Only the login refusal is shared,
-deliberately, so that many clients cannot add up to three refused sign-ins.
+An ``EnkashClient`` owns one ``requests.Session`` and is **not thread-safe**: each worker thread
+uses its own client (``clone()`` makes one). What clients share is the sign-in: a ``TokenHolder``
+keeps one access token for every client built with it (one per process, held by the ``Desk``), so
+16 threads start with one sign-in, renew it once near expiry, and re-sign-in once after a 401. The
+login refusal is shared process-wide too, so that many clients cannot add up to three refused
+sign-ins.
 """
 
 from __future__ import annotations
@@ -204,6 +207,118 @@ class _Token:
         return self.expires_at - margin
 
 
+# --- the shared token ---------------------------------------------------------------------------
+
+
+class TokenHolder:
+    """One EnKash access token shared by every client built with it. Thread-safe.
+
+    - A usable token is handed out without waiting.
+    - Shortly before it expires, one thread renews it (refresh grant first; a password sign-in
+      only when the refresh is refused with ``invalid_grant`` or there is no token); the others
+      wait for that one sign-in and use its token. At most one sign-in is in flight.
+    - Threads that waited for a sign-in take its outcome: its token, or the token still in hand if
+      a refresh got no answer, or its ``NotSent`` failure; they do not queue up sign-ins of their
+      own. The next call after a failure tries again.
+    - A 401 on an API call drops the token only if it is still the one refused, so many threads
+      refused with the same token cause one new sign-in, not one each.
+    - A refused sign-in is recorded process-wide for these credentials (as before): every client
+      sharing the holder, waiting or not, raises ``LoginRefused`` without touching the network.
+
+    The HTTP call itself is made by the client asking (``EnkashClient._grant``, its own session).
+    """
+
+    def __init__(self, config: EnkashConfig, *, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.fingerprint = _fingerprint(config)
+        self.clock = clock
+        self._lock = threading.Lock()  # held for the whole sign-in: the others wait on it
+        self._token: _Token | None = None
+        self._finished = 0  # sign-ins finished, so a waiter can tell one ended while it waited
+        self._failure: NotSent | None = None  # how the latest sign-in failed, if it did
+
+    def __repr__(self) -> str:
+        return f"TokenHolder(signed_in={self._token is not None})"
+
+    @property
+    def token(self) -> _Token | None:
+        return self._token
+
+    def access_token(self, client: EnkashClient) -> str:
+        """A usable access token: the shared one, renewed first when it is close to expiry."""
+        client._raise_if_refused()
+        token = self._token
+        if token is not None and self.clock() < token.refresh_at:
+            return token.access_token
+        finished_seen = self._finished
+        with self._lock:
+            client._raise_if_refused()  # refused while this thread waited
+            token = self._token
+            now = self.clock()
+            if token is not None and now < token.refresh_at:
+                return token.access_token  # renewed by another thread while this one waited
+            if self._finished != finished_seen:
+                # A sign-in ended while this thread waited for it: take its outcome.
+                if self._failure is not None:
+                    failure = self._failure
+                    raise NotSent(failure.message, http_status=failure.http_status)
+                if token is not None and now < token.expires_at:
+                    return token.access_token  # its refresh got no answer; still valid
+            try:
+                self._token = self._renew(client, token, now)
+                self._failure = None
+            except NotSent as exc:
+                self._failure = exc
+                raise
+            except BaseException:
+                self._failure = None
+                raise
+            finally:
+                self._finished += 1
+            return self._token.access_token
+
+    def _renew(self, client: EnkashClient, token: _Token | None, now: float) -> _Token:
+        """Refresh before expiry, else sign in with the password (the lock is held)."""
+        if token is not None and token.refresh_token and now < token.expires_at:
+            try:
+                return client._grant(
+                    {
+                        "grant_type": "refresh_token",
+                        "refresh_token": token.refresh_token,
+                        "clientId": self.config.client_id,
+                    },
+                    password_grant=False,
+                )
+            except _RefreshRefused:
+                log.info("EnKash refused the refresh token; signing in with the password")
+            except NotSent:
+                # EnKash did not answer the refresh; the current token still works for now.
+                if self.clock() < token.expires_at:
+                    return token
+        self._token = None
+        return client._grant(
+            {
+                "username": self.config.username,
+                "password": self.config.password.get_secret_value(),
+                "grant_type": "password",
+                "clientId": self.config.client_id,
+            },
+            password_grant=True,
+        )
+
+    def invalidate(self, access_token: str) -> None:
+        """EnKash refused ``access_token`` (HTTP 401): drop it, unless already replaced."""
+        with self._lock:
+            if self._token is not None and self._token.access_token == access_token:
+                self._token = None
+
+    def forget(self) -> None:
+        """Drop the token (after ``reset_login``): the next call signs in afresh."""
+        with self._lock:
+            self._token = None
+            self._failure = None
+
+
 # --- the client ---------------------------------------------------------------------------------
 
 
@@ -212,7 +327,9 @@ class EnkashClient:
 
     ``session`` may be given (tests count requests with a ``Session`` subclass); it must not carry
     an adapter with urllib3 ``Retry`` for POSTs, since a blind retry could send value twice.
-    ``clock`` is a monotonic clock in seconds, used for token expiry.
+    ``tokens`` is the ``TokenHolder`` to share with other clients (for the same configuration);
+    without one the client gets its own. ``clock`` is a monotonic clock in seconds, used for token
+    expiry by a holder the client makes (a shared holder keeps its own clock).
     """
 
     retry_backoff_seconds = 0.1  # first pause between connect attempts; doubles, capped at 1 s
@@ -223,12 +340,17 @@ class EnkashClient:
         *,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tokens: TokenHolder | None = None,
     ) -> None:
         self.config = config
+        if tokens is None:
+            tokens = TokenHolder(config, clock=clock)
+        elif tokens.fingerprint != _fingerprint(config):
+            raise ValueError("a shared EnKash token must come from the same credentials and host")
+        self.tokens = tokens
         self._session = session if session is not None else requests.Session()
-        self._clock = clock
-        self._token: _Token | None = None
-        self._fingerprint = _fingerprint(config)
+        self._clock = tokens.clock
+        self._fingerprint = tokens.fingerprint
         self._timeout = (config.connect_timeout_seconds, config.timeout_seconds)
 
     def __repr__(self) -> str:
@@ -237,11 +359,8 @@ class EnkashClient:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def clone(self) -> EnkashClient:
-        """A fresh client with the same configuration: own session, no token (for another thread).
-
-        The only state the two share is the process-wide login refusal for these credentials.
-        """
-        return EnkashClient(self.config, clock=self._clock)
+        """A client for another thread: its own session, the same shared token."""
+        return EnkashClient(self.config, tokens=self.tokens)
 
     def close(self) -> None:
         """Close the HTTP session (its pooled connections)."""
@@ -267,7 +386,12 @@ class EnkashClient:
         """
         with _REFUSED_LOCK:
             _REFUSED_LOGINS.pop(self._fingerprint, None)
-        self._token = None
+        self.tokens.forget()
+
+    @property
+    def _token(self) -> _Token | None:
+        """The shared token (read-only; tests look at it)."""
+        return self.tokens.token
 
     # -- public calls --------------------------------------------------------------------------
 
@@ -455,7 +579,7 @@ class EnkashClient:
         response: requests.Response | None = None
         for attempt in (1, 2):
             try:
-                token = self._ensure_token()
+                token = self.tokens.access_token(self)
             except EnkashError as exc:
                 exc.reference = exc.reference or reference  # the caller's row, for the ledger
                 raise
@@ -468,8 +592,9 @@ class EnkashClient:
             if response.status_code != 401:
                 break
             # A 401 is decided at the door, before the request is processed, so the same request
-            # may be sent again after one fresh sign-in.
-            self._token = None
+            # may be sent again after one fresh sign-in (shared: only if no other thread has
+            # already replaced the refused token).
+            self.tokens.invalidate(token)
             if attempt == 2:
                 # Refused again with a brand-new token: the request was still refused at the door,
                 # so nothing was processed -> NotSent (not LoginRefused: the sign-in itself worked,
@@ -636,42 +761,6 @@ class EnkashClient:
                 http_status=refusal.http_status,
                 code=refusal.code,
             )
-
-    def _ensure_token(self) -> str:
-        """A usable access token: cached, refreshed shortly before expiry, or a new sign-in."""
-        self._raise_if_refused()
-        token = self._token
-        now = self._clock()
-        if token is not None and now < token.refresh_at:
-            return token.access_token
-        if token is not None and token.refresh_token and now < token.expires_at:
-            try:
-                self._token = self._grant(
-                    {
-                        "grant_type": "refresh_token",
-                        "refresh_token": token.refresh_token,
-                        "clientId": self.config.client_id,
-                    },
-                    password_grant=False,
-                )
-                return self._token.access_token
-            except _RefreshRefused:
-                log.info("EnKash refused the refresh token; signing in with the password")
-            except NotSent:
-                # EnKash did not answer the refresh; the current token still works for now.
-                if self._clock() < token.expires_at:
-                    return token.access_token
-        self._token = None
-        self._token = self._grant(
-            {
-                "username": self.config.username,
-                "password": self.config.password.get_secret_value(),
-                "grant_type": "password",
-                "clientId": self.config.client_id,
-            },
-            password_grant=True,
-        )
-        return self._token.access_token
 
     def _grant(self, form: dict[str, str], *, password_grant: bool) -> _Token:
         """POST the token endpoint; a refusal of a password grant blocks further sign-ins."""

@@ -430,6 +430,54 @@ def test_a_refused_refresh_falls_back_to_a_password_sign_in(recorder_factory):
     assert recorder.api()[-1].header("Authorization") == "Bearer access-3"
 
 
+def test_threads_sharing_a_token_have_one_sign_in_in_flight(recorder_factory):
+    """The token endpoint fails slowly: the waiting threads do not each send a sign-in at once,
+    and the next call after the failure signs in (the sandbox cannot answer a sign-in slowly)."""
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most at once
+    failing = threading.Event()
+    failing.set()
+
+    def respond(seen: Seen):
+        if seen.path != TOKEN_PATH:
+            return echo_success(seen)
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        time.sleep(0.3)
+        with lock:
+            in_flight[0] -= 1
+        return (503, {"error": "busy"}) if failing.is_set() else token_reply()
+
+    recorder = recorder_factory(respond)
+    first = EnkashClient(recorder_config(recorder.url))
+    clients = [first, *(first.clone() for _ in range(7))]
+    start = threading.Barrier(len(clients))
+    errors: list[BaseException] = []
+
+    def work(client: EnkashClient) -> None:
+        start.wait()
+        try:
+            client.allocate(credit("EKC04AZHXP"))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(errors) == len(clients)
+    assert all(isinstance(error, NotSent) for error in errors)
+    assert in_flight[1] == 1
+    assert recorder.api() == []
+    failing.clear()
+    sign_ins = len(recorder.tokens())
+    assert all(c.allocate(credit("EKC04AZHXP")).transaction_id for c in clients)
+    assert len(recorder.tokens()) == sign_ins + 1  # one new sign-in serves all eight
+    assert not first.login_refused
+
+
 # --- the wire format ----------------------------------------------------------------------------
 
 
@@ -898,11 +946,19 @@ def test_no_secret_or_token_reaches_a_log_line_or_message(sandbox, caplog):
     assert f"{ALLOCATE_PATH} -> 200" in caplog.text
 
 
-def test_clone_shares_no_session_or_token(sandbox):
+def test_clone_shares_the_token_but_not_the_session(sandbox):
     client, _ = make_client(sandbox)
     client.account_details()
     twin = client.clone()
     assert twin.config is client.config
     assert twin._session is not client._session
-    assert twin._token is None
+    assert twin.tokens is client.tokens
     assert twin.account_details().available_balance == Decimal("10000000.00")
+    assert sandbox.store.token_requests()["password"] == 1  # the twin did not sign in
+
+
+def test_a_token_cannot_be_shared_with_other_credentials(sandbox):
+    client, _ = make_client(sandbox)
+    other = dataclasses.replace(client.config, username="someone-else")
+    with pytest.raises(ValueError):
+        EnkashClient(other, tokens=client.tokens)

@@ -123,6 +123,19 @@ def decimal_json(reply: requests.Response) -> dict:
     return json.loads(reply.text, parse_float=Decimal)
 
 
+NO_TOKEN_REQUESTS = dict.fromkeys(
+    (
+        "password",
+        "password_refused",
+        "refresh_token",
+        "refresh_token_refused",
+        "other",
+        "other_refused",
+    ),
+    0,
+)
+
+
 @pytest.fixture
 def sandbox():
     server = start_sandbox()
@@ -203,7 +216,8 @@ def test_login_must_be_form_encoded(client):
     assert reply.json()["error"] == "invalid_request"
 
 
-def test_refresh_token_grants_a_new_token_once(client):
+def test_refresh_token_grants_a_new_token_once(sandbox, client):
+    """A refresh token works once; the sandbox counts token requests by grant and outcome."""
     refresh = client.login().json()["refresh_token"]
 
     def use():
@@ -218,6 +232,18 @@ def test_refresh_token_grants_a_new_token_once(client):
     client.token = renewed.json()["access_token"]
     assert client.call(ACCOUNT).status_code == 200
     assert use().status_code == 401
+    assert client.login(password="nope").status_code == 401
+    assert client.login(grant_type="client_credentials").status_code == 400
+    assert sandbox.store.token_requests() == {
+        "password": 1,
+        "password_refused": 1,
+        "refresh_token": 1,
+        "refresh_token_refused": 1,
+        "other": 0,
+        "other_refused": 1,
+    }
+    sandbox.store.reset()
+    assert sandbox.store.token_requests() == NO_TOKEN_REQUESTS
 
 
 def test_token_expires_after_its_lifetime(sandbox, client):
@@ -638,6 +664,7 @@ def test_admin_endpoints(sandbox, client, card):
         "cards": 1,
         "commit_count": 1,
         "allocate_requests": 1,
+        "token_requests": {**NO_TOKEN_REQUESTS, "password": 1},
     }
     changed = requests.post(
         sandbox.url + "/_sandbox/knobs", json={"latency_ms": 5}, headers=control, timeout=5

@@ -66,6 +66,8 @@ with the per-run control token (random at start; ``SandboxServer.control_token``
 constant time (403 without it); the POSTs also need ``Content-Type: application/json`` (415). So
 another web page open in the same browser cannot turn faults on or wipe the state: its
 ``text/plain`` form POST carries neither, and it cannot add them without a CORS preflight.
+The stats count token requests by grant and outcome (``token_requests``), so a test or
+benchmark can see how many sign-ins a client made.
 """
 
 from __future__ import annotations
@@ -374,9 +376,11 @@ class _Sandbox:
 
     async def token(self, request: Request) -> Response:
         try:
-            return await self._token(request)
+            response = await self._token(request)
         except _Stop as stop:
-            return stop.response
+            response = stop.response
+        self.store.note_token_request(await _grant_type(request), response.status_code == 200)
+        return response
 
     async def _token(self, request: Request) -> Response:
         identity = self.identity
@@ -711,6 +715,7 @@ class _Sandbox:
                 "cards": len(self.store.cards()),
                 "commit_count": self.store.commit_count(),
                 "allocate_requests": self.store.allocate_requests(),
+                "token_requests": self.store.token_requests(),
             }
         )
         return Response(body, media_type="application/json")
@@ -731,6 +736,15 @@ class _Sandbox:
         self.store.reset()
         self.reseed()
         return JSONResponse({"status": "reset"})
+
+
+async def _grant_type(request: Request) -> str:
+    """The ``grant_type`` a token request asked for ("" when it cannot be read)."""
+    try:
+        form = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        return ""
+    return (form.get("grant_type") or [""])[0]
 
 
 def apply_knob_changes(knobs: Knobs, changes: Any) -> None:

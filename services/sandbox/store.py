@@ -30,6 +30,7 @@ import sqlite3
 import string
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ from typing import Any
 
 CENT = Decimal("0.01")
 LOCK_AFTER_FAILURES = 3
+_TOKEN_REQUEST_KINDS = (
+    "password",
+    "password_refused",
+    "refresh_token",
+    "refresh_token_refused",
+    "other",
+    "other_refused",
+)
 KYC_PENDING_MARK = "kyc-pending"
 NEW_CARD_FIELDS = ("email", "mobile", "title", "firstName", "gender")
 
@@ -218,6 +227,7 @@ class SandboxStore:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('failed_logins', '0')")
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('locked', '0')")
         self._allocate_requests = 0
+        self._token_requests: Counter[str] = Counter()
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._refresh_tokens: dict[str, float] = {}
 
@@ -256,6 +266,7 @@ class SandboxStore:
                 self._set_meta("failed_logins", 0)
                 self._set_meta("locked", 0)
             self._allocate_requests = 0
+            self._token_requests.clear()
             self._access_tokens.clear()
             self._refresh_tokens.clear()
 
@@ -416,6 +427,22 @@ class SandboxStore:
     def note_allocate_request(self) -> None:
         with self._lock:
             self._allocate_requests += 1
+
+    def token_requests(self) -> dict[str, int]:
+        """Token-endpoint requests since this store was opened or reset, by grant and outcome.
+
+        Keys: ``password`` and ``refresh_token`` (granted), the same with ``_refused`` (any
+        refusal), and ``other`` / ``other_refused`` for a missing or unknown grant type.
+        """
+        with self._lock:
+            counts = dict.fromkeys(_TOKEN_REQUEST_KINDS, 0)
+            counts.update(self._token_requests)
+            return counts
+
+    def note_token_request(self, grant: str, granted: bool) -> None:
+        kind = grant if grant in ("password", "refresh_token") else "other"
+        with self._lock:
+            self._token_requests[kind if granted else f"{kind}_refused"] += 1
 
     def account_summary(self, now: datetime | None = None) -> dict[str, Any]:
         """Totals for the card-account details call."""
