@@ -288,7 +288,7 @@ def _confirm(
     repeats: bulk.Repeats | None = None,
 ) -> None:
     # Runs as the dialog button's callback (the documented way; see DESIGN.md "Streamlit notes").
-    st.session_state["bulk_confirmed"] = True
+    st.session_state["bulk_confirmed"] = preview.file.digest
     try:
         record = bulk.queue_batch(
             the_desk.ledger,
@@ -334,8 +334,9 @@ def _confirm(
 
 @st.dialog("Send this batch?")
 def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
-    if st.session_state.pop("bulk_confirmed", False):
+    if st.session_state.pop("bulk_confirmed", None) == preview.file.digest:
         st.rerun()  # the callback queued it: close the dialog and show the live batch
+    # (A mark left by an earlier file, when its dialog was not rerun, must not close this one.)
     totals = preview.totals
     st.markdown(
         f"**{totals.valid:,} rows** from `{preview.file.name}`  \n"
