@@ -29,7 +29,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from services.allocations import (
-    ApprovalRequired,
     Outcome,
     debit_needs_approval,
     describe,
@@ -50,8 +49,6 @@ from services.ledger import (
 from services.models import Allocation, Kind, Status
 
 log = logging.getLogger("points_desk.approvals")
-
-__all__ = ["ApprovalRequired", "debit_needs_approval"]  # the debit rule lives in allocations
 
 REJECTED = "APPROVAL_REJECTED"  # the ledger's enkash_code for a debit an approver refused
 PENDING, APPROVED, REJECTED_STATUS = "pending", "approved", "rejected"
