@@ -38,6 +38,7 @@ from services.models import Status
 from services.sandbox import start_sandbox
 from tests.fault_support import (
     RATE_KNOBS,
+    SETTINGS,
     audit_books,
     client_for,
     create,
@@ -115,7 +116,7 @@ def run_points_desk(server, steps, totals: Totals) -> None:
                 ledger.recover_interrupted(actor="restart")
                 totals.outcomes["crashed"] += 1
                 continue
-            outcome = submit(ledger, client, allocation, operator="bench")
+            outcome = submit(ledger, client, allocation, operator="bench", settings=SETTINGS)
             totals.outcomes[outcome.status.value] += 1
         reset_knobs(server)
         settle_everything(ledger, client, actor="bench", rounds=6)

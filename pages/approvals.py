@@ -16,7 +16,7 @@ settings = desk().settings
 st.caption(
     f"Debits above {points(settings.points_desk_approval_debit_threshold, decimals=False)} points "
     f"and batches above {points(settings.points_desk_approval_batch_threshold, decimals=False)} "
-    "points wait here. Nothing is sent until it is approved, "
+    "points (or holding such a debit) wait here. Nothing is sent until it is approved, "
     + (
         "and in this open sandbox (no sign-in) you may decide your own requests."
         if open_sandbox()

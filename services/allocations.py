@@ -14,7 +14,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+from services.config import Settings
 from services.enkash import (
     BusinessRefusal,
     EnkashClient,
@@ -192,6 +194,31 @@ def _send(ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: s
     )
 
 
+class ApprovalRequired(Exception):
+    """A debit above the approval threshold was given to ``submit``: it needs a second person.
+
+    Nothing was written and nothing was sent. ``services.movements.request`` holds such a debit
+    for approval instead; an approved one is sent by ``services.approvals.send_approved``.
+    """
+
+
+def figure(amount: Decimal) -> str:
+    """Points in a sentence: ``99999`` -> ``99,999``, ``10.5`` -> ``10.50``."""
+    return f"{Decimal(amount):,.2f}".removesuffix(".00")
+
+
+def debit_threshold(settings: Settings | None) -> Decimal | None:
+    """The largest debit sent without a second person's approval; ``None``: every debit waits."""
+    return settings.points_desk_approval_debit_threshold if settings is not None else None
+
+
+def debit_needs_approval(amount: Decimal, settings: Settings | None) -> bool:
+    """A debit above the threshold (every debit when it is 0, or when no settings are given)
+    needs a second person's approval before it may be sent."""
+    threshold = debit_threshold(settings)
+    return threshold is None or amount > threshold
+
+
 def submit(
     ledger: Ledger,
     client: EnkashClient,
@@ -199,12 +226,25 @@ def submit(
     *,
     operator: str,
     session_id: str | None = None,
+    settings: Settings | None = None,
 ) -> Outcome:
     """Record the intent, call EnKash once, record the outcome.
+
+    A debit above the approval threshold of ``settings`` is refused with ``ApprovalRequired``
+    before anything is written (without ``settings`` every debit is): this function never sends
+    a debit that needs a second person, whoever calls it. ``services.movements.request`` is the
+    entry that holds such a debit for approval instead.
 
     A reference that is already in the ledger is never sent again: the existing row's outcome is
     returned (``replayed``), which is what a double click or a rerun of the same form gets.
     """
+    if allocation.kind is Kind.DEBIT and debit_needs_approval(allocation.amount, settings):
+        threshold = debit_threshold(settings)
+        limit = "" if threshold is None else f", above the {figure(threshold)} debit limit,"
+        raise ApprovalRequired(
+            f"Not sent: a debit of {figure(allocation.amount)} points{limit} needs a second "
+            "person's approval; ask for it with movements.request"
+        )
     try:
         ledger.record_intent(allocation, operator=operator, session_id=session_id)
     except DuplicateReference:

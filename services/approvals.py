@@ -1,9 +1,11 @@
 """Maker-checker: large debits and batches wait for a second person's approval before sending.
 
-A debit above ``POINTS_DESK_APPROVAL_DEBIT_THRESHOLD`` (a batch whose total is above
-``POINTS_DESK_APPROVAL_BATCH_THRESHOLD``; 0 means every one) is not sent. ``request_debit`` writes
-an approval request and the debit's intent to the ledger as ``QUEUED`` under the reference minted
-when the form was shown, with the maker as its operator. An approver who is not the maker then:
+A debit above ``POINTS_DESK_APPROVAL_DEBIT_THRESHOLD`` is not sent (0 means every one); nor is
+a batch that moves more than ``POINTS_DESK_APPROVAL_BATCH_THRESHOLD`` points in all, or that
+holds any one debit above the debit threshold (``batch_approval_reasons`` says which).
+``request_debit`` writes an approval request and the debit's intent to the ledger as ``QUEUED``
+under the reference minted when the form was shown, with the maker as its operator. An approver
+who is not the maker then:
 
 * ``approve``: the row gets ``approved_by``, is claimed and sent once, with its original
   reference; its audit trail shows the maker's intent, the approval and the outcome.
@@ -27,7 +29,13 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from services.allocations import Outcome, describe, send_claimed
+from services.allocations import (
+    Outcome,
+    debit_needs_approval,
+    describe,
+    figure,
+    send_claimed,
+)
 from services.config import Settings
 from services.enkash import EnkashClient
 from services.ledger import (
@@ -37,6 +45,7 @@ from services.ledger import (
     approvals,
     from_cents,
     to_cents,
+    transactions,
 )
 from services.models import Allocation, Kind, Status
 
@@ -78,6 +87,12 @@ class Approval:
     def pending(self) -> bool:
         return self.status == PENDING
 
+    @property
+    def reasons(self) -> list[str]:
+        """Why a batch waits ("holds a debit of 99,999 points (row 2), above the ...")."""
+        why = self.request.get("why") if self.subject_kind == "batch" else None
+        return [str(reason) for reason in why] if isinstance(why, list) else []
+
     def allocation(self) -> Allocation | None:
         """The debit exactly as the maker asked for it (``None`` for a batch)."""
         if self.subject_kind != "debit" or not self.request:
@@ -110,14 +125,47 @@ def _approval(m) -> Approval:
 # --- thresholds ----------------------------------------------------------------------------------
 
 
-def debit_needs_approval(amount: Decimal, settings: Settings) -> bool:
-    """A debit above the threshold (every debit when the threshold is 0) needs a second person."""
-    return amount > settings.points_desk_approval_debit_threshold
+def batch_approval_reasons(
+    total: Decimal, largest_debit: tuple[int, Decimal] | None, settings: Settings
+) -> list[str]:
+    """Why a batch waits for a second person, in a manager's words; empty when it need not.
+
+    ``total`` is every point the batch moves (credits and debits alike); ``largest_debit`` is its
+    largest debit as (row number, amount). A batch waits when its total is above the batch
+    threshold, or when any one debit in it is above the debit threshold: a file is not a way
+    round the rule a single debit on the Debit page follows.
+    """
+    reasons = []
+    batch_limit = settings.points_desk_approval_batch_threshold
+    if total > batch_limit:
+        reasons.append(f"moves {figure(total)} points, above the {figure(batch_limit)} batch limit")
+    if largest_debit is not None and debit_needs_approval(largest_debit[1], settings):
+        number, amount = largest_debit
+        reasons.append(
+            f"holds a debit of {figure(amount)} points (row {number}), above the "
+            f"{figure(settings.points_desk_approval_debit_threshold)} debit limit"
+        )
+    return reasons
 
 
-def batch_needs_approval(total: Decimal, settings: Settings) -> bool:
-    """A batch whose total points are above the batch threshold needs a second person."""
-    return total > settings.points_desk_approval_batch_threshold
+def batch_needs_approval(
+    total: Decimal, settings: Settings, largest_debit: tuple[int, Decimal] | None = None
+) -> bool:
+    """Whether a batch needs a second person (see ``batch_approval_reasons``)."""
+    return bool(batch_approval_reasons(total, largest_debit, settings))
+
+
+def largest_debit(ledger: Ledger, batch_id: str) -> tuple[int, Decimal] | None:
+    """A batch's largest debit row as (row number, amount); ``None`` if it debits nothing."""
+    t = transactions
+    with ledger.engine.begin() as conn:
+        found = conn.execute(
+            sa.select(t.c.row_number, t.c.amount_cents)
+            .where(t.c.batch_id == batch_id, t.c.kind == Kind.DEBIT.value)
+            .order_by(t.c.amount_cents.desc(), t.c.row_number)
+            .limit(1)
+        ).one_or_none()
+    return (found.row_number, from_cents(found.amount_cents)) if found is not None else None  # type: ignore[return-value]
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -247,9 +295,12 @@ def request_debit(
     return describe_row(ledger, ledger.get(allocation.reference), replayed=replayed)  # type: ignore[arg-type]
 
 
-def request_batch(ledger: Ledger, batch_id: str, total: Decimal, maker: str) -> Approval:
-    """Ask a second person to approve a batch of ``total`` points before it starts."""
-    return _request(ledger, "batch", batch_id, Decimal(total), maker, {})
+def request_batch(
+    ledger: Ledger, batch_id: str, total: Decimal, maker: str, why: list[str] | None = None
+) -> Approval:
+    """Ask a second person to approve a batch of ``total`` points before it starts; ``why`` are
+    the reasons it waits (``batch_approval_reasons``), shown with the request."""
+    return _request(ledger, "batch", batch_id, Decimal(total), maker, {"why": why} if why else {})
 
 
 # --- decisions -----------------------------------------------------------------------------------

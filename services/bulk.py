@@ -5,10 +5,14 @@ The life of a batch (state in the ``batches`` table, rows in ``transactions``):
 1. ``queue_batch`` records the batch and every valid row as ``QUEUED`` in one transaction, with
    references derived from (batch id, row number), so a resumed batch can never mint a second
    reference for a row. The same file (same SHA-256) is refused: it points at the first batch.
-2. ``start_batch`` is the single step from "confirmed" to "sending". A batch whose total points
-   are above the batch approval threshold starts only once a second person approved it
-   (``services.approvals``); otherwise ``AwaitingApproval``. It marks the batch ``running`` and
-   hands it to the Desk's ``BatchRunner``.
+   A file whose rows repeat rows of a batch of the last 30 days (same card or employee, kind and
+   amount; ``find_repeats``), however its bytes differ, is refused (``RepeatedRows``) unless the
+   manager acknowledged exactly those repeats; the acknowledgement is in each row's audit trail.
+2. ``start_batch`` is the single step from "confirmed" to "sending". A batch that moves more
+   points than the batch approval threshold, or holds any debit above the debit threshold,
+   starts only once a second person approved it (``services.approvals``); otherwise
+   ``AwaitingApproval``. It marks the batch ``running`` and hands it to the Desk's
+   ``BatchRunner``.
 3. The runner's job belongs to the process, not to a browser tab. Its worker threads (each with
    its own EnKash client) claim rows with the ledger's compare-and-set and send them with
    ``allocations.send_claimed``, under a shared requests-per-second cap.
@@ -28,17 +32,28 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from services import allocations, approvals
 from services.bulk_files import Preview, check_rows, parse_file
 from services.enkash import EnkashClient, EnkashError
-from services.ledger import BatchRecord, DuplicateBatchFile, Ledger, LedgerRow, StatusConflict
-from services.models import Status
+from services.ledger import (
+    BatchRecord,
+    DuplicateBatchFile,
+    Ledger,
+    LedgerRow,
+    StatusConflict,
+    batches,
+    to_cents,
+    transactions,
+)
+from services.models import Allocation, Status
 from services.spreadsheet import to_csv, to_xlsx
 
 if TYPE_CHECKING:
@@ -64,7 +79,10 @@ __all__ = [
     "BatchRunner",
     "DuplicateBatchFile",
     "Progress",
+    "RepeatedRows",
+    "Repeats",
     "cancel_batch",
+    "find_repeats",
     "pause_batch",
     "preview_upload",
     "progress",
@@ -103,6 +121,162 @@ def preview_upload(desk: Desk, file_name: str, content: bytes) -> Preview:
     )
 
 
+# --- rows repeating recent batches ---------------------------------------------------------------
+
+#: How far back a file's rows are compared with earlier batches.
+REPEAT_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class EarlierRow:
+    """A row of an earlier batch that a row of the file repeats."""
+
+    batch_id: str
+    row_number: int
+    created_at: datetime  # when that batch was queued
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Which rows of a file repeat rows of batches of the last 30 days, row by row.
+
+    A row repeats an earlier batch row when both move the same kind and amount for the same card
+    id, employee email or employee mobile (compared normalised: a changed space, letter case or
+    ``+91`` makes no difference). Earlier rows that failed (refused, cancelled, rejected) are
+    left out: they paid nothing.
+    """
+
+    checked: int  # valid rows of the file compared
+    rows: dict[int, tuple[EarlierRow, ...]] = field(default_factory=dict)  # file row -> earlier
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+    def pairs(self) -> set[tuple[int, str, int]]:
+        """(file row, earlier batch, earlier row) of each repeat: what an acknowledgement covers."""
+        return {(n, e.batch_id, e.row_number) for n, earlier in self.rows.items() for e in earlier}
+
+    def by_batch(self) -> list[tuple[str, datetime, list[int], list[int]]]:
+        """Per earlier batch, oldest first: (batch id, queued at, file rows, that batch's rows)."""
+        found: dict[str, tuple[datetime, set[int], set[int]]] = {}
+        for number, earlier in self.rows.items():
+            for e in earlier:
+                _, mine, theirs = found.setdefault(e.batch_id, (e.created_at, set(), set()))
+                mine.add(number)
+                theirs.add(e.row_number)
+        return [
+            (batch_id, at, sorted(mine), sorted(theirs))
+            for batch_id, (at, mine, theirs) in sorted(found.items(), key=lambda kv: kv[1][0])
+        ]
+
+    def summary(self) -> str:
+        """``3 of 3 rows repeat batch BK… (rows 1, 2, 3)``, one clause per earlier batch."""
+        return "; ".join(
+            f"{len(mine)} of {self.checked} rows repeat batch {batch_id} (rows {row_list(mine)})"
+            for batch_id, _, mine, _ in self.by_batch()
+        )
+
+
+class RepeatedRows(ValueError):
+    """The file repeats rows of a recent batch and nobody acknowledged paying them again."""
+
+    def __init__(self, repeats: Repeats):
+        self.repeats = repeats
+        super().__init__(
+            f"{repeats.summary()}. Nothing was queued: confirm that these rows were paid "
+            "before and should be paid again"
+        )
+
+
+def row_list(numbers: Iterable[int], limit: int = 20) -> str:
+    """``1, 2, 3`` (at most ``limit`` numbers, then ``… (N more)``)."""
+    numbers = list(numbers)
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    return shown + (f" … ({len(numbers) - limit} more)" if len(numbers) > limit else "")
+
+
+def _identities(card_id: str | None, email: str | None, mobile: str | None) -> list[str]:
+    """The normalised ways a row names its person: card id, email, mobile."""
+    found = []
+    if card_id and card_id.strip():
+        found.append("card:" + "".join(card_id.split()).upper())
+    if email and email.strip():
+        found.append("email:" + "".join(email.split()).casefold())
+    digits = "".join(ch for ch in (mobile or "") if ch.isdigit())[-10:]
+    if digits:
+        found.append("mobile:" + digits)
+    return found
+
+
+def _keys(allocation: Allocation) -> list[tuple[str, int, str]]:
+    employee = allocation.employee
+    return [
+        (allocation.kind.value, to_cents(allocation.amount), identity)
+        for identity in _identities(
+            allocation.card_id,
+            employee.email if employee else None,
+            employee.mobile if employee else None,
+        )
+    ]
+
+
+def find_repeats(
+    ledger: Ledger,
+    preview: Preview,
+    *,
+    now: datetime | None = None,
+    window: timedelta = REPEAT_WINDOW,
+) -> Repeats:
+    """For each valid row of ``preview``, the rows of batches of the last ``window`` it repeats.
+
+    One pass over the ledger's batch rows of the window (one query), matched in memory on
+    (kind, amount, card id / email / mobile). See ``Repeats`` for what counts as a repeat.
+    """
+    wanted: dict[tuple[str, int, str], list[int]] = {}
+    for valid in preview.valid:
+        for key in _keys(valid.allocation):
+            wanted.setdefault(key, []).append(valid.number)
+    found: dict[int, dict[tuple[str, int], EarlierRow]] = {}
+    if wanted:
+        since = (now or datetime.now(UTC)) - window
+        t, b = transactions, batches
+        query = (
+            sa.select(
+                t.c.batch_id,
+                t.c.row_number,
+                t.c.kind,
+                t.c.amount_cents,
+                t.c.card_id,
+                t.c.email,
+                t.c.mobile,
+                b.c.created_at,
+            )
+            .join(b, b.c.batch_id == t.c.batch_id)
+            .where(
+                t.c.batch_id.is_not(None),
+                t.c.created_at > since,
+                t.c.status != Status.FAILED.value,
+                t.c.kind.in_(sorted({kind for kind, _, _ in wanted})),
+            )
+        )
+        with ledger.engine.connect() as conn:
+            for m in conn.execute(query):
+                earlier = EarlierRow(m.batch_id, m.row_number, m.created_at)
+                for identity in _identities(m.card_id, m.email, m.mobile):
+                    for number in wanted.get((m.kind, m.amount_cents, identity), ()):
+                        found.setdefault(number, {})[(m.batch_id, m.row_number)] = earlier
+    return Repeats(
+        checked=len(preview.valid),
+        rows={
+            number: tuple(sorted(by_row.values(), key=lambda e: (e.created_at, e.row_number)))
+            for number, by_row in sorted(found.items())
+        },
+    )
+
+
+# --- queueing ------------------------------------------------------------------------------------
+
+
 def queue_batch(
     ledger: Ledger,
     preview: Preview,
@@ -111,11 +285,15 @@ def queue_batch(
     concurrency: int = DEFAULT_CONCURRENCY,
     rate_limit: float | None = None,
     session_id: str | None = None,
+    acknowledged: Repeats | None = None,
 ) -> BatchRecord:
     """Record the batch and queue its valid rows (``QUEUED``) in one transaction.
 
     ``DuplicateBatchFile`` if this file was queued before (nothing is written): a file can be
-    paid only once. ``ValueError`` for settings out of range or a preview with no valid rows.
+    paid only once. ``RepeatedRows`` if its rows repeat rows of a recent batch (``find_repeats``,
+    asked again here) that ``acknowledged`` does not cover: the manager must have seen and
+    accepted each repeat; the acknowledgement is written into the repeated rows' audit trail and
+    the batch's note. ``ValueError`` for settings out of range or a preview with no valid rows.
     """
     concurrency = int(concurrency)
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -127,6 +305,9 @@ def queue_batch(
     existing = ledger.batch_by_digest(preview.file.digest)
     if existing is not None:
         raise DuplicateBatchFile(existing)
+    repeats = find_repeats(ledger, preview)
+    if repeats and not repeats.pairs() <= (acknowledged.pairs() if acknowledged else set()):
+        raise RepeatedRows(repeats)
     batch_id = new_batch_id()
     rows = [
         (
@@ -146,7 +327,16 @@ def queue_batch(
         concurrency=concurrency,
         rate_limit=rate_limit,
         session_id=session_id,
+        note=f"{operator} acknowledged: {repeats.summary()}; paid again" if repeats else "",
+        row_notes={
+            number: f"repeats {_earlier_words(earlier)}; paid again as {operator} acknowledged"
+            for number, earlier in repeats.rows.items()
+        },
     )
+
+
+def _earlier_words(earlier: Iterable[EarlierRow]) -> str:
+    return ", ".join(f"batch {e.batch_id} row {e.row_number}" for e in earlier)
 
 
 # --- state changes -------------------------------------------------------------------------------
@@ -161,11 +351,17 @@ def batch_total(record: BatchRecord) -> Decimal:
     return record.credit_points + record.debit_points
 
 
+def approval_reasons(desk: Desk, record: BatchRecord) -> list[str]:
+    """Why this batch needs a second person (its total, or a debit above the debit limit)."""
+    largest = approvals.largest_debit(desk.ledger, record.batch_id) if record.debit_rows else None
+    return approvals.batch_approval_reasons(batch_total(record), largest, desk.settings)
+
+
 def needs_approval(desk: Desk, record: BatchRecord) -> bool:
     """Whether this batch must wait for a second person before it may start."""
-    return approvals.batch_needs_approval(
-        batch_total(record), desk.settings
-    ) and not approvals.is_approved(desk.ledger, record.batch_id)
+    return bool(approval_reasons(desk, record)) and not approvals.is_approved(
+        desk.ledger, record.batch_id
+    )
 
 
 def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
@@ -178,10 +374,11 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     record = desk.ledger.get_batch(batch_id)
     if record is None:
         raise KeyError(batch_id)
-    if needs_approval(desk, record):
+    reasons = approval_reasons(desk, record)
+    if reasons and not approvals.is_approved(desk.ledger, batch_id):
         raise AwaitingApproval(
-            f"batch {batch_id} moves {batch_total(record):,} points: a second person has to "
-            "approve it on the Approvals page first"
+            f"batch {batch_id} {' and '.join(reasons)}: a second person has to approve it on "
+            "the Approvals page first"
         )
     now = datetime.now(UTC)
     moved = desk.ledger.update_batch(
@@ -200,14 +397,16 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
 
 
 def start_or_ask_approval(desk: Desk, batch_id: str, *, actor: str) -> bool:
-    """What confirming a batch does: start it, or, above the approval threshold, ask a second
-    person (nothing is sent until they approve). Returns True when it waits for approval."""
+    """What confirming a batch does: start it, or, when it needs approval (its total, or a debit
+    above the debit limit), ask a second person, saying why (nothing is sent until they
+    approve). Returns True when it waits for approval."""
     try:
         start_batch(desk, batch_id, actor=actor)
     except AwaitingApproval:
         record = desk.ledger.get_batch(batch_id)
         assert record is not None  # start_batch found it
-        approvals.request_batch(desk.ledger, batch_id, batch_total(record), actor)
+        why = approval_reasons(desk, record)
+        approvals.request_batch(desk.ledger, batch_id, batch_total(record), actor, why=why)
         return True
     return False
 

@@ -3,9 +3,10 @@
 A few hundred partner employees (Indian first names, valid emails and mobiles) get an account,
 then months of credits and the odd debit, from several operators, some in bulk batches, with a
 few refusals EnKash really gives (KYC under review, a debit larger than the card holds). Every
-transaction goes through ``allocations.submit`` (or the batch path: ``record_intents``, ``claim``,
-``send_claimed``) against the embedded sandbox over loopback HTTP, several worker threads each
-with its own client, so the ledger and the sandbox agree exactly as they would in use.
+transaction goes through ``movements.request`` (a large debit is approved by another operator),
+or the batch path (``record_intents``, ``claim``, ``send_claimed``), against the embedded
+sandbox over loopback HTTP, several worker threads each with its own client, so the ledger and
+the sandbox agree exactly as they would in use.
 
 Afterwards the rows' ``created_at``/``updated_at`` (and their audit events, shifted by the same
 amount) are spread over the last few months so the charts have history. Each card's rows keep
@@ -28,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from services import allocations
+from services import allocations, approvals, movements
 from services.desk import Desk
 from services.enkash import EnkashClient
 from services.ledger import audit_events, transactions
@@ -343,13 +344,22 @@ def load(
         )
 
     def direct(person: _Person, step: _Step) -> None:
-        done = allocations.submit(
+        done = movements.request(
             ledger,
             client(),
             allocation(person, step, allocations.new_reference("DM")),
+            desk.settings,
             operator=step.operator,
             session_id="demo-data",
         )
+        if done.row.status is Status.QUEUED:
+            # A large debit waited for a second person: another operator approves it (and so
+            # sends it), as a team would.
+            held = approvals.for_subject(ledger, "debit", done.row.reference)
+            assert held is not None
+            checker = next(name for name in OPERATORS if name != step.operator)
+            done = approvals.approve(ledger, held.id, approver=checker, client=client()).outcome
+            assert done is not None
         record(person, step, done.row)
 
     def queued(person: _Person, step: _Step, reference: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1194,11 +1194,15 @@ class Ledger:
         rate_limit: float | None = None,
         session_id: str | None = None,
         state: str = "queued",
+        note: str = "",
+        row_notes: Mapping[int, str] | None = None,
     ) -> BatchRecord:
         """Record a batch and queue all its rows (``QUEUED``) in ONE transaction: all or nothing.
 
-        ``DuplicateBatchFile`` if a batch with this file digest exists; ``DuplicateReference`` if
-        a reference is already in the ledger. Nothing is written in either case.
+        ``note`` is the batch's first note; ``row_notes`` (row number -> text) are added to those
+        rows' first audit events. ``DuplicateBatchFile`` if a batch with this file digest exists;
+        ``DuplicateReference`` if a reference is already in the ledger. Nothing is written in
+        either case.
         """
         if state not in BATCH_STATES:
             raise ValueError(f"state must be one of {', '.join(BATCH_STATES)}")
@@ -1224,7 +1228,7 @@ class Ledger:
             "debit_cents": sum(to_cents(a) for a in debits),
             "created_at": now,
             "updated_at": now,
-            "note": "",
+            "note": note,
         }
         rows, events = _batch_rows(
             allocations,
@@ -1235,6 +1239,10 @@ class Ledger:
             approved_by=None,
             now=now,
         )
+        for values, first in zip(rows, events, strict=True):
+            extra = (row_notes or {}).get(values["row_number"])
+            if extra:
+                first["detail"] += f"; {extra}"
         try:
             with self._writing() as conn:
                 conn.execute(batches.insert().values(record))

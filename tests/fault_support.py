@@ -17,12 +17,14 @@ from decimal import Decimal
 
 from services import reconcile
 from services.allocations import REFERENCE_MISMATCH
-from services.config import sandbox_enkash_config
+from services.config import load_settings, sandbox_enkash_config
 from services.enkash import EnkashClient
 from services.ledger import Ledger
 from services.models import Allocation, Employee, Status
 
 NO_GRACE = timedelta(0)
+# Default settings: a debit up to the approval threshold (10,000) may be sent without approval.
+SETTINGS = load_settings(secrets_file=None)
 # The sandbox's fault knobs that are rates (0 to 1): what a fault schedule turns on.
 RATE_KNOBS = (
     "fail_before_commit_rate",

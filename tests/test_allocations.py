@@ -28,6 +28,7 @@ from services.ledger import Ledger, StatusConflict
 from services.models import Status, TransactionRecord
 from tests.fault_support import (
     NO_GRACE,
+    SETTINGS,
     client_for,
     create,
     credit,
@@ -115,7 +116,7 @@ def test_submit_records_the_intent_then_the_confirmed_outcome(ledger, client, sa
 
 def test_a_business_refusal_is_failed_and_moves_nothing(ledger, client, sandbox):
     card = open_card(ledger, client, "100")
-    outcome = submit(ledger, client, debit(card, "500"), operator="asha")
+    outcome = submit(ledger, client, debit(card, "500"), operator="asha", settings=SETTINGS)
     assert outcome.status is Status.FAILED
     assert outcome.row.enkash_message == "Insufficient balance in card"
     assert "refused" in outcome.headline
@@ -280,7 +281,7 @@ def test_a_lookup_status_that_cannot_be_read_settles_nothing(ledger, client, san
 def test_settle_on_a_row_that_is_not_unknown_is_a_no_op(ledger, client, sandbox):
     card = open_card(ledger, client)
     done = submit(ledger, client, credit(card, "10"), operator="asha").row
-    refused = submit(ledger, client, debit(card, "99999"), operator="asha").row
+    refused = submit(ledger, client, debit(card, "9999"), operator="asha", settings=SETTINGS).row
     fake = FakeLookup("FAILED")
     for row in (done, refused):
         trail = ledger.audit_trail(row.reference)

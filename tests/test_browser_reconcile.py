@@ -50,7 +50,7 @@ def prepare(data_dir: Path) -> dict[str, str]:
                 for name, value in faults.items():
                     setattr(knobs, name, value)
                 try:
-                    row = submit(ledger, client, allocation, operator="asha").row
+                    row = submit(ledger, client, allocation, operator="asha", settings=settings).row
                 finally:
                     for name in faults:
                         setattr(knobs, name, 0)

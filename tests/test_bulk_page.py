@@ -235,3 +235,72 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
         body = page.locator("[data-testid='stMain']").inner_text()
     assert "Traceback" not in body
     assert "Finished" in body
+
+
+def test_a_file_repeating_a_recent_batch_needs_the_acknowledgement_before_sending(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    first, _ = send_and_wait(app, app_desk)
+    paid = app_desk.sandbox.store.commit_count()
+
+    # The same rows with one space changed: another digest, the same people and amounts.
+    again = [GOOD[0].replace(",October", ", October"), *GOOD[1:3], GOOD[3].replace("400", "401")]
+    upload(app, "october-again.csv", content(*again))
+    text = page_text(app)
+    assert f"3 of 4 rows repeat batch `{first}`" in text and "(rows 2, 3, 4;" in text
+    marked = app.dataframe[0].value
+    assert [bool(v) for v in marked["Paid before"]] == [True, True, True, False]
+    assert marked["Paid before"][0] == f"🔁 {first} row 2"
+    box = app.checkbox(key="bulk_ack_repeats")
+    assert box.label == "I know these rows were paid before; pay them again" and not box.value
+    assert app.button(key="bulk_send").disabled
+
+    box.check().run()
+    assert not app.button(key="bulk_send").disabled
+    second, notice = send_and_wait(app, app_desk)
+    assert second != first and f"Batch {second} is sending: 4 rows." in notice
+    assert app_desk.sandbox.store.commit_count() == paid + 4
+    record = app_desk.ledger.get_batch(second)
+    row = next(r for r in app_desk.ledger.rows(batch_id=second) if r.row_number == 2)
+    assert "paid again as" in app_desk.ledger.audit_trail(row.reference)[0].detail
+    assert record.operator in app_desk.ledger.audit_trail(row.reference)[0].detail
+
+
+def test_a_file_debiting_one_card_heavily_says_it_waits_and_why(app, app_desk):
+    from services import movements
+    from services.allocations import new_reference
+    from services.models import Allocation
+
+    opening = Allocation.model_validate(
+        {
+            "reference": new_reference(),
+            "kind": "create",
+            "amount": "150000",
+            "employee": {
+                "email": "priya@example.com",
+                "mobile": "9800000001",
+                "title": "Ms",
+                "first_name": "Priya",
+                "gender": "F",
+            },
+        }
+    )
+    with app_desk.client() as client:
+        opened = movements.request(
+            app_desk.ledger, client, opening, app_desk.settings, operator="asha"
+        )
+    card = opened.row.card_id
+    app.switch_page(BULK).run()
+    upload(app, "recover.csv", content(f"debit,,,,,,{card},99999,Recovery"))
+    app.button(key="bulk_send").click().run()
+    expected = "holds a debit of 99,999 points (row 2), above the 10,000 debit limit"
+    assert expected in page_text(app)
+    app.button(key="bulk_confirm").click().run()
+    assert not app.exception, app.exception
+    assert expected in page_text(app)
+    record = app_desk.ledger.list_batches()[0]
+    assert record.state == "queued" and app_desk.sandbox.store.card_balance(card) == Decimal(
+        "150000.00"
+    )
+    app.switch_page("pages/approvals.py").run()
+    assert f"Waits because it {expected}." in page_text(app)

@@ -33,6 +33,7 @@ from services.models import Status
 from services.sandbox import start_sandbox
 from tests.fault_support import (
     NO_GRACE,
+    SETTINGS,
     assert_books_agree,
     client_for,
     create,
@@ -169,7 +170,7 @@ def test_an_unknown_outcome_is_settled_without_paying_twice(
     sandbox.knobs.drop_hang_seconds = 1.0  # outlives the client's 0.5 s read timeout
     setattr(sandbox.knobs, knob, 1)
     allocation = debit(card, "300")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.UNKNOWN
     reset_knobs(sandbox)
     expected = Decimal("700.00") if committed else Decimal("1000.00")

@@ -32,6 +32,7 @@ from services.sandbox import start_sandbox
 from tests.fault_support import (
     NO_GRACE,
     RATE_KNOBS,
+    SETTINGS,
     audit_books,
     client_for,
     create,
@@ -93,7 +94,7 @@ class FaultMachine(RuleBasedStateMachine):
         cards = self.cards()
         if cards:
             allocation = debit(cards[pick % len(cards)], str(amount))
-            submit(self.ledger, self.client, allocation, operator="machine")
+            submit(self.ledger, self.client, allocation, operator="machine", settings=SETTINGS)
 
     # -- faults ----------------------------------------------------------------------------------
 

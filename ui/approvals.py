@@ -45,9 +45,10 @@ def _what(approval: Approval) -> str:
                 f"debits {points(record.debit_points)} points from {record.debit_rows:,} cards"
             )
         summary = ", ".join(moves)
+        why = " and ".join(approval.reasons)
         return (
             f"Batch **{record.file_name}** · {record.row_count:,} rows  \n"
-            f"{summary[:1].upper()}{summary[1:]}"
+            f"{summary[:1].upper()}{summary[1:]}" + (f"  \nWaits because it {why}." if why else "")
         )
     request = approval.request
     employee = request.get("employee") or {}

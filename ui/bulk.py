@@ -17,7 +17,7 @@ from services.bulk_files import (
     template_xlsx,
 )
 from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
-from services.models import Status
+from services.models import Kind, Status
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.sidebar import forget_pool
@@ -25,6 +25,9 @@ from ui.sidebar import forget_pool
 OPEN = "bulk_open_batch"
 FLASH = "bulk_flash"
 UPLOADS = "bulk_upload_round"
+REPEATS = "bulk_repeats"  # (file digest, Repeats) of the previewed file
+ACKNOWLEDGE = "bulk_ack_repeats"
+ACKNOWLEDGE_LABEL = "I know these rows were paid before; pay them again"
 _STATE_LOOK = {
     "queued": ("Queued", "gray", "⏳"),
     "running": ("Running", "blue", "▶️"),
@@ -99,11 +102,53 @@ def load_preview(uploaded: Any) -> Preview | None:
     return preview
 
 
-def _valid_table(preview: Preview) -> pd.DataFrame:
+def repeats_of(preview: Preview) -> bulk.Repeats:
+    """The previewed file's rows that repeat recent batches (asked once per file)."""
+    cached = st.session_state.get(REPEATS)
+    if cached and cached[0] == preview.file.digest:
+        return cached[1]
+    repeats = bulk.find_repeats(desk().ledger, preview)
+    st.session_state[REPEATS] = (preview.file.digest, repeats)
+    st.session_state.pop(ACKNOWLEDGE, None)  # a new file is acknowledged afresh
+    return repeats
+
+
+def acknowledged(preview: Preview) -> bulk.Repeats | None:
+    """The repeats the manager ticked the acknowledgement for (``None`` if not ticked)."""
+    repeats = repeats_of(preview)
+    return repeats if repeats and st.session_state.get(ACKNOWLEDGE) else None
+
+
+def _repeats_notice(repeats: bulk.Repeats) -> None:
+    lines = [
+        f"**{len(mine):,} of {repeats.checked:,} rows repeat batch `{batch_id}` of "
+        f"{ist(at, '%d %b')}** (rows {bulk.row_list(mine)}; its rows {bulk.row_list(theirs)})"
+        for batch_id, at, mine, theirs in repeats.by_batch()
+    ]
+    st.warning(
+        "  \n".join(lines) + "  \nSame card or employee, kind and amount as a batch of the last "
+        "30 days: these people may be paid twice. The repeated rows are marked in the table.",
+        icon="🔁",
+    )
+    st.checkbox(ACKNOWLEDGE_LABEL, key=ACKNOWLEDGE)
+
+
+def _valid_table(preview: Preview, repeats: bulk.Repeats | None = None) -> pd.DataFrame:
+    earlier = repeats.rows if repeats else {}
     return pd.DataFrame(
         [
             {
                 "Row": row.number,
+                **(
+                    {
+                        "Paid before": "🔁 "
+                        + ", ".join(f"{e.batch_id} row {e.row_number}" for e in earlier[row.number])
+                        if row.number in earlier
+                        else ""
+                    }
+                    if earlier
+                    else {}
+                ),
                 "Kind": row.allocation.kind.value,
                 "Name": row.values.get("first_name", ""),
                 "Email": row.allocation.employee.email if row.allocation.employee else "",
@@ -199,13 +244,16 @@ def render_preview(preview: Preview) -> bool:
         )
     for warning in preview.warnings:
         st.info(warning, icon="ℹ️")
+    repeats = repeats_of(preview)
+    if repeats:
+        _repeats_notice(repeats)
     ready, rejected = st.tabs(
         [f"Ready to send ({totals.valid:,})", f"Rejected ({totals.rejected:,})"]
     )
     with ready:
         if preview.valid:
             st.dataframe(
-                _valid_table(preview),
+                _valid_table(preview, repeats),
                 hide_index=True,
                 height=260,
                 column_config={"Points": st.column_config.NumberColumn(format="%.2f")},
@@ -226,14 +274,21 @@ def render_preview(preview: Preview) -> bool:
             )
         else:
             st.caption("Every row passed the checks.")
-    return existing is None and bool(preview.valid) and fits is not False
+    acknowledged_or_none = not repeats or bool(st.session_state.get(ACKNOWLEDGE))
+    return existing is None and bool(preview.valid) and fits is not False and acknowledged_or_none
 
 
 def _confirm(
-    preview: Preview, concurrency: int, rate: float, the_desk: Any, actor: str, sid: str
+    preview: Preview,
+    concurrency: int,
+    rate: float,
+    the_desk: Any,
+    actor: str,
+    sid: str,
+    repeats: bulk.Repeats | None = None,
 ) -> None:
     # Runs as the dialog button's callback (the documented way; see DESIGN.md "Streamlit notes").
-    st.session_state["bulk_confirmed"] = True
+    st.session_state["bulk_confirmed"] = preview.file.digest
     try:
         record = bulk.queue_batch(
             the_desk.ledger,
@@ -242,8 +297,14 @@ def _confirm(
             concurrency=concurrency,
             rate_limit=rate or None,
             session_id=sid,
+            acknowledged=repeats,
         )
         held = bulk.start_or_ask_approval(the_desk, record.batch_id, actor=actor)
+    except bulk.RepeatedRows as repeated:
+        # Another batch repeating these rows was queued since the preview: show it and ask again.
+        st.session_state.pop(REPEATS, None)
+        flash("error", f"Nothing was sent: {repeated}.")
+        return
     except DuplicateBatchFile as duplicate:
         flash(
             "error",
@@ -257,12 +318,15 @@ def _confirm(
     st.session_state[OPEN] = record.batch_id
     st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
     st.session_state.pop("bulk_preview", None)
+    st.session_state.pop(REPEATS, None)
+    st.session_state.pop(ACKNOWLEDGE, None)
     forget_pool()
     if held:
+        why = " and ".join(bulk.approval_reasons(the_desk, record))
         flash(
             "info",
-            f"Batch {record.batch_id} ({record.row_count:,} rows) waits for a second person to "
-            "approve it on the Approvals page. Nothing is sent until then.",
+            f"Batch {record.batch_id} ({record.row_count:,} rows) {why}: it waits for a second "
+            "person to approve it on the Approvals page. Nothing is sent until then.",
         )
     else:
         flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
@@ -270,8 +334,9 @@ def _confirm(
 
 @st.dialog("Send this batch?")
 def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
-    if st.session_state.pop("bulk_confirmed", False):
+    if st.session_state.pop("bulk_confirmed", None) == preview.file.digest:
         st.rerun()  # the callback queued it: close the dialog and show the live batch
+    # (A mark left by an earlier file, when its dialog was not rerun, must not close this one.)
     totals = preview.totals
     st.markdown(
         f"**{totals.valid:,} rows** from `{preview.file.name}`  \n"
@@ -281,13 +346,25 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     if totals.rejected:
         st.caption(f"{totals.rejected:,} rejected rows are left out.")
-    settings = desk().settings
-    if approvals.batch_needs_approval(totals.credit_points + totals.debit_points, settings):
+    debits = [v for v in preview.valid if v.allocation.kind is Kind.DEBIT]
+    largest = max(debits, key=lambda v: v.allocation.amount) if debits else None
+    why = approvals.batch_approval_reasons(
+        totals.credit_points + totals.debit_points,
+        (largest.number, largest.allocation.amount) if largest else None,
+        desk().settings,
+    )
+    if why:
         st.info(
-            "This batch moves more than "
-            f"{points(settings.points_desk_approval_batch_threshold, decimals=False)} points: "
-            "it waits for a second person's approval before anything is sent.",
+            f"This batch {' and '.join(why)}: it waits for a second person's approval before "
+            "anything is sent.",
             icon="👥",
+        )
+    repeats = acknowledged(preview)
+    if repeats:
+        st.warning(
+            f"Pays again {len(repeats.rows):,} rows that repeat an earlier batch, as you "
+            "acknowledged.",
+            icon="🔁",
         )
     st.caption(
         f"Sent {concurrency} at a time"
@@ -300,7 +377,7 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
         type="primary",
         key="bulk_confirm",
         on_click=_confirm,
-        args=(preview, concurrency, rate, desk(), operator(), session_id()),
+        args=(preview, concurrency, rate, desk(), operator(), session_id(), repeats),
         width="stretch",
     )
     if back.button("Not yet", key="bulk_cancel_dialog", width="stretch"):

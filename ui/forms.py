@@ -15,9 +15,10 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
-from services.allocations import Outcome, new_reference, submit
-from services.approvals import debit_needs_approval, describe_row, request_debit
-from services.models import Allocation, Kind, field_errors
+from services import movements
+from services.allocations import Outcome, new_reference
+from services.approvals import describe_row
+from services.models import Allocation, field_errors
 from ui.context import desk, operator, session_id
 
 _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
@@ -25,9 +26,7 @@ _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
 
 def needs_approval(allocation: Allocation) -> bool:
     """A debit above the approval threshold waits for a second person instead of being sent."""
-    return allocation.kind is Kind.DEBIT and debit_needs_approval(
-        allocation.amount, desk().settings
-    )
+    return movements.needs_approval(allocation, desk().settings)
 
 
 class FormFlow:
@@ -134,20 +133,18 @@ class FormFlow:
         if allocation is None:
             return self.outcome
         the_desk = desk()
-        if needs_approval(allocation):
-            # Maker-checker: held in the ledger for a second person; nothing goes to EnKash.
-            outcome = request_debit(
-                the_desk.ledger, allocation, maker=operator(), session_id=session_id()
+        # One use case decides: a debit above the threshold is held for a second person
+        # (nothing goes to EnKash), anything else is recorded and sent.
+        spinner = "Asking for approval…" if needs_approval(allocation) else "Sending to EnKash…"
+        with st.spinner(spinner), the_desk.client() as client:
+            outcome = movements.request(
+                the_desk.ledger,
+                client,
+                allocation,
+                the_desk.settings,
+                operator=operator(),
+                session_id=session_id(),
             )
-        else:
-            with st.spinner("Sending to EnKash…"), the_desk.client() as client:
-                outcome = submit(
-                    the_desk.ledger,
-                    client,
-                    allocation,
-                    operator=operator(),
-                    session_id=session_id(),
-                )
         self._state["outcome"] = outcome
         self._state.pop("pending", None)
         return outcome
