@@ -176,8 +176,12 @@ class FormFlow:
         if keep_values:
             self._state["restore"] = values
         else:
+            # Set each widget back to empty rather than forgetting it: a browser keeps showing
+            # (and sends back) the value of a widget whose state was only dropped.
             for field_key in self.fields:
-                st.session_state.pop(field_key, None)
+                if field_key in st.session_state:
+                    kept = st.session_state[field_key]
+                    st.session_state[field_key] = "" if isinstance(kept, str) else None
 
     def form_error(self) -> None:
         """Errors that belong to no single field."""
