@@ -5,6 +5,7 @@ import streamlit as st
 from services.models import Gender, Title
 from ui.access import require
 from ui.forms import FormFlow, result_panel
+from ui.holders import existing_card_check, follow_to_credit, render_existing_cards
 from ui.sidebar import mode_banner
 
 FIELDS = (
@@ -17,12 +18,14 @@ FIELDS = (
     "new_reason",
 )
 
+follow_to_credit()
 mode_banner()
 require("move")
 st.title("Create account")
 st.caption("Opens an EnKash incentive card for a partner employee and credits their first points.")
 
 flow = FormFlow("create", FIELDS)
+check = existing_card_check(flow)
 
 
 def _values() -> dict:
@@ -101,14 +104,21 @@ with form_column, st.form("create_form", enter_to_submit=False):
         disabled=locked,
         on_click=flow.validate,
         args=(_values,),
+        kwargs={"check": check},
     )
 
 with result_column:
-    result_panel(
-        flow,
-        new_label="Create another account",
-        intro="**What happens**\n\n"
-        "1. Points Desk records the request before anything is sent.\n"
-        "2. EnKash creates the employee and their card, and credits the points from the pool.\n"
-        "3. You see the card id, EnKash's transaction id and the balance.",
-    )
+    if flow.held is not None:  # the employee already has a card: nothing was sent
+        values = _values()
+        render_existing_cards(flow, values["amount"], values["reason"], build=_values, check=check)
+    else:
+        result_panel(
+            flow,
+            new_label="Create another account",
+            intro="**What happens**\n\n"
+            "1. Points Desk checks that the email and mobile have no card yet.\n"
+            "2. It records the request before anything is sent.\n"
+            "3. EnKash creates the employee and their card, and credits the points from the "
+            "pool.\n"
+            "4. You see the card id, EnKash's transaction id and the balance.",
+        )

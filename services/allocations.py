@@ -30,6 +30,7 @@ from services.ledger import AuditEvent, DuplicateReference, Ledger, LedgerRow, S
 from services.models import (
     Allocation,
     AllocationResult,
+    CardHolder,
     Employee,
     Kind,
     Status,
@@ -67,6 +68,8 @@ class Outcome:
     headline: str
     explanation: str
     replayed: bool = False  # the reference was already in the ledger: nothing new was sent
+    reported: CardHolder | None = None  # the card's holder as EnKash's success reply names it
+    holder_warning: str = ""  # plain text: EnKash names another holder than the one sent
 
     @property
     def status(self) -> Status:
@@ -77,13 +80,76 @@ class Outcome:
         return self.row.status is Status.SUCCEEDED and bool(self.row.transaction_id)
 
 
-def describe(row: LedgerRow, *, replayed: bool = False) -> Outcome:
-    """Turn a ledger row into the words the page shows."""
+def reported_holder(result: AllocationResult) -> CardHolder | None:
+    """The card's holder as EnKash's success reply names it (None when it names nobody)."""
+    raw = result.raw if isinstance(result.raw, dict) else {}
+
+    def text(name: str) -> str:
+        value = raw.get(name)
+        return " ".join(value.split()) if isinstance(value, str) else ""
+
+    holder = CardHolder(
+        card_id=result.card_id,
+        email=text("email"),
+        mobile=text("mobile"),
+        title=text("title"),
+        first_name=text("firstName"),
+        gender=text("gender"),
+    )
+    return holder if holder.first_name or holder.email or holder.mobile else None
+
+
+def _digits(mobile: str | None) -> str:
+    return "".join(ch for ch in mobile or "" if ch.isdigit())[-10:]
+
+
+def holder_warning(row: LedgerRow, reported: CardHolder | None) -> str:
+    """Plain text when EnKash names another holder than the details sent, else ``""``.
+
+    Only what both sides give is compared: a reply without an email says nothing about it.
+    """
+    if reported is None or not (row.first_name or row.email or row.mobile):
+        return ""
+    differs = [
+        (reported.first_name and row.first_name)
+        and reported.first_name.casefold() != row.first_name.casefold(),
+        (reported.email and row.email) and reported.email.lower() != row.email.lower(),
+        (reported.mobile and row.mobile) and _digits(reported.mobile) != _digits(row.mobile),
+    ]
+    if not any(differs):
+        return ""
+    theirs = " ".join(p for p in (reported.title, reported.first_name) if p) or "someone else"
+    contact = ", ".join(p for p in (reported.email, reported.mobile) if p)
+    sent = row.first_name or row.email or row.mobile
+    return (
+        f"EnKash says this card belongs to {theirs}"
+        + (f" ({contact})" if contact else "")
+        + f", not {sent}. Check the card before moving more points to it."
+    )
+
+
+def describe(
+    row: LedgerRow, *, replayed: bool = False, reported: CardHolder | None = None
+) -> Outcome:
+    """Turn a ledger row into the words the page shows.
+
+    ``reported`` is the holder EnKash's success reply names: the headline names them, and a
+    warning says so when they are not the person whose details were sent.
+    """
     amount = f"{row.amount:,.2f}"
     verb = "debited from" if row.kind is Kind.DEBIT else "credited to"
     who = row.first_name or row.email or row.card_id or "the card"
     if row.status is Status.SUCCEEDED:
-        return Outcome(row, f"{amount} points {verb} {who}", "EnKash confirmed it.", replayed)
+        if reported is not None:
+            who = reported.first_name or reported.email or who
+        return Outcome(
+            row,
+            f"{amount} points {verb} {who}",
+            "EnKash confirmed it.",
+            replayed,
+            reported,
+            holder_warning(row, reported),
+        )
     if row.status is Status.FAILED:
         reason = row.enkash_message or "EnKash refused it."
         if row.enkash_code == NOT_SENT:
@@ -166,15 +232,18 @@ def _failure(error: Exception, reference: str) -> tuple[Status, str, str | None,
     return Status.UNKNOWN, f"outcome unknown: unexpected {type(error).__name__}", None, None
 
 
-def _send(ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: str) -> LedgerRow:
-    """Call EnKash for a row already in ``SENDING`` and commit the outcome."""
+def _send(
+    ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: str
+) -> tuple[LedgerRow, CardHolder | None]:
+    """Call EnKash for a row already in ``SENDING`` and commit the outcome; also returns the
+    holder EnKash's success reply names, if any."""
     reference = allocation.reference
     started = time.monotonic()
     try:
         result: AllocationResult = client.allocate(allocation)
     except Exception as error:
         status, detail, code, message = _failure(error, reference)
-        return ledger.transition(
+        failed = ledger.transition(
             reference,
             status,
             actor=actor,
@@ -183,8 +252,9 @@ def _send(ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: s
             enkash_code=code,
             enkash_message=message,
         )
+        return failed, None
     log.info("allocated %s in %.0f ms", reference, (time.monotonic() - started) * 1000)
-    return ledger.transition(
+    succeeded = ledger.transition(
         reference,
         Status.SUCCEEDED,
         actor=actor,
@@ -192,6 +262,7 @@ def _send(ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: s
         detail="EnKash confirmed; reference matched",
         result=result,
     )
+    return succeeded, reported_holder(result)
 
 
 class ApprovalRequired(Exception):
@@ -251,7 +322,8 @@ def submit(
         existing = ledger.get(allocation.reference)
         assert existing is not None  # the unique constraint just said it exists
         return describe(existing, replayed=True)
-    return describe(_send(ledger, client, allocation, operator))
+    row, reported = _send(ledger, client, allocation, operator)
+    return describe(row, reported=reported)
 
 
 def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> LedgerRow:
@@ -259,7 +331,7 @@ def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor:
     row = ledger.get(reference)
     if row is None or row.status is not Status.SENDING:
         raise StatusConflict(f"{reference} is not claimed for sending")
-    return _send(ledger, client, allocation_from_row(row), actor)
+    return _send(ledger, client, allocation_from_row(row), actor)[0]
 
 
 # --- settling unknown outcomes --------------------------------------------------------------------
@@ -527,4 +599,5 @@ def resend(
         raise NotProvenAbsent(
             "Not resent: something happened to this transaction meanwhile. Check it again."
         )
-    return describe(_send(ledger, client, allocation_from_row(row), actor))
+    sent, reported = _send(ledger, client, allocation_from_row(row), actor)
+    return describe(sent, reported=reported)

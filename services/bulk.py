@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from services import allocations, approvals
-from services.bulk_files import Preview, check_rows, parse_file
+from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
+from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
 from services.ledger import (
     BatchRecord,
@@ -53,7 +54,7 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Status
+from services.models import Allocation, Kind, Status
 from services.spreadsheet import to_csv, to_xlsx
 
 if TYPE_CHECKING:
@@ -113,12 +114,72 @@ def preview_upload(desk: Desk, file_name: str, content: bytes) -> Preview:
             pool: Decimal | None = client.account_details().available_balance
     except EnkashError:
         pool = None
-    return check_rows(
+    preview = check_rows(
         parsed,
         known_balance=desk.ledger.known_balance,
         pool_balance=pool,
         max_points=desk.settings.points_desk_max_points,
     )
+    with desk.client() as client:
+        return refuse_existing_cards(preview, desk.ledger, client)
+
+
+def refuse_existing_cards(preview: Preview, ledger: Ledger, client: EnkashClient | None) -> Preview:
+    """Move ``create`` rows whose email or mobile already has a card to the rejected rows.
+
+    EnKash matches a create by email and mobile and credits the card it finds, whoever holds it;
+    such a row is never sent. When EnKash's user search cannot be asked, a create row the ledger
+    does not already refuse cannot be checked, so it is refused too (upload the file again).
+    """
+    creates = [v for v in preview.valid if v.allocation.kind is Kind.CREATE]
+    if not creates:
+        return preview
+    checks = existing_holders_many(
+        ledger,
+        client,
+        [v.allocation.employee for v in creates],  # type: ignore[misc]
+    )
+    refused: dict[int, dict[str, str]] = {}
+    for valid, found in zip(creates, checks, strict=True):
+        if found.holders:
+            cards = "; ".join(
+                f"card {h.card_id} of {' '.join(p for p in (h.title, h.first_name) if p) or '?'}"
+                f" ({', '.join(p for p in (h.email, h.mobile) if p)})"
+                for h in found.holders
+            )
+            refused[valid.number] = {
+                "row": f"This email or mobile already has a card: {cards}. Nothing will be sent "
+                "for this row; credit that card instead (kind credit with its card_id)."
+            }
+        elif found.unchecked:
+            refused[valid.number] = {
+                "row": "EnKash's user search did not answer, so Points Desk could not check "
+                "whether this employee already has a card. Nothing will be sent for this row; "
+                "upload the file again in a moment."
+            }
+    if not refused:
+        return preview
+    valid = [v for v in preview.valid if v.number not in refused]
+    rejected = sorted(
+        [
+            *preview.rejected,
+            *(
+                RejectedRow(v.number, v.values, refused[v.number])
+                for v in preview.valid
+                if v.number in refused
+            ),
+        ],
+        key=lambda row: row.number,
+    )
+    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
+    totals = replace(
+        preview.totals,
+        valid=len(valid),
+        rejected=len(rejected),
+        credit_rows=len(credits),
+        credit_points=sum(credits, Decimal("0")),
+    )
+    return replace(preview, valid=valid, rejected=rejected, totals=totals)
 
 
 # --- rows repeating recent batches ---------------------------------------------------------------
@@ -300,11 +361,11 @@ def queue_batch(
         raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
     if rate_limit is not None and rate_limit <= 0:
         rate_limit = None
-    if not preview.valid:
-        raise ValueError("the file has no valid rows to send")
     existing = ledger.batch_by_digest(preview.file.digest)
     if existing is not None:
         raise DuplicateBatchFile(existing)
+    if not preview.valid:
+        raise ValueError("the file has no valid rows to send")
     repeats = find_repeats(ledger, preview)
     if repeats and not repeats.pairs() <= (acknowledged.pairs() if acknowledged else set()):
         raise RepeatedRows(repeats)

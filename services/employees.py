@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass, replace
 
 from services.enkash import EnkashClient, EnkashError
 from services.ledger import EmployeeSummary, Ledger
-from services.models import parse_email, parse_mobile
+from services.models import CardHolder, Employee, parse_email, parse_mobile
 
 log = logging.getLogger("points_desk.employees")
 
@@ -32,42 +33,157 @@ def exact_key(query: str) -> dict[str, str] | None:
     return None
 
 
+def _summary_of(holder: CardHolder) -> EmployeeSummary:
+    return EmployeeSummary(
+        card_id=holder.card_id,
+        email=holder.email or None,
+        mobile=holder.mobile or None,
+        title=holder.title or None,
+        first_name=holder.first_name or None,
+        gender=holder.gender or None,
+        balance=holder.balance,
+        last_activity=None,
+    )
+
+
+def _merge(found: dict[str, EmployeeSummary], holders: list[CardHolder]) -> None:
+    """Add EnKash's cards to ``found``; EnKash's balance fills in what the ledger lacks."""
+    for holder in holders:
+        known = found.get(holder.card_id)
+        if known is None:
+            found[holder.card_id] = _summary_of(holder)
+        elif known.balance is None and holder.balance is not None:
+            found[holder.card_id] = replace(known, balance=holder.balance)
+
+
+def _ledger_exact(ledger: Ledger, key: dict[str, str]) -> list[EmployeeSummary]:
+    if "card_id" in key:
+        return ledger.employees_by_cards([key["card_id"]])
+    by_contact = ledger.cards_by_contact(
+        emails=[key["email"]] if "email" in key else (),
+        mobiles=[key["mobile"]] if "mobile" in key else (),
+    )
+    return ledger.employees_by_cards(card for cards in by_contact.values() for card in cards)
+
+
 def find_employees(
     ledger: Ledger, client: EnkashClient | None, query: str, limit: int = 20
 ) -> tuple[list[EmployeeSummary], str | None]:
     """Matches for a search box, and a note when EnKash could not be asked.
 
-    The ledger answers every query (substring of name, email, mobile or card id). When the query
-    is exactly an email, mobile or card id, EnKash's user search is asked as well, so a card made
-    outside Points Desk can still be found; EnKash's balance then fills in what the ledger lacks.
+    When the query is exactly an email, mobile or card id, the cards it is exactly the key of
+    (in the ledger, or at EnKash through its user search, so a card made outside Points Desk can
+    still be found) are the answer, alone: a card id must not also list everyone whose mobile
+    happens to contain its digits. Otherwise (or when nothing has that exact key) the ledger's
+    substring search answers (name, email, mobile or card id).
     """
     query = query.strip()
     if not query:
         return [], None
-    found = {summary.card_id: summary for summary in ledger.find_employees(query, limit=limit)}
     key = exact_key(query)
     note = None
-    if client is not None and key is not None:
+    found: dict[str, EmployeeSummary] = {}
+    if key is not None:
+        found = {summary.card_id: summary for summary in _ledger_exact(ledger, key)}
+        if client is not None:
+            try:
+                _merge(found, client.search_users(**key))
+            except EnkashError as error:
+                log.warning("EnKash user search failed: %s", error)
+                note = "EnKash's user search did not answer; showing what Points Desk knows."
+        if found:
+            return list(found.values())[:limit], note
+    for summary in ledger.find_employees(query, limit=limit):
+        found.setdefault(summary.card_id, summary)
+    return list(found.values())[:limit], note
+
+
+# --- an account about to be created: does the employee already have a card? --------------------
+
+
+@dataclass(frozen=True)
+class HolderCheck:
+    """The cards an employee already holds, by their email or mobile, before a ``create``.
+
+    ``holders`` come from the ledger and from EnKash's user search (EnKash matches a create by
+    email, then mobile, and credits the card it finds, whoever holds it). ``unchecked`` says why
+    EnKash could not be asked; then the absence of holders proves nothing.
+    """
+
+    holders: tuple[EmployeeSummary, ...] = ()
+    unchecked: str | None = None
+
+    @property
+    def clear(self) -> bool:
+        """Nothing stands in the way of creating the account."""
+        return not self.holders and self.unchecked is None
+
+
+SEARCH_UNANSWERED = (
+    "EnKash's user search did not answer, so Points Desk cannot tell whether this email or "
+    "mobile already has a card. Nothing was sent: a create for an existing card would credit "
+    "that card's holder. Try again in a moment."
+)
+
+
+def existing_holders(
+    ledger: Ledger, client: EnkashClient | None, employee: Employee
+) -> HolderCheck:
+    """The cards that already have this employee's email or mobile (see ``HolderCheck``)."""
+    return existing_holders_many(ledger, client, [employee])[0]
+
+
+def existing_holders_many(
+    ledger: Ledger, client: EnkashClient | None, employees: list[Employee]
+) -> list[HolderCheck]:
+    """``existing_holders`` for many employees with one ledger query and one EnKash search."""
+    if not employees:
+        return []
+    by_contact = ledger.cards_by_contact(
+        emails=[e.email for e in employees], mobiles=[e.mobile for e in employees]
+    )
+    known = {
+        summary.card_id: summary
+        for summary in ledger.employees_by_cards(
+            card for cards in by_contact.values() for card in cards
+        )
+    }
+    unchecked = None
+    at_enkash: list[CardHolder] = []
+    if client is None:
+        unchecked = SEARCH_UNANSWERED
+    else:
         try:
-            for holder in client.search_users(**key):
-                if holder.card_id in found:
-                    known = found[holder.card_id]
-                    if known.balance is None and holder.balance is not None:
-                        found[holder.card_id] = EmployeeSummary(
-                            **{**known.__dict__, "balance": holder.balance}
-                        )
-                    continue
-                found[holder.card_id] = EmployeeSummary(
-                    card_id=holder.card_id,
-                    email=holder.email or None,
-                    mobile=holder.mobile or None,
-                    title=holder.title or None,
-                    first_name=holder.first_name or None,
-                    gender=holder.gender or None,
-                    balance=holder.balance,
-                    last_activity=None,
-                )
+            # One listing of the account's cards: the search filters nothing but the card id.
+            at_enkash = client.search_users()
         except EnkashError as error:
             log.warning("EnKash user search failed: %s", error)
-            note = "EnKash's user search did not answer; showing what Points Desk knows."
-    return list(found.values())[:limit], note
+            unchecked = SEARCH_UNANSWERED
+    checks = []
+    for employee in employees:
+        email, mobile = employee.email.lower(), _national(employee.mobile)
+        holders = {
+            card: known[card]
+            for name, value in (("email", email), ("mobile", mobile))
+            for card in sorted(by_contact.get((name, value), ()))
+            if card in known
+        }
+        matching = [
+            holder
+            for holder in at_enkash
+            if (holder.email and holder.email.strip().lower() == email)
+            or (holder.mobile and _national(holder.mobile) == mobile)
+        ]
+        # EnKash is the authority on who holds a card: its details replace the ledger's.
+        for holder in matching:
+            summary = _summary_of(holder)
+            if holder.card_id in holders and summary.balance is None:
+                summary = replace(summary, balance=holders[holder.card_id].balance)
+            holders[holder.card_id] = summary
+        checks.append(HolderCheck(tuple(holders.values()), unchecked))
+    return checks
+
+
+def _national(mobile: str) -> str:
+    digits = re.sub(r"\D", "", mobile or "")
+    return digits[-10:]

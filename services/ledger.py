@@ -591,6 +591,11 @@ def _intent_values(
     }
 
 
+#: A query that is a phone number as people type it ("+91 96000-98867"): only then are its digits
+#: matched against mobiles, so the digits inside a card id never pick another person's mobile.
+_PHONE_TEXT = re.compile(r"[\d\s+().-]+")
+
+
 def _like(text: str) -> str:
     """A case-insensitive substring pattern with LIKE's wildcards taken literally."""
     escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -1127,7 +1132,7 @@ class Ledger:
             sa.func.lower(t.c.first_name).like(pattern, escape="\\"),
         ]
         digits = re.sub(r"\D", "", text)
-        if len(digits) >= 3 and digits != text:
+        if len(digits) >= 3 and digits != text and _PHONE_TEXT.fullmatch(text):
             # "96000 98867" or "+91 96000-98867" still finds the stored 10-digit number.
             national = digits[-10:] if len(digits) > 10 else digits
             matches.append(t.c.mobile.like(f"%{national}%"))
@@ -1137,6 +1142,41 @@ class Ledger:
             .distinct()
         )
         return self._summaries(card_ids, limit)
+
+    def cards_by_contact(
+        self, *, emails: Iterable[str] = (), mobiles: Iterable[str] = ()
+    ) -> dict[tuple[str, str], set[str]]:
+        """Cards that exist (a ``SUCCEEDED`` row) per exact contact: ``("email", e)`` (any case)
+        or ``("mobile", m)`` (10 digits) -> card ids. Any row of a card counts, not only its
+        latest, so a card once recorded with this email or mobile is never missed."""
+        t = transactions
+        wanted = {
+            "email": sorted({e.strip().lower() for e in emails if e and e.strip()}),
+            "mobile": sorted({m.strip() for m in mobiles if m and m.strip()}),
+        }
+        columns = {"email": sa.func.lower(t.c.email), "mobile": t.c.mobile}
+        found: dict[tuple[str, str], set[str]] = {}
+        with self._reading() as conn:
+            for name, values in wanted.items():
+                for start in range(0, len(values), 500):
+                    chunk = values[start : start + 500]
+                    rows = conn.execute(
+                        sa.select(columns[name].label("key"), t.c.card_id)
+                        .where(
+                            t.c.status == Status.SUCCEEDED.value,
+                            t.c.card_id.is_not(None),
+                            columns[name].in_(chunk),
+                        )
+                        .distinct()
+                    )
+                    for key, card in rows:
+                        found.setdefault((name, key), set()).add(card)
+        return found
+
+    def employees_by_cards(self, card_ids: Iterable[str]) -> list[EmployeeSummary]:
+        """The summaries of the given cards that exist, most recently active first."""
+        keys = sorted({card.strip().upper() for card in card_ids if card and card.strip()})
+        return self._summaries(keys, max(1, len(keys))) if keys else []
 
     def employee_by_card(self, card_id: str) -> EmployeeSummary | None:
         """The card's latest employee details and known balance, if the card exists."""

@@ -37,7 +37,7 @@ def create_account(at, **overrides):
 
 def page_text(at) -> str:
     parts = []
-    for kind in ("markdown", "success", "error", "warning", "info", "caption"):
+    for kind in ("markdown", "success", "error", "warning", "info", "caption", "text"):
         parts.extend(element.value for element in getattr(at, kind))
     return "\n".join(str(part) for part in parts)
 
@@ -157,7 +157,10 @@ def test_debit_asks_for_confirmation_then_takes_points_back(app, app_desk):
     app.text_input(key="debit_amount").input("40")
     app.button(key="debit_submit").click().run()
     assert app_desk.sandbox.store.allocate_requests() == 1  # nothing sent before confirming
-    assert "Debit **40.00 points** from **Ravi**" in page_text(app)
+    text = page_text(app)
+    assert "Debit **40.00 points** from this card?" in text
+    # The dialog names the person by name, email and mobile, not only the name.
+    assert "Mr Ravi" in text and "ravi@example.com" in text and "96000 98867" in text
     app.button(key="debit_confirm").click().run()
     assert "40.00 points debited from Ravi" in app.success[0].value
     card_id = app_desk.ledger.rows()[0].card_id

@@ -80,6 +80,20 @@ class FormFlow:
     def awaiting_confirmation(self) -> Allocation | None:
         return self._state.get("confirm")
 
+    @property
+    def held(self) -> Any:
+        """What stopped the last click before anything was sent (e.g. the employee already has
+        a card), for the page to show with the manager's choices; None when nothing did."""
+        return self._state.get("held")
+
+    def hold(self, reason: Any) -> None:
+        """Called by a ``check``: nothing is sent; the page shows ``reason`` until released."""
+        self._state["held"] = reason
+
+    def release(self) -> None:
+        """Button callback: back to the form, values as they were."""
+        self._state.pop("held", None)
+
     def error(self, field: str) -> None:
         """Show this field's validation message right under it, if it has one."""
         message = self.errors.get(field)
@@ -109,9 +123,10 @@ class FormFlow:
         except ValueError as error:
             self._state["errors"] = {"__all__": str(error)}
             return
+        self._state.pop("held", None)
         problems = check(allocation) if check else {}
         self._state["errors"] = problems
-        if problems:
+        if problems or self.held is not None:
             return
         if confirm:
             self._state["confirm"] = allocation
@@ -158,8 +173,12 @@ class FormFlow:
         if keep_values:
             self._state["restore"] = values
         else:
+            # Set each widget back to empty rather than forgetting it: a browser keeps showing
+            # (and sends back) the value of a widget whose state was only dropped.
             for field_key in self.fields:
-                st.session_state.pop(field_key, None)
+                if field_key in st.session_state:
+                    kept = st.session_state[field_key]
+                    st.session_state[field_key] = "" if isinstance(kept, str) else None
 
     def form_error(self) -> None:
         """Errors that belong to no single field."""

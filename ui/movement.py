@@ -7,7 +7,7 @@ import streamlit as st
 from services.ledger import EmployeeSummary
 from services.models import Allocation, Kind
 from ui.context import desk
-from ui.format import points
+from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
 
@@ -108,11 +108,14 @@ def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSumma
         # A dialog button reruns only the dialog; after Debit now / Cancel, rerun the whole page
         # so it closes and the page sends (or not) and shows the outcome.
         st.rerun()
-    name = (chosen.first_name if chosen else None) or allocation.card_id
-    st.markdown(
-        f"Debit **{points(allocation.amount)} points** from **{name}** "
-        f"(card `{allocation.card_id}`)?"
-    )
+    st.markdown(f"Debit **{points(allocation.amount)} points** from this card?")
+    # Who it is, as plain text (supplied names and emails are never read as Markdown).
+    with st.container(border=True):
+        if chosen is not None:
+            name = " ".join(part for part in (chosen.title, chosen.first_name) if part)
+            st.text(name or "Unnamed")
+            st.text(f"Email {chosen.email or '—'}  ·  Mobile {mobile(chosen.mobile) or '—'}")
+        st.text(f"Card {allocation.card_id}")
     if chosen is not None and chosen.balance is not None:
         st.caption(
             f"Known balance {points(chosen.balance)} → "

@@ -21,6 +21,9 @@ def render_outcome(outcome: Outcome) -> None:
             st.warning(f"**{outcome.headline}** — {outcome.explanation}", icon="⏳")
         else:
             st.info(f"**{outcome.headline}** — {outcome.explanation}", icon="🕓")
+        if outcome.holder_warning:
+            # Shown as code so a supplied name or email is never read as Markdown.
+            st.warning(f"**Check the card holder** — {_literal(outcome.holder_warning)}", icon="⚠️")
         if outcome.replayed:
             st.caption(
                 "This form was already submitted; this is its recorded outcome. "
@@ -33,8 +36,26 @@ def render_outcome(outcome: Outcome) -> None:
             "Balance after": points(row.balance_after) if row.balance_after is not None else "—",
             "When": ist(row.updated_at),
         }
+        reported = outcome.reported
+        if reported is not None:
+            holder = " · ".join(
+                part
+                for part in (
+                    " ".join(p for p in (reported.title, reported.first_name) if p),
+                    reported.email,
+                    reported.mobile,
+                )
+                if part
+            )
+            facts["Card holder (as EnKash reports)"] = _literal(holder)
         if row.status is Status.SUCCEEDED:
             facts["Reference check"] = "✓ EnKash echoed this reference"
         cols = st.columns(2)
         for index, (label, value) in enumerate(facts.items()):
             cols[index % 2].markdown(f"**{label}**  \n{value}")
+
+
+def _literal(text: str) -> str:
+    """Supplied text as a Markdown code span, so nothing in it is interpreted."""
+    # TODO(escape): use the shared escape helper in ui/ once it lands.
+    return "`" + text.replace("`", "'") + "`"

@@ -35,9 +35,16 @@ def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | No
         st.info("No employee matches that. Accounts are opened on the **Create account** page.")
         return None
     by_card = {summary.card_id: summary for summary in matches}
+    # Chosen for the manager only when there is nothing to choose between: with several matches
+    # a preselected card would be a guess at who gets (or loses) the points. Set through the
+    # widget's state, so a choice left from an earlier search never outlives its matches.
+    if st.session_state.get(f"{key}_card") not in by_card:
+        st.session_state[f"{key}_card"] = next(iter(by_card)) if len(by_card) == 1 else None
     card_id = st.selectbox(
         f"{len(matches)} match{'es' if len(matches) != 1 else ''}",
         list(by_card),
+        index=None,
+        placeholder="Choose the employee",
         format_func=lambda card: _label(by_card[card]),
         key=f"{key}_card",
         disabled=disabled,
