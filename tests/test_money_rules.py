@@ -196,34 +196,36 @@ def test_a_repeat_file_with_one_changed_space_is_flagged_row_by_row_and_needs_ac
 
     # The same rows, one space added (and letter case changed): a different file digest.
     again = _three_rows(card)
-    again[1] = "create,Meera,Ms,F, MEERA@example.com,9800000001,,500,Welcome"
+    again[0] = f"credit,,,,,, {card.lower()},250,October bonus"
     again.append(f"credit,,,,,,{card},80,Referral")  # a new amount: not a repeat
     preview = bulk.preview_upload(desk, "october (1).csv", file_of(*again))
     assert preview.file.digest != first.file_digest
+    # Meera's create is refused outright now that she has a card (never sent, never a repeat).
+    assert [r.number for r in preview.rejected] == [3]
+    assert "already has a card" in preview.rejected[0].errors["row"]
 
     repeats = bulk.find_repeats(desk.ledger, preview)
     assert {n: [(e.batch_id, e.row_number) for e in rows] for n, rows in repeats.rows.items()} == {
         2: [(first.batch_id, 2)],
-        3: [(first.batch_id, 3)],
         4: [(first.batch_id, 4)],
     }
-    assert repeats.summary() == f"3 of 4 rows repeat batch {first.batch_id} (rows 2, 3, 4)"
+    assert repeats.summary() == f"2 of 3 rows repeat batch {first.batch_id} (rows 2, 4)"
 
     batches_before = len(desk.ledger.list_batches())
-    with pytest.raises(bulk.RepeatedRows, match="3 of 4 rows repeat batch"):
+    with pytest.raises(bulk.RepeatedRows, match="2 of 3 rows repeat batch"):
         bulk.queue_batch(desk.ledger, preview, operator="ravi")
     assert len(desk.ledger.list_batches()) == batches_before  # nothing queued
 
     second = bulk.queue_batch(desk.ledger, preview, operator="ravi", acknowledged=repeats)
-    assert "ravi acknowledged: 3 of 4 rows repeat batch" in second.note
+    assert "ravi acknowledged: 2 of 3 rows repeat batch" in second.note
     rows = {row.row_number: row for row in desk.ledger.rows(batch_id=second.batch_id)}
-    trail = desk.ledger.audit_trail(rows[3].reference)
+    trail = desk.ledger.audit_trail(rows[2].reference)
     assert (
-        f"repeats batch {first.batch_id} row 3; paid again as ravi acknowledged" in trail[0].detail
+        f"repeats batch {first.batch_id} row 2; paid again as ravi acknowledged" in trail[0].detail
     )
     assert "acknowledged" not in desk.ledger.audit_trail(rows[5].reference)[0].detail
     run_batch(desk, second)
-    assert store.commit_count() == paid + 4
+    assert store.commit_count() == paid + 3
 
 
 def test_an_acknowledgement_covers_only_the_repeats_it_saw(desk):
