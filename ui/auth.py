@@ -24,6 +24,7 @@ from services.auth import (
 from services.config import ConfigError
 from services.desk import os_operator
 from ui.context import desk
+from ui.text import md
 
 _PERSON = "_person"
 
@@ -38,7 +39,7 @@ def auth_config() -> AuthConfig:
     try:
         return _auth_config()
     except ConfigError as error:
-        st.error(f"Points Desk cannot start: {error}", icon="⚙️")
+        st.error(f"Points Desk cannot start: {md(error)}", icon="⚙️")
         st.stop()
         raise  # unreachable
 
@@ -169,7 +170,7 @@ def _sign_in_page() -> None:
                 )
                 error = st.session_state.get("_sign_in_error")
                 if error:
-                    st.error(error, icon="⛔")
+                    st.error(md(error), icon="⛔")
                 st.form_submit_button(
                     "Sign in",
                     key="sign_in_submit",
@@ -227,7 +228,7 @@ def _no_role_page() -> None:
     _mode_line()
     st.title("No access yet")
     st.info(
-        f"You are signed in as **{person.display_name if person else 'unknown'}**, but have no "
+        f"You are signed in as **{md(person.display_name) if person else 'unknown'}**, but have no "
         "role in Points Desk. Ask whoever runs it to give you one (viewer, operator or approver).",
         icon="🔒",
     )

@@ -7,6 +7,7 @@ import streamlit as st
 from services.allocations import Outcome
 from services.models import Status
 from ui.format import ist, points
+from ui.text import code, md
 
 
 def render_outcome(outcome: Outcome) -> None:
@@ -14,22 +15,22 @@ def render_outcome(outcome: Outcome) -> None:
     row = outcome.row
     with st.container(border=True, key=f"outcome_{row.reference}"):
         if row.status is Status.SUCCEEDED:
-            st.success(outcome.headline, icon="✅")
+            st.success(md(outcome.headline), icon="✅")
         elif row.status is Status.FAILED:
-            st.error(f"**{outcome.headline}** — {outcome.explanation}", icon="⛔")
+            st.error(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="⛔")
         elif row.status is Status.UNKNOWN:
-            st.warning(f"**{outcome.headline}** — {outcome.explanation}", icon="⏳")
+            st.warning(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="⏳")
         else:
-            st.info(f"**{outcome.headline}** — {outcome.explanation}", icon="🕓")
+            st.info(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="🕓")
         if outcome.replayed:
             st.caption(
                 "This form was already submitted; this is its recorded outcome. "
                 "Nothing was sent again."
             )
-        st.markdown(f"**Reference**  \n`{row.reference}`")
+        st.markdown(f"**Reference**  \n{code(row.reference)}")
         facts = {
-            "Card id": f"`{row.card_id}`" if row.card_id else "—",
-            "EnKash transaction": f"`{row.transaction_id}`" if row.transaction_id else "—",
+            "Card id": code(row.card_id),
+            "EnKash transaction": code(row.transaction_id),
             "Balance after": points(row.balance_after) if row.balance_after is not None else "—",
             "When": ist(row.updated_at),
         }

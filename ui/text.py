@@ -14,17 +14,19 @@ import re
 # Backslash-escaped: every character that opens inline Markdown (emphasis, code, links, images,
 # raw HTML and autolinks, strikethrough, maths, entities, directives and their labels, tables)
 # or a block (heading, quote, list) where the text starts a line.
-_ESCAPED = re.compile(r"([\\`*_\[\]{}<>!|~$&#+:])")
+_ESCAPED = re.compile(r"([\\`*_\[\]{}<>!|~$&#+])")
 # What opens a block where the text starts a line (a list ``- x``, ``1. x``, ``2) x``, a rule, a
 # setext heading's ``===``): its first character, or the dot or parenthesis after the number.
-_LEADING_MARKER = re.compile(r"^(?:[-=]|\d{1,9}(?=[.)]))")
+_LEADING_MARKER = re.compile(r"^(?:[-=](?=[-=\s]|$)|\d{1,9}(?=[.)](?:\s|$)))")
 # remark-gfm finds bare URLs and email addresses in the parsed text, after escapes are resolved,
 # so a backslash cannot stop them. An invisible word joiner breaks their shape instead: between
-# ``www`` and its dot, after the colon of ``https:`` (and of ``:emoji:`` / ``:name[...]``
-# directives), and after an email's ``@``.
+# ``www`` and its dot, after an email's ``@``, and after a colon that touches the next character
+# (``https://``, ``:emoji:``); such a colon is also escaped, since it could open a directive
+# (``:red[...]``). A colon before a space ("Reason: ...") opens nothing and stays as it is.
 _JOINER = "\u2060"
 _WWW_DOT = re.compile(r"(?i)(www)(?=\.)")
-_COLON_OR_AT = re.compile(r"([:@])(?=\S)")
+_AT = re.compile(r"@(?=\S)")
+_COLON = re.compile(r":(?=\S)")
 
 
 def md(text: object) -> str:
@@ -34,8 +36,9 @@ def md(text: object) -> str:
         return ""
     flat = " ".join(str(text).split())  # newlines could start a block; tabs an indented one
     flat = _WWW_DOT.sub(rf"\1{_JOINER}", flat)
-    flat = _COLON_OR_AT.sub(rf"\1{_JOINER}", flat)
+    flat = _AT.sub(f"@{_JOINER}", flat)
     flat = _ESCAPED.sub(r"\\\1", flat)
+    flat = _COLON.sub(rf"\\:{_JOINER}", flat)
     leading = _LEADING_MARKER.match(flat)
     if leading is None:
         return flat
