@@ -108,6 +108,7 @@ ENVELOPES = ("documented", "code", "response_code")
 MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT = Decimal("1e12")
 MAX_REFERENCE_LENGTH = 100
+MAX_REFUSAL_LENGTH = 500
 FAULTS = (
     "fail_before_commit",
     "hang_before_commit",
@@ -137,6 +138,9 @@ class Knobs:
     envelope: str = "documented"
     encrypt: bool = False
     seed: int | None = None
+    # When set, every allocate is refused (HTTP 200, nothing committed) with this message: what
+    # EnKash says is shown to people, so tests can make it say anything.
+    refuse_with: str = ""
 
 
 class _Stop(Exception):
@@ -526,6 +530,8 @@ class _Sandbox:
 
     async def allocate(self, body: dict[str, Any], fault: str | None, encrypted: bool) -> Response:
         allocation = parse_allocation(body)
+        if self.knobs.refuse_with:
+            raise _Refuse(200, self.knobs.refuse_with)
         if fault == "hang_before_commit":
             await self._hang()
             return JSONResponse({"error": "gateway_timeout"}, status_code=504)
@@ -705,6 +711,11 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
         elif name == "encrypt":
             if not isinstance(value, bool):
                 raise ValueError("encrypt must be true or false")
+        elif name == "refuse_with":
+            if not isinstance(value, str) or len(value) > MAX_REFUSAL_LENGTH:
+                raise ValueError(
+                    f"refuse_with must be text of at most {MAX_REFUSAL_LENGTH} characters"
+                )
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
