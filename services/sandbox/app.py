@@ -57,6 +57,7 @@ Faults (``Knobs``): one random draw per API call picks at most one fault (the ra
 cumulative, so they should sum to at most 1). ``latency_ms`` and ``fail_before_commit_rate`` apply
 to every API call; the others only to allocate. Neither touches ``/oauth/token`` or ``/_sandbox/``.
 Fault replies (503, 500, 504) are plain JSON ``{"error": ...}``, never encrypted.
+``refuse_with`` (text) refuses every allocate with that message, as a business refusal.
 
 Admin (sandbox only): ``GET /_sandbox/health``, ``GET /_sandbox/stats``, ``GET|POST
 /_sandbox/knobs``, ``POST /_sandbox/reset``.
