@@ -13,6 +13,7 @@ from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.outcome import render_outcome
+from ui.text import code, md
 
 _RESULT = "_approval_result"
 
@@ -34,7 +35,7 @@ def _what(approval: Approval) -> str:
     if approval.subject_kind == "batch":
         record = desk().ledger.get_batch(approval.subject)
         if record is None:
-            return f"Batch `{approval.subject}`"
+            return f"Batch {code(approval.subject)}"
         moves = []
         if record.credit_rows:
             moves.append(
@@ -47,13 +48,13 @@ def _what(approval: Approval) -> str:
         summary = ", ".join(moves)
         why = " and ".join(approval.reasons)
         return (
-            f"Batch **{record.file_name}** · {record.row_count:,} rows  \n"
-            f"{summary[:1].upper()}{summary[1:]}" + (f"  \nWaits because it {why}." if why else "")
+            f"Batch **{md(record.file_name)}** · {record.row_count:,} rows  \n"
+            f"{summary[:1].upper()}{summary[1:]}" + (f"  \nWaits because it {md(why)}." if why else "")
         )
     request = approval.request
     employee = request.get("employee") or {}
     name = employee.get("first_name") or request.get("card_id") or "the card"
-    return f"Debit from **{name}** (card `{request.get('card_id') or '—'}`)"
+    return f"Debit from **{md(name)}** (card {code(request.get('card_id') or '—')})"
 
 
 def _decide(approval_id: int, approve: bool) -> None:
@@ -100,15 +101,15 @@ def last_result() -> None:
     if not result:
         return
     if "error" in result:
-        st.error(result["error"], icon="⛔")
+        st.error(md(result["error"]), icon="⛔")
         return
     decision = result["decision"]
     approval = decision.approval
     verb = "Approved" if approval.status == approvals.APPROVED else "Rejected"
     if decision.outcome is not None:
         st.markdown(
-            f"**{verb}** — the debit asked for by **{display_name(approval.maker)}**, "
-            f"decided by **{display_name(approval.decided_by or '')}**:"
+            f"**{verb}** — the debit asked for by **{md(display_name(approval.maker))}**, "
+            f"decided by **{md(display_name(approval.decided_by or ''))}**:"
         )
         render_outcome(decision.outcome)
     else:
@@ -117,7 +118,7 @@ def last_result() -> None:
             if (approval.status == approvals.APPROVED)
             else " It was cancelled; nothing was sent."
         )
-        st.success(f"{verb} batch {approval.subject}.{started}", icon="✅")
+        st.success(f"{verb} batch {md(approval.subject)}.{started}", icon="✅")
 
 
 def request_card(approval: Approval) -> None:
@@ -130,15 +131,15 @@ def request_card(approval: Approval) -> None:
             "Points to debit" if approval.subject_kind == "debit" else "Batch total",
             points(approval.amount),
         )
-        facts = f"Asked by **{display_name(approval.maker)}** · {ist(approval.requested_at)}"
+        facts = f"Asked by **{md(display_name(approval.maker))}** · {ist(approval.requested_at)}"
         if approval.subject_kind == "debit":
-            facts += f" · reference `{approval.subject}`"
+            facts += f" · reference {code(approval.subject)}"
         else:
-            facts += f" · batch `{approval.subject}`"
+            facts += f" · batch {code(approval.subject)}"
         left.caption(facts)
         reason = approval.request.get("reason")
         if reason:
-            left.caption(f"Reason: {reason}")
+            left.caption(f"Reason: {md(reason)}")
         card_id = approval.request.get("card_id")
         if card_id:
             known = desk().ledger.known_balance(card_id)
@@ -194,7 +195,7 @@ def decided_table(decided: list[Approval]) -> None:
         row = ledger.get(approval.subject) if approval.subject_kind == "debit" else None
         if row is not None and row.status is Status.QUEUED and approval.status == "approved":
             st.warning(
-                f"Debit `{approval.subject}` was approved but its sending was interrupted.",
+                f"Debit {code(approval.subject)} was approved but its sending was interrupted.",
                 icon="⏳",
             )
             st.button(

@@ -25,6 +25,7 @@ from services.auth import (
 from services.config import ConfigError
 from services.desk import os_operator
 from ui.context import desk
+from ui.text import md
 
 _PERSON = "_person"
 
@@ -39,7 +40,7 @@ def auth_config() -> AuthConfig:
     try:
         return _auth_config()
     except ConfigError as error:
-        st.error(f"Points Desk cannot start: {error}", icon="⚙️")
+        st.error(f"Points Desk cannot start: {md(error)}", icon="⚙️")
         st.stop()
         raise  # unreachable
 
@@ -172,7 +173,7 @@ def _sign_in_page() -> None:
                 )
                 error = st.session_state.get("_sign_in_error")
                 if error:
-                    st.error(error, icon="⛔")
+                    st.error(md(error), icon="⛔")
                 st.form_submit_button(
                     "Sign in",
                     key="sign_in_submit",
@@ -239,7 +240,7 @@ def _no_role_page() -> None:
         st.button("Sign out", on_click=sign_out, key="no_role_sign_out")
         return
     st.info(
-        f"You are signed in as **{person.display_name if person else 'unknown'}**, but have no "
+        f"You are signed in as **{md(person.display_name) if person else 'unknown'}**, but have no "
         "role in Points Desk. Ask whoever runs it to give you one (viewer, operator or approver).",
         icon="🔒",
     )

@@ -21,6 +21,7 @@ from services.models import Kind, Status
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.sidebar import forget_pool
+from ui.text import code, md
 
 OPEN = "bulk_open_batch"
 FLASH = "bulk_flash"
@@ -96,7 +97,7 @@ def load_preview(uploaded: Any) -> Preview | None:
         with st.spinner("Checking every row…"):
             preview = bulk.preview_upload(desk(), uploaded.name, content)
     except BulkFileError as error:
-        st.error(str(error), icon="🚫")
+        st.error(md(error), icon="🚫")
         return None
     st.session_state["bulk_preview"] = (cache_key, preview)
     return preview
@@ -178,8 +179,8 @@ def render_preview(preview: Preview) -> bool:
     existing = desk().ledger.batch_by_digest(preview.file.digest)
     if existing is not None:
         st.error(
-            f"This exact file was already queued as batch **{existing.batch_id}** on "
-            f"{ist(existing.created_at)} by {existing.operator} ({existing.state}). "
+            f"This exact file was already queued as batch **{md(existing.batch_id)}** on "
+            f"{ist(existing.created_at)} by {md(existing.operator)} ({existing.state}). "
             "It will not be sent again, so nobody is paid twice.",
             icon="🛑",
         )
@@ -243,7 +244,7 @@ def render_preview(preview: Preview) -> bool:
             icon="🚫",
         )
     for warning in preview.warnings:
-        st.info(warning, icon="ℹ️")
+        st.info(md(warning), icon="ℹ️")
     repeats = repeats_of(preview)
     if repeats:
         _repeats_notice(repeats)
@@ -308,12 +309,12 @@ def _confirm(
     except DuplicateBatchFile as duplicate:
         flash(
             "error",
-            f"This file was already queued as batch {duplicate.existing.batch_id}; "
+            f"This file was already queued as batch {md(duplicate.existing.batch_id)}; "
             "nothing new was sent.",
         )
         return
     except (ValueError, StatusConflict) as error:
-        flash("error", f"Nothing was sent: {error}")
+        flash("error", f"Nothing was sent: {md(error)}")
         return
     st.session_state[OPEN] = record.batch_id
     st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
@@ -339,7 +340,7 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     # (A mark left by an earlier file, when its dialog was not rerun, must not close this one.)
     totals = preview.totals
     st.markdown(
-        f"**{totals.valid:,} rows** from `{preview.file.name}`  \n"
+        f"**{totals.valid:,} rows** from {code(preview.file.name)}  \n"
         f"Credits: **{points(totals.credit_points)}** points ({totals.credit_rows:,} rows)  \n"
         f"Debits: **{points(totals.debit_points)}** points ({totals.debit_rows:,} rows)  \n"
         f"Net from the pool: **{points(totals.net_points)}** points"
@@ -400,9 +401,9 @@ def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
         elif action == "close":
             st.session_state.pop(OPEN, None)
     except bulk.AwaitingApproval as error:
-        flash("warning", f"Not started: {error}.")
+        flash("warning", f"Not started: {md(error)}.")
     except (StatusConflict, KeyError) as error:
-        flash("error", f"Could not {action} the batch: {error}")
+        flash("error", f"Could not {action} the batch: {md(error)}")
 
 
 def _state_of(progress: bulk.Progress) -> str:
@@ -437,8 +438,8 @@ def batch_panel(batch_id: str) -> None:
         with st.container(border=True, key="bulk_batch_panel"):
             head, badge = st.columns([4, 1])
             head.markdown(
-                f"**{record.file_name}** · batch `{record.batch_id}` · "
-                f"{ist(record.created_at)} · {record.operator}"
+                f"**{md(record.file_name)}** · batch {code(record.batch_id)} · "
+                f"{ist(record.created_at)} · {md(record.operator)}"
             )
             badge.badge(label, icon=icon, color=color)
             st.progress(p.fraction, text=f"{p.done:,} of {p.total:,} rows done")
@@ -473,7 +474,7 @@ def batch_panel(batch_id: str) -> None:
                 and record.note not in ("finished",)
                 and not record.note.startswith("started by")
             ):
-                st.caption(record.note)
+                st.caption(md(record.note))
             _controls(p, state)
         if p.active != live:
             st.rerun()
@@ -544,10 +545,10 @@ def batch_history() -> None:
         name, state, done, when, action = st.columns(
             [3, 1.8, 1.6, 1.8, 1], vertical_alignment="center"
         )
-        name.markdown(f"**{record.file_name}**  \n`{record.batch_id}`")
+        name.markdown(f"**{md(record.file_name)}**  \n{code(record.batch_id)}")
         state.badge(label, icon=icon, color=color)
         done.markdown(f"{p.done:,} / {p.total:,} rows  \n{points(record.credit_points)} points")
-        when.caption(f"{ist(record.created_at)}  \n{record.operator}")
+        when.caption(f"{ist(record.created_at)}  \n{md(record.operator)}")
         action.button(
             "Open",
             key=f"bulk_open_{record.batch_id}",

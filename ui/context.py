@@ -9,6 +9,7 @@ import streamlit as st
 
 from services.config import ConfigError
 from services.desk import Desk
+from ui.text import md
 
 log = logging.getLogger("points_desk.ui")
 
@@ -24,7 +25,7 @@ def desk() -> Desk:
     try:
         return _desk()
     except ConfigError as error:
-        st.error(f"Points Desk cannot start: {error}", icon="⚙️")
+        st.error(f"Points Desk cannot start: {md(error)}", icon="⚙️")
         st.stop()
         raise  # unreachable; st.stop raises
 

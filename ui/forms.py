@@ -20,6 +20,7 @@ from services.allocations import Outcome, new_reference
 from services.approvals import describe_row
 from services.models import Allocation, field_errors
 from ui.context import desk, operator, session_id
+from ui.text import md
 
 _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
 
@@ -98,7 +99,7 @@ class FormFlow:
         """Show this field's validation message right under it, if it has one."""
         message = self.errors.get(field)
         if message:
-            st.markdown(f":red[{message}]", help=None)
+            st.markdown(f":red[{md(message)}]", help=None)
 
     def validate(
         self,
@@ -184,7 +185,7 @@ class FormFlow:
         """Errors that belong to no single field."""
         message = self.errors.get("__all__")
         if message:
-            st.error(message)
+            st.error(md(message))
 
 
 def result_panel(flow: FormFlow, *, new_label: str, intro: str) -> None:

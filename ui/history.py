@@ -21,6 +21,7 @@ from services.history import Granularity, HistoryFilter
 from services.ledger import Ledger, LedgerRow
 from services.models import Kind, Status
 from ui.format import ist, mobile, points
+from ui.text import code, md
 
 DEFAULT_DAYS = 90
 PAGE_SIZE = 50
@@ -163,7 +164,7 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
             session_id=session_id if only_mine else None,
         )
     except ValueError as error:
-        when.error(str(error))
+        when.error(md(error))
         return None, Granularity(grain or "day")
     return chosen, Granularity(grain or "day")
 
@@ -259,17 +260,18 @@ def detail_view(ledger: Ledger, rows: list[LedgerRow]) -> None:
         left.markdown(
             f"**{row.kind.value.title()} of {points(row.amount)} points** — "
             f"{approvals.status_word(row).lower()}  \n"
-            f"Employee: {row.first_name or '—'} · {row.email or '—'} · {mobile(row.mobile)}  \n"
-            f"Card: `{row.card_id or '—'}` · balance after {points(row.balance_after)}  \n"
-            f"Reason: {row.reason or '—'}"
+            f"Employee: {md(row.first_name) or '—'} · {md(row.email) or '—'} · "
+            f"{md(mobile(row.mobile))}  \n"
+            f"Card: {code(row.card_id)} · balance after {points(row.balance_after)}  \n"
+            f"Reason: {md(row.reason) or '—'}"
         )
         right.markdown(
-            f"Reference: `{row.reference}`  \n"
-            f"EnKash transaction: `{row.transaction_id or '—'}`"
-            + (f" · {row.enkash_message}" if row.enkash_message else "")
-            + f"  \nOperator: {row.operator}"
-            + (f" · approved by {row.approved_by}" if row.approved_by else "")
-            + (f"  \nBatch: `{row.batch_id}` row {row.row_number}" if row.batch_id else "")
+            f"Reference: {code(row.reference)}  \n"
+            f"EnKash transaction: {code(row.transaction_id)}"
+            + (f" · {md(row.enkash_message)}" if row.enkash_message else "")
+            + f"  \nOperator: {md(row.operator)}"
+            + (f" · approved by {md(row.approved_by)}" if row.approved_by else "")
+            + (f"  \nBatch: {code(row.batch_id)} row {row.row_number}" if row.batch_id else "")
             + f"  \nCreated {ist(row.created_at)} · updated {ist(row.updated_at)}"
         )
         st.caption("Audit trail")

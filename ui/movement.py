@@ -10,6 +10,7 @@ from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
+from ui.text import code, md
 
 
 def _employee_fields(summary: EmployeeSummary) -> dict | None:
@@ -75,7 +76,7 @@ def render_movement(kind: Kind) -> None:
             flow.form_error()
             for field, message in flow.errors.items():
                 if field.startswith("employee") or field == "card_id":
-                    st.error(f"The chosen card's details are incomplete: {message}")
+                    st.error(f"The chosen card's details are incomplete: {md(message)}")
             st.form_submit_button(
                 "Review debit" if debit else "Credit points",
                 key=f"{key}_submit",
@@ -122,7 +123,7 @@ def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSumma
             f"{points(chosen.balance - allocation.amount)} after."
         )
     if allocation.reason:
-        st.caption(f"Reason: {allocation.reason}")
+        st.caption(f"Reason: {md(allocation.reason)}")
     held = needs_approval(allocation)
     if held:
         limit = points(desk().settings.points_desk_approval_debit_threshold, decimals=False)

@@ -7,6 +7,7 @@ import streamlit as st
 from services.allocations import Outcome
 from services.models import Status
 from ui.format import ist, points
+from ui.text import code, md
 
 
 def render_outcome(outcome: Outcome) -> None:
@@ -14,25 +15,24 @@ def render_outcome(outcome: Outcome) -> None:
     row = outcome.row
     with st.container(border=True, key=f"outcome_{row.reference}"):
         if row.status is Status.SUCCEEDED:
-            st.success(outcome.headline, icon="✅")
+            st.success(md(outcome.headline), icon="✅")
         elif row.status is Status.FAILED:
-            st.error(f"**{outcome.headline}** — {outcome.explanation}", icon="⛔")
+            st.error(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="⛔")
         elif row.status is Status.UNKNOWN:
-            st.warning(f"**{outcome.headline}** — {outcome.explanation}", icon="⏳")
+            st.warning(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="⏳")
         else:
-            st.info(f"**{outcome.headline}** — {outcome.explanation}", icon="🕓")
+            st.info(f"**{md(outcome.headline)}** — {md(outcome.explanation)}", icon="🕓")
         if outcome.holder_warning:
-            # Shown as code so a supplied name or email is never read as Markdown.
-            st.warning(f"**Check the card holder** — {_literal(outcome.holder_warning)}", icon="⚠️")
+            st.warning(f"**Check the card holder** — {md(outcome.holder_warning)}", icon="⚠️")
         if outcome.replayed:
             st.caption(
                 "This form was already submitted; this is its recorded outcome. "
                 "Nothing was sent again."
             )
-        st.markdown(f"**Reference**  \n`{row.reference}`")
+        st.markdown(f"**Reference**  \n{code(row.reference)}")
         facts = {
-            "Card id": f"`{row.card_id}`" if row.card_id else "—",
-            "EnKash transaction": f"`{row.transaction_id}`" if row.transaction_id else "—",
+            "Card id": code(row.card_id),
+            "EnKash transaction": code(row.transaction_id),
             "Balance after": points(row.balance_after) if row.balance_after is not None else "—",
             "When": ist(row.updated_at),
         }
@@ -47,15 +47,10 @@ def render_outcome(outcome: Outcome) -> None:
                 )
                 if part
             )
-            facts["Card holder (as EnKash reports)"] = _literal(holder)
+            facts["Card holder (as EnKash reports)"] = md(holder)
         if row.status is Status.SUCCEEDED:
             facts["Reference check"] = "✓ EnKash echoed this reference"
         cols = st.columns(2)
         for index, (label, value) in enumerate(facts.items()):
             cols[index % 2].markdown(f"**{label}**  \n{value}")
 
-
-def _literal(text: str) -> str:
-    """Supplied text as a Markdown code span, so nothing in it is interpreted."""
-    # TODO(escape): use the shared escape helper in ui/ once it lands.
-    return "`" + text.replace("`", "'") + "`"

@@ -8,6 +8,7 @@ from services.employees import find_employees
 from services.ledger import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
+from ui.text import code, md
 
 
 def _label(summary: EmployeeSummary) -> str:
@@ -30,7 +31,7 @@ def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | No
     with the_desk.client() as client:
         matches, note = find_employees(the_desk.ledger, client, query)
     if note:
-        st.caption(note)
+        st.caption(md(note))
     if not matches:
         st.info("No employee matches that. Accounts are opened on the **Create account** page.")
         return None
@@ -53,6 +54,8 @@ def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | No
     if chosen is not None:
         with st.container(border=True):
             left, right = st.columns(2)
-            left.markdown(f"**{_label(chosen).split(' · ')[0]}**  \nCard `{chosen.card_id}`")
+            left.markdown(
+                f"**{md(_label(chosen).split(' · ')[0])}**  \nCard {code(chosen.card_id)}"
+            )
             right.metric("Known balance", points(chosen.balance))
     return chosen

@@ -18,6 +18,7 @@ from services.models import Kind, Status
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.sidebar import forget_pool
+from ui.text import code, md
 
 RESULTS_KEY = "reconcile_results"
 DRIFT_KEY = "reconcile_drift"
@@ -80,7 +81,7 @@ def _remember(results: list[tuple[str, str, str]]) -> None:
 def _result_line(result: reconcile.CheckResult) -> tuple[str, str, str]:
     level, icon = _LEVELS.get(result.outcome, ("info", "ℹ️"))
     subject = what(result.row) if result.row is not None else result.reference
-    return level, icon, f"**{subject}** (`{result.reference}`) — {result.message}"
+    return level, icon, f"**{md(subject)}** ({code(result.reference)}) — {md(result.message)}"
 
 
 # --- actions (button callbacks) -------------------------------------------------------------------
@@ -126,15 +127,14 @@ def resend_one(reference: str) -> None:
     with the_desk.client() as client:
         result = reconcile.resend(the_desk.ledger, client, reference, actor=operator())
     if result.outcome is None:
-        _remember([("error", "🛑", f"`{reference}`: {result.refusal}")])
+        _remember([("error", "🛑", f"{code(reference)}: {md(result.refusal)}")])
         return
     outcome = result.outcome
     forget_pool()
     level = {Status.SUCCEEDED: "success", Status.FAILED: "error"}.get(outcome.status, "warning")
     icon = {"success": "✅", "error": "⛔"}.get(level, "⏳")
-    _remember(
-        [(level, icon, f"Resent `{reference}`: **{outcome.headline}** — {outcome.explanation}")]
-    )
+    text = f"Resent {code(reference)}: **{md(outcome.headline)}** — {md(outcome.explanation)}"
+    _remember([(level, icon, text)])
 
 
 def run_drift() -> None:
@@ -143,7 +143,9 @@ def run_drift() -> None:
         with the_desk.client() as client:
             st.session_state[DRIFT_KEY] = reconcile.drift_check(the_desk.ledger, client)
     except EnkashError as error:
-        st.session_state[DRIFT_KEY] = f"EnKash could not be asked for its cards: {error.message}"
+        st.session_state[DRIFT_KEY] = (
+            f"EnKash could not be asked for its cards: {md(error.message)}"
+        )
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -158,7 +160,9 @@ def render_results() -> None:
 @st.dialog("Resend with the same reference")
 def confirm_resend(item: reconcile.UnknownTransaction) -> None:
     row = item.row
-    st.markdown(f"**{what(row)}**  \nReference `{row.reference}` · attempt {row.attempts + 1}")
+    st.markdown(
+        f"**{md(what(row))}**  \nReference {code(row.reference)} · attempt {row.attempts + 1}"
+    )
     st.write(
         "EnKash's latest lookup found no transaction with this reference, so it never arrived. "
         "It will be looked up once more and, if still absent, sent again with the **same "
@@ -186,13 +190,13 @@ def render_unknown(item: reconcile.UnknownTransaction, now: datetime) -> None:
     with st.container(border=True, key=f"unknown_{row.reference}"):
         text, actions = st.columns([3, 2], vertical_alignment="center")
         attempts = f"{row.attempts} attempt{'s' if row.attempts != 1 else ''}"
-        text.markdown(f"**{what(row)}**")
+        text.markdown(f"**{md(what(row))}**")
         text.caption(
             f"Started {ist(row.created_at, '%d %b, %H:%M IST')} · **{ago(now - row.created_at)}**"
-            f" · {attempts} · `{row.reference}`"
+            f" · {attempts} · {code(row.reference)}"
         )
         icon = "🔁" if item.resend_allowed else ("🔎" if item.mismatch else "⏳")
-        text.markdown(f"{icon} {item.state}")
+        text.markdown(f"{icon} {md(item.state)}")
         actions.button(
             "Check with EnKash",
             key=f"check_{row.reference}",
@@ -288,7 +292,7 @@ def render_drift() -> None:
     cards.metric("Cards compared", f"{report.cards_checked:,}")
     ledger_total.metric("Ledger accounts for", points(report.ledger_card_total))
     enkash_total.metric("Cards hold at EnKash", points(report.enkash_card_total))
-    pool_metric.metric("Pool at EnKash", pool, help=report.account_error or None)
+    pool_metric.metric("Pool at EnKash", pool, help=md(report.account_error) or None)
     checked = ist(report.checked_at, "%d %b %Y, %H:%M:%S IST")
     if report.agrees:
         st.success(f"Every card agrees with EnKash (checked {checked}).", icon="✅")

@@ -13,6 +13,7 @@ from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
 from ui.format import points
+from ui.text import md
 
 _POOL_TTL_SECONDS = 15
 
@@ -59,10 +60,10 @@ def render_sidebar(slot=None) -> None:
             st.badge("Live EnKash", icon="🟢", color="green")
         person = current_person()
         if person is not None and person.method == "sandbox":
-            st.caption(f"**{person.display_name}** · no sign-in (sandbox)")
+            st.caption(f"**{md(person.display_name)}** · no sign-in (sandbox)")
         elif person is not None:
             roles = ", ".join(sorted(person.roles)) or "no role"
-            st.caption(f"Signed in as **{person.display_name}** · {roles}")
+            st.caption(f"Signed in as **{md(person.display_name)}** · {md(roles)}")
             st.button("Sign out", key="sidebar_sign_out", on_click=sign_out, type="tertiary")
         details = pool_details()
         st.metric(

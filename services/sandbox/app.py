@@ -59,6 +59,7 @@ Faults (``Knobs``): one random draw per API call picks at most one fault (the ra
 cumulative, so they should sum to at most 1). ``latency_ms`` and ``fail_before_commit_rate`` apply
 to every API call; the others only to allocate. Neither touches ``/oauth/token`` or ``/_sandbox/``.
 Fault replies (503, 500, 504) are plain JSON ``{"error": ...}``, never encrypted.
+``refuse_with`` (text) refuses every allocate with that message, as a business refusal.
 
 Admin (sandbox only): ``GET /_sandbox/health`` (open), ``GET /_sandbox/stats``, ``GET|POST
 /_sandbox/knobs``, ``POST /_sandbox/reset``. All but health need the header ``X-Sandbox-Token``
@@ -116,6 +117,7 @@ ENVELOPES = ("documented", "code", "response_code")
 MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT = Decimal("1e12")
 MAX_REFERENCE_LENGTH = 100
+MAX_REFUSAL_LENGTH = 500
 FAULTS = (
     "fail_before_commit",
     "hang_before_commit",
@@ -150,6 +152,9 @@ class Knobs:
     # (username, password, the form as sent, the Authorization header). Tests use it to prove the
     # client never stores or shows what such a reply echoes.
     echo_login_errors: bool = False
+    # When set, every allocate is refused (HTTP 200, nothing committed) with this message: what
+    # EnKash says is shown to people, so tests can make it say anything.
+    refuse_with: str = ""
 
 
 class _Stop(Exception):
@@ -552,6 +557,8 @@ class _Sandbox:
 
     async def allocate(self, body: dict[str, Any], fault: str | None, encrypted: bool) -> Response:
         allocation = parse_allocation(body)
+        if self.knobs.refuse_with:
+            raise _Refuse(200, self.knobs.refuse_with)
         if fault == "hang_before_commit":
             await self._hang()
             return JSONResponse({"error": "gateway_timeout"}, status_code=504)
@@ -762,6 +769,11 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
         elif name in ("encrypt", "echo_login_errors"):
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be true or false")
+        elif name == "refuse_with":
+            if not isinstance(value, str) or len(value) > MAX_REFUSAL_LENGTH:
+                raise ValueError(
+                    f"refuse_with must be text of at most {MAX_REFUSAL_LENGTH} characters"
+                )
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
