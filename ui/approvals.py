@@ -49,7 +49,8 @@ def _what(approval: Approval) -> str:
         why = " and ".join(approval.reasons)
         return (
             f"Batch **{md(record.file_name)}** · {record.row_count:,} rows  \n"
-            f"{summary[:1].upper()}{summary[1:]}" + (f"  \nWaits because it {md(why)}." if why else "")
+            f"{summary[:1].upper()}{summary[1:]}"
+            + (f"  \nWaits because it {md(why)}." if why else "")
         )
     request = approval.request
     employee = request.get("employee") or {}

@@ -10,7 +10,7 @@ from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
-from ui.text import code, md
+from ui.text import md
 
 
 def _employee_fields(summary: EmployeeSummary) -> dict | None:
