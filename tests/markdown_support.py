@@ -28,6 +28,8 @@ _CODE_SPAN = re.compile(_UNESCAPED + r"(`+)(?!`).*?(?<!`)\1(?!`)")
 _JOINER = "\u2060"
 # Strings of an element's proto that Streamlit renders as Markdown.
 _MARKDOWN_FIELDS = {"body", "label", "help", "text", "title", "delta"}
+# Elements whose body is shown as plain text.
+_PLAIN_ELEMENTS = {"text", "code"}
 
 
 def hostile(marker: str) -> str:
@@ -43,6 +45,8 @@ def markdown_strings(at) -> Iterator[str]:
     """Every string of the last run that Streamlit would render as Markdown (main and sidebar;
     dataframes and select options are plain text and are not included)."""
     for node in at._tree:
+        if getattr(node, "type", None) in _PLAIN_ELEMENTS:
+            continue  # st.text and st.code show their text as typed: no Markdown is rendered
         proto = getattr(node, "proto", None)
         if proto is not None and hasattr(proto, "ListFields"):
             yield from _strings(proto)

@@ -237,14 +237,26 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
     assert "Finished" in body
 
 
+def _row_number(row) -> int:
+    return row.row_number
+
+
 def test_a_file_repeating_a_recent_batch_needs_the_acknowledgement_before_sending(app, app_desk):
     app.switch_page(BULK).run()
-    upload(app, "october.csv", content(*GOOD))
+    upload(app, "cards.csv", content(*GOOD[:4]))
+    opened, _ = send_and_wait(app, app_desk)
+    cards = [r.card_id for r in sorted(app_desk.ledger.rows(batch_id=opened), key=_row_number)]
+    credits = [f"credit,,,,,,{card},{100 * (n + 1)},October" for n, card in enumerate(cards)]
+    upload(app, "october.csv", content(*credits))
     first, _ = send_and_wait(app, app_desk)
     paid = app_desk.sandbox.store.commit_count()
 
-    # The same rows with one space changed: another digest, the same people and amounts.
-    again = [GOOD[0].replace(",October", ", October"), *GOOD[1:3], GOOD[3].replace("400", "401")]
+    # The same rows with one space changed: another digest, the same cards and amounts.
+    again = [
+        credits[0].replace(",October", ", October"),
+        *credits[1:3],
+        credits[3].replace("400", "401"),
+    ]
     upload(app, "october-again.csv", content(*again))
     text = page_text(app)
     assert f"3 of 4 rows repeat batch `{first}`" in text and "(rows 2, 3, 4;" in text
