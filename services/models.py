@@ -348,6 +348,9 @@ class AllocationResult(BaseModel):
     card_status: str = ""
     kyc_status: str = ""
     raw: dict[str, Any] = {}
+    #: What in EnKash's reply could not be stored as given, in words for the audit trail
+    #: (e.g. "EnKash reported balance '92415.445', not stored as a number").
+    notes: tuple[str, ...] = ()
 
 
 class TransactionRecord(BaseModel):
@@ -363,6 +366,7 @@ class TransactionRecord(BaseModel):
     balance_after: Decimal | None = None
     status: str = ""
     happened_at: datetime | None = None
+    notes: tuple[str, ...] = ()  # what could not be kept as EnKash gave it (see AllocationResult)
 
 
 def field_errors(error: ValidationError) -> dict[str, str]:
