@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +36,7 @@ from services.models import (
     Kind,
     Status,
     TransactionRecord,
+    parse_card_id,
 )
 
 log = logging.getLogger("points_desk.allocations")
@@ -236,14 +238,92 @@ def _send(
     ledger: Ledger, client: EnkashClient, allocation: Allocation, actor: str
 ) -> tuple[LedgerRow, CardHolder | None]:
     """Call EnKash for a row already in ``SENDING`` and commit the outcome; also returns the
-    holder EnKash's success reply names, if any."""
+    holder EnKash's success reply names, if any.
+
+    The row never stays ``SENDING``: if EnKash's answer cannot be written as given (a value the
+    ledger refuses, a database error), what can be stored is, and the audit trail says what was
+    left out; if even that fails, the row becomes ``UNKNOWN`` and a lookup settles it. Only a row
+    another caller moved meanwhile (``StatusConflict``) is left as they left it.
+    """
     reference = allocation.reference
     started = time.monotonic()
     try:
         result: AllocationResult = client.allocate(allocation)
     except Exception as error:
         status, detail, code, message = _failure(error, reference)
-        failed = ledger.transition(
+        return _record_failure(ledger, reference, status, actor, detail, code, message), None
+    log.info("allocated %s in %.0f ms", reference, (time.monotonic() - started) * 1000)
+    return _record_success(ledger, reference, result, actor), reported_holder(result)
+
+
+def _record_success(
+    ledger: Ledger, reference: str, result: AllocationResult, actor: str
+) -> LedgerRow:
+    """Commit a confirmed success; with less of EnKash's reply if all of it cannot be stored."""
+    detail = "; ".join(["EnKash confirmed; reference matched", *result.notes])
+    try:
+        return ledger.transition(
+            reference,
+            Status.SUCCEEDED,
+            actor=actor,
+            from_statuses=(Status.SENDING,),
+            detail=detail,
+            result=result,
+        )
+    except StatusConflict:
+        raise
+    except Exception as error:
+        log.error("could not record %s as EnKash confirmed it", reference, exc_info=error)
+        problem = type(error).__name__
+    # Keep only what is known to fit: the card id when it is a card id, no transaction id or
+    # balance. The success itself is what matters; the rest is in EnKash's lookup.
+    card_id = _storable_card_id(result.card_id)
+    minimal = AllocationResult(
+        reference=reference, card_id=card_id or "", transaction_id="", balance_after=None
+    )
+    try:
+        return ledger.transition(
+            reference,
+            Status.SUCCEEDED,
+            actor=actor,
+            from_statuses=(Status.SENDING,),
+            detail=(
+                f"{_plain(detail)}; EnKash's reply could not be stored in full ({problem}): its "
+                "transaction id and balance were not recorded"
+                + ("" if card_id else ", nor its card id")
+            ),
+            result=minimal if card_id else None,
+        )
+    except StatusConflict:
+        raise
+    except Exception as error:
+        log.error("could not record %s as succeeded at all", reference, exc_info=error)
+        problem = type(error).__name__
+    return ledger.transition(
+        reference,
+        Status.UNKNOWN,
+        actor=actor,
+        from_statuses=(Status.SENDING,),
+        detail=(
+            f"EnKash confirmed the transaction but it could not be recorded ({problem}); "
+            "outcome to be settled by lookup"
+        ),
+    )
+
+
+def _record_failure(
+    ledger: Ledger,
+    reference: str,
+    status: Status,
+    actor: str,
+    detail: str,
+    code: str | None,
+    message: str | None,
+) -> LedgerRow:
+    """Commit a refusal or unknown outcome; without EnKash's code and message if they cannot be
+    stored, and as ``UNKNOWN`` if even that fails (a lookup then settles it)."""
+    try:
+        return ledger.transition(
             reference,
             status,
             actor=actor,
@@ -252,17 +332,38 @@ def _send(
             enkash_code=code,
             enkash_message=message,
         )
-        return failed, None
-    log.info("allocated %s in %.0f ms", reference, (time.monotonic() - started) * 1000)
-    succeeded = ledger.transition(
+    except StatusConflict:
+        raise
+    except Exception as error:
+        log.error("could not record the outcome of %s", reference, exc_info=error)
+        problem = type(error).__name__
+    kept = _storable_code(code)
+    try:
+        return ledger.transition(
+            reference,
+            status,
+            actor=actor,
+            from_statuses=(Status.SENDING,),
+            detail=(
+                f"{_plain(detail)}; EnKash's answer could not be stored as given ({problem}): "
+                "its message is kept without control characters, shortened to 300"
+                + ("" if kept == code else "; its code is left out")
+            ),
+            enkash_code=kept,
+            enkash_message=_plain(message) if message is not None else None,
+        )
+    except StatusConflict:
+        raise
+    except Exception as error:
+        log.error("could not record the outcome of %s at all", reference, exc_info=error)
+        problem = type(error).__name__
+    return ledger.transition(
         reference,
-        Status.SUCCEEDED,
+        Status.UNKNOWN,
         actor=actor,
         from_statuses=(Status.SENDING,),
-        detail="EnKash confirmed; reference matched",
-        result=result,
+        detail=f"the outcome could not be recorded ({problem}); to be settled by lookup",
     )
-    return succeeded, reported_holder(result)
 
 
 class ApprovalRequired(Exception):
@@ -288,6 +389,28 @@ def debit_needs_approval(amount: Decimal, settings: Settings | None) -> bool:
     needs a second person's approval before it may be sent."""
     threshold = debit_threshold(settings)
     return threshold is None or amount > threshold
+
+
+def _plain(text: str | None) -> str:
+    """Text with no control or surrogate characters, at most 300 of them (always storable)."""
+    cleaned = "".join(
+        ch for ch in text or "" if unicodedata.category(ch) not in ("Cc", "Cs")
+    ).strip()
+    return cleaned if len(cleaned) <= 300 else cleaned[:299] + "…"
+
+
+def _storable_code(code: str | None) -> str | None:
+    """Our own codes and short plain ones are kept; anything else is dropped."""
+    if code is None or (len(code) <= 64 and _plain(code) == code):
+        return code
+    return None
+
+
+def _storable_card_id(card_id: str) -> str | None:
+    try:
+        return parse_card_id(card_id)
+    except ValueError:
+        return None
 
 
 def submit(
@@ -525,7 +648,9 @@ def _absent(
 def _found(ledger: Ledger, row: LedgerRow, record: TransactionRecord, *, actor: str) -> Settlement:
     card_id = record.card_id or row.card_id or ""
     balance = record.balance_after
-    detail = f"settled by lookup: EnKash transaction {record.transaction_id}"
+    detail = "; ".join(
+        [f"settled by lookup: EnKash transaction {record.transaction_id}", *record.notes]
+    )
     if balance is not None and card_id:
         # The lookup's balance is the balance right after this transaction. If other transactions
         # on the card succeeded since this one was started, EnKash may have applied them after

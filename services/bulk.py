@@ -524,6 +524,14 @@ class Progress:
     approval: str | None = None  # a queued batch's approval request: pending, approved, rejected
 
     @property
+    def state(self) -> str:
+        """The batch's state as a person should read it: ``settling`` for a batch marked finished
+        while some of its rows are still queued or being sent (a resend from Reconcile)."""
+        if self.batch.state == "finished" and self.remaining:
+            return "settling"
+        return self.batch.state
+
+    @property
     def awaiting_approval(self) -> bool:
         """Queued and waiting for a second person's decision: nothing is sent yet."""
         return self.batch.state == "queued" and self.approval == approvals.PENDING
@@ -704,7 +712,14 @@ class _Feeder:
 class _Job:
     """One run of one batch in this process: a coordinator thread and its worker threads."""
 
-    def __init__(self, desk: Desk, batch_id: str, actor: str, absence_grace: timedelta):
+    def __init__(
+        self,
+        desk: Desk,
+        batch_id: str,
+        actor: str,
+        absence_grace: timedelta,
+        in_flight_limit: timedelta,
+    ):
         self.desk = desk
         self.ledger = desk.ledger
         self.batch_id = batch_id
@@ -714,7 +729,10 @@ class _Job:
         self._streak_lock = threading.Lock()
         self._later: list[str] = []  # absent, but looked up too soon after the last attempt
         self._later_lock = threading.Lock()
+        self._claimed: set[str] = set()  # rows this job's workers claimed for sending
+        self._claimed_lock = threading.Lock()
         self.absence_grace = absence_grace
+        self.in_flight_limit = in_flight_limit
         self.thread = threading.Thread(target=self._run, name=f"batch-{batch_id}", daemon=True)
 
     # -- coordinator -------------------------------------------------------------------------
@@ -732,14 +750,11 @@ class _Job:
             # 2. Send the queue.
             self._phase(workers, limiter, self._send_one, _Feeder(self.ledger, self.batch_id))
             # 3. Settle what is still unknown (timeouts, 5xx, rows from step 1 looked up too soon
-            # after their last attempt): lookups, then same-reference resends of proven absences.
-            self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
-            for _ in range(SETTLE_ROUNDS):
-                later = self._take_later()
-                if not later or not self._pause_for(self.absence_grace.total_seconds()):
-                    break
-                self._phase(workers, limiter, self._settle_one, self._feed(later))
-            self._finish()
+            # after their last attempt, rows whose outcome could not be written): lookups, then
+            # same-reference resends of proven absences.
+            self._recover_stranded()
+            self._settle(workers, limiter, self._unknown())
+            self._finish(workers, limiter)
         except Exception:
             log.exception("batch %s: the worker stopped on an unexpected error", self.batch_id)
             self.ledger.update_batch(
@@ -748,6 +763,47 @@ class _Job:
                 state="paused",
                 note="paused: the worker stopped on an unexpected error; resume to continue",
             )
+
+    def _settle(self, workers: int, limiter: RateLimiter, references: list[str]) -> None:
+        """Look these rows up (and resend proven absences); again, a grace apart, for those
+        looked up too soon after their last attempt."""
+        self._phase(workers, limiter, self._settle_one, self._feed(references))
+        for _ in range(SETTLE_ROUNDS):
+            later = self._take_later()
+            if not later or not self._pause_for(self.absence_grace.total_seconds()):
+                break
+            self._phase(workers, limiter, self._settle_one, self._feed(later))
+
+    def _recover_stranded(self) -> list[str]:
+        """Rows of this batch left ``SENDING`` that nobody is sending any more become ``UNKNOWN``.
+
+        A row this job claimed is no longer in flight once its workers have returned (its outcome
+        could not be written); any other row is in flight elsewhere (a job resumed meanwhile,
+        another process) until it has been ``SENDING`` longer than a call can take.
+        """
+        now = datetime.now(UTC)
+        with self._claimed_lock:
+            claimed = set(self._claimed)
+        moved = []
+        for row in self.ledger.rows(statuses=[Status.SENDING], batch_id=self.batch_id):
+            if row.reference not in claimed and now - row.updated_at < self.in_flight_limit:
+                continue
+            try:
+                self.ledger.transition(
+                    row.reference,
+                    Status.UNKNOWN,
+                    actor=self.actor,
+                    from_statuses=(Status.SENDING,),
+                    detail="left in flight: its outcome was not recorded, so it is settled by "
+                    "lookup before the batch finishes",
+                )
+            except StatusConflict:
+                continue  # its outcome was recorded meanwhile
+            except Exception:
+                log.exception("batch %s: could not recover %s", self.batch_id, row.reference)
+                continue
+            moved.append(row.reference)
+        return moved
 
     def _unknown(self) -> list[str]:
         rows = self.ledger.rows(statuses=[Status.UNKNOWN], batch_id=self.batch_id)
@@ -825,9 +881,34 @@ class _Job:
         if record is None or record.state != "running":
             self.stop.set()
 
-    def _finish(self) -> None:
-        counts = self.ledger.batch_counts(self.batch_id)
-        if self.stop.is_set() or counts[Status.QUEUED]:
+    def _finish(self, workers: int, limiter: RateLimiter) -> None:
+        """Mark the batch finished once no row is queued or in flight.
+
+        Rows still ``SENDING`` are waited for, and settled here once nobody is sending them. If
+        some are still in flight after a call's longest time, the batch is left unfinished (its
+        worker gone, the page offers to resume) rather than called finished.
+        """
+        deadline = time.monotonic() + self.in_flight_limit.total_seconds() + STALE_AFTER_SECONDS
+        while not self.stop.is_set():
+            counts = self.ledger.batch_counts(self.batch_id)
+            if counts[Status.QUEUED]:
+                return
+            if not counts[Status.SENDING]:
+                break
+            recovered = self._recover_stranded()
+            if recovered:
+                self._settle(workers, limiter, recovered)
+            elif time.monotonic() > deadline:
+                self.ledger.update_batch(
+                    self.batch_id,
+                    from_states=("running",),
+                    note=f"not finished: {counts[Status.SENDING]} row(s) still being sent; "
+                    "resume to settle them",
+                )
+                return
+            elif not self._pause_for(HEARTBEAT_SECONDS):
+                return
+        if self.stop.is_set():
             return
         unknown = counts[Status.UNKNOWN]
         note = (
@@ -867,6 +948,8 @@ class _Job:
             return
         if not self.ledger.claim(reference, actor=self.actor):
             return  # another worker (thread, process or replica) has it, or it was cancelled
+        with self._claimed_lock:
+            self._claimed.add(reference)
         row = allocations.send_claimed(self.ledger, client, reference, actor=self.actor)
         with self._streak_lock:
             if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:
@@ -910,6 +993,9 @@ class BatchRunner:
         #: How long after a row's last attempt a lookup that finds nothing counts as proof of
         #: absence (allocations.ABSENCE_GRACE); tests on the sandbox shorten it.
         self.absence_grace: timedelta = allocations.ABSENCE_GRACE
+        #: How long a row may be ``SENDING`` before it counts as abandoned: longer than one call
+        #: can take (a sign-in and the call, each connect + read, and one resend after a 401).
+        self.in_flight_limit = timedelta(seconds=4 * (desk.settings.enkash_timeout_seconds + 5))
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
 
@@ -921,7 +1007,7 @@ class BatchRunner:
                 return False
             # A job still finishing its in-flight rows after a pause does not block a resume:
             # the new job only claims rows that are still QUEUED (the CAS decides).
-            job = _Job(self._desk, batch_id, actor, self.absence_grace)
+            job = _Job(self._desk, batch_id, actor, self.absence_grace, self.in_flight_limit)
             self._jobs[batch_id] = job
             job.thread.start()
             return True

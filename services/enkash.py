@@ -28,8 +28,10 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +51,7 @@ from services.models import (
     CardHolder,
     Kind,
     TransactionRecord,
+    parse_card_id,
 )
 from services.redact import redact
 
@@ -420,15 +423,20 @@ class EnkashClient:
                 received_reference=received,
                 reference=reference,
             )
-        card_id = _text(payload.get("enKashCardId")) or allocation.card_id or ""
+        # A confirmed success is recorded whatever else the reply holds: a value that cannot be
+        # kept as given (a balance with 3 decimals, a card id that is not one) is left out and
+        # named in ``notes`` for the audit trail, never allowed to stop the success being stored.
+        notes: list[str] = []
+        card_id = _reported_card_id(payload.get("enKashCardId"), notes) or allocation.card_id
         return AllocationResult(
             reference=reference,
-            card_id=card_id,
-            transaction_id=_text(payload.get("enkashCardTxnId")),
-            balance_after=_decimal(payload.get("otbBalance")),
+            card_id=card_id or "",
+            transaction_id=_reported_id(payload.get("enkashCardTxnId"), "transaction id", notes),
+            balance_after=_balance(payload.get("otbBalance"), notes),
             card_status=_label(payload.get("cardStatus")),
             kyc_status=_label(payload.get("kycStatus")),
             raw=payload,
+            notes=tuple(notes),
         )
 
     def account_details(self) -> AccountDetails:
@@ -908,6 +916,75 @@ def _decimal(value: Any) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
+# A card balance beyond this is not a balance (and would not fit the ledger's integer cents).
+MAX_BALANCE = Decimal(10) ** 13
+_CENT = Decimal("0.01")
+_PLAIN_AMOUNT = re.compile(r"-?\d{1,20}(?:\.\d{1,2})?")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value EnKash sent, quoted for an audit note: clipped, control characters escaped."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        text = json.dumps(value, default=str)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    visible = "".join(
+        f"\\x{ord(ch):02x}" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text
+    )
+    return f"'{visible}'"
+
+
+def _balance(value: Any, notes: list[str]) -> Decimal | None:
+    """A card balance kept exactly: a number (or plain decimal text) with at most 2 decimals.
+
+    Anything else (3 decimals, grouping commas, words, an absurd size) is recorded as unknown
+    (``None``) and named in ``notes``; a missing balance is simply unknown.
+    """
+    if value is None:
+        return None
+    amount: Decimal | None = None
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        amount = Decimal(value)
+    elif isinstance(value, str) and _PLAIN_AMOUNT.fullmatch(value.strip()):
+        amount = Decimal(value.strip())
+    if (
+        amount is not None
+        and amount.is_finite()
+        and abs(amount) < MAX_BALANCE
+        and amount == amount.quantize(_CENT)
+    ):
+        return amount.quantize(_CENT)
+    notes.append(f"EnKash reported balance {_shown(value)}, not stored as a number")
+    return None
+
+
+def _reported_card_id(value: Any, notes: list[str]) -> str | None:
+    """EnKash's ``enKashCardId`` when it is a card id (letters and digits); else ``None``."""
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return parse_card_id(text)
+    except ValueError:
+        notes.append(f"EnKash reported card id {_shown(text)}, not a valid card id; not stored")
+        return None
+
+
+def _reported_id(value: Any, what: str, notes: list[str]) -> str:
+    """An EnKash id kept whole, except control characters, which are escaped (and noted)."""
+    text = _text(value)
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        notes.append(f"EnKash's {what} held control characters; stored with them escaped")
+        text = "".join(
+            f"\\x{ord(ch):02x}" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text
+        )
+    return text
+
+
 def _int(value: Any) -> int:
     amount = _decimal(value)
     return int(amount) if amount is not None else 0
@@ -960,15 +1037,19 @@ def _transaction_record(reference: str, row: dict[str, Any]) -> TransactionRecor
         amount = _decimal(row.get(key))
         if amount is not None:
             break
+    notes: list[str] = []
+    transaction_id = row.get("enkashCardTxnId") or row.get("enKashTransactionId")
+    card_id = _reported_card_id(row.get("enKashCardId") or row.get("enkashCardId"), notes)
     return TransactionRecord(
         reference=reference,
-        transaction_id=_text(row.get("enkashCardTxnId") or row.get("enKashTransactionId")),
-        card_id=_text(row.get("enKashCardId") or row.get("enkashCardId")),
+        transaction_id=_reported_id(transaction_id, "transaction id", notes),
+        card_id=card_id or "",
         transaction_type=_text(row.get("cardTransactionType") or row.get("transactionType")),
         # The record's existence is what settles an unknown outcome; an amount EnKash omits is
         # shown as 0 rather than turning a proven "found" into an error.
         amount=amount if amount is not None else Decimal("0"),
-        balance_after=_decimal(row.get("otbBalance")),
+        balance_after=_balance(row.get("otbBalance"), notes),
         status=_text(row.get("status")),
         happened_at=_moment(row.get("txnDate")),
+        notes=tuple(notes),
     )

@@ -118,9 +118,10 @@ transactions = sa.Table(
     sa.Column("first_name", sa.String(100)),
     sa.Column("gender", sa.String(4)),
     sa.Column("card_id", sa.String(64), index=True),
-    sa.Column("transaction_id", sa.String(64)),
+    # EnKash's own ids and codes: their length is not documented, so they are stored whole (v4).
+    sa.Column("transaction_id", sa.Text),
     sa.Column("balance_after_cents", sa.BigInteger),
-    sa.Column("enkash_code", sa.String(64)),
+    sa.Column("enkash_code", sa.Text),
     sa.Column("enkash_message", sa.Text),
     sa.Column("operator", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False, default=""),
@@ -289,6 +290,26 @@ def _v2_to_v3(conn: Connection) -> None:
 
 
 _UPGRADES.append(_v2_to_v3)
+
+
+def _v3_to_v4(conn: Connection) -> None:
+    """Widen ``transaction_id`` and ``enkash_code`` to unbounded text.
+
+    EnKash does not document how long its transaction ids and error codes are; a longer one than
+    ``varchar(64)`` made PostgreSQL refuse to record a confirmed success. On PostgreSQL varchar to
+    text is a catalogue change (no table rewrite). SQLite never enforced the length: nothing to do.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text(
+                "ALTER TABLE transactions"
+                " ALTER COLUMN transaction_id TYPE TEXT,"
+                " ALTER COLUMN enkash_code TYPE TEXT"
+            )
+        )
+
+
+_UPGRADES.append(_v3_to_v4)
 
 
 def schema_version_latest() -> int:

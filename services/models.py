@@ -63,7 +63,12 @@ class Status(StrEnum):
 # --- single-value parsers, shared by the models, forms and the CSV importer ---------------------
 
 _AMOUNT_TEXT = re.compile(r"^\d+(\.\d+)?$")
-_NAME_CHARS = re.compile(r"^[^\W\d_]+(?:[ .'\-][^\W\d_]*)*$")
+_NAME_SEPARATORS = frozenset(" .'-")
+_CARD_ID = re.compile(r"[A-Z0-9]{4,32}")
+# Zero-width joiners shape Indic scripts and emoji; every other format character (bidi controls,
+# zero-width space, word joiner, byte-order mark, soft hyphen, ...) is invisible and refused.
+_JOINERS = frozenset("\u200c\u200d")
+_LINE_WHITESPACE = frozenset("\t\n\r")
 
 
 def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
@@ -142,13 +147,90 @@ def parse_email(value: Any) -> str:
 
 
 def parse_first_name(value: Any) -> str:
-    text = " ".join(unicodedata.normalize("NFC", str(value or "")).split())
+    """A first name in any script: letters, each letter's combining marks, and ``space . ' -``.
+
+    Vowel signs and viramas of Indian scripts (अनिल, தமிழ், ਗੁਰਮੀਤ) are combining marks, as are
+    decomposed accents (José); a mark must follow a letter or another mark. Digits, emoji,
+    symbols, control characters and invisible ones (bidi controls, zero-width characters) are
+    refused. The name is stored in its composed (NFC) form.
+    """
+    raw = unicodedata.normalize("NFC", str(value or ""))
+    hidden = _hidden_characters(raw, joiners=False)
+    if hidden:
+        raise ValueError(
+            f"First name contains control or invisible characters ({hidden}); type it again "
+            "without them"
+        )
+    text = " ".join(raw.split())
     if not text:
         raise ValueError("Enter the first name")
     if len(text) > 50:
         raise ValueError("First name can be at most 50 characters")
-    if not _NAME_CHARS.match(text):
+    if not _is_name(text):
         raise ValueError("First name can hold letters, spaces, dots, hyphens and apostrophes only")
+    return text
+
+
+def _is_name(text: str) -> bool:
+    previous = ""  # "L" letter, "M" combining mark, "S" separator
+    for char in text:
+        category = unicodedata.category(char)
+        if category.startswith("L"):
+            previous = "L"
+        elif category.startswith("M") and previous in ("L", "M"):
+            previous = "M"
+        elif char in _NAME_SEPARATORS and previous:
+            previous = "S"
+        else:
+            return False
+    return True
+
+
+def _hidden_characters(text: str, *, joiners: bool = True) -> str:
+    """The control, surrogate and invisible format characters in ``text``, as ``U+0000, ...``.
+
+    Tabs and line breaks (``\\t \\n \\r``) are whitespace, not reported. ``joiners`` allows
+    ZWNJ/ZWJ (U+200C/D), which shape Indian scripts and emoji in free text.
+    """
+    found: list[str] = []
+    for char in text:
+        if char in _LINE_WHITESPACE:
+            continue
+        if unicodedata.category(char) in ("Cc", "Cs", "Cf") and not (joiners and char in _JOINERS):
+            code = f"U+{ord(char):04X}"
+            if code not in found:
+                found.append(code)
+    return ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+
+
+def parse_free_text(value: Any, label: str, max_length: int) -> str:
+    """Free text a person types that reaches the ledger (a reason, an approval comment).
+
+    Runs of whitespace (tabs and line breaks too) become one space. Other control characters
+    (U+0000 to U+001F, U+007F to U+009F), surrogates and invisible format characters (bidi controls,
+    zero-width space, byte-order mark) are refused with a message naming them: they break
+    spreadsheet exports and PostgreSQL (NUL), and can disguise what a report says.
+    """
+    raw = str(value or "")
+    hidden = _hidden_characters(raw)
+    if hidden:
+        raise ValueError(
+            f"{label} contains control or invisible characters ({hidden}); type it again "
+            "without them"
+        )
+    text = " ".join(raw.split())
+    if len(text) > max_length:
+        raise ValueError(f"{label} can be at most {max_length} characters")
+    return text
+
+
+def parse_card_id(value: Any) -> str | None:
+    """An EnKash card id (``EKC04AZHXP``), upper-cased; ``None`` when empty."""
+    text = str(value or "").strip().upper()
+    if not text:
+        return None
+    if not _CARD_ID.fullmatch(text):
+        raise ValueError("A card id is letters and digits, like EKC04AZHXP")
     return text
 
 
@@ -234,20 +316,12 @@ class Allocation(BaseModel):
     @field_validator("card_id", mode="before")
     @classmethod
     def _card_id(cls, value: Any) -> str | None:
-        text = str(value or "").strip().upper()
-        if not text:
-            return None
-        if not re.fullmatch(r"[A-Z0-9]{4,32}", text):
-            raise ValueError("A card id is letters and digits, like EKC04AZHXP")
-        return text
+        return parse_card_id(value)
 
     @field_validator("reason", mode="before")
     @classmethod
     def _reason(cls, value: Any) -> str:
-        text = " ".join(str(value or "").split())
-        if len(text) > 200:
-            raise ValueError("Reason can be at most 200 characters")
-        return text
+        return parse_free_text(value, "Reason", 200)
 
     @model_validator(mode="after")
     def _who(self) -> Allocation:
@@ -274,6 +348,9 @@ class AllocationResult(BaseModel):
     card_status: str = ""
     kyc_status: str = ""
     raw: dict[str, Any] = {}
+    #: What in EnKash's reply could not be stored as given, in words for the audit trail
+    #: (e.g. "EnKash reported balance '92415.445', not stored as a number").
+    notes: tuple[str, ...] = ()
 
 
 class TransactionRecord(BaseModel):
@@ -289,6 +366,7 @@ class TransactionRecord(BaseModel):
     balance_after: Decimal | None = None
     status: str = ""
     happened_at: datetime | None = None
+    notes: tuple[str, ...] = ()  # what could not be kept as EnKash gave it (see AllocationResult)
 
 
 def field_errors(error: ValidationError) -> dict[str, str]:

@@ -82,6 +82,8 @@ def reset_knobs(server) -> None:
         setattr(knobs, name, 0)
     knobs.token_lifetime_seconds = 300
     knobs.drop_hang_seconds = 1.5
+    knobs.reply_payload = {}
+    knobs.refusal_envelope = {}
 
 
 @dataclass

@@ -124,6 +124,136 @@ def test_a_business_refusal_is_failed_and_moves_nothing(ledger, client, sandbox)
     assert sandbox.store.commit_count() == 1
 
 
+# --- odd replies: a confirmed success is always recorded ----------------------------------------
+
+
+@pytest.mark.parametrize("reported", [92415.445, "92415.445", "92,415.44", "abc"])
+def test_a_success_with_a_balance_that_is_not_a_two_decimal_number_is_recorded_without_it(
+    ledger, client, sandbox, reported
+):
+    sandbox.knobs.reply_payload = {"otbBalance": reported}
+    allocation = create("1500.50")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    row = outcome.row
+    assert row.status is Status.SUCCEEDED
+    assert row.balance_after is None
+    assert row.card_id and row.transaction_id
+    assert ledger.get(allocation.reference) == row
+    assert ledger.audit_trail(allocation.reference)[-1].detail == (
+        "EnKash confirmed; reference matched; "
+        f"EnKash reported balance '{reported}', not stored as a number"
+    )
+
+
+def test_a_success_with_a_long_transaction_id_is_recorded_with_it_whole(ledger, client, sandbox):
+    long_id = "ECTR" + "X" * 196
+    sandbox.knobs.reply_payload = {"enkashCardTxnId": long_id}
+    outcome = submit(ledger, client, create(), operator="asha")
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.row.transaction_id == long_id
+    assert outcome.row.balance_after == Decimal("1000.00")
+
+
+def test_a_success_whose_card_id_is_not_one_keeps_the_card_it_was_sent_for(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    sandbox.knobs.reply_payload = {"enKashCardId": "EKC/" + "9" * 80}
+    allocation = credit(card, "5")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.SUCCEEDED
+    assert outcome.row.card_id == card
+    assert "not a valid card id; not stored" in ledger.audit_trail(allocation.reference)[-1].detail
+
+
+class FailingWrites:
+    """The ledger refusing the first ``count`` outcome writes (a database error the sandbox cannot
+    cause): what ``_send`` does when its write fails."""
+
+    def __init__(self, ledger, monkeypatch, count: int):
+        self.left = count
+        self.real = ledger.transition
+        monkeypatch.setattr(ledger, "transition", self)
+
+    def __call__(self, reference, to_status, **kwargs):
+        if self.left > 0:
+            self.left -= 1
+            raise RuntimeError("disk full")
+        return self.real(reference, to_status, **kwargs)
+
+
+def test_a_success_whose_full_reply_cannot_be_written_is_still_recorded_succeeded(
+    ledger, client, sandbox, monkeypatch
+):
+    FailingWrites(ledger, monkeypatch, 1)
+    allocation = create("300")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    row = outcome.row
+    assert row.status is Status.SUCCEEDED
+    assert row.card_id == sandbox.store.transactions()[-1]["enKashCardId"]
+    assert row.transaction_id == "" and row.balance_after is None
+    detail = ledger.audit_trail(allocation.reference)[-1].detail
+    assert detail == (
+        "EnKash confirmed; reference matched; EnKash's reply could not be stored in full "
+        "(RuntimeError): its transaction id and balance were not recorded"
+    )
+    assert outcome.headline.startswith("300.00 points credited to")
+
+
+def test_a_success_that_cannot_be_written_at_all_becomes_unknown_never_sending(
+    ledger, client, sandbox, monkeypatch
+):
+    FailingWrites(ledger, monkeypatch, 2)
+    allocation = create("300")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.UNKNOWN
+    assert ledger.audit_trail(allocation.reference)[-1].detail == (
+        "EnKash confirmed the transaction but it could not be recorded (RuntimeError); "
+        "outcome to be settled by lookup"
+    )
+    monkeypatch.undo()
+    settlement = settle(ledger, client, allocation.reference, actor="asha")
+    assert settlement.outcome == "succeeded"
+    assert settlement.row.balance_after == Decimal("300.00")
+    assert commits_for(sandbox.store, allocation.reference) == 1
+
+
+def test_a_refusal_with_a_long_code_is_recorded_failed_with_the_code_whole(ledger, client, sandbox):
+    card = open_card(ledger, client, "100")
+    code = "INSUFFICIENT_BALANCE_" + "X" * 100
+    sandbox.knobs.refusal_envelope = {"response_code": code, "response_message": "No. " * 200}
+    outcome = submit(ledger, client, debit(card, "500"), operator="asha")
+    assert outcome.status is Status.FAILED
+    assert outcome.row.enkash_code == code
+    assert outcome.row.enkash_message.startswith("No. No.")
+    assert len(outcome.row.enkash_message) <= 300
+
+
+def test_a_refusal_whose_code_cannot_be_stored_is_still_recorded_failed(ledger, client, sandbox):
+    card = open_card(ledger, client, "100")
+    # PostgreSQL refuses NUL in text; SQLite stores it. Either way the row is FAILED.
+    sandbox.knobs.refusal_envelope = {"response_code": "E\x00" + "1" * 80}
+    allocation = debit(card, "500")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.FAILED
+    assert outcome.row.enkash_message == "Insufficient balance in card"
+    if ledger.engine.dialect.name == "postgresql":
+        assert outcome.row.enkash_code is None
+        assert "its code is left out" in ledger.audit_trail(allocation.reference)[-1].detail
+    assert sandbox.store.card_balance(card) == Decimal("100.00")
+
+
+def test_a_refusal_that_cannot_be_written_becomes_unknown_never_sending(
+    ledger, client, sandbox, monkeypatch
+):
+    card = open_card(ledger, client, "100")
+    FailingWrites(ledger, monkeypatch, 2)
+    allocation = debit(card, "500")
+    outcome = submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.UNKNOWN
+    assert "could not be recorded (RuntimeError)" in (
+        ledger.audit_trail(allocation.reference)[-1].detail
+    )
+
+
 # --- settle ---------------------------------------------------------------------------------------
 
 

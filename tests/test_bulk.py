@@ -186,6 +186,92 @@ def test_injected_faults_are_settled_by_lookup_and_nothing_is_paid_twice(desk):
     assert settled, "error-after-commit rows must have been settled by lookup, not resent"
 
 
+# --- odd replies and rows left in flight ---------------------------------------------------------
+
+
+def test_a_batch_whose_replies_hold_an_odd_balance_succeeds_row_by_row(desk):
+    desk.sandbox.knobs.reply_payload = {"otbBalance": "92,415.445"}
+    _, record = run(desk, creates(12), concurrency=4)
+    counts = desk.ledger.batch_counts(record.batch_id)
+    assert counts[Status.SUCCEEDED] == 12 and counts[Status.SENDING] == 0
+    assert record.state == "finished" and record.note == "finished"
+    rows = desk.ledger.rows(batch_id=record.batch_id)
+    assert {row.balance_after for row in rows} == {None}
+    assert all(row.transaction_id for row in rows)
+    assert_books_agree_by_commits(desk)
+
+
+def assert_books_agree_by_commits(desk: Desk) -> None:
+    succeeded = len(desk.ledger.rows(statuses=[Status.SUCCEEDED]))
+    assert desk.sandbox.store.commit_count() == succeeded
+
+
+def test_a_row_whose_outcome_could_not_be_written_is_settled_before_the_batch_finishes(
+    desk, monkeypatch
+):
+    ledger = desk.ledger
+    real = ledger.transition
+    lock = threading.Lock()
+    victim: list[str] = []
+    failures = [0]
+
+    def failing(reference, to_status, **kwargs):
+        # The first confirmed row: every write of its outcome fails, so it stays SENDING.
+        with lock:
+            if not victim and to_status is Status.SUCCEEDED:
+                victim.append(reference)
+            fail = victim == [reference] and failures[0] < 3
+            if fail:
+                failures[0] += 1
+        if fail:
+            raise RuntimeError("database unavailable")
+        return real(reference, to_status, **kwargs)
+
+    monkeypatch.setattr(ledger, "transition", failing)
+    _, record = run(desk, creates(6), concurrency=2)
+    assert failures[0] == 3  # SUCCEEDED in full, SUCCEEDED without the reply, UNKNOWN
+    counts = ledger.batch_counts(record.batch_id)
+    assert record.state == "finished"
+    assert counts[Status.SUCCEEDED] == 6 and counts[Status.SENDING] == 0
+    trail = [event.detail for event in ledger.audit_trail(victim[0])]
+    assert any(detail.startswith("left in flight") for detail in trail)
+    assert trail[-1].startswith("settled by lookup")
+    assert_books_agree(ledger, desk.sandbox.store)
+
+
+def test_a_row_in_flight_elsewhere_keeps_the_batch_unfinished_until_it_is_settled(desk):
+    desk.runner.in_flight_limit = timedelta(seconds=0.5)  # production: longer than any call
+    _, record = queue(desk, creates(4))
+    stranded = allocations.batch_reference(record.batch_id, 3)
+    # Another worker claimed this row and then vanished: it is SENDING and nobody sends it.
+    assert desk.ledger.claim(stranded, actor="elsewhere")
+    bulk.start_batch(desk, record.batch_id, actor="tester")
+    assert desk.runner.wait(record.batch_id, timeout=60)
+    finished = desk.ledger.get_batch(record.batch_id)
+    assert finished.state == "finished"
+    assert desk.ledger.batch_counts(record.batch_id)[Status.SUCCEEDED] == 4
+    trail = [event.detail for event in desk.ledger.audit_trail(stranded)]
+    assert any(detail.startswith("left in flight") for detail in trail)
+    assert any(detail.startswith(allocations.PROVED_ABSENT) for detail in trail)
+    assert_books_agree(desk.ledger, desk.sandbox.store)  # sent once, after proof of absence
+
+
+def test_progress_never_says_finished_while_a_row_is_in_flight(desk):
+    _, record = queue(desk, creates(2))
+    reference = allocations.batch_reference(record.batch_id, 2)
+    # As an older Points Desk left it: marked finished with a row still being sent.
+    assert desk.ledger.claim(reference, actor="tester")
+    desk.ledger.update_batch(record.batch_id, state="finished", note="finished")
+    progress = bulk.progress(desk.ledger, record.batch_id)
+    assert progress.batch.state == "finished"
+    assert progress.state == "settling" and progress.active
+    desk.ledger.cancel_queued(record.batch_id, actor="tester", code="X", message="x")
+    desk.ledger.transition(
+        reference, Status.UNKNOWN, actor="tester", from_statuses=(Status.SENDING,)
+    )
+    assert bulk.progress(desk.ledger, record.batch_id).state == "finished"
+
+
 # --- pause, resume, cancel -----------------------------------------------------------------------
 
 

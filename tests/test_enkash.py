@@ -633,6 +633,109 @@ def test_a_success_for_another_reference_is_a_mismatch(sandbox):
     assert sandbox.store.commit_count() == 1
 
 
+# --- the sandbox: odd values in a confirmed success ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reported", "stored"),
+    [
+        (92415.44, Decimal("92415.44")),  # a JSON number with 2 decimals
+        (92415, Decimal("92415.00")),
+        ("92415.44", Decimal("92415.44")),  # plain decimal text is still exact
+        (92415.440, Decimal("92415.44")),
+    ],
+)
+def test_a_balance_with_at_most_two_decimals_is_kept_exactly(sandbox, reported, stored):
+    sandbox.knobs.reply_payload = {"otbBalance": reported}
+    client, _ = make_client(sandbox)
+    confirmed = client.allocate(create())
+    assert confirmed.balance_after == stored
+    assert confirmed.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("reported", "shown"),
+    [
+        (92415.445, "'92415.445'"),  # a JSON number with 3 decimals
+        ("92415.445", "'92415.445'"),
+        ("92,415.44", "'92,415.44'"),
+        ("abc", "'abc'"),
+        ("", "''"),
+        (True, "'true'"),
+        ({"amount": 5}, """'{"amount": 5}'"""),
+        (1e20, "'1E+20'"),
+        ("1\x00", "'1\\x00'"),
+    ],
+)
+def test_a_balance_that_is_not_a_two_decimal_number_is_unknown_and_named(sandbox, reported, shown):
+    sandbox.knobs.reply_payload = {"otbBalance": reported}
+    client, _ = make_client(sandbox)
+    allocation = create()
+    confirmed = client.allocate(allocation)
+    assert confirmed.reference == allocation.reference
+    assert confirmed.balance_after is None
+    assert confirmed.notes == (f"EnKash reported balance {shown}, not stored as a number",)
+    assert confirmed.card_id.startswith("EKC") and confirmed.transaction_id
+
+
+def test_a_long_transaction_id_is_kept_whole(sandbox):
+    long_id = "ECTR" + "7" * 296
+    sandbox.knobs.reply_payload = {"enkashCardTxnId": long_id}
+    client, _ = make_client(sandbox)
+    confirmed = client.allocate(create())
+    assert confirmed.transaction_id == long_id
+    assert confirmed.notes == ()
+
+
+def test_a_card_id_that_is_not_one_is_not_kept_and_is_named(sandbox):
+    client, _ = make_client(sandbox)
+    card_id = client.allocate(create()).card_id
+    sandbox.knobs.reply_payload = {"enKashCardId": "EKC 12/" + "Z" * 100}
+    confirmed = client.allocate(credit(card_id))
+    assert confirmed.card_id == card_id  # the card the credit was sent for
+    assert len(confirmed.notes) == 1
+    assert confirmed.notes[0].startswith("EnKash reported card id 'EKC 12/ZZZ")
+    assert confirmed.notes[0].endswith("…', not a valid card id; not stored")
+    fresh = client.allocate(create(n=2))  # a new account: no card id to fall back on
+    assert fresh.card_id == "" and fresh.notes
+
+
+def test_control_characters_in_a_transaction_id_are_escaped_and_named(sandbox):
+    sandbox.knobs.reply_payload = {"enkashCardTxnId": "ECTR\x00\x1b9"}
+    client, _ = make_client(sandbox)
+    confirmed = client.allocate(create())
+    assert confirmed.transaction_id == "ECTR\\x00\\x1b9"
+    assert confirmed.notes == (
+        "EnKash's transaction id held control characters; stored with them escaped",
+    )
+
+
+def test_odd_values_in_a_lookup_are_kept_as_far_as_they_can_be(recorder_factory):
+    reference_sent = reference()
+    row = {
+        "pgReferenceNumber": reference_sent,
+        "enkashCardTxnId": "T" * 150,
+        "enKashCardId": "not a card!",
+        "otbBalance": "1,00,000.005",
+        "status": "SUCCESS",
+    }
+    # The sandbox's lookup lists what it committed, so an odd lookup reply comes from a recorder.
+    recorder = recorder_factory(
+        lambda seen: (
+            token_reply() if seen.path == TOKEN_PATH else (200, {"code": 0, "payload": [row]})
+        )
+    )
+    record = EnkashClient(recorder_config(recorder.url)).find_transaction(reference_sent)
+    assert record is not None
+    assert record.transaction_id == "T" * 150
+    assert record.card_id == ""
+    assert record.balance_after is None
+    assert record.notes == (
+        "EnKash reported card id 'not a card!', not a valid card id; not stored",
+        "EnKash reported balance '1,00,000.005', not stored as a number",
+    )
+
+
 def test_an_empty_pool_is_a_business_refusal_with_enkash_message():
     server = start_sandbox(identity=SandboxIdentity(opening_pool=Decimal("100.00")))
     try:

@@ -217,6 +217,68 @@ def test_an_older_schema_is_upgraded_on_open_exactly_once(store, monkeypatch):
     assert calls == [1]
 
 
+def test_a_version_3_ledger_is_upgraded_to_unbounded_enkash_ids_keeping_every_row(store: Store):
+    old = store.open()
+    for n in range(3):
+        succeed(old, create(f"V3ROW{n:03d}"), f"EKCV3{n}", f"{n + 1}00.50")
+    old.record_intent(move("V3QUEUED", "EKCV30", "5"), operator="asha", status=Status.QUEUED)
+    failed = in_status(old, Status.FAILED)
+    with old.engine.begin() as conn:  # as version 3 was: EnKash's ids and codes in varchar(64)
+        if store.backend == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE transactions ALTER COLUMN transaction_id TYPE VARCHAR(64),"
+                " ALTER COLUMN enkash_code TYPE VARCHAR(64)"
+            )
+        conn.exec_driver_sql("UPDATE schema_version SET version = 3")
+    before_rows = {row.reference: row for row in old.rows()}
+    before_events = count(old, "audit_events")
+    old.dispose()
+
+    upgraded = store.open()
+    assert upgraded.schema_version() == schema_version_latest() == 4
+    assert {row.reference: row for row in upgraded.rows()} == before_rows
+    assert count(upgraded, "audit_events") == before_events
+    assert upgraded.get(failed).status is Status.FAILED
+    long_id = "ECTR" + "X" * 296
+    reference = new_ref("V4")
+    upgraded.record_intent(move(reference, "EKCV30", "1"), operator="asha")
+    row = upgraded.transition(
+        reference,
+        Status.SUCCEEDED,
+        actor="asha",
+        from_statuses=(Status.SENDING,),
+        result=result(reference, "EKCV30", "5", txn=long_id),
+    )
+    assert row.transaction_id == long_id
+
+
+def test_long_enkash_transaction_ids_and_codes_are_stored_whole(ledger: Ledger):
+    long_id = "ECTR" + "9" * 196
+    long_code = "E" * 150
+    ok = new_ref("LONG")
+    succeed_row = ledger.record_intent(move(ok, "EKC0001", "10"), operator="asha")
+    assert succeed_row.transaction_id is None
+    row = ledger.transition(
+        ok,
+        Status.SUCCEEDED,
+        actor="asha",
+        from_statuses=(Status.SENDING,),
+        result=result(ok, "EKC0001", "10", txn=long_id),
+    )
+    assert ledger.get(ok).transaction_id == row.transaction_id == long_id
+    refused = new_ref("LONG")
+    ledger.record_intent(move(refused, "EKC0001", "10"), operator="asha")
+    ledger.transition(
+        refused,
+        Status.FAILED,
+        actor="asha",
+        from_statuses=(Status.SENDING,),
+        enkash_code=long_code,
+        enkash_message="refused " * 200,
+    )
+    assert ledger.get(refused).enkash_code == long_code
+
+
 def test_a_schema_newer_than_the_code_is_refused(ledger: Ledger, store: Store):
     with ledger.engine.begin() as conn:
         conn.execute(sa.text("UPDATE schema_version SET version = 99"))

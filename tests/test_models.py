@@ -17,6 +17,7 @@ from services.models import (
     field_errors,
     parse_email,
     parse_first_name,
+    parse_free_text,
     parse_mobile,
     parse_points,
 )
@@ -148,6 +149,94 @@ def test_any_letters_only_name_is_accepted_in_its_composed_form(name):
     assert parse_first_name(name) == unicodedata.normalize("NFC", name)
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "अनिल",  # Devanagari: the vowel sign is a combining mark
+        "क्षितिज",  # Devanagari conjunct: virama between letters
+        "தமிழ்செல்வி",  # Tamil
+        "সুমন",  # Bengali
+        "వెంకట్",  # Telugu
+        "ശ്രീജ",  # Malayalam
+        "ਗੁਰਮੀਤ",  # Gurmukhi
+        "ಕನ್ನಡ",  # Kannada
+        "ભાવિન",  # Gujarati
+        "José",
+        "Rama Devi",
+        "Mary-Jane O'Neil",
+    ],
+)
+def test_names_in_indian_scripts_and_accented_latin_are_accepted(name):
+    assert parse_first_name(name) == unicodedata.normalize("NFC", name)
+
+
+def test_a_decomposed_accent_is_accepted_and_stored_composed():
+    assert parse_first_name("Jose\u0301") == "José"
+    # No precomposed form exists: letter + combining mark is kept as such.
+    assert parse_first_name("Q\u0307asim") == "Q\u0307asim"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "अनिल२",  # a Devanagari digit
+        "Ravi😀",
+        "\u0301Ravi",  # a combining mark with no letter before it
+        "Ravi -\u0301",
+        "-Ravi",
+    ],
+)
+def test_digits_emoji_and_stray_marks_are_refused_in_names(text):
+    with pytest.raises(ValueError, match="letters, spaces"):
+        parse_first_name(text)
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\x00",
+        "\x1f",
+        "\x7f",
+        "\x85",
+        "\u202a",
+        "\u202e",
+        "\u2066",
+        "\u2069",
+        "\u200e",
+        "\u200f",
+        "\u200b",
+        "\u200c",
+        "\u200d",
+        "\ufeff",
+        "\u2060",
+    ],
+)
+def test_control_bidi_and_zero_width_characters_are_refused_in_names(char):
+    with pytest.raises(ValueError, match=f"invisible characters \\(U\\+{ord(char):04X}\\)"):
+        parse_first_name(f"अनि{char}ल")
+
+
+_NAME_LETTERS = st.characters(categories=["Lu", "Ll", "Lo"])
+_NAME_MARKS = st.characters(categories=["Mn", "Mc"])
+
+
+@given(
+    st.lists(st.tuples(_NAME_LETTERS, st.text(_NAME_MARKS, max_size=2)), min_size=1, max_size=12)
+)
+def test_any_letters_each_followed_by_its_marks_are_accepted(parts):
+    name = "".join(letter + marks for letter, marks in parts)
+    assert parse_first_name(name) == unicodedata.normalize("NFC", name)
+
+
+@given(
+    st.text(st.characters(categories=["Lu", "Ll", "Lo"]), min_size=1, max_size=10),
+    st.characters(categories=["Nd", "Cc", "Cf", "So"], exclude_characters="\t\n\r"),
+)
+def test_a_digit_control_format_or_emoji_character_anywhere_is_refused(name, bad):
+    with pytest.raises(ValueError):
+        parse_first_name(name + bad + name)
+
+
 def test_title_and_gender_accept_any_case_and_refuse_others():
     employee = Employee(**{**GOOD_EMPLOYEE, "title": "mrs", "gender": "f"})
     assert employee.title is Title.MRS and employee.gender is Gender.F
@@ -193,3 +282,38 @@ def test_max_points_comes_from_the_validation_context():
     assert Allocation.model_validate(data).amount == Decimal("600.00")
     with pytest.raises(ValidationError, match="At most 500"):
         Allocation.model_validate(data, context={"max_points": Decimal("500")})
+
+
+# --- free text that reaches the ledger ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x08", "\x0b", "\x1b", "\x7f", "\x9f"])
+def test_control_characters_in_a_reason_are_refused_with_the_character_named(char):
+    with pytest.raises(ValidationError) as caught:
+        Allocation(
+            reference="PD-000001", kind="credit", amount="10", card_id="EKC1234", reason=f"Q3{char}"
+        )
+    message = field_errors(caught.value)["reason"]
+    assert message == (
+        f"Reason contains control or invisible characters (U+{ord(char):04X}); type it again "
+        "without them"
+    )
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200b", "\ufeff", "\u00ad"])
+def test_bidi_and_invisible_format_characters_in_a_reason_are_refused(char):
+    with pytest.raises(ValueError, match="invisible characters"):
+        parse_free_text(f"bonus {char}", "Reason", 200)
+
+
+def test_tabs_and_line_breaks_in_a_reason_become_spaces_and_joiners_are_kept():
+    assert parse_free_text("Q3\tbonus\r\nfor  Diwali", "Reason", 200) == "Q3 bonus for Diwali"
+    assert parse_free_text("दिवाली बोनस \u200d", "Reason", 200) == "दिवाली बोनस \u200d"
+    assert parse_free_text("  ", "Comment", 10) == ""
+    with pytest.raises(ValueError, match="Comment can be at most 10 characters"):
+        parse_free_text("x" * 11, "Comment", 10)
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cf", "Cs"]), max_size=200))
+def test_any_reason_without_control_or_format_characters_is_accepted(text):
+    assert parse_free_text(text, "Reason", 200) == " ".join(text.split())

@@ -35,6 +35,7 @@ _STATE_LOOK = {
     "paused": ("Paused", "orange", "⏸️"),
     "cancelled": ("Cancelled", "gray", "⏹️"),
     "finished": ("Finished", "green", "✅"),
+    "settling": ("Settling", "orange", "⏳"),
     "interrupted": ("Interrupted", "red", "⚠️"),
     "approval": ("Awaiting approval", "violet", "👥"),
 }
@@ -409,7 +410,7 @@ def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
 def _state_of(progress: bulk.Progress) -> str:
     if progress.awaiting_approval:
         return "approval"
-    return "interrupted" if progress.interrupted else progress.batch.state
+    return "interrupted" if progress.interrupted else progress.state
 
 
 def _eta(seconds: float | None) -> str:

@@ -155,6 +155,11 @@ class Knobs:
     # When set, every allocate is refused (HTTP 200, nothing committed) with this message: what
     # EnKash says is shown to people, so tests can make it say anything.
     refuse_with: str = ""
+    # Odd replies EnKash might send, for tests: fields merged into every successful allocate
+    # reply's payload (e.g. {"otbBalance": "92,415.44"}), and into every refused allocate reply's
+    # envelope (e.g. {"response_code": "<a 100-character code>"}). The store is unchanged.
+    reply_payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+    refusal_envelope: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -579,8 +584,11 @@ class _Sandbox:
         self, outcome: Outcome, encrypted: bool, *, wrong_reference: bool
     ) -> Response:
         if not outcome.ok:
-            return self._refusal(outcome.http_status, outcome.message or "", encrypted)
+            envelope = self._envelope(False, message=outcome.message or "")
+            envelope.update(self.knobs.refusal_envelope)
+            return self._reply(outcome.http_status, envelope, encrypted)
         payload = dict(outcome.payload or {})
+        payload.update(self.knobs.reply_payload)
         if wrong_reference:
             alphabet = string.ascii_uppercase + string.digits
             payload["pgReferenceNumber"] = "SBX" + "".join(
@@ -774,6 +782,10 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
                 raise ValueError(
                     f"refuse_with must be text of at most {MAX_REFUSAL_LENGTH} characters"
                 )
+        elif name in ("reply_payload", "refusal_envelope"):
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{name} must be a JSON object")
+            value = dict(value)
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")
