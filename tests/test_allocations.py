@@ -109,7 +109,7 @@ def test_submit_records_the_intent_then_the_confirmed_outcome(ledger, client, sa
         (Status.SENDING, Status.SUCCEEDED),
     ]
     # The same form submitted again sends nothing and returns the recorded outcome.
-    again = submit(ledger, client, allocation, operator="asha")
+    again = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert again.replayed and again.status is Status.SUCCEEDED
     assert sandbox.store.allocate_requests() == 1
 
@@ -133,7 +133,7 @@ def test_a_success_with_a_balance_that_is_not_a_two_decimal_number_is_recorded_w
 ):
     sandbox.knobs.reply_payload = {"otbBalance": reported}
     allocation = create("1500.50")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     row = outcome.row
     assert row.status is Status.SUCCEEDED
     assert row.balance_after is None
@@ -158,7 +158,7 @@ def test_a_success_whose_card_id_is_not_one_keeps_the_card_it_was_sent_for(ledge
     card = open_card(ledger, client)
     sandbox.knobs.reply_payload = {"enKashCardId": "EKC/" + "9" * 80}
     allocation = credit(card, "5")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.SUCCEEDED
     assert outcome.row.card_id == card
     assert "not a valid card id; not stored" in ledger.audit_trail(allocation.reference)[-1].detail
@@ -185,7 +185,7 @@ def test_a_success_whose_full_reply_cannot_be_written_is_still_recorded_succeede
 ):
     FailingWrites(ledger, monkeypatch, 1)
     allocation = create("300")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     row = outcome.row
     assert row.status is Status.SUCCEEDED
     assert row.card_id == sandbox.store.transactions()[-1]["enKashCardId"]
@@ -203,7 +203,7 @@ def test_a_success_that_cannot_be_written_at_all_becomes_unknown_never_sending(
 ):
     FailingWrites(ledger, monkeypatch, 2)
     allocation = create("300")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.UNKNOWN
     assert ledger.audit_trail(allocation.reference)[-1].detail == (
         "EnKash confirmed the transaction but it could not be recorded (RuntimeError); "
@@ -220,7 +220,7 @@ def test_a_refusal_with_a_long_code_is_recorded_failed_with_the_code_whole(ledge
     card = open_card(ledger, client, "100")
     code = "INSUFFICIENT_BALANCE_" + "X" * 100
     sandbox.knobs.refusal_envelope = {"response_code": code, "response_message": "No. " * 200}
-    outcome = submit(ledger, client, debit(card, "500"), operator="asha")
+    outcome = submit(ledger, client, debit(card, "500"), operator="asha", settings=SETTINGS)
     assert outcome.status is Status.FAILED
     assert outcome.row.enkash_code == code
     assert outcome.row.enkash_message.startswith("No. No.")
@@ -232,7 +232,7 @@ def test_a_refusal_whose_code_cannot_be_stored_is_still_recorded_failed(ledger, 
     # PostgreSQL refuses NUL in text; SQLite stores it. Either way the row is FAILED.
     sandbox.knobs.refusal_envelope = {"response_code": "E\x00" + "1" * 80}
     allocation = debit(card, "500")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.FAILED
     assert outcome.row.enkash_message == "Insufficient balance in card"
     if ledger.engine.dialect.name == "postgresql":
@@ -247,7 +247,7 @@ def test_a_refusal_that_cannot_be_written_becomes_unknown_never_sending(
     card = open_card(ledger, client, "100")
     FailingWrites(ledger, monkeypatch, 2)
     allocation = debit(card, "500")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.UNKNOWN
     assert "could not be recorded (RuntimeError)" in (
         ledger.audit_trail(allocation.reference)[-1].detail
@@ -263,7 +263,7 @@ def test_error_after_commit_is_unknown_then_settles_as_succeeded_with_balance(
     card = open_card(ledger, client, "1000")
     sandbox.knobs.error_after_commit_rate = 1
     allocation = credit(card, "250")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.UNKNOWN
     assert "Do not retry it by hand" in outcome.explanation
     reset_knobs(sandbox)
@@ -289,7 +289,10 @@ def test_fail_before_commit_is_proved_absent_then_resent_with_the_same_reference
     card = open_card(ledger, client, "1000")
     sandbox.knobs.fail_before_commit_rate = 1
     allocation = credit(card, "40")
-    assert submit(ledger, client, allocation, operator="asha").status is Status.UNKNOWN
+    assert (
+        submit(ledger, client, allocation, operator="asha", settings=SETTINGS).status
+        is Status.UNKNOWN
+    )
     assert commits_for(sandbox.store, allocation.reference) == 0
     reset_knobs(sandbox)
 
@@ -314,7 +317,7 @@ def test_resend_is_refused_unless_the_latest_lookup_proved_absence(ledger, clien
     card = open_card(ledger, client)
     sandbox.knobs.fail_before_commit_rate = 1
     allocation = credit(card, "10")
-    submit(ledger, client, allocation, operator="asha")
+    submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     reset_knobs(sandbox)
     sent_before = sandbox.store.allocate_requests()
 
@@ -346,7 +349,7 @@ def test_two_racing_resends_send_once(ledger, sandbox, client):
     card = open_card(ledger, client)
     sandbox.knobs.fail_before_commit_rate = 1
     allocation = credit(card, "10")
-    submit(ledger, client, allocation, operator="asha")
+    submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     reset_knobs(sandbox)
     settle(ledger, client, allocation.reference, actor="asha", absence_grace=NO_GRACE)
     sandbox.knobs.latency_ms = 50  # widen the window between lookup and claim
@@ -377,7 +380,7 @@ def test_a_lookup_that_reports_failed_settles_as_failed(ledger, client, sandbox)
     card = open_card(ledger, client)
     sandbox.knobs.fail_before_commit_rate = 1
     allocation = credit(card, "10")
-    submit(ledger, client, allocation, operator="asha")
+    submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     reset_knobs(sandbox)
 
     # The sandbox lists only committed transactions; a lookup that says FAILED is a fake.
@@ -394,7 +397,7 @@ def test_a_lookup_status_that_cannot_be_read_settles_nothing(ledger, client, san
     card = open_card(ledger, client)
     sandbox.knobs.fail_before_commit_rate = 1
     allocation = credit(card, "10")
-    submit(ledger, client, allocation, operator="asha")
+    submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     reset_knobs(sandbox)
 
     settlement = settle(ledger, FakeLookup("PENDING_REVIEW"), allocation.reference, actor="asha")
@@ -428,7 +431,7 @@ def test_a_failed_lookup_raises_and_records_nothing(ledger, client, sandbox):
     card = open_card(ledger, client)
     sandbox.knobs.error_after_commit_rate = 1
     allocation = credit(card, "10")
-    submit(ledger, client, allocation, operator="asha")
+    submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     trail = ledger.audit_trail(allocation.reference)
     sandbox.knobs.error_after_commit_rate = 0
     sandbox.knobs.fail_before_commit_rate = 1  # every API call, lookups included, gets a 503
@@ -444,7 +447,7 @@ def test_a_reference_mismatch_settles_by_its_own_reference_and_is_never_resent(
     card = open_card(ledger, client)
     sandbox.knobs.wrong_reference_rate = 1
     allocation = credit(card, "10")
-    outcome = submit(ledger, client, allocation, operator="asha")
+    outcome = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert outcome.status is Status.UNKNOWN
     assert outcome.row.enkash_code == REFERENCE_MISMATCH
     reset_knobs(sandbox)
