@@ -302,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.is_sandbox:
         info = wait_for_run_file(settings.data_dir, stop, timeout=args.wait_seconds)
         if info is None:
+            if stop.is_set():
+                return 0
             log.error("the dashboard's sandbox did not come up; start the dashboard first")
-            return 0 if stop.is_set() else 2
+            return 2
         config = sandbox_config(info)
         log.info("sandbox mode: sending to the dashboard's sandbox at %s", info["url"])
     elif args.absence_grace_seconds is not None:
