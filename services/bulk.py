@@ -11,14 +11,19 @@ The life of a batch (state in the ``batches`` table, rows in ``transactions``):
 2. ``start_batch`` is the single step from "confirmed" to "sending". A batch that moves more
    points than the batch approval threshold, or holds any debit above the debit threshold,
    starts only once a second person approved it (``services.approvals``); otherwise
-   ``AwaitingApproval``. It marks the batch ``running`` and hands it to the Desk's
-   ``BatchRunner``.
-3. The runner's job belongs to the process, not to a browser tab. Its worker threads (each with
-   its own EnKash client) claim rows with the ledger's compare-and-set and send them with
-   ``allocations.send_claimed``, under a shared requests-per-second cap.
+   ``AwaitingApproval``. It only marks the batch ``running``: a worker (services/worker.py;
+   embedded in the dashboard, or ``python -m services.worker`` processes) picks every running
+   batch up and runs it with a ``BatchRunner`` job, also after a crash or restart, with nobody
+   pressing Resume.
+3. The job belongs to a worker process, not to a browser tab. Its threads (each with its own
+   EnKash client) claim rows with the ledger's compare-and-set (on PostgreSQL the next queued row
+   is picked with ``FOR UPDATE SKIP LOCKED``, so several workers share a batch without racing)
+   and send them with ``allocations.send_claimed``, under a shared requests-per-second cap.
 4. Before sending anything, and again after the queue is empty, rows of the batch that are
-   ``UNKNOWN`` (a crash left them mid-call; ``Desk`` start marks those) are settled by looking
-   the reference up; only a reference EnKash proves absent is sent again, with the same reference.
+   ``UNKNOWN`` (a worker died mid-call; live workers mark those once its heartbeat is stale) are
+   settled by looking the reference up; only a reference EnKash proves absent is sent again, with
+   the same reference. Before that second pass the job waits for rows other workers still have
+   in flight (or for their worker to be found dead).
 5. Pause stops claiming (rows in flight finish); cancel also fails every still-queued row with
    ``CANCELLED`` ("cancelled before sending"); those rows stay visible in the report.
 
@@ -453,7 +458,7 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     )
     if not moved:
         raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be started")
-    desk.runner.start(batch_id, actor=actor)
+    desk.pick_up(batch_id, actor=actor)  # the embedded worker now, a worker process at its poll
     return desk.ledger.get_batch(batch_id)  # type: ignore[return-value]
 
 
@@ -678,8 +683,16 @@ class RateLimiter:
         return not stop.wait(delay) if delay > 0 else not stop.is_set()
 
 
+NEXT_QUEUED = "(the next queued row)"  # what the feeder hands out on PostgreSQL
+
+
 class _Feeder:
-    """Hands each queued reference to one thread of this process (the CAS guards the rest)."""
+    """Hands each queued reference to one thread of this process (the CAS guards the rest).
+
+    On PostgreSQL it hands out ``NEXT_QUEUED`` instead, and ``claim`` takes the batch's next
+    queued row with ``FOR UPDATE SKIP LOCKED``: workers in several processes then each get a
+    different row rather than all racing for the first ones.
+    """
 
     def __init__(self, ledger: Ledger, batch_id: str, chunk: int = 256):
         self._ledger = ledger
@@ -689,8 +702,20 @@ class _Feeder:
         self._given: set[str] = set()
         self._lock = threading.Lock()
         self._exhausted = False
+        self._skip_locked = ledger.engine.dialect.name == "postgresql"
+
+    def claim(self, reference: str, *, actor: str) -> str | None:
+        """Move the row to SENDING for this caller; the reference claimed, or ``None``."""
+        if reference is NEXT_QUEUED:
+            claimed = self._ledger.claim_next_queued(self._batch_id, actor=actor)
+            if claimed is None:
+                self._exhausted = True
+            return claimed
+        return reference if self._ledger.claim(reference, actor=actor) else None
 
     def next(self) -> str | None:
+        if self._skip_locked:
+            return None if self._exhausted else NEXT_QUEUED
         with self._lock:
             while not self._queue:
                 if self._exhausted:
@@ -731,6 +756,7 @@ class _Job:
         self._later_lock = threading.Lock()
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
+        self._feeder = _Feeder(self.ledger, batch_id)
         self.absence_grace = absence_grace
         self.in_flight_limit = in_flight_limit
         self.thread = threading.Thread(target=self._run, name=f"batch-{batch_id}", daemon=True)
@@ -748,7 +774,8 @@ class _Job:
             self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
             self._take_later()  # step 3 looks at every unknown row again
             # 2. Send the queue.
-            self._phase(workers, limiter, self._send_one, _Feeder(self.ledger, self.batch_id))
+            self._phase(workers, limiter, self._send_one, self._feeder)
+            self._wait_for_in_flight()
             # 3. Settle what is still unknown (timeouts, 5xx, rows from step 1 looked up too soon
             # after their last attempt, rows whose outcome could not be written): lookups, then
             # same-reference resends of proven absences.
@@ -804,6 +831,16 @@ class _Job:
                 continue
             moved.append(row.reference)
         return moved
+
+    def _wait_for_in_flight(self) -> None:
+        """Rows of the batch still SENDING belong to another worker (another process, or a job
+        of this one still finishing after a pause): wait for their outcome, or, if that worker
+        died (stale heartbeat), for them to become UNKNOWN, so step 3 settles them too."""
+        stale = timedelta(seconds=self.desk.settings.points_desk_worker_stale_seconds)
+        while self.ledger.batch_counts(self.batch_id)[Status.SENDING]:
+            self.ledger.recover_interrupted(actor="system", stale_after=stale)
+            if not self._pause_for(0.5):
+                return
 
     def _unknown(self) -> list[str]:
         rows = self.ledger.rows(statuses=[Status.UNKNOWN], batch_id=self.batch_id)
@@ -946,8 +983,10 @@ class _Job:
         if client.login_refused:
             self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
             return
-        if not self.ledger.claim(reference, actor=self.actor):
+        claimed = self._feeder.claim(reference, actor=self.actor)
+        if claimed is None:
             return  # another worker (thread, process or replica) has it, or it was cancelled
+        reference = claimed
         with self._claimed_lock:
             self._claimed.add(reference)
         row = allocations.send_claimed(self.ledger, client, reference, actor=self.actor)

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     # Local sign-in: this many wrong passwords in a row lock the account for this long.
     points_desk_sign_in_attempts: int = 5
     points_desk_lockout_minutes: int = 15
+    # The sender (services/worker.py). True: the dashboard's own process sends batches and settles
+    # unknown outcomes in a background thread. False: ``python -m services.worker`` processes do.
+    points_desk_embedded_worker: bool = True
+    # Seconds between a worker's looks for batches to send (a start from the page is immediate in
+    # the embedded worker); a worker whose heartbeat is older than the stale limit is dead.
+    points_desk_worker_poll_seconds: float = 1.0
+    points_desk_worker_stale_seconds: float = 30.0
 
     @field_validator(
         "enkash_base_url",
@@ -187,6 +194,20 @@ class Settings(BaseSettings):
     def _settle_interval(cls, value: float) -> float:
         if value != 0 and not 1 <= value <= 86400:
             raise ValueError("POINTS_DESK_SETTLE_INTERVAL_SECONDS is 0 (off) or 1 to 86400")
+        return value
+
+    @field_validator("points_desk_worker_poll_seconds")
+    @classmethod
+    def _poll(cls, value: float) -> float:
+        if not 0.05 <= value <= 3600:
+            raise ValueError("POINTS_DESK_WORKER_POLL_SECONDS is 0.05 to 3600")
+        return value
+
+    @field_validator("points_desk_worker_stale_seconds")
+    @classmethod
+    def _stale(cls, value: float) -> float:
+        if not 1 <= value <= 3600:
+            raise ValueError("POINTS_DESK_WORKER_STALE_SECONDS is 1 to 3600")
         return value
 
     @field_validator("enkash_timeout_seconds")

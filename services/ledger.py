@@ -132,6 +132,9 @@ transactions = sa.Table(
     sa.Column("approved_by", sa.String(200)),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The worker (``workers.id``) that last moved the row to SENDING: while that worker's
+    # heartbeat is fresh, nobody else may call its in-flight row interrupted.
+    sa.Column("claimed_by", sa.String(64)),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
     sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
     sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
@@ -144,6 +147,8 @@ transactions = sa.Table(
     sa.Index("ix_transactions_email", "email"),
     sa.Index("ix_transactions_mobile", "mobile"),
     sa.Index("ix_transactions_batch_row", "batch_id", "row_number"),
+    # A worker picks a batch's next QUEUED row in row order without scanning the rows sent.
+    sa.Index("ix_transactions_batch_status_row", "batch_id", "status", "row_number"),
     # Each card's latest succeeded row (known balances, History's balance per employee) is one
     # index seek per card instead of a sort of the whole table: 1.7 s -> 0.04 s at 1M rows.
     sa.Index(
@@ -225,6 +230,22 @@ approvals = sa.Table(
     sa.UniqueConstraint("subject_kind", "subject", name="uq_approvals_subject"),
     sa.Index("ix_approvals_status", "status"),
 )
+
+# Every process that sends (a dashboard, a ``python -m services.worker``): it beats while alive.
+# A SENDING row whose ``claimed_by`` names a worker with a stale heartbeat (or none) was left
+# mid-call by a process that died; only such rows become UNKNOWN (``recover_interrupted``).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+#: A worker whose heartbeat is older than this is taken for dead (its SENDING rows get settled).
+WORKER_STALE_AFTER = timedelta(seconds=30)
 
 # Bulk runs (services/bulk.py): one row per uploaded file that was confirmed. The rows themselves
 # are ordinary ``transactions`` rows carrying the batch id; this table holds the run's settings,
@@ -310,6 +331,24 @@ def _v3_to_v4(conn: Connection) -> None:
 
 
 _UPGRADES.append(_v3_to_v4)
+
+
+def _add_worker_ownership(conn: Connection) -> None:
+    """Add ``transactions.claimed_by``, the ``workers`` table and the index a worker picks the
+    next queued row of a batch with. Safe to run on a database that already has any of them."""
+    columns = {column["name"] for column in sa.inspect(conn).get_columns("transactions")}
+    if "claimed_by" not in columns:
+        conn.execute(sa.text("ALTER TABLE transactions ADD COLUMN claimed_by VARCHAR(64)"))
+    workers.create(conn, checkfirst=True)
+    conn.execute(
+        sa.text(
+            "CREATE INDEX IF NOT EXISTS ix_transactions_batch_status_row"
+            " ON transactions (batch_id, status, row_number)"
+        )
+    )
+
+
+_UPGRADES.append(_add_worker_ownership)
 
 
 def schema_version_latest() -> int:
@@ -670,6 +709,9 @@ class Ledger:
         else:
             raise ValueError(f"the ledger runs on SQLite or PostgreSQL, not {parsed.drivername}")
         self.schema = schema
+        #: This process's id in the ``workers`` table (``register_worker``): every row it moves to
+        #: SENDING carries it in ``claimed_by``. ``None``: rows it sends carry no owner.
+        self.worker_id: str | None = None
         # SQLite has one writer at a time. Threads of this process queue for it here, in order,
         # instead of in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and
         # lets a batch's 16 workers spend most of their time asleep. Other processes still wait
@@ -796,6 +838,8 @@ class Ledger:
             approved_by=approved_by,
             now=now,
         )
+        if status is Status.SENDING:
+            values["claimed_by"] = self.worker_id
         detail = f"intent recorded by {operator}" + (
             f" (batch {batch_id} row {row_number})" if batch_id else ""
         )
@@ -982,27 +1026,49 @@ class Ledger:
             return _append_note(conn, reference, actor, current, detail)
 
     def recover_interrupted(
-        self, *, actor: str = "system", older_than: timedelta | None = None
+        self,
+        *,
+        actor: str = "system",
+        older_than: timedelta | None = None,
+        stale_after: timedelta = WORKER_STALE_AFTER,
     ) -> int:
-        """Mark every ``SENDING`` row ``UNKNOWN``: a crash left it mid-call. Returns the count.
+        """Mark ``SENDING`` rows ``UNKNOWN`` whose sender died mid-call. Returns the count.
 
-        Run at start-up. With several replicas sharing one PostgreSQL, pass ``older_than`` (longer
-        than a call can take) so a start-up does not mark another replica's live call unknown.
+        A row counts as interrupted when no live worker owns it: its ``claimed_by`` is empty
+        (sent by a process that never registered) or names a worker whose heartbeat is older than
+        ``stale_after`` (or that is gone from ``workers``). A live worker's in-flight rows are
+        never touched. ``older_than`` also skips rows that changed more recently than that.
+        Run at start-up and periodically by every worker.
         """
         now = datetime.now(UTC)
+        t = transactions
+        live = sa.select(workers.c.id).where(workers.c.heartbeat_at >= now - stale_after)
+        query = sa.select(t.c.reference, t.c.claimed_by).where(
+            t.c.status == Status.SENDING.value,
+            sa.or_(t.c.claimed_by.is_(None), t.c.claimed_by.not_in(live)),
+        )
+        if older_than is not None:
+            query = query.where(t.c.updated_at < now - older_than)
+        with self._reading() as conn:  # most passes find nothing: no write lock for those
+            found = conn.execute(query).all()
+        if not found:
+            return 0
         with self._writing() as conn:
-            query = sa.select(transactions.c.reference).where(
-                transactions.c.status == Status.SENDING.value
-            )
-            if older_than is not None:
-                query = query.where(transactions.c.updated_at < now - older_than)
-            references = conn.execute(query).scalars().all()
-            moved = [
-                reference
-                for reference in references
-                # Still a CAS: a row that finished meanwhile keeps its real outcome.
-                if self._cas(conn, reference, (Status.SENDING,), Status.UNKNOWN, now=now)
-            ]
+            moved = []
+            for reference, owner in found:
+                # Still a CAS, on the status and on the owner seen: a row that finished, or that
+                # a live worker claimed again meanwhile, keeps what it has.
+                changed = conn.execute(
+                    t.update()
+                    .where(
+                        t.c.reference == reference,
+                        t.c.status == Status.SENDING.value,
+                        t.c.claimed_by.is_(None) if owner is None else t.c.claimed_by == owner,
+                    )
+                    .values(status=Status.UNKNOWN.value, updated_at=now)
+                )
+                if changed.rowcount == 1:
+                    moved.append(reference)
             _audit(
                 conn,
                 [
@@ -1019,6 +1085,70 @@ class Ledger:
                 ],
             )
             return len(moved)
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, *, host: str, pid: int) -> None:
+        """Record this process as a live worker; rows it moves to SENDING carry ``worker_id``."""
+        now = datetime.now(UTC)
+        with self._writing() as conn:
+            conn.execute(workers.delete().where(workers.c.id == worker_id))
+            conn.execute(
+                workers.insert().values(
+                    id=worker_id, host=host[:255], pid=pid, started_at=now, heartbeat_at=now
+                )
+            )
+        self.worker_id = worker_id
+
+    def worker_heartbeat(self, worker_id: str, *, host: str, pid: int) -> None:
+        """Say the worker is alive (registering it again if a peer removed it as dead)."""
+        now = datetime.now(UTC)
+        with self._writing() as conn:
+            changed = conn.execute(
+                workers.update().where(workers.c.id == worker_id).values(heartbeat_at=now)
+            )
+            if changed.rowcount == 0:
+                conn.execute(
+                    workers.insert().values(
+                        id=worker_id, host=host[:255], pid=pid, started_at=now, heartbeat_at=now
+                    )
+                )
+
+    def deregister_worker(self, worker_id: str) -> None:
+        """A clean stop: the worker is gone (anything it still had in flight is then settled)."""
+        with self._writing() as conn:
+            conn.execute(workers.delete().where(workers.c.id == worker_id))
+
+    def forget_dead_workers(self, older_than: timedelta) -> int:
+        """Remove workers silent for longer than ``older_than`` that own no SENDING row."""
+        t = transactions
+        owning = sa.select(t.c.claimed_by).where(
+            t.c.status == Status.SENDING.value, t.c.claimed_by.is_not(None)
+        )
+        with self._writing() as conn:
+            return conn.execute(
+                workers.delete().where(
+                    workers.c.heartbeat_at < datetime.now(UTC) - older_than,
+                    workers.c.id.not_in(owning),
+                )
+            ).rowcount
+
+    def live_workers(self, stale_after: timedelta = WORKER_STALE_AFTER) -> list[dict[str, Any]]:
+        """Workers whose heartbeat is fresh: id, host, pid, started_at, heartbeat_at."""
+        query = (
+            sa.select(workers)
+            .where(workers.c.heartbeat_at >= datetime.now(UTC) - stale_after)
+            .order_by(workers.c.started_at)
+        )
+        with self._reading() as conn:
+            return [dict(m) for m in conn.execute(query).mappings()]
+
+    def claimed_by(self, reference: str) -> str | None:
+        """The worker that last moved this row to SENDING (``None`` if none recorded)."""
+        with self._reading() as conn:
+            return conn.execute(
+                sa.select(transactions.c.claimed_by).where(transactions.c.reference == reference)
+            ).scalar_one_or_none()
 
     def reset(self) -> None:
         """Delete every row and audit event. SANDBOX ONLY (the sandbox "reset" button).
@@ -1116,6 +1246,37 @@ class Ledger:
                 .limit(limit)
             )
             return list(found.scalars())
+
+    def claim_next_queued(self, batch_id: str, *, actor: str) -> str | None:
+        """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; its
+        reference, or ``None`` when none is left.
+
+        On PostgreSQL the row is picked with ``FOR UPDATE SKIP LOCKED``, so workers claiming at
+        the same moment each get a different row instead of racing for the same one. On SQLite the
+        write transaction already holds the database. Either way the move itself is the same CAS
+        as ``claim``.
+        """
+        t = transactions
+        query = (
+            sa.select(t.c.reference)
+            .where(t.c.batch_id == batch_id, t.c.status == Status.QUEUED.value)
+            .order_by(t.c.row_number, t.c.id)
+            .limit(1)
+        )
+        with self._writing() as conn:
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            for reference in conn.execute(query).scalars():
+                before = self._cas(conn, reference, (Status.QUEUED,), Status.SENDING)
+                if before is None:
+                    return None
+                now = datetime.now(UTC)
+                _audit(
+                    conn,
+                    [_event(reference, now, actor, before, Status.SENDING, "claimed for sending")],
+                )
+                return reference
+            return None
 
     def known_balance(self, card_id: str) -> Decimal | None:
         """The balance after the card's latest ``SUCCEEDED`` row (by update time, then id).
@@ -1522,6 +1683,7 @@ class Ledger:
         values.update(extra or {})
         if to_status is Status.SENDING:
             values["attempts"] = transactions.c.attempts + 1
+            values["claimed_by"] = self.worker_id
         for before in dict.fromkeys(from_statuses):
             changed = conn.execute(
                 transactions.update()

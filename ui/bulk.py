@@ -465,9 +465,10 @@ def batch_panel(batch_id: str) -> None:
                 )
             if state == "interrupted":
                 st.warning(
-                    "The worker sending this batch stopped (the app restarted). Resume: "
-                    "rows that were in flight are looked up at EnKash before anything "
-                    "is sent again.",
+                    "The worker sending this batch stopped. A running worker picks it up "
+                    "again by itself; rows that were in flight are looked up at EnKash "
+                    "before anything is sent again. If nothing moves, check that a worker "
+                    "is running (`scripts/run` starts one).",
                     icon="⚠️",
                 )
             elif (

@@ -218,7 +218,10 @@ def render_unknowns() -> None:
     now = datetime.now(UTC)
     items = reconcile.unknown_transactions(the_desk.ledger, now=now)
     loop = getattr(the_desk, "settle_loop", None)
-    if loop is None:
+    interval = the_desk.settings.points_desk_settle_interval_seconds
+    if loop is None and interval > 0 and not getattr(the_desk, "sender", True):
+        auto = f"The worker processes check with EnKash automatically every {interval:g} s."
+    elif loop is None:
         auto = "Automatic background checks are off."
     else:
         last = loop.last_pass
