@@ -775,6 +775,9 @@ class _Job:
             self._take_later()  # step 3 looks at every unknown row again
             # 2. Send the queue.
             self._phase(workers, limiter, self._send_one, self._feeder)
+            # Rows this job claimed whose outcome could not be written are not in flight any more:
+            # they become UNKNOWN now, so the wait below is only for other workers' calls.
+            self._recover_stranded()
             self._wait_for_in_flight()
             # 3. Settle what is still unknown (timeouts, 5xx, rows from step 1 looked up too soon
             # after their last attempt, rows whose outcome could not be written): lookups, then
@@ -839,6 +842,9 @@ class _Job:
         stale = timedelta(seconds=self.desk.settings.points_desk_worker_stale_seconds)
         while self.ledger.batch_counts(self.batch_id)[Status.SENDING]:
             self.ledger.recover_interrupted(actor="system", stale_after=stale)
+            # A row SENDING for longer than any call can take is in flight nowhere, even if the
+            # worker that claimed it is alive (its thread died, or it was claimed by hand).
+            self._recover_stranded()
             if not self._pause_for(0.5):
                 return
 

@@ -235,7 +235,7 @@ def test_a_version_3_ledger_is_upgraded_to_unbounded_enkash_ids_keeping_every_ro
     old.dispose()
 
     upgraded = store.open()
-    assert upgraded.schema_version() == schema_version_latest() == 4
+    assert upgraded.schema_version() == schema_version_latest() >= 4
     assert {row.reference: row for row in upgraded.rows()} == before_rows
     assert count(upgraded, "audit_events") == before_events
     assert upgraded.get(failed).status is Status.FAILED
