@@ -525,22 +525,42 @@ def _stream_part(
     """Feed one part to expat chunk by chunk; yields after each chunk so rows can be taken."""
     info = _part_info(archive, name, _XLSX_MAX_PART_BYTES)
     parser = _expat(handlers)
-    try:
-        with archive.open(info) as stream:
-            while chunk := stream.read(_XLSX_CHUNK):
-                deadline.check()
-                parser.Parse(chunk, False)
-                yield
-            parser.Parse(b"", True)
+    with _reading(name), archive.open(info) as stream:
+        while chunk := stream.read(_XLSX_CHUNK):
+            deadline.check()
+            parser.Parse(chunk, False)
             yield
+        parser.Parse(b"", True)
+        yield
+
+
+# What zipfile, zlib and expat raise for a damaged archive or part (ValueError: bad offsets,
+# NotImplementedError: unknown zip versions and compressions, RuntimeError: encrypted entries).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@contextlib.contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Turn what unpacking or parsing part ``name`` raises into a sentence for the manager."""
+    try:
+        yield
+    except BulkFileError:
+        raise
     except pyexpat.ExpatError as exc:
         raise _damaged(
             f"{name} is not well-formed XML (line {exc.lineno}, column {exc.offset})"
         ) from exc
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise _damaged(f"its part {name} cannot be unpacked ({exc})") from exc
-    except NotImplementedError as exc:
-        raise _damaged(f"its part {name} uses a compression Excel does not write") from exc
+    except _ZIP_ERRORS as exc:
+        raise _damaged(f"its part {name} cannot be unpacked (the zip data is corrupt)") from exc
 
 
 class _Elements:
@@ -566,14 +586,8 @@ def _small_part(
         return []
     info = _part_info(archive, name, _XLSX_MAX_SMALL_PART_BYTES)
     handlers = _Elements()
-    try:
+    with _reading(name):
         _expat(handlers).Parse(archive.read(info), True)
-    except pyexpat.ExpatError as exc:
-        raise _damaged(
-            f"{name} is not well-formed XML (line {exc.lineno}, column {exc.offset})"
-        ) from exc
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise _damaged(f"its part {name} cannot be unpacked ({exc})") from exc
     return handlers.found
 
 
@@ -875,7 +889,7 @@ def _xlsx_table(
 ) -> Iterator[tuple[int, list[Any]]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
+    except _ZIP_ERRORS as exc:
         raise BulkFileError(
             "The file could not be read as an Excel workbook (.xlsx): it is not a complete "
             "workbook file. Save it again from Excel, or as CSV."
