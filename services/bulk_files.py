@@ -24,11 +24,18 @@ debit, because rows are sent in parallel and a debit may reach EnKash before the
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import gc
 import hashlib
 import io
+import logging
+import posixpath
+import pyexpat
 import re
+import time
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -37,11 +44,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.models import DEFAULT_MAX_POINTS, Allocation, Kind, field_errors
+from services.models import DEFAULT_MAX_POINTS, Allocation, Employee, Kind, field_errors
 from services.spreadsheet import to_csv
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 50_000
+MAX_COLUMNS = 200
+#: Wall-clock budget for reading one upload (a 50,000-row file takes about a second).
+MAX_READ_SECONDS = 20.0
+#: Longer cell texts are cut here (and so refused by every column's own length check).
+MAX_CELL_CHARS = 1000
+
+log = logging.getLogger("points_desk.bulk_files")
 
 #: The columns of the template, in order; also the fields a parsed row carries.
 COLUMNS = (
@@ -226,9 +240,40 @@ def _header_key(text: Any) -> str:
 
 
 def parse_file(
-    name: str, content: bytes, *, max_bytes: int = MAX_FILE_BYTES, max_rows: int = MAX_ROWS
+    name: str,
+    content: bytes,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_rows: int = MAX_ROWS,
+    max_columns: int = MAX_COLUMNS,
+    max_seconds: float = MAX_READ_SECONDS,
 ) -> ParsedFile:
-    """Read a CSV or XLSX upload. ``BulkFileError`` (a sentence to show) if it cannot be used."""
+    """Read a CSV or XLSX upload. ``BulkFileError`` (a sentence to show) if it cannot be used.
+
+    Nothing else escapes: a file that breaks the reader in a way not foreseen here is refused with
+    a general message (and the cause is logged, without the file's content).
+    """
+    try:
+        with _no_cycle_collection():
+            return _parse_file(name, content, max_bytes, max_rows, max_columns, max_seconds)
+    except BulkFileError:
+        raise
+    except Exception as exc:
+        log.warning("bulk file %r could not be read: %s", name[:100], type(exc).__name__)
+        raise BulkFileError(
+            "The file could not be read. Save it again from Excel as Excel Workbook (.xlsx) or "
+            "CSV UTF-8 and upload the new file."
+        ) from exc
+
+
+def _parse_file(
+    name: str,
+    content: bytes,
+    max_bytes: int,
+    max_rows: int,
+    max_columns: int,
+    max_seconds: float,
+) -> ParsedFile:
     if len(content) > max_bytes:
         raise BulkFileError(
             f"The file is {len(content) / 1024 / 1024:.1f} MB; the limit is "
@@ -236,78 +281,641 @@ def parse_file(
         )
     if not content.strip():
         raise BulkFileError("The file is empty.")
+    deadline = _Deadline(max_seconds)
     lower = name.lower()
     if content.startswith(b"\xd0\xcf\x11\xe0") or lower.endswith(".xls"):
         raise BulkFileError(
-            "This is an old Excel (.xls) file. Save it as Excel Workbook (.xlsx) or CSV first."
+            "This is an old Excel (.xls) file or a password-protected workbook. Save it as Excel "
+            "Workbook (.xlsx) without a password, or as CSV, first."
         )
     if content.startswith(b"PK\x03\x04") or lower.endswith((".xlsx", ".xlsm")):
-        table, encoding = _xlsx_table(content), "xlsx"
+        table, encoding = _xlsx_table(content, deadline, max_columns), "xlsx"
     else:
         text, encoding = decode_text(content)
-        table = _csv_table(text)
-    return _from_table(name, file_digest(content), table, encoding, max_rows)
+        table = _csv_table(text, max_columns)
+    return _from_table(name, file_digest(content), table, encoding, max_rows, max_columns, deadline)
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Reading and checking a file creates 10^5 small objects, none in a reference cycle; the
+    cycle collector would scan all of them again and again (a third of the checking time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _Deadline:
+    """The wall-clock budget for reading one file; ``check`` refuses the file once it is spent."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise BulkFileError(
+                f"Reading the file took longer than {self.seconds:g} seconds, so it was stopped. "
+                "Keep only the rows and columns to send (no formatting of empty rows), or split "
+                "it into smaller files."
+            )
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+_SAVE_AS_UTF8 = 'Save it from Excel as "CSV UTF-8 (Comma delimited)" and upload it again.'
 
 
 def decode_text(content: bytes) -> tuple[str, str]:
-    """Text of a CSV: UTF-8 (BOM or not), UTF-16 with a BOM, else Windows-1252 (Excel's)."""
-    if content.startswith(codecs.BOM_UTF8):
-        return content[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace"), "utf-8-sig"
-    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return content.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise BulkFileError("The file says it is UTF-16 but cannot be read as such.") from exc
-    try:
-        return content.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
+    """Text of a CSV and the encoding it was read with.
+
+    A byte-order mark decides (UTF-8, UTF-16, UTF-32); without one, the pattern of NUL bytes
+    recognises UTF-16/UTF-32 (little or big endian); else UTF-8, else Windows-1252 (what Excel
+    writes for "CSV (Comma delimited)"). Text that fits none of them is refused with what to do.
+    """
+    for bom, codec, encoding in (
+        (codecs.BOM_UTF8, "utf-8", "utf-8-sig"),
+        (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"),  # before UTF-16 LE: FF FE 00 00
+        (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16"),
+    ):
+        if content.startswith(bom):
+            return _decode(content[len(bom) :], codec, encoding), encoding
+    unmarked = _unmarked_wide_encoding(content[:4096])
+    if unmarked is not None:
+        return _decode(content, unmarked, unmarked), unmarked
     if b"\x00" in content[:4096]:
         raise BulkFileError(
             "This does not look like a CSV or XLSX file. Save it from Excel as CSV or Excel "
             "Workbook (.xlsx)."
         )
-    # cp1252 leaves five bytes undefined; map those like latin-1 rather than fail the file.
-    return content.decode("cp1252", errors="replace"), "cp1252"
+    try:
+        return content.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    text = content.decode("cp1252", errors="replace")
+    if "\ufffd" in text:  # a byte cp1252 leaves undefined: not Excel's Windows text either
+        raise BulkFileError(f"The file's text encoding could not be recognised. {_SAVE_AS_UTF8}")
+    return text, "cp1252"
+
+
+def _decode(content: bytes, codec: str, encoding: str) -> str:
+    try:
+        text = content.decode(codec)
+    except UnicodeDecodeError as exc:
+        name = encoding.upper().replace("-SIG", "").replace("-LE", " LE").replace("-BE", " BE")
+        raise BulkFileError(
+            f"The file looks like {name} text but has bytes that are not {name} "
+            f"(at byte {exc.start:,}). {_SAVE_AS_UTF8}"
+        ) from exc
+    if "\x00" in text:
+        raise BulkFileError(
+            f"The file holds NUL characters, which a CSV never has. {_SAVE_AS_UTF8}"
+        )
+    return text
+
+
+def _unmarked_wide_encoding(sample: bytes) -> str | None:
+    """UTF-16/32 without a byte-order mark, told by where the NUL bytes fall (the header is ASCII).
+
+    ASCII in UTF-16 LE is ``k\\0i\\0``: NULs at odd offsets only; BE puts them at even offsets.
+    UTF-32 has three NULs in every four bytes (two for any character up to U+FFFF).
+    """
+    if sample.count(0) < len(sample) // 4:
+        return None
+    quads = len(sample) // 4 * 4
+    if quads >= 8:
+        nuls = [sample[offset:quads:4].count(0) / (quads // 4) for offset in range(4)]
+        if nuls[2] > 0.9 and nuls[3] > 0.9 and nuls[0] < 0.1:
+            return "utf-32-le"
+        if nuls[0] > 0.9 and nuls[1] > 0.9 and nuls[3] < 0.1:
+            return "utf-32-be"
+    pairs = len(sample) // 2 * 2
+    if pairs >= 4:
+        even = sample[0:pairs:2].count(0) / (pairs // 2)
+        odd = sample[1:pairs:2].count(0) / (pairs // 2)
+        if odd > 0.3 and even < 0.05:
+            return "utf-16-le"
+        if even > 0.3 and odd < 0.05:
+            return "utf-16-be"
+    return None
 
 
 def _delimiter(text: str) -> str:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    first = next((line for line in io.StringIO(text[:65536]) if line.strip()), "")
     counts = {sep: first.count(sep) for sep in (",", ";", "\t")}
     best = max(counts, key=lambda sep: counts[sep])
     return best if counts[best] else ","
 
 
-def _csv_table(text: str) -> Iterator[list[Any]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
+def _csv_table(text: str, max_columns: int) -> Iterator[tuple[int, list[Any]]]:
+    """``(row number, cells)``: the row number is the record, as Excel shows the file.
+
+    A quote (``"``) opened in a cell and closed only rows later (or never) makes the csv reader
+    pour the following lines into that one cell. A cell holding a line break followed by the
+    delimiter is exactly that, so the file is refused, naming the row and line, rather than
+    silently losing the rows swallowed.
+    """
+    delimiter = _delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    number = 0
+    line = 1  # the line of the file the next record starts on
     try:
-        yield from reader
+        for cells in reader:
+            number += 1
+            for index, cell in enumerate(cells):
+                if ("\n" in cell or "\r" in cell) and delimiter in _after_first_break(cell):
+                    _unclosed_quote(number, line, reader.line_num, index, max_columns)
+            line = reader.line_num + 1
+            yield number, cells
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise BulkFileError(
+                f"Row {number + 1} (line {line} of the file) has a cell longer than "
+                f'{csv.field_size_limit():,} characters. This is usually a quote (") that is '
+                "opened and never closed, which runs the rest of the file into one cell. Close "
+                "the quote or remove it, and upload the file again."
+            ) from exc
         raise BulkFileError(f"The CSV file is damaged near line {reader.line_num}: {exc}") from exc
 
 
-def _xlsx_table(content: bytes) -> Iterator[list[Any]]:
-    from openpyxl import load_workbook
+def _after_first_break(cell: str) -> str:
+    breaks = [at for at in (cell.find("\n"), cell.find("\r")) if at >= 0]
+    return cell[min(breaks) + 1 :] if breaks else ""
+
+
+def _unclosed_quote(number: int, line: int, end: int, index: int, max_columns: int) -> None:
+    column = f"column {index + 1}" if index < max_columns else "a cell"
+    raise BulkFileError(
+        f'Row {number} (line {line} of the file) has a quote (") in {column} that is not closed '
+        f"where the cell ends, so lines {line + 1}–{end} were read into that one cell instead of "
+        "as rows of their own. Close the quote or remove it, and upload the file again. (If the "
+        "cell really holds several lines, put it on one line.)"
+    )
+
+
+# --- XLSX ----------------------------------------------------------------------------------------
+#
+# The workbook is read straight from its zip with expat, not with openpyxl: openpyxl's read-only
+# mode trusts the sheet's declared dimension (a sheet that says A1:C10 but holds 500 rows loses
+# 490 of them; one that says A1:XFD1048576 takes minutes padding 17 billion empty cells). Here the
+# rows are the <row> elements actually present, cells beyond the column limit are never stored,
+# every part has a size limit, any DOCTYPE (which an XLSX never has) is refused, and the reader
+# stops at the row limit and the time budget.
+
+_XLSX_MAX_PART_BYTES = 100 * 1024 * 1024  # unpacked size of one part (the sheet, its texts)
+_XLSX_MAX_SMALL_PART_BYTES = 10 * 1024 * 1024  # the workbook, relationships, styles
+_XLSX_CHUNK = 256 * 1024
+_XLSX_MAX_ROW = 1_048_576  # Excel's last row
+_XLSX_MAX_COLUMN = 16_384  # Excel's last column, XFD
+_REL_OFFICE_DOCUMENT = "/officeDocument"
+_SAVE_AGAIN = "Open it in Excel, save it again and upload the new file (or save it as CSV)."
+
+
+def _damaged(what: str) -> BulkFileError:
+    return BulkFileError(f"The Excel workbook is damaged: {what}. {_SAVE_AGAIN}")
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition(":")[2]
+
+
+def _refuse_doctype(*_: Any) -> None:
+    raise _damaged("it holds a DOCTYPE declaration, which Excel never writes")
+
+
+def _expat(handlers: Any) -> Any:
+    parser = pyexpat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_doctype
+    parser.StartElementHandler = handlers.start
+    parser.EndElementHandler = handlers.end
+    parser.CharacterDataHandler = handlers.text
+    return parser
+
+
+def _part_info(archive: zipfile.ZipFile, name: str, limit: int) -> zipfile.ZipInfo:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise _damaged(f"its part {name} is missing") from None
+    if info.file_size > limit:
+        raise BulkFileError(
+            f"The Excel workbook's part {name} unpacks to {info.file_size / 1024 / 1024:,.0f} MB; "
+            f"the limit is {limit / 1024 / 1024:.0f} MB. Keep only the rows to send, or split "
+            "the file."
+        )
+    if info.flag_bits & 0x1:
+        raise BulkFileError(
+            "The Excel workbook is password-protected. Save it without a password and upload it "
+            "again."
+        )
+    return info
+
+
+def _stream_part(
+    archive: zipfile.ZipFile, name: str, handlers: Any, deadline: _Deadline
+) -> Iterator[None]:
+    """Feed one part to expat chunk by chunk; yields after each chunk so rows can be taken."""
+    info = _part_info(archive, name, _XLSX_MAX_PART_BYTES)
+    parser = _expat(handlers)
+    with _reading(name), archive.open(info) as stream:
+        while chunk := stream.read(_XLSX_CHUNK):
+            deadline.check()
+            parser.Parse(chunk, False)
+            yield
+        parser.Parse(b"", True)
+        yield
+
+
+# What zipfile, zlib and expat raise for a damaged archive or part (ValueError: bad offsets,
+# NotImplementedError: unknown zip versions and compressions, RuntimeError: encrypted entries).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@contextlib.contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Turn what unpacking or parsing part ``name`` raises into a sentence for the manager."""
+    try:
+        yield
+    except BulkFileError:
+        raise
+    except pyexpat.ExpatError as exc:
+        raise _damaged(
+            f"{name} is not well-formed XML (line {exc.lineno}, column {exc.offset})"
+        ) from exc
+    except _ZIP_ERRORS as exc:
+        raise _damaged(f"its part {name} cannot be unpacked (the zip data is corrupt)") from exc
+
+
+class _Elements:
+    """Collects a small part (workbook, relationships, styles) as (tag, attributes) pairs."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, dict[str, str]]] = []
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        self.found.append((_local(tag), attributes))
+
+    def end(self, tag: str) -> None:
+        pass
+
+    def text(self, data: str) -> None:
+        pass
+
+
+def _small_part(
+    archive: zipfile.ZipFile, name: str, *, required: bool = True
+) -> list[tuple[str, dict[str, str]]]:
+    if not required and name not in archive.NameToInfo:
+        return []
+    info = _part_info(archive, name, _XLSX_MAX_SMALL_PART_BYTES)
+    handlers = _Elements()
+    with _reading(name):
+        _expat(handlers).Parse(archive.read(info), True)
+    return handlers.found
+
+
+def _relationships(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, str]]:
+    """``{id: (type, part name)}`` for the relationships of ``part`` (missing file: none)."""
+    folder, _, base = part.rpartition("/")
+    rels = f"{folder}/_rels/{base}.rels" if folder else f"_rels/{base}.rels"
+    found: dict[str, tuple[str, str]] = {}
+    for tag, attributes in _small_part(archive, rels, required=False):
+        if tag != "Relationship" or attributes.get("TargetMode") == "External":
+            continue
+        target = attributes.get("Target", "")
+        resolved = target.lstrip("/") if target.startswith("/") else f"{folder}/{target}"
+        found[attributes.get("Id", "")] = (
+            attributes.get("Type", ""),
+            posixpath.normpath(resolved).lstrip("/"),
+        )
+    return found
+
+
+def _first_sheet(archive: zipfile.ZipFile) -> tuple[str, dict[str, tuple[str, str]], bool]:
+    """The sheet to read: the first visible worksheet that is not the template's guide.
+
+    Also the workbook's relationships (where the shared texts and styles are) and whether its
+    dates count from 1904.
+    """
+    if "[Content_Types].xml" not in archive.NameToInfo:
+        raise BulkFileError(
+            "The file could not be read as an Excel workbook (.xlsx): it is a zip archive of "
+            "something else. Save the sheet from Excel as Excel Workbook (.xlsx) or CSV."
+        )
+    office = [
+        p for t, p in _relationships(archive, "").values() if t.endswith(_REL_OFFICE_DOCUMENT)
+    ]
+    workbook = office[0] if office else "xl/workbook.xml"
+    elements = _small_part(archive, workbook)
+    relations = _relationships(archive, workbook)
+    date1904 = any(
+        tag == "workbookPr" and attributes.get("date1904", "").lower() in ("1", "true")
+        for tag, attributes in elements
+    )
+    candidates: list[tuple[bool, str]] = []
+    for tag, attributes in elements:
+        if tag != "sheet":
+            continue
+        relation = next((v for k, v in attributes.items() if _local(k) == "id"), "")
+        kind, path = relations.get(relation, ("", ""))
+        if not kind.endswith("/worksheet"):
+            continue  # a chart sheet or a dangling entry
+        title = attributes.get("name", "").strip().lower()
+        hidden = attributes.get("state", "visible") != "visible"
+        candidates.append((hidden or title == "how to fill", path))
+    if not candidates:
+        raise _damaged("it lists no worksheet")
+    chosen = next((path for skipped, path in candidates if not skipped), candidates[0][1])
+    return chosen, relations, date1904
+
+
+def _date_styles(archive: zipfile.ZipFile, relations: dict[str, tuple[str, str]]) -> set[int]:
+    """Indexes of the cell styles whose number format shows a date (Excel keeps dates as days)."""
+    from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format
+
+    path = next((p for t, p in relations.values() if t.endswith("/styles")), "")
+    if not path:
+        return set()
+    custom: dict[int, str] = {}
+    dates: set[int] = set()
+    in_cell_xfs = False
+    index = 0
+    for tag, attributes in _small_part(archive, path, required=False):
+        if tag == "numFmt":
+            with contextlib.suppress(ValueError):
+                custom[int(attributes.get("numFmtId", ""))] = attributes.get("formatCode", "")
+        elif tag == "cellXfs":
+            in_cell_xfs = True
+        elif tag in ("cellStyleXfs", "cellStyles", "dxfs"):
+            in_cell_xfs = False
+        elif tag == "xf" and in_cell_xfs:
+            try:
+                number_format = int(attributes.get("numFmtId", "0"))
+            except ValueError:
+                number_format = 0
+            code = custom.get(number_format, BUILTIN_FORMATS.get(number_format, ""))
+            if code and is_date_format(code):
+                dates.add(index)
+            index += 1
+    return dates
+
+
+class _SharedStrings:
+    """The workbook's shared texts (``<si>``), rich runs joined, phonetic guides left out."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.parts: list[str] = []
+        self.in_text = False
+        self.phonetic = 0
+        self.length = 0
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        name = _local(tag)
+        if name == "t" and not self.phonetic:
+            self.in_text = True
+        elif name == "si":
+            self.parts = []
+            self.length = 0
+        elif name == "rPh":
+            self.phonetic += 1
+
+    def end(self, tag: str) -> None:
+        name = _local(tag)
+        if name == "t":
+            self.in_text = False
+        elif name == "si":
+            self.strings.append("".join(self.parts)[: MAX_CELL_CHARS + 1])
+        elif name == "rPh":
+            self.phonetic -= 1
+
+    def text(self, data: str) -> None:
+        if self.in_text and self.length <= MAX_CELL_CHARS:  # longer texts are cut anyway
+            self.parts.append(data)
+            self.length += len(data)
+
+
+class _SheetRows:
+    """Turns a worksheet's <row>/<c> elements into ``(row number, cells)``; cells by column.
+
+    The declared dimension is ignored: rows are what the sheet holds. Row and column numbers are
+    taken from the ``r`` attributes (or counted on when absent) and checked; cells past
+    ``max_columns`` are not stored, and one with a value there refuses the file.
+    """
+
+    def __init__(
+        self, shared: list[str], date_styles: set[int], date1904: bool, max_columns: int
+    ) -> None:
+        from openpyxl.utils.datetime import CALENDAR_MAC_1904, CALENDAR_WINDOWS_1900
+
+        self.shared = shared
+        self.date_styles = date_styles
+        self.epoch = CALENDAR_MAC_1904 if date1904 else CALENDAR_WINDOWS_1900
+        self.max_columns = max_columns
+        self.rows: list[tuple[int, list[Any]]] = []
+        self.row_number = 0
+        self.cells: list[Any] = []
+        self.column = 0
+        self.kind = ""
+        self.style = ""
+        self.reference = ""
+        self.parts: list[str] = []
+        self.length = 0
+        self.value: str | None = None
+        self.in_value = False
+        self.in_inline = False
+        self.phonetic = 0
+        self.in_row = False
+        self.column_cache: dict[str, int] = {}
+
+    def start(self, tag: str, attributes: dict[str, str]) -> None:
+        name = _local(tag) if ":" in tag else tag
+        if name == "c":
+            if not self.in_row:
+                raise _damaged("a cell stands outside any row")
+            self.reference = attributes.get("r", "")
+            self.column = self._column(self.reference) if self.reference else self.column + 1
+            self.kind = attributes.get("t", "n")
+            self.style = attributes.get("s", "")
+            self.value = None
+            self.parts = []
+            self.length = 0
+        elif name == "v":
+            self.in_value = True
+            self.parts = []
+            self.length = 0
+        elif name == "t":
+            self.in_value = self.in_inline and not self.phonetic
+        elif name == "is":
+            self.in_inline = True
+            self.parts = []
+            self.length = 0
+        elif name == "rPh":
+            self.phonetic += 1
+        elif name == "row":
+            self._start_row(attributes.get("r", ""))
+
+    def end(self, tag: str) -> None:
+        name = _local(tag) if ":" in tag else tag
+        if name == "c":
+            self._end_cell()
+        elif name == "v":
+            self.value = "".join(self.parts)
+            self.in_value = False
+        elif name == "t":
+            self.in_value = False
+        elif name == "is":
+            self.value = "".join(self.parts)
+            self.in_inline = False
+        elif name == "rPh":
+            self.phonetic -= 1
+        elif name == "row":
+            self.in_row = False
+            if self.cells:
+                self.rows.append((self.row_number, self.cells))
+
+    def text(self, data: str) -> None:
+        if self.in_value and self.length <= MAX_CELL_CHARS:  # longer texts are cut anyway
+            self.parts.append(data)
+            self.length += len(data)
+
+    def _start_row(self, given: str) -> None:
+        if given:
+            try:
+                number = int(given)
+            except ValueError:
+                raise _damaged(f'a row is numbered "{given[:20]}"') from None
+        else:
+            number = self.row_number + 1
+        if not 1 <= number <= _XLSX_MAX_ROW:
+            raise _damaged(f"a row is numbered {number:,}, outside Excel's rows")
+        if number <= self.row_number:
+            raise _damaged(f"row {number:,} comes after row {self.row_number:,}")
+        self.row_number = number
+        self.cells = []
+        self.column = 0
+        self.in_row = True
+
+    def _column(self, reference: str) -> int:
+        letters = reference.rstrip("0123456789")
+        column = self.column_cache.get(letters)
+        if column is None:
+            if not (1 <= len(letters) <= 3 and letters.isascii() and letters.isupper()):
+                raise _damaged(f'a cell is named "{reference[:20]}"')
+            column = 0
+            for letter in letters:
+                column = column * 26 + ord(letter) - 64
+            if column > _XLSX_MAX_COLUMN:
+                raise _damaged(f'a cell is named "{reference[:20]}", outside Excel\'s columns')
+            self.column_cache[letters] = column
+        return column
+
+    def _end_cell(self) -> None:
+        value = self._cell_value()
+        if value is None or value == "":
+            return
+        if self.column > self.max_columns:
+            raise _too_many_columns(self.row_number, self.max_columns)
+        cells = self.cells
+        if len(cells) < self.column:
+            cells.extend([None] * (self.column - len(cells)))
+        cells[self.column - 1] = value
+
+    def _cell_value(self) -> Any:
+        raw = self.value
+        if raw is None:
+            return None
+        kind = self.kind
+        if kind == "s":
+            try:
+                return self.shared[int(raw)]
+            except (ValueError, IndexError):
+                where = self.reference or f"row {self.row_number}"
+                raise _damaged(
+                    f"cell {where[:20]} refers to text that is missing from the workbook"
+                ) from None
+        if kind == "b":
+            return raw.strip() in ("1", "true")
+        if kind == "n":
+            try:
+                number: int | float = (
+                    float(raw) if "." in raw or "e" in raw or "E" in raw else int(raw)
+                )
+            except ValueError:
+                return raw
+            if self.style and self.date_styles:
+                with contextlib.suppress(ValueError):
+                    if int(self.style) in self.date_styles:
+                        return _excel_date(number, self.epoch)
+            return number
+        return raw  # inlineStr, str (a formula's text), e (#N/A), d (ISO date)
+
+
+def _excel_date(number: float, epoch: Any) -> Any:
+    from openpyxl.utils.datetime import from_excel
 
     try:
-        workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise BulkFileError(
-            "The file could not be read as an Excel workbook (.xlsx). Save it again from Excel, "
-            "or as CSV."
-        ) from exc
+        return from_excel(number, epoch)
+    except (OverflowError, ValueError):
+        return number
+
+
+def _too_many_columns(row: int, max_columns: int) -> BulkFileError:
+    return BulkFileError(
+        f"Row {row} has a value beyond column {max_columns}; Points Desk reads at most "
+        f"{max_columns} columns. Delete the columns it does not need and upload the file again."
+    )
+
+
+def _xlsx_table(
+    content: bytes, deadline: _Deadline, max_columns: int
+) -> Iterator[tuple[int, list[Any]]]:
     try:
-        sheets = [s for s in workbook.worksheets if s.title.strip().lower() != "how to fill"]
-        sheet = sheets[0] if sheets else workbook.worksheets[0]
-        for row in sheet.iter_rows(values_only=True):
-            yield list(row)
-    finally:
-        workbook.close()
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except _ZIP_ERRORS as exc:
+        raise BulkFileError(
+            "The file could not be read as an Excel workbook (.xlsx): it is not a complete "
+            "workbook file. Save it again from Excel, or as CSV."
+        ) from exc
+    with archive:
+        sheet, relations, date1904 = _first_sheet(archive)
+        shared = _SharedStrings()
+        strings = next((p for t, p in relations.values() if t.endswith("/sharedStrings")), "")
+        if strings:
+            for _ in _stream_part(archive, strings, shared, deadline):
+                pass
+        rows = _SheetRows(shared.strings, _date_styles(archive, relations), date1904, max_columns)
+        for _ in _stream_part(archive, sheet, rows, deadline):
+            if rows.rows:
+                taken, rows.rows = rows.rows, []
+                yield from taken
 
 
 def _cell_text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        text = value[: MAX_CELL_CHARS + 1]
+        if len(text) > MAX_CELL_CHARS:
+            text = text[:MAX_CELL_CHARS] + "…"
+        return " ".join(text.replace("\ufeff", "").split())
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
@@ -315,18 +923,29 @@ def _cell_text(value: Any) -> str:
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
-    return " ".join(str(value).replace("\ufeff", "").split())
+    return _cell_text(str(value))
 
 
 def _from_table(
-    name: str, digest: str, table: Iterable[list[Any]], encoding: str, max_rows: int
+    name: str,
+    digest: str,
+    table: Iterable[tuple[int, list[Any]]],
+    encoding: str,
+    max_rows: int,
+    max_columns: int,
+    deadline: _Deadline,
 ) -> ParsedFile:
     rows: list[RawRow] = []
     columns: dict[str, int] = {}
     headers: dict[str, str] = {}
     ignored: list[str] = []
     header_seen = False
-    for number, cells in enumerate(table, start=1):
+    for number, cells in table:
+        deadline.check()
+        if len(cells) > max_columns:
+            if any(_cell_text(cell) for cell in cells[max_columns:]):
+                raise _too_many_columns(number, max_columns)
+            cells = cells[:max_columns]
         texts = [_cell_text(cell) for cell in cells]
         if not any(texts):
             continue
@@ -463,11 +1082,53 @@ def _column_of(location: str) -> str:
     return location if location in COLUMNS else "row"
 
 
-def _check_row(raw: RawRow, max_points: Decimal) -> tuple[Allocation | None, dict[str, str]]:
+@dataclass
+class _Memo:
+    """What one ``check_rows`` call has already worked out, by the exact text in the file.
+
+    A file names the same people again and again (a credit per month, a mobile per row); their
+    email, mobile and name are checked once (email and mobile are the slow checks), not per row.
+    """
+
+    kinds: dict[str, Kind | str] = field(default_factory=dict)
+    employees: dict[tuple[str, ...], tuple[Employee | None, dict[str, str]]] = field(
+        default_factory=dict
+    )
+
+
+def _memo_kind(text: str, memo: _Memo) -> Kind:
+    found = memo.kinds.get(text)
+    if found is None:
+        try:
+            found = parse_kind(text)
+        except ValueError as exc:
+            found = str(exc)
+        memo.kinds[text] = found
+    if isinstance(found, Kind):
+        return found
+    raise ValueError(found)
+
+
+def _memo_employee(given: dict[str, str], memo: _Memo) -> tuple[Employee | None, dict[str, str]]:
+    key = tuple(given[column] for column in EMPLOYEE_COLUMNS)
+    found = memo.employees.get(key)
+    if found is None:
+        try:
+            found = (Employee.model_validate(given), {})
+        except ValidationError as exc:
+            found = (None, {_column_of(at): text for at, text in field_errors(exc).items()})
+        memo.employees[key] = found
+    return found
+
+
+def _check_row(
+    raw: RawRow, max_points: Decimal, memo: _Memo | None = None
+) -> tuple[Allocation | None, dict[str, str]]:
+    memo = memo if memo is not None else _Memo()
     values = raw.values
     errors: dict[str, str] = {}
     try:
-        kind = parse_kind(values.get("kind", ""))
+        kind: Kind | None = _memo_kind(values.get("kind", ""), memo)
     except ValueError as exc:
         errors["kind"] = str(exc)
         kind = None
@@ -485,21 +1146,34 @@ def _check_row(raw: RawRow, max_points: Decimal) -> tuple[Allocation | None, dic
             errors["card_id"] = (
                 f"Give the card id of the card to {kind.value} (or every employee column)"
             )
+    # The employee is checked by its own model (once per distinct person, see _Memo), then the
+    # allocation by its model with that employee in it: the same checks as the single forms.
+    person, person_errors = _memo_employee(employee, memo) if employee else (None, {})
     data = {
         "reference": _PLACEHOLDER_REFERENCE,
         "kind": kind or Kind.CREDIT,
         "amount": values.get("amount", ""),
-        "employee": employee,
+        "employee": person,
         "card_id": card_id or None,
         "reason": values.get("reason", ""),
     }
     try:
         allocation = Allocation.model_validate(data, context={"max_points": max_points})
     except ValidationError as exc:
-        for location, message in field_errors(exc).items():
-            errors.setdefault(_column_of(location), message)
+        allocation = None
+        found = {_column_of(at): text for at, text in field_errors(exc).items()}
+    else:
+        found = {}
+    if person_errors:
+        found.pop("row", None)  # "needs the employee's details": the fields say what is wrong
+        # In the model's field order: amount, then the employee, then card_id and reason.
+        amount = {"amount": found.pop("amount")} if "amount" in found else {}
+        found = {**amount, **person_errors, **found}
+    for column, message in found.items():
+        errors.setdefault(column, message)
+    if allocation is None or errors:
         return None, errors
-    return (None, errors) if errors else (allocation, {})
+    return allocation, {}
 
 
 def _who(allocation: Allocation) -> str:
@@ -524,8 +1198,10 @@ def check_rows(
     debited: dict[str, Decimal] = {}
     balances: dict[str, Decimal | None] = {}
     unknown_cards: set[str] = set()
-    for raw in parsed.rows:
-        allocation, errors = _check_row(raw, max_points)
+    memo = _Memo()
+    with _no_cycle_collection():
+        checked = [(raw, *_check_row(raw, max_points, memo)) for raw in parsed.rows]
+    for raw, allocation, errors in checked:
         if allocation is not None and not errors:
             errors = _duplicate(allocation, raw.number, seen, opened)
         if allocation is not None and not errors and allocation.kind is Kind.DEBIT:

@@ -71,11 +71,30 @@ _JOINERS = frozenset("\u200c\u200d")
 _LINE_WHITESPACE = frozenset("\t\n\r")
 
 
+# Commas only as thousands (1,500,000) or Indian (15,00,000) grouping, before any decimal point.
+_GROUPED = re.compile(r"^(?:\d{1,3}(?:,\d{3})+|\d{1,2}(?:,\d{2})*,\d{3})(?:\.\d*)?$")
+
+
+def _ungroup(text: str) -> str:
+    """``1,50,000`` -> ``150000``; a comma anywhere else may be a decimal comma: refused."""
+    if _GROUPED.match(text):
+        return text.replace(",", "")
+    if re.fullmatch(r"\d+,\d+", text):
+        decimal, whole = text.replace(",", "."), text.replace(",", "")
+        raise ValueError(f"{text} is ambiguous: write {decimal} or {whole}")
+    raise ValueError(
+        "Write the points with a dot for decimals and commas only between groups of digits, "
+        "like 1,500.50 or 1,50,000"
+    )
+
+
 def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
     """Parse an amount of points: a positive number with at most 2 decimals, at most ``maximum``.
 
-    Accepts ``Decimal``, ``int`` and plain decimal text (``"1500"``, ``"1,500.50"``); refuses floats
-    (binary fractions are not money), exponents, NaN, infinity, signs and more than 2 decimals.
+    Accepts ``Decimal``, ``int`` and plain decimal text (``"1500"``, ``"1,500.50"``,
+    ``"1,50,000"``); refuses floats (binary fractions are not money), exponents, NaN, infinity,
+    signs, more than 2 decimals, and a comma that is not grouping digits (``"1,5"`` may mean 1.5
+    or 15).
     """
     if isinstance(value, bool):
         raise ValueError("Enter the points as a number, like 1500 or 1500.50")
@@ -86,11 +105,13 @@ def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
             raise ValueError("Enter the points as a number, like 1500 or 1500.50")
         amount = value
     elif isinstance(value, str):
-        text = value.strip().replace(",", "").replace("_", "")
+        text = value.strip().replace("_", "")
         if not text:
             raise ValueError("Enter the number of points")
         if text.startswith("-"):
             raise ValueError("Points must be more than zero")
+        if "," in text:
+            text = _ungroup(text)
         if not _AMOUNT_TEXT.match(text):
             raise ValueError("Enter the points as a number, like 1500 or 1500.50")
         try:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
+import random
+import re
+import zipfile
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
 from openpyxl import Workbook, load_workbook
 
+from services import models
 from services.bulk_files import (
     COLUMNS,
     BulkFileError,
@@ -306,3 +312,359 @@ def test_neutralise_leaves_numbers_and_plain_text():
     assert neutralise(Decimal("-5.00")) == Decimal("-5.00")
     assert neutralise("Ravi") == "Ravi"
     assert to_csv(["a"], [[Decimal("12.50")]]).decode("utf-8-sig").splitlines()[1] == "12.50"
+
+
+# --- hostile and damaged files -------------------------------------------------------------------
+#
+# Each file below is made here: a normal workbook from openpyxl whose zip parts are then rewritten.
+
+SHEET = "xl/worksheets/sheet1.xml"
+MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+CREDIT_ROW = ["credit", None, None, None, None, None, "EKC04AZHXP", 250, "Q3"]
+
+
+def rezip(content: bytes, parts: dict[str, bytes | None]) -> bytes:
+    """The same workbook with ``parts`` replaced, added, or (``None``) removed."""
+    source = zipfile.ZipFile(io.BytesIO(content))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for name in source.namelist():
+            data = parts.get(name, source.read(name)) if name in parts else source.read(name)
+            if data is not None:
+                target.writestr(name, data)
+        for name, data in parts.items():
+            if name not in source.namelist() and data is not None:
+                target.writestr(name, data)
+    return buffer.getvalue()
+
+
+def part(content: bytes, name: str) -> bytes:
+    return zipfile.ZipFile(io.BytesIO(content)).read(name)
+
+
+def credit_rows(count: int) -> list[list[object]]:
+    return [
+        ["credit", None, None, None, None, None, f"EKC{n:07d}", 10 + n, f"r{n}"]
+        for n in range(count)
+    ]
+
+
+def with_dimension(content: bytes, ref: str) -> bytes:
+    sheet = part(content, SHEET).decode()
+    sheet, count = re.subn(r'<dimension ref="[^"]*"\s*/>', f'<dimension ref="{ref}"/>', sheet)
+    assert count == 1
+    return rezip(content, {SHEET: sheet.encode()})
+
+
+@pytest.mark.timeout(20)
+def test_a_sheet_declaring_every_cell_of_excel_is_read_in_moments():
+    content = with_dimension(xlsx_bytes([list(COLUMNS), CREDIT_ROW]), "A1:XFD1048576")
+    # Formatting reaching Excel's last cell (an empty, styled cell there) is what Excel writes
+    # after a whole-sheet format; the rows between are not in the file at all.
+    corner = b'<row r="1048576"><c r="XFD1048576" s="0"/></row></sheetData>'
+    content = rezip(content, {SHEET: part(content, SHEET).replace(b"</sheetData>", corner)})
+    assert len(content) < 10_000  # a few KB that used to cost many minutes of CPU
+    parsed = parse_file("huge.xlsx", content)
+    assert [row.number for row in parsed.rows] == [2]
+    assert parsed.rows[0].values["card_id"] == "EKC04AZHXP"
+
+
+def test_a_sheet_declaring_fewer_rows_than_it_holds_loses_none():
+    content = with_dimension(xlsx_bytes([list(COLUMNS), *credit_rows(30)]), "A1:I2")
+    parsed = parse_file("short.xlsx", content)
+    assert [row.number for row in parsed.rows] == list(range(2, 32))
+    assert parsed.rows[-1].values["card_id"] == "EKC0000029"
+
+
+def shared_strings_workbook(*, with_strings: bool = True) -> bytes:
+    """A workbook the way Excel writes it: texts in xl/sharedStrings.xml, cells point at them."""
+    texts = [*COLUMNS, "credit", "EKC04AZHXP"]
+    cells = "".join(
+        f'<c r="{letter}1" t="s"><v>{index}</v></c>' for index, letter in enumerate("ABCDEFGHI")
+    )
+    sheet = (
+        f'<worksheet xmlns="{MAIN_NS}"><dimension ref="A1:I2"/><sheetData>'
+        f'<row r="1">{cells}</row>'
+        '<row r="2"><c r="A2" t="s"><v>9</v></c><c r="G2" t="s"><v>10</v></c>'
+        '<c r="H2"><v>1500.5</v></c><c r="I2" t="s"><v>11</v></c></row>'
+        "</sheetData></worksheet>"
+    )
+    items = "".join(f"<si><t>{text}</t></si>" for text in texts)
+    # A rich-text reason with a phonetic guide: the runs are joined, the guide left out.
+    items += "<si><r><t>Q3 </t></r><r><rPr><b/></rPr><t>top</t></r><rPh><t>x</t></rPh></si>"
+    strings = f'<sst xmlns="{MAIN_NS}">{items}</sst>'
+    base = xlsx_bytes([["x"]])
+    rels = part(base, "xl/_rels/workbook.xml.rels").decode()
+    rels = rels.replace(
+        "</Relationships>",
+        '<Relationship Id="rIdS" Target="sharedStrings.xml" Type="http://schemas.openxmlformats'
+        '.org/officeDocument/2006/relationships/sharedStrings"/></Relationships>',
+    )
+    return rezip(
+        base,
+        {
+            SHEET: sheet.encode(),
+            "xl/_rels/workbook.xml.rels": rels.encode(),
+            "xl/sharedStrings.xml": strings.encode() if with_strings else None,
+        },
+    )
+
+
+def test_shared_texts_are_read_like_excel_writes_them():
+    parsed = parse_file("excel.xlsx", shared_strings_workbook())
+    assert list(parsed.columns) == list(COLUMNS)
+    values = parsed.rows[0].values
+    assert (values["kind"], values["card_id"], values["amount"]) == (
+        "credit",
+        "EKC04AZHXP",
+        "1500.5",
+    )
+    assert values["reason"] == "Q3 top"
+
+
+NOT_WELL_FORMED = f'<worksheet xmlns="{MAIN_NS}"><sheetData><row r="1"><c r="A1"'.encode()
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+    b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+    b'<worksheet xmlns="' + MAIN_NS.encode() + b'"><sheetData><row r="1">'
+    b'<c r="A1" t="inlineStr"><is><t>&lol3;</t></is></c></row></sheetData></worksheet>'
+)
+
+
+def damaged_sheet(sheet: bytes | None) -> bytes:
+    return rezip(xlsx_bytes([list(COLUMNS), CREDIT_ROW]), {SHEET: sheet})
+
+
+def truncated(content: bytes) -> bytes:
+    return content[: len(content) * 2 // 3]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: truncated(xlsx_bytes([list(COLUMNS), CREDIT_ROW])), "not a complete workbook"),
+        (lambda: damaged_sheet(None), "part xl/worksheets/sheet1.xml is missing"),
+        (lambda: damaged_sheet(NOT_WELL_FORMED), "sheet1.xml is not well-formed XML"),
+        (lambda: damaged_sheet(BILLION_LAUGHS), "DOCTYPE"),
+        (lambda: shared_strings_workbook(with_strings=False), "xl/sharedStrings.xml is missing"),
+        (
+            lambda: damaged_sheet(
+                f'<worksheet xmlns="{MAIN_NS}"><sheetData><row r="1"><c r="B1" t="s"><v>0</v>'
+                "</c></row></sheetData></worksheet>".encode()
+            ),
+            "cell B1 refers to text that is missing",
+        ),
+        (
+            lambda: damaged_sheet(
+                f'<worksheet xmlns="{MAIN_NS}"><sheetData><row r="3"/><row r="2"/>'
+                "</sheetData></worksheet>".encode()
+            ),
+            "row 2 comes after row 3",
+        ),
+        (
+            lambda: rezip(xlsx_bytes([["x"]]), {"xl/workbook.xml": b"<workbook><sheets>"}),
+            "workbook.xml is not well-formed XML",
+        ),
+        (
+            lambda: rezip(xlsx_bytes([["x"]]), {"[Content_Types].xml": None}),
+            "zip archive of something else",
+        ),
+    ],
+    ids=[
+        "truncated-zip",
+        "sheet-missing",
+        "invalid-xml",
+        "entity-expansion",
+        "shared-texts-part-missing",
+        "shared-text-missing",
+        "rows-out-of-order",
+        "workbook-invalid",
+        "not-a-workbook",
+    ],
+)
+def test_damaged_workbooks_are_refused_with_a_sentence(make, message):
+    with pytest.raises(BulkFileError, match=re.escape(message)) as error:
+        parse_file("damaged.xlsx", make())
+    assert "Excel" in str(error.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_part_that_unpacks_to_more_than_the_limit_is_not_unpacked():
+    padding = b" " * (101 * 1024 * 1024)  # deflates to about 100 KB
+    sheet = part(xlsx_bytes([list(COLUMNS), CREDIT_ROW]), SHEET)
+    bomb = damaged_sheet(sheet.replace(b"<sheetData>", b"<sheetData>" + padding, 1))
+    assert len(bomb) < 1024 * 1024
+    with pytest.raises(BulkFileError, match=r"sheet1\.xml unpacks to 101 MB; the limit is 100 MB"):
+        parse_file("bomb.xlsx", bomb)
+
+
+def test_hidden_sheets_and_the_guide_are_skipped_for_the_first_visible_sheet():
+    workbook = Workbook()
+    workbook.active.title = "Secret"
+    workbook.active.append(list(COLUMNS))
+    workbook.active.append(["credit", None, None, None, None, None, "EKCHIDDEN1", 1, None])
+    workbook.active.sheet_state = "hidden"
+    workbook.create_sheet("How to fill").append(["column", "what to write"])
+    shown = workbook.create_sheet("Rows")
+    shown.append(list(COLUMNS))
+    shown.append(CREDIT_ROW)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    parsed = parse_file("sheets.xlsx", buffer.getvalue())
+    assert [row.values["card_id"] for row in parsed.rows] == ["EKC04AZHXP"]
+
+
+def test_xlsx_dates_numbers_and_booleans_read_as_the_cell_shows_them():
+    content = xlsx_bytes(
+        [
+            list(COLUMNS),
+            ["credit", None, None, None, None, None, "EKC04AZHXP", 12.25, datetime(2025, 4, 1)],
+        ]
+    )
+    values = parse_file("dates.xlsx", content).rows[0].values
+    assert values["amount"] == "12.25"
+    assert values["reason"] == "2025-04-01T00:00:00"
+
+
+def test_reading_stops_at_the_row_limit_and_at_the_time_budget():
+    content = xlsx_bytes([list(COLUMNS), *credit_rows(10)])
+    assert len(parse_file("ok.xlsx", content, max_rows=10).rows) == 10
+    with pytest.raises(BulkFileError, match="more than 9 rows"):
+        parse_file("big.xlsx", content, max_rows=9)
+    for name, data in (("slow.xlsx", content), ("slow.csv", csv_bytes(GOOD_CREATE))):
+        with pytest.raises(BulkFileError, match=r"took longer than 0 seconds, so it was stopped"):
+            parse_file(name, data, max_seconds=0)
+
+
+def test_values_beyond_the_column_limit_are_refused_and_long_cells_cut():
+    wide = xlsx_bytes([list(COLUMNS), [*CREDIT_ROW, *([None] * 200), "stray"]])
+    with pytest.raises(BulkFileError, match="Row 2 has a value beyond column 200"):
+        parse_file("wide.xlsx", wide)
+    with pytest.raises(BulkFileError, match="Row 3 has a value beyond column 9"):
+        parse_file(
+            "wide.csv", csv_bytes("credit,,,,,,EKC1,1,", "credit,,,,,,EKC2,1,,x"), max_columns=9
+        )
+    long_reason = "x" * 5000
+    parsed = parse_file("long.csv", csv_bytes(f"credit,,,,,,EKC04AZHXP,1,{long_reason}"))
+    assert len(parsed.rows[0].values["reason"]) == 1001
+    preview = check_rows(parsed)
+    assert preview.rejected[0].errors["reason"] == "Reason can be at most 200 characters"
+
+
+@pytest.mark.timeout(120)
+def test_no_corruption_of_a_workbook_or_csv_escapes_the_reader():
+    """Flip bytes anywhere in real files: the reader answers with rows or a BulkFileError."""
+    workbook = shared_strings_workbook()
+    plain = xlsx_bytes([list(COLUMNS), CREDIT_ROW, *credit_rows(20)])
+    text = csv_bytes(GOOD_CREATE, 'credit,,,,,,EKC04AZHXP,1,"a, b"')
+    randomness = random.Random(20250401)
+    for original, name in ((workbook, "w.xlsx"), (plain, "p.xlsx"), (text, "t.csv")):
+        for _ in range(150):
+            damaged = bytearray(original)
+            for _ in range(randomness.randint(1, 6)):
+                damaged[randomness.randrange(len(damaged))] = randomness.randrange(256)
+            with contextlib.suppress(BulkFileError):
+                parse_file(name, bytes(damaged))
+
+
+# --- hostile CSV text ----------------------------------------------------------------------------
+
+
+def test_an_unclosed_quote_that_swallows_rows_is_refused_naming_the_row():
+    content = csv_bytes(
+        "credit,,,,,,EKC04AZHXP,100,first",
+        'credit,,,,,,EKC04AZHXQ,200,"Q3 bonus',
+        "credit,,,,,,EKC04AZHXR,300,third",
+        "credit,,,,,,EKC04AZHXS,400,fourth",
+    )
+    with pytest.raises(BulkFileError) as error:
+        parse_file("quote.csv", content)
+    message = str(error.value)
+    assert message.startswith('Row 3 (line 3 of the file) has a quote (") in column 9')
+    assert "lines 4–5 were read into that one cell" in message
+
+
+def test_a_quote_closed_rows_later_is_refused_too_but_a_cell_with_a_line_break_is_read():
+    with pytest.raises(BulkFileError, match=r"Row 2 \(line 2 of the file\) has a quote"):
+        parse_file("late.csv", csv_bytes('credit,,,,,,EKC04AZHXP,"1', 'credit,,,,,,EKC2,2",x'))
+    parsed = parse_file("multi.csv", csv_bytes('credit,,,,,,EKC04AZHXP,100,"Q3\ntop"'))
+    assert parsed.rows[0].values["reason"] == "Q3 top"
+
+
+def test_a_cell_longer_than_the_csv_field_limit_is_explained():
+    content = csv_bytes('credit,,,,,,EKC04AZHXP,100,"' + "x" * (csv.field_size_limit() + 10))
+    with pytest.raises(BulkFileError, match=r"Row 2 \(line 2 of the file\) has a cell longer"):
+        parse_file("long.csv", content)
+
+
+TEXT = f"{HEADER}\ncreate,José,Mr,M,jose@example.com,9600098867,,100,Bonus – Q3\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        (TEXT.encode("utf-16-le"), "utf-16-le"),
+        (TEXT.encode("utf-16-be"), "utf-16-be"),
+        (TEXT.encode("utf-32"), "utf-32"),
+        (TEXT.encode("utf-32-le"), "utf-32-le"),
+        (TEXT.encode("utf-32-be"), "utf-32-be"),
+        (codecs.BOM_UTF16_BE + TEXT.encode("utf-16-be"), "utf-16"),
+        (TEXT.replace(",", "\t").encode("utf-16"), "utf-16"),  # Excel's "Unicode Text"
+    ],
+)
+def test_utf16_and_utf32_are_recognised_with_or_without_a_byte_order_mark(content, encoding):
+    parsed = parse_file("wide.csv", content)
+    assert parsed.encoding == encoding
+    assert parsed.rows[0].values["first_name"] == "José"
+    assert parsed.rows[0].values["reason"] == "Bonus – Q3"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (TEXT.encode("cp1252").replace(b"Jos\xe9", b"Jos\x81"), "could not be recognised"),
+        (codecs.BOM_UTF8 + TEXT.encode("cp1252"), "looks like UTF-8 text but has bytes"),
+        (codecs.BOM_UTF16_LE + TEXT.encode("utf-16-le")[:-1], "looks like UTF-16 text"),
+        (HEADER.encode() + b"\ncredit,\x00,,,,,EKC04AZHXP,1,\n", "not look like a CSV"),
+    ],
+    ids=["undefined-cp1252-byte", "bad-utf8-after-bom", "odd-utf16", "nul-bytes"],
+)
+def test_text_in_no_known_encoding_says_to_save_as_csv_utf8(content, message):
+    with pytest.raises(BulkFileError, match=message):
+        parse_file("odd.csv", content)
+
+
+def test_a_decimal_comma_amount_is_refused_as_ambiguous_not_read_as_hundreds():
+    content = (
+        b"kind;card_id;amount;reason\n"
+        b"credit;EKC04AZHXP;1,5;a\n"
+        b"credit;EKC04AZHXP;1500,50;b\n"
+        b'credit;EKC04AZHXP;"1,50,000";c\n'
+        b"credit;EKC04AZHXP;150,000;d\n"
+    )
+    preview = check_rows(parse_file("commas.csv", content))
+    rejected = {row.number: row.errors["amount"] for row in preview.rejected}
+    assert rejected == {
+        2: "1,5 is ambiguous: write 1.5 or 15",
+        3: "1500,50 is ambiguous: write 1500.50 or 150050",
+    }
+    assert [v.allocation.amount for v in preview.valid] == [Decimal("150000.00")] * 2
+
+
+def test_each_distinct_employee_is_validated_once(monkeypatch):
+    calls = []
+    real = models.parse_email
+    monkeypatch.setattr(models, "parse_email", lambda value: calls.append(value) or real(value))
+    person = "Ravi,Mr,M,ravi@example.com,9600098867"
+    content = csv_bytes(
+        f"credit,{person},,100,January",
+        f"credit,{person},,100,February",
+        f"credit,{person},,100,March",
+        "create,Asha,Ms,F,asha@example.com,9600098869,,10,",
+    )
+    preview = check_rows(parse_file("repeat.csv", content))
+    assert preview.totals.valid == 4
+    assert calls == ["ravi@example.com", "asha@example.com"]
+    employees = {id(v.allocation.employee) for v in preview.valid[:3]}
+    assert len(employees) == 1

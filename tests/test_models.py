@@ -80,6 +80,24 @@ def test_floats_and_non_numbers_are_refused(value):
 
 def test_indian_grouping_and_spaces_are_accepted():
     assert parse_points(" 1,50,000.5 ") == Decimal("150000.50")
+    assert parse_points("150,000") == Decimal("150000.00")
+    assert parse_points("10,00,000") == Decimal("1000000.00")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,5", "1,5 is ambiguous: write 1.5 or 15"),
+        ("1,50", "1,50 is ambiguous: write 1.50 or 150"),
+        ("15,00", "15,00 is ambiguous: write 15.00 or 1500"),
+        ("1.500,50", "commas only between groups of digits"),
+        ("1,00,00", "commas only between groups of digits"),
+        ("1,5.5", "commas only between groups of digits"),
+    ],
+)
+def test_a_comma_that_is_not_digit_grouping_is_refused_not_dropped(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_points(text)
 
 
 def test_the_maximum_is_configurable():
