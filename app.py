@@ -31,7 +31,10 @@ PAGES = [
     ("Move points", "pages/bulk.py", "Bulk allocation", "📦", "move"),
     ("Move points", "pages/reconcile.py", "Reconcile", "🧾", "move"),
     ("Approvals", "pages/approvals.py", "Approvals", "✅", "approve"),
+    ("", "pages/employee.py", "Employee", "👤", "view"),
 ]
+# Reached from the sidebar search and links (``/employee?card=...``), not from the menu.
+HIDDEN = {"pages/employee.py"}
 
 waiting = waiting_counts()  # what needs someone: shown next to the page's name
 sections: dict[str, list[st.Page]] = {}
@@ -40,7 +43,13 @@ for section, path, title, icon, capability in PAGES:
         if waiting.get(path):
             title = f"{title} ({waiting[path]:,})"
         sections.setdefault(section, []).append(
-            st.Page(path, title=title, icon=icon, default=path == "pages/overview.py")
+            st.Page(
+                path,
+                title=title,
+                icon=icon,
+                default=path == "pages/overview.py",
+                visibility="hidden" if path in HIDDEN else "visible",
+            )
         )
 
 page = st.navigation(sections)

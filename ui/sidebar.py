@@ -13,6 +13,7 @@ from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
 from ui.format import points
+from ui.search import follow_search, search_box
 from ui.text import md
 
 _POOL_TTL_SECONDS = 15
@@ -41,6 +42,7 @@ def mode_banner() -> None:
     """The first line of every page: refuses a session the sign-in gate has not let in, then
     says whether real points move."""
     require_signed_in()
+    follow_search()  # a search that found one transaction or one employee opens it
     if desk().is_sandbox:
         st.badge("Sandbox — no real points move", icon="🧪", color="orange")
 
@@ -49,6 +51,7 @@ def render_sidebar(slot=None) -> None:
     """Mode, operator and pool balance, in ``slot`` (a sidebar container) or the sidebar."""
     the_desk = desk()
     with slot if slot is not None else st.sidebar:
+        search_box()
         if the_desk.is_sandbox:
             st.badge(
                 "Sandbox",
