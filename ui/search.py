@@ -44,7 +44,7 @@ def _run_search() -> None:
 
 
 def follow_search() -> None:
-    """First thing on every page (``mode_banner``): open what the last search found, if it found one."""
+    """First thing on every page (``mode_banner``): open what the last search found."""
     goto = st.session_state.pop(_GOTO, None)
     if goto is not None and allowed("view"):
         page, params = goto
