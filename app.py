@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.access import allowed
 from ui.auth import sign_in_gate
-from ui.sidebar import render_sidebar, waiting_counts
+from ui.sidebar import pool_generation, render_pool, render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -53,9 +53,12 @@ for section, path, title, icon, capability in PAGES:
         )
 
 page = st.navigation(sections)
-sidebar = st.sidebar.container()
+# The sidebar first, so a new session sees the pool balance without waiting for the page; if
+# the page moved points, the pool is drawn again afterwards with what the page just moved.
+pool = render_sidebar(st.sidebar.container())
+shown = pool_generation()
 try:
     page.run()
 finally:
-    # Filled after the page ran, so the pool balance already includes what the page just moved.
-    render_sidebar(sidebar)
+    if pool_generation() != shown:
+        render_pool(pool)

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.sessions_open [--sessions 10] [--no-baseline]
 
-Starts the real ``streamlit run app.py`` (sandbox, own data dir) and opens ``--sessions`` new
+Loads demo data for ``--employees`` people (and prints how long that took), then starts the
+real ``streamlit run app.py`` on it (sandbox, own data dir) and opens ``--sessions`` new
 browser sessions one after another in Debian's chromium (a new browser context each: no cookie,
 no session state, as a manager opening the dashboard). For each it records the seconds from
 ``goto`` to
@@ -20,6 +21,7 @@ warm baseline / warm. Targets: warm pool under 1 s, cold pool under 2 s.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -66,10 +68,42 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def measure(sessions: int, extra_env: dict[str, str]) -> list[dict[str, float]]:
+def _demo_data(data_dir: Path, employees: int) -> None:
+    """Load demo data into ``data_dir`` (sandbox state and ledger) before the server starts."""
+    from services import demo
+    from services.config import load_settings
+    from services.desk import Desk
+
+    saved = dict(os.environ)
+    try:
+        for name in list(os.environ):
+            if name.startswith(("ENKASH_", "POINTS_DESK_")) or name == "DATABASE_URL":
+                del os.environ[name]
+        os.environ.update(
+            POINTS_DESK_DATA_DIR=str(data_dir),
+            POINTS_DESK_SECRETS_FILE=str(data_dir / "no-secrets.toml"),
+            POINTS_DESK_SETTLE_INTERVAL_SECONDS="0",
+        )
+        desk = Desk(load_settings())
+        try:
+            report = demo.load(desk, employees)
+        finally:
+            desk.close()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    print(
+        f"demo data: {report.transactions:,} transactions for {report.employees:,} employees "
+        f"in {report.seconds:.1f} s"
+    )
+
+
+def measure(sessions: int, extra_env: dict[str, str], employees: int) -> list[dict[str, float]]:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as data_dir:
+        if employees:
+            _demo_data(Path(data_dir), employees)
         env = {"POINTS_DESK_SETTLE_INTERVAL_SECONDS": "0", **extra_env}
         with running_dashboard(Path(data_dir), env) as url, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -96,15 +130,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--employees", type=int, default=300, help="demo data loaded first (0: an empty desk)"
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"no chromium at {CHROMIUM}", file=sys.stderr)
         return 2
-    now = _report("Points Desk", measure(args.sessions, {}))
+    now = _report("Points Desk", measure(args.sessions, {}, args.employees))
     if not args.no_baseline:
         base = _report(
             "Baseline (pool cache off)",
-            measure(args.sessions, {"POINTS_DESK_POOL_CACHE_SECONDS": "0"}),
+            measure(args.sessions, {"POINTS_DESK_POOL_CACHE_SECONDS": "0"}, args.employees),
         )
         print(
             "\nwarm baseline / warm: "
