@@ -32,10 +32,10 @@ focus = focused_row(ledger)  # ?ref=... (the sidebar search, an outcome card's l
 if focus is not None:
     st.subheader("Transaction")
     st.session_state["history_detail"] = st.session_state["_history_focus"] = focus.reference
-elif st.session_state.pop("_history_focus", None) is not None:
-    st.session_state.pop("history_detail", None)  # the table's own choice starts empty
     detail_view(ledger, [focus])
     st.page_link("pages/history.py", label="All transactions", icon="📈")
+elif st.session_state.pop("_history_focus", None) is not None:
+    st.session_state.pop("history_detail", None)  # the table's own choice starts empty
 chosen, grain = filter_bar(ledger, session_id())
 if chosen is None:
     st.stop()
