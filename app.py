@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui.access import allowed
 from ui.auth import sign_in_gate
-from ui.sidebar import render_sidebar, waiting_counts
+from ui.sidebar import pool_generation, render_pool, render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -31,7 +31,10 @@ PAGES = [
     ("Move points", "pages/bulk.py", "Bulk allocation", "📦", "move"),
     ("Move points", "pages/reconcile.py", "Reconcile", "🧾", "move"),
     ("Approvals", "pages/approvals.py", "Approvals", "✅", "approve"),
+    ("", "pages/employee.py", "Employee", "👤", "view"),
 ]
+# Reached from the sidebar search and links (``/employee?card=...``), not from the menu.
+HIDDEN = {"pages/employee.py"}
 
 waiting = waiting_counts()  # what needs someone: shown next to the page's name
 sections: dict[str, list[st.Page]] = {}
@@ -40,13 +43,22 @@ for section, path, title, icon, capability in PAGES:
         if waiting.get(path):
             title = f"{title} ({waiting[path]:,})"
         sections.setdefault(section, []).append(
-            st.Page(path, title=title, icon=icon, default=path == "pages/overview.py")
+            st.Page(
+                path,
+                title=title,
+                icon=icon,
+                default=path == "pages/overview.py",
+                visibility="hidden" if path in HIDDEN else "visible",
+            )
         )
 
 page = st.navigation(sections)
-sidebar = st.sidebar.container()
+# The sidebar first, so a new session sees the pool balance without waiting for the page; if
+# the page moved points, the pool is drawn again afterwards with what the page just moved.
+pool = render_sidebar(st.sidebar.container())
+shown = pool_generation()
 try:
     page.run()
 finally:
-    # Filled after the page ran, so the pool balance already includes what the page just moved.
-    render_sidebar(sidebar)
+    if pool_generation() != shown:
+        render_pool(pool)

@@ -18,6 +18,7 @@ from ui.history import (
     page_of,
     table,
 )
+from ui.search import focused_row
 from ui.sidebar import mode_banner
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -27,6 +28,14 @@ require("view")
 st.title("History")
 
 ledger = desk().ledger
+focus = focused_row(ledger)  # ?ref=... (the sidebar search, an outcome card's link)
+if focus is not None:
+    st.subheader("Transaction")
+    st.session_state["history_detail"] = st.session_state["_history_focus"] = focus.reference
+    detail_view(ledger, [focus])
+    st.page_link("pages/history.py", label="All transactions", icon="📈")
+elif st.session_state.pop("_history_focus", None) is not None:
+    st.session_state.pop("history_detail", None)  # the table's own choice starts empty
 chosen, grain = filter_bar(ledger, session_id())
 if chosen is None:
     st.stop()
@@ -114,4 +123,5 @@ summary.caption(
     f"Page {shown.number} of {shown.pages:,} · {shown.total:,} transactions, newest first"
 )
 export_buttons(ledger, chosen, shown.total)
-detail_view(ledger, shown.rows)
+if focus is None:
+    detail_view(ledger, shown.rows)

@@ -17,7 +17,7 @@ require("view")
 st.title("Overview")
 
 the_desk = desk()
-details = pool_details(fresh=True)
+details = pool_details()
 
 pool, cards, month = st.columns(3)
 if details is None:

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     points_desk_max_points: Decimal = Decimal("1000000")
     # The background settle pass (services/reconcile.py): seconds between passes; 0 turns it off.
     points_desk_settle_interval_seconds: float = 60
+    # The company pool balance is the same for everyone: one EnKash look-up serves every session
+    # for this long (points moved by this process refresh it at once); 0 = every page asks.
+    points_desk_pool_cache_seconds: float = 15
     # Maker-checker: a debit (or a batch's total) above these waits for a second person's
     # approval; 0 means every one does.
     points_desk_approval_debit_threshold: Decimal = Decimal("10000")
@@ -208,6 +211,13 @@ class Settings(BaseSettings):
     def _stale(cls, value: float) -> float:
         if not 1 <= value <= 3600:
             raise ValueError("POINTS_DESK_WORKER_STALE_SECONDS is 1 to 3600")
+        return value
+
+    @field_validator("points_desk_pool_cache_seconds")
+    @classmethod
+    def _pool_cache(cls, value: float) -> float:
+        if not 0 <= value <= 300:
+            raise ValueError("POINTS_DESK_POOL_CACHE_SECONDS is 0 (off) to 300")
         return value
 
     @field_validator("enkash_timeout_seconds")

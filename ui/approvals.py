@@ -13,6 +13,7 @@ from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.outcome import render_outcome
+from ui.sidebar import forget_pool
 from ui.text import code, md
 
 _RESULT = "_approval_result"
@@ -92,7 +93,7 @@ def _decide(approval_id: int, approve: bool) -> None:
     except (ApprovalError, StatusConflict) as error:
         st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}
         return
-    st.session_state.pop("_pool", None)  # points may have moved
+    forget_pool()  # points may have moved
     st.session_state[_RESULT] = {"id": approval_id, "decision": decision}
 
 

@@ -53,4 +53,9 @@ def render_outcome(outcome: Outcome) -> None:
         cols = st.columns(2)
         for index, (label, value) in enumerate(facts.items()):
             cols[index % 2].markdown(f"**{label}**  \n{value}")
-
+        st.page_link(
+            "pages/history.py",
+            label="See it in History",
+            icon="📈",
+            query_params={"ref": row.reference},
+        )

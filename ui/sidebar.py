@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 
 import streamlit as st
 
@@ -13,42 +15,67 @@ from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
 from ui.format import points
+from ui.search import follow_search, search_box
 from ui.text import md
 
-_POOL_TTL_SECONDS = 15
+# Per Desk (weakly: a closed Desk's pool goes with it): (when, details).
+_SHARED_POOL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SHARED_POOL_LOCK = threading.Lock()
 
 
 def pool_details(*, fresh: bool = False) -> AccountDetails | None:
-    """The company pool from EnKash, cached briefly per session; None when EnKash cannot say."""
-    cached = st.session_state.get("_pool")
-    if not fresh and cached and time.monotonic() - cached[0] < _POOL_TTL_SECONDS:
+    """The company pool from EnKash; None when EnKash cannot say.
+
+    The pool is the company's, not the person's: one look-up serves every session of this
+    process for ``POINTS_DESK_POOL_CACHE_SECONDS`` (a new session opens without waiting for
+    EnKash), and points moved here forget it at once (``forget_pool``). ``fresh`` asks EnKash.
+    """
+    the_desk = desk()
+    ttl = the_desk.settings.points_desk_pool_cache_seconds
+    with _SHARED_POOL_LOCK:
+        cached = _SHARED_POOL.get(the_desk)
+    if not fresh and cached and time.monotonic() - cached[0] < ttl:
         return cached[1]
     try:
-        with desk().client() as client:
+        with the_desk.client() as client:
             details = client.account_details()
     except EnkashError:
-        details = None
-    st.session_state["_pool"] = (time.monotonic(), details)
+        return None  # not kept: the next page asks again
+    with _SHARED_POOL_LOCK:
+        _SHARED_POOL[the_desk] = (time.monotonic(), details)
     return details
 
 
+_FORGOTTEN = [0]  # how many times the pool was forgotten (points moved) in this process
+
+
 def forget_pool() -> None:
-    """After points move, the next read of the pool goes to EnKash."""
-    st.session_state.pop("_pool", None)
+    """After points move, the next read of the pool (in any session) goes to EnKash."""
+    with _SHARED_POOL_LOCK:
+        _SHARED_POOL.clear()
+        _FORGOTTEN[0] += 1
+
+
+def pool_generation() -> int:
+    """Changes whenever ``forget_pool`` runs: the pool shown before then may be out of date."""
+    return _FORGOTTEN[0]
 
 
 def mode_banner() -> None:
     """The first line of every page: refuses a session the sign-in gate has not let in, then
     says whether real points move."""
     require_signed_in()
+    follow_search()  # a search that found one transaction or one employee opens it
     if desk().is_sandbox:
         st.badge("Sandbox — no real points move", icon="🧪", color="orange")
 
 
-def render_sidebar(slot=None) -> None:
-    """Mode, operator and pool balance, in ``slot`` (a sidebar container) or the sidebar."""
+def render_sidebar(slot=None):
+    """Search, mode, operator and pool balance, in ``slot`` (a sidebar container) or the
+    sidebar. Returns the pool's slot, for ``render_pool`` to redraw once points have moved."""
     the_desk = desk()
     with slot if slot is not None else st.sidebar:
+        search_box()
         if the_desk.is_sandbox:
             st.badge(
                 "Sandbox",
@@ -65,12 +92,19 @@ def render_sidebar(slot=None) -> None:
             roles = ", ".join(sorted(person.roles)) or "no role"
             st.caption(f"Signed in as **{md(person.display_name)}** · {md(roles)}")
             st.button("Sign out", key="sidebar_sign_out", on_click=sign_out, type="tertiary")
-        details = pool_details()
-        st.metric(
-            "Pool balance",
-            points(details.available_balance) if details else "unavailable",
-            help="Points left in the company's EnKash reward account to credit from.",
-        )
+        pool = st.empty()
+    render_pool(pool)
+    return pool
+
+
+def render_pool(slot) -> None:
+    """The pool balance metric, in ``slot`` (an ``st.empty``), replacing what it showed."""
+    details = pool_details()
+    slot.metric(
+        "Pool balance",
+        points(details.available_balance) if details else "unavailable",
+        help="Points left in the company's EnKash reward account to credit from.",
+    )
 
 
 def waiting_counts() -> dict[str, int]:

@@ -1,0 +1,161 @@
+"""How long a new browser session waits for the Overview: its title, then its pool balance.
+
+    .venv/bin/python -m benchmarks.sessions_open [--sessions 10] [--no-baseline]
+
+Loads demo data for ``--employees`` people (and prints how long that took), then starts the
+real ``streamlit run app.py`` on it (sandbox, own data dir) and opens ``--sessions`` new
+browser sessions one after another in Debian's chromium (a new browser context each: no cookie,
+no session state, as a manager opening the dashboard). For each it records the seconds from
+``goto`` to
+
+- title    the Overview's heading is visible,
+- pool     the Overview's "Pool balance" metric shows a number,
+- sidebar  the sidebar's pool balance shows a number,
+
+and prints the first session after the server started (cold) apart from the others (warm,
+p50/p95). The baseline is the same run against a second server with the shared pool cache off
+(``POINTS_DESK_POOL_CACHE_SECONDS=0``: every session asks EnKash itself), and the ratios are
+warm baseline / warm. Targets: warm pool under 1 s, cold pool under 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, running_dashboard
+
+TARGET_WARM = 1.0
+TARGET_COLD = 2.0
+
+
+def _open_one(browser, url: str) -> dict[str, float]:
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        started = time.perf_counter()
+        page.goto(url, wait_until="commit")
+        main = page.get_by_test_id("stMain")
+        main.get_by_role("heading", name="Overview").wait_for()
+        title = time.perf_counter() - started
+        main.get_by_test_id("stMetric").filter(has_text="Pool balance").get_by_test_id(
+            "stMetricValue"
+        ).get_by_text(_re_number()).wait_for()
+        pool = time.perf_counter() - started
+        page.get_by_test_id("stSidebar").get_by_test_id("stMetricValue").get_by_text(
+            _re_number()
+        ).wait_for()
+        sidebar = time.perf_counter() - started
+        return {"title": title, "pool": pool, "sidebar": sidebar}
+    finally:
+        context.close()
+
+
+def _re_number():
+    import re
+
+    return re.compile(r"^[\d,]+\.\d\d$")
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _demo_data(data_dir: Path, employees: int) -> None:
+    """Load demo data into ``data_dir`` (sandbox state and ledger) before the server starts."""
+    from services import demo
+    from services.config import load_settings
+    from services.desk import Desk
+
+    saved = dict(os.environ)
+    try:
+        for name in list(os.environ):
+            if name.startswith(("ENKASH_", "POINTS_DESK_")) or name == "DATABASE_URL":
+                del os.environ[name]
+        os.environ.update(
+            POINTS_DESK_DATA_DIR=str(data_dir),
+            POINTS_DESK_SECRETS_FILE=str(data_dir / "no-secrets.toml"),
+            POINTS_DESK_SETTLE_INTERVAL_SECONDS="0",
+        )
+        desk = Desk(load_settings())
+        try:
+            report = demo.load(desk, employees)
+        finally:
+            desk.close()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    print(
+        f"demo data: {report.transactions:,} transactions for {report.employees:,} employees "
+        f"in {report.seconds:.1f} s"
+    )
+
+
+def measure(sessions: int, extra_env: dict[str, str], employees: int) -> list[dict[str, float]]:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        if employees:
+            _demo_data(Path(data_dir), employees)
+        env = {"POINTS_DESK_SETTLE_INTERVAL_SECONDS": "0", **extra_env}
+        with running_dashboard(Path(data_dir), env) as url, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                return [_open_one(browser, url) for _ in range(sessions)]
+            finally:
+                browser.close()
+
+
+def _report(name: str, runs: list[dict[str, float]]) -> dict[str, float]:
+    cold, warm = runs[0], runs[1:]
+    print(f"\n{name}: {len(runs)} new sessions")
+    print(f"  {'':8} {'cold':>7} {'warm p50':>9} {'warm p95':>9}")
+    figures = {}
+    for what in ("title", "pool", "sidebar"):
+        values = [run[what] for run in warm] or [cold[what]]
+        figures[what] = statistics.median(values)
+        print(f"  {what:8} {cold[what]:6.2f}s {figures[what]:8.2f}s {_p95(values):8.2f}s")
+    figures["cold_pool"] = cold["pool"]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--employees", type=int, default=300, help="demo data loaded first (0: an empty desk)"
+    )
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"no chromium at {CHROMIUM}", file=sys.stderr)
+        return 2
+    now = _report("Points Desk", measure(args.sessions, {}, args.employees))
+    if not args.no_baseline:
+        base = _report(
+            "Baseline (pool cache off)",
+            measure(args.sessions, {"POINTS_DESK_POOL_CACHE_SECONDS": "0"}, args.employees),
+        )
+        print(
+            "\nwarm baseline / warm: "
+            + ", ".join(
+                f"{what} {base[what] / now[what]:.2f}x" for what in ("title", "pool", "sidebar")
+            )
+        )
+    ok = now["pool"] < TARGET_WARM and now["cold_pool"] < TARGET_COLD
+    print(
+        f"\ntarget: warm pool < {TARGET_WARM:.0f} s (p50 {now['pool']:.2f} s), cold pool < "
+        f"{TARGET_COLD:.0f} s ({now['cold_pool']:.2f} s): {'met' if ok else 'NOT met'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
