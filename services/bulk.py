@@ -49,6 +49,7 @@ from services import allocations, approvals
 from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
+from services.errors import ApprovalRequired, Conflict, NotFound
 from services.ledger import (
     BatchRecord,
     DuplicateBatchFile,
@@ -59,7 +60,7 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Kind, Status
+from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
 from services.spreadsheet import to_csv, to_xlsx
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ log = logging.getLogger("points_desk.bulk")
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 32
-CANCELLED = "CANCELLED"
+CANCELLED = ReasonCode.CANCELLED
 CANCELLED_MESSAGE = "Cancelled before sending: nothing was sent and no points moved."
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_SECONDS = 10.0  # a running batch whose heartbeat is older has no live worker
@@ -243,7 +244,7 @@ class Repeats:
         )
 
 
-class RepeatedRows(ValueError):
+class RepeatedRows(Conflict):
     """The file repeats rows of a recent batch and nobody acknowledged paying them again."""
 
     def __init__(self, repeats: Repeats):
@@ -408,7 +409,7 @@ def _earlier_words(earlier: Iterable[EarlierRow]) -> str:
 # --- state changes -------------------------------------------------------------------------------
 
 
-class AwaitingApproval(StatusConflict):
+class AwaitingApproval(ApprovalRequired, StatusConflict):
     """The batch is above the approval threshold and no second person has approved it yet."""
 
 
@@ -439,7 +440,7 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     """
     record = desk.ledger.get_batch(batch_id)
     if record is None:
-        raise KeyError(batch_id)
+        raise NotFound(f"There is no batch {batch_id}.")
     reasons = approval_reasons(desk, record)
     if reasons and not approvals.is_approved(desk.ledger, batch_id):
         raise AwaitingApproval(
@@ -506,7 +507,7 @@ def cancel_batch(desk: Desk, batch_id: str, *, actor: str) -> int:
     else:
         record = desk.ledger.get_batch(batch_id)
         if record is None:
-            raise KeyError(batch_id)
+            raise NotFound(f"There is no batch {batch_id}.")
         if record.state != "cancelled":
             raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be cancelled")
     return desk.ledger.cancel_queued(
@@ -572,7 +573,7 @@ def progress(ledger: Ledger, batch_id: str, *, window_seconds: float = 10.0) -> 
     """Counts by status, the recent rate and an ETA for one batch."""
     record = ledger.get_batch(batch_id)
     if record is None:
-        raise KeyError(batch_id)
+        raise NotFound(f"There is no batch {batch_id}.")
     counts = ledger.batch_counts(batch_id)
     now = datetime.now(UTC)
     alive = record.heartbeat_at is not None and (
@@ -1013,12 +1014,12 @@ class _Job:
             settlement = allocations.settle(
                 self.ledger, client, reference, actor=self.actor, absence_grace=grace
             )
-            if settlement.outcome == "absent":
+            if settlement.outcome is SettleOutcome.ABSENT:
                 # Proven absent: resend with the same reference (resend looks it up once more).
                 allocations.resend(
                     self.ledger, client, reference, actor=self.actor, absence_grace=grace
                 )
-            elif settlement.outcome in ("not_yet", "changed"):
+            elif settlement.outcome in (SettleOutcome.NOT_YET, SettleOutcome.CHANGED):
                 with self._later_lock:
                     self._later.append(reference)
         except (EnkashError, StatusConflict) as error:

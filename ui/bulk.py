@@ -16,6 +16,7 @@ from services.bulk_files import (
     template_csv,
     template_xlsx,
 )
+from services.errors import NotFound
 from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
 from services.models import Kind, Status
 from ui.context import desk, operator, session_id
@@ -403,7 +404,7 @@ def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
             st.session_state.pop(OPEN, None)
     except bulk.AwaitingApproval as error:
         flash("warning", f"Not started: {md(error)}.")
-    except (StatusConflict, KeyError) as error:
+    except (StatusConflict, NotFound) as error:
         flash("error", f"Could not {action} the batch: {md(error)}")
 
 
@@ -425,7 +426,7 @@ def batch_panel(batch_id: str) -> None:
     """The open batch: live while it runs (polled every second), with its report when done."""
     try:
         first = bulk.progress(desk().ledger, batch_id)
-    except KeyError:
+    except NotFound:
         st.session_state.pop(OPEN, None)
         return
     live = first.active

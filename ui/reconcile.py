@@ -14,7 +14,7 @@ import streamlit as st
 from services import reconcile
 from services.enkash import EnkashError
 from services.ledger import LedgerRow
-from services.models import Kind, Status
+from services.models import Kind, SettleOutcome, Status
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.sidebar import forget_pool
@@ -25,14 +25,14 @@ DRIFT_KEY = "reconcile_drift"
 SHOWN_ROWS = 50
 
 _LEVELS = {
-    "succeeded": ("success", "✅"),
-    "failed": ("error", "⛔"),
-    "absent": ("warning", "🔁"),
-    "not_yet": ("info", "⏱️"),
-    "unreadable": ("warning", "❓"),
-    "changed": ("info", "↻"),
-    "already": ("info", "ℹ️"),
-    "error": ("error", "⚠️"),
+    SettleOutcome.SUCCEEDED: ("success", "✅"),
+    SettleOutcome.FAILED: ("error", "⛔"),
+    SettleOutcome.ABSENT: ("warning", "🔁"),
+    SettleOutcome.NOT_YET: ("info", "⏱️"),
+    SettleOutcome.UNREADABLE: ("warning", "❓"),
+    SettleOutcome.CHANGED: ("info", "↻"),
+    SettleOutcome.ALREADY: ("info", "ℹ️"),
+    SettleOutcome.ERROR: ("error", "⚠️"),
 }
 
 
@@ -109,13 +109,13 @@ def check_everything() -> None:
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     words = {
-        "succeeded": "went through",
-        "failed": "did not go through",
-        "absent": "never arrived (can be resent)",
-        "not_yet": "too recent to tell",
-        "unreadable": "have a status to ask EnKash about",
-        "changed": "changed while being checked",
-        "error": "could not be checked",
+        SettleOutcome.SUCCEEDED: "went through",
+        SettleOutcome.FAILED: "did not go through",
+        SettleOutcome.ABSENT: "never arrived (can be resent)",
+        SettleOutcome.NOT_YET: "too recent to tell",
+        SettleOutcome.UNREADABLE: "have a status to ask EnKash about",
+        SettleOutcome.CHANGED: "changed while being checked",
+        SettleOutcome.ERROR: "could not be checked",
     }
     parts = [f"{counts[key]} {text}" for key, text in words.items() if counts.get(key)]
     summary = ("info", "🧾", f"Checked {len(results)} with EnKash: " + ", ".join(parts) + ".")
