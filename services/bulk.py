@@ -49,7 +49,7 @@ from services import allocations, approvals
 from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
-from services.errors import ApprovalRequired, Conflict, NotFound
+from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound
 from services.ledger import (
     BatchRecord,
     DuplicateBatchFile,
@@ -364,14 +364,14 @@ def queue_batch(
     """
     concurrency = int(concurrency)
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+        raise InvalidInput(f"Rows sent at a time must be between 1 and {MAX_CONCURRENCY}.")
     if rate_limit is not None and rate_limit <= 0:
         rate_limit = None
     existing = ledger.batch_by_digest(preview.file.digest)
     if existing is not None:
         raise DuplicateBatchFile(existing)
     if not preview.valid:
-        raise ValueError("the file has no valid rows to send")
+        raise InvalidInput("The file has no valid rows to send.")
     repeats = find_repeats(ledger, preview)
     if repeats and not repeats.pairs() <= (acknowledged.pairs() if acknowledged else set()):
         raise RepeatedRows(repeats)

@@ -16,16 +16,16 @@ from services.bulk_files import (
     template_csv,
     template_xlsx,
 )
-from services.errors import NotFound
-from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
+from services.errors import ApprovalRequired, NotFound, PointsDeskError
+from services.ledger import BatchRecord, DuplicateBatchFile
 from services.models import Kind, Status
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
+from ui.notice import set_error, set_notice
 from ui.sidebar import forget_pool
 from ui.text import code, md
 
 OPEN = "bulk_open_batch"
-FLASH = "bulk_flash"
 UPLOADS = "bulk_upload_round"
 REPEATS = "bulk_repeats"  # (file digest, Repeats) of the previewed file
 ACKNOWLEDGE = "bulk_ack_repeats"
@@ -41,16 +41,6 @@ _STATE_LOOK = {
     "approval": ("Awaiting approval", "violet", "👥"),
 }
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def flash(kind: str, message: str) -> None:
-    st.session_state[FLASH] = (kind, message)
-
-
-def show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind:
-        getattr(st, kind)(message)
 
 
 def template_downloads() -> None:
@@ -306,17 +296,17 @@ def _confirm(
     except bulk.RepeatedRows as repeated:
         # Another batch repeating these rows was queued since the preview: show it and ask again.
         st.session_state.pop(REPEATS, None)
-        flash("error", f"Nothing was sent: {repeated}.")
+        set_notice("error", f"Nothing was sent: {repeated}.")
         return
     except DuplicateBatchFile as duplicate:
-        flash(
+        set_notice(
             "error",
-            f"This file was already queued as batch {md(duplicate.existing.batch_id)}; "
+            f"This file was already queued as batch {duplicate.existing.batch_id}; "
             "nothing new was sent.",
         )
         return
-    except (ValueError, StatusConflict) as error:
-        flash("error", f"Nothing was sent: {md(error)}")
+    except PointsDeskError as error:
+        set_error(error, lead="Nothing was sent: ")
         return
     st.session_state[OPEN] = record.batch_id
     st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
@@ -326,13 +316,13 @@ def _confirm(
     forget_pool()
     if held:
         why = " and ".join(bulk.approval_reasons(the_desk, record))
-        flash(
+        set_notice(
             "info",
             f"Batch {record.batch_id} ({record.row_count:,} rows) {why}: it waits for a second "
             "person to approve it on the Approvals page. Nothing is sent until then.",
         )
     else:
-        flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
+        set_notice("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
 
 
 @st.dialog("Send this batch?")
@@ -399,13 +389,13 @@ def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
             bulk.start_batch(the_desk, batch_id, actor=actor)
         elif action == "cancel":
             count = bulk.cancel_batch(the_desk, batch_id, actor=actor)
-            flash("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
+            set_notice("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
         elif action == "close":
             st.session_state.pop(OPEN, None)
-    except bulk.AwaitingApproval as error:
-        flash("warning", f"Not started: {md(error)}.")
-    except (StatusConflict, NotFound) as error:
-        flash("error", f"Could not {action} the batch: {md(error)}")
+    except ApprovalRequired as error:
+        set_error(error, lead="Not started: ")
+    except PointsDeskError as error:
+        set_error(error, lead=f"Could not {action} the batch: ")
 
 
 def _state_of(progress: bulk.Progress) -> str:

@@ -53,4 +53,3 @@ def render_outcome(outcome: Outcome) -> None:
         cols = st.columns(2)
         for index, (label, value) in enumerate(facts.items()):
             cols[index % 2].markdown(f"**{label}**  \n{value}")
-

@@ -17,10 +17,10 @@ from services.ledger import LedgerRow
 from services.models import Kind, SettleOutcome, Status
 from ui.context import desk, operator
 from ui.format import ist, points
+from ui.notice import pending_notices, set_notice, show_notices
 from ui.sidebar import forget_pool
 from ui.text import code, md
 
-RESULTS_KEY = "reconcile_results"
 DRIFT_KEY = "reconcile_drift"
 SHOWN_ROWS = 50
 
@@ -75,7 +75,9 @@ def what(row: LedgerRow) -> str:
 
 
 def _remember(results: list[tuple[str, str, str]]) -> None:
-    st.session_state[RESULTS_KEY] = results
+    """The action's results, shown once above the page (Markdown built with md()/code())."""
+    for level, icon, text in results:
+        set_notice(level, text, icon=icon, markdown=True)  # type: ignore[arg-type]
 
 
 def _result_line(result: reconcile.CheckResult) -> tuple[str, str, str]:
@@ -153,8 +155,7 @@ def run_drift() -> None:
 
 def render_results() -> None:
     """The latest action's results, in words."""
-    for level, icon, text in st.session_state.get(RESULTS_KEY, []):
-        getattr(st, level)(text, icon=icon)
+    show_notices()
 
 
 @st.dialog("Resend with the same reference")
@@ -179,9 +180,7 @@ def confirm_resend(item: reconcile.UnknownTransaction) -> None:
     )
     if cancel.button("Cancel", key="resend_cancel", width="stretch"):
         st.rerun()
-    if st.session_state.get(RESULTS_KEY) and any(
-        row.reference in text for _, _, text in st.session_state[RESULTS_KEY]
-    ):
+    if any(row.reference in notice.markdown for notice in pending_notices()):
         st.rerun()  # done: close the dialog; the page shows the result
 
 
@@ -209,7 +208,6 @@ def render_unknown(item: reconcile.UnknownTransaction, now: datetime) -> None:
             key=f"resend_{row.reference}",
             width="stretch",
         ):
-            st.session_state.pop(RESULTS_KEY, None)
             confirm_resend(item)
 
 
