@@ -94,7 +94,13 @@ if the_desk.is_sandbox and allowed("move"):
         )
         if load.button("Load demo data", key="load_demo", icon="🎲"):
             with st.spinner("Sending demo transactions to the sandbox…"):
-                report = demo.load(the_desk, int(people))
+                report = demo.load(
+                    the_desk.ledger,
+                    the_desk.new_client,
+                    the_desk.settings,
+                    the_desk.sandbox.store,
+                    int(people),
+                )
             st.cache_data.clear()
             forget_pool()
             set_notice(

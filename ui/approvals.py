@@ -80,7 +80,13 @@ def _decide(approval_id: int, approve: bool) -> None:
                     identities=identities,
                 )
             if decision.approval.subject_kind == "batch":
-                bulk.start_batch(the_desk, decision.approval.subject, actor=operator())
+                bulk.start_batch(
+                    the_desk.ledger,
+                    the_desk.settings,
+                    decision.approval.subject,
+                    actor=operator(),
+                    wake=the_desk.pick_up,
+                )
         else:
             decision = approvals.reject(
                 the_desk.ledger,

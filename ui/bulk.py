@@ -85,9 +85,12 @@ def load_preview(uploaded: Any) -> Preview | None:
     cached = st.session_state.get("bulk_preview")
     if cached and cached[0] == cache_key:
         return cached[1]
+    the_desk = desk()
     try:
         with st.spinner("Checking every row…"):
-            preview = bulk.preview_upload(desk(), uploaded.name, content)
+            preview = bulk.preview_upload(
+                the_desk.ledger, the_desk.client, the_desk.settings, uploaded.name, content
+            )
     except BulkFileError as error:
         st.error(md(error), icon="🚫")
         return None
@@ -292,7 +295,9 @@ def _confirm(
             session_id=sid,
             acknowledged=repeats,
         )
-        held = bulk.start_or_ask_approval(the_desk, record.batch_id, actor=actor)
+        held = bulk.start_or_ask_approval(
+            the_desk.ledger, the_desk.settings, record.batch_id, actor=actor, wake=the_desk.pick_up
+        )
     except bulk.RepeatedRows as repeated:
         # Another batch repeating these rows was queued since the preview: show it and ask again.
         st.session_state.pop(REPEATS, None)
@@ -315,7 +320,7 @@ def _confirm(
     st.session_state.pop(ACKNOWLEDGE, None)
     forget_pool()
     if held:
-        why = " and ".join(bulk.approval_reasons(the_desk, record))
+        why = " and ".join(bulk.approval_reasons(the_desk.ledger, the_desk.settings, record))
         set_notice(
             "info",
             f"Batch {record.batch_id} ({record.row_count:,} rows) {why}: it waits for a second "
@@ -384,11 +389,15 @@ def open_batch(batch_id: str) -> None:
 def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
     try:
         if action == "pause":
-            bulk.pause_batch(the_desk, batch_id, actor=actor)
+            bulk.pause_batch(the_desk.ledger, batch_id, actor=actor, stop=the_desk.runner.stop)
         elif action == "resume":
-            bulk.start_batch(the_desk, batch_id, actor=actor)
+            bulk.start_batch(
+                the_desk.ledger, the_desk.settings, batch_id, actor=actor, wake=the_desk.pick_up
+            )
         elif action == "cancel":
-            count = bulk.cancel_batch(the_desk, batch_id, actor=actor)
+            count = bulk.cancel_batch(
+                the_desk.ledger, batch_id, actor=actor, stop=the_desk.runner.stop
+            )
             set_notice("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
         elif action == "close":
             st.session_state.pop(OPEN, None)
