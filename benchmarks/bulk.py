@@ -135,19 +135,25 @@ def runner_rate(url: str, rows: int, concurrency: int) -> tuple[float, dict, flo
         desk = Desk(settings, enkash_config=sandbox_enkash_config(url, SandboxIdentity()))
         try:
             started = time.perf_counter()
-            preview = bulk.preview_upload(desk, "benchmark.csv", bulk_file(rows))
+            preview = bulk.preview_upload(
+                desk.ledger, desk.client, desk.settings, "benchmark.csv", bulk_file(rows)
+            )
             assert preview.totals.valid == rows, preview.rejected[:3]
             record = bulk.queue_batch(
                 desk.ledger, preview, operator="benchmark", concurrency=concurrency
             )
             queued = time.perf_counter() - started
-            if bulk.needs_approval(desk, record):  # a large file waits for a second person
+            if bulk.needs_approval(
+                desk.ledger, desk.settings, record
+            ):  # a large file waits for a second person
                 request = approvals.request_batch(
                     desk.ledger, record.batch_id, bulk.batch_total(record), "benchmark"
                 )
                 approvals.approve(desk.ledger, request.id, approver="benchmark-approver")
             started = time.perf_counter()
-            bulk.start_batch(desk, record.batch_id, actor="benchmark")
+            bulk.start_batch(
+                desk.ledger, desk.settings, record.batch_id, actor="benchmark", wake=desk.pick_up
+            )
             assert desk.runner.wait(record.batch_id, timeout=600)
             elapsed = time.perf_counter() - started
             counts = desk.ledger.batch_counts(record.batch_id)

@@ -86,7 +86,9 @@ def _demo_data(data_dir: Path, employees: int) -> None:
         )
         desk = Desk(load_settings())
         try:
-            report = demo.load(desk, employees)
+            report = demo.load(
+                desk.ledger, desk.new_client, desk.settings, desk.sandbox.store, employees
+            )
         finally:
             desk.close()
     finally:

@@ -5,6 +5,7 @@ import streamlit as st
 from services.bulk import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from ui import bulk as ui
 from ui.access import require
+from ui.notice import show_notices
 from ui.sidebar import mode_banner
 
 mode_banner()
@@ -14,7 +15,7 @@ st.caption(
     "Open, credit or debit many cards from one CSV or Excel file. Every row is checked before "
     "anything is sent; once confirmed, the batch keeps sending even if you leave this page."
 )
-ui.show_flash()
+show_notices()
 ui.template_downloads()
 
 if st.session_state.get(ui.OPEN):

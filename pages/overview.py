@@ -8,6 +8,7 @@ from ui.access import allowed, require
 from ui.context import desk
 from ui.format import points
 from ui.history import delta, money_metric, month_to_date, recent_months
+from ui.notice import set_notice, show_notices
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -81,8 +82,7 @@ st.page_link("pages/history.py", label="Full history, filters and export", icon=
 
 if the_desk.is_sandbox and allowed("move"):
     with st.expander("Sandbox tools"):
-        if message := st.session_state.pop("_demo_message", None):
-            st.success(message)
+        show_notices()
         st.caption(
             "Load demo data: a believable programme sent through the real allocate flow to the "
             "sandbox, then spread over the last six months. Reset clears the sandbox and the "
@@ -94,17 +94,24 @@ if the_desk.is_sandbox and allowed("move"):
         )
         if load.button("Load demo data", key="load_demo", icon="🎲"):
             with st.spinner("Sending demo transactions to the sandbox…"):
-                report = demo.load(the_desk, int(people))
+                report = demo.load(
+                    the_desk.ledger,
+                    the_desk.new_client,
+                    the_desk.settings,
+                    the_desk.sandbox.store,
+                    int(people),
+                )
             st.cache_data.clear()
             forget_pool()
-            st.session_state["_demo_message"] = (
+            set_notice(
+                "success" if report.agrees else "warning",
                 f"Loaded {report.transactions:,} transactions for {report.employees:,} employees "
                 f"in {report.seconds:.1f} s; "
                 + (
                     "sandbox and ledger balances agree."
                     if report.agrees
                     else f"{len(report.mismatched_cards)} card balances disagree!"
-                )
+                ),
             )
             st.rerun()
         if reset.button("Reset sandbox", key="reset_sandbox"):

@@ -27,6 +27,7 @@ from services.enkash import (
     OutcomeUnknown,
     ReferenceMismatch,
 )
+from services.errors import ApprovalRequired, NotFound
 from services.ledger import AuditEvent, DuplicateReference, Ledger, LedgerRow, StatusConflict
 from services.models import (
     Allocation,
@@ -34,6 +35,8 @@ from services.models import (
     CardHolder,
     Employee,
     Kind,
+    ReasonCode,
+    SettleOutcome,
     Status,
     TransactionRecord,
     parse_card_id,
@@ -41,9 +44,10 @@ from services.models import (
 
 log = logging.getLogger("points_desk.allocations")
 
-REFERENCE_MISMATCH = "REFERENCE_MISMATCH"
-NOT_SENT = "NOT_SENT"
-LOGIN_REFUSED = "LOGIN_REFUSED"
+# Kept importable from here: the codes themselves are ``ReasonCode`` (services/models.py).
+REFERENCE_MISMATCH = ReasonCode.REFERENCE_MISMATCH
+NOT_SENT = ReasonCode.NOT_SENT
+LOGIN_REFUSED = ReasonCode.LOGIN_REFUSED
 
 
 def new_reference(prefix: str = "PD") -> str:
@@ -366,14 +370,6 @@ def _record_failure(
     )
 
 
-class ApprovalRequired(Exception):
-    """A debit above the approval threshold was given to ``submit``: it needs a second person.
-
-    Nothing was written and nothing was sent. ``services.movements.request`` holds such a debit
-    for approval instead; an approved one is sent by ``services.approvals.send_approved``.
-    """
-
-
 def figure(amount: Decimal) -> str:
     """Points in a sentence: ``99999`` -> ``99,999``, ``10.5`` -> ``10.50``."""
     return f"{Decimal(amount):,.2f}".removesuffix(".00")
@@ -488,7 +484,7 @@ class Settlement:
     found: bool
     row: LedgerRow
     message: str
-    outcome: str = ""
+    outcome: SettleOutcome
     proof_event_id: int | None = None  # the audit note that proves absence (``absent`` only)
 
 
@@ -533,7 +529,7 @@ def settle(
     """
     row = ledger.get(reference)
     if row is None:
-        raise KeyError(reference)
+        raise NotFound(f"There is no transaction with the reference {reference}.")
     if row.status is not Status.UNKNOWN:
         return _already(row)
     before = ledger.latest_events([reference]).get(reference)
@@ -558,7 +554,7 @@ def settle(
                 True,
                 failed,
                 f"EnKash has it as {reported}: it did not go through and no points moved.",
-                "failed",
+                SettleOutcome.FAILED,
             )
         if reported in _LOOKUP_SUCCEEDED:
             return _found(ledger, row, record, actor=actor)
@@ -576,7 +572,7 @@ def settle(
         ledger.get(reference),  # type: ignore[arg-type]
         f"EnKash has this reference with status {shown}, which Points Desk cannot read as a "
         "success or a failure. It stays unsettled and is never resent; ask EnKash.",
-        "unreadable",
+        SettleOutcome.UNREADABLE,
     )
 
 
@@ -592,7 +588,7 @@ def _already(row: LedgerRow) -> Settlement:
         row.status is Status.SUCCEEDED,
         row,
         f"Already settled: {words.get(row.status, row.status.value)}. Nothing was asked.",
-        "already",
+        SettleOutcome.ALREADY,
     )
 
 
@@ -614,7 +610,7 @@ def _absent(
             "EnKash has no transaction with this reference yet, but the last attempt was only "
             f"{int(waited.total_seconds())} s ago and may still be in progress at EnKash. "
             f"Check again in {left} s; until then it cannot be resent.",
-            "not_yet",
+            SettleOutcome.NOT_YET,
         )
     proof = ledger.note_if_latest(
         row.reference,
@@ -632,7 +628,7 @@ def _absent(
             current,
             "Something happened to this transaction while EnKash was being asked (another check "
             "or a resend), so this lookup proves nothing. Check it again.",
-            "changed",
+            SettleOutcome.CHANGED,
         )
     return Settlement(
         row.reference,
@@ -640,7 +636,7 @@ def _absent(
         current,
         "EnKash has no transaction with this reference: it never arrived and no points moved. "
         "It can be resent with the same reference.",
-        "absent",
+        SettleOutcome.ABSENT,
         proof.id,
     )
 
@@ -678,7 +674,7 @@ def _found(ledger: Ledger, row: LedgerRow, record: TransactionRecord, *, actor: 
         settled,
         f"EnKash has it: the transaction went through (EnKash transaction "
         f"{record.transaction_id}).",
-        "succeeded",
+        SettleOutcome.SUCCEEDED,
     )
 
 
@@ -700,7 +696,7 @@ def resend(
     """
     row = ledger.get(reference)
     if row is None:
-        raise KeyError(reference)
+        raise NotFound(f"There is no transaction with the reference {reference}.")
     if row.status is not Status.UNKNOWN:
         return describe(row, replayed=True)
     if row.enkash_code == REFERENCE_MISMATCH:
@@ -711,9 +707,13 @@ def resend(
             "Check it with EnKash first; only a lookup that proves it absent allows a resend."
         )
     settlement = settle(ledger, client, reference, actor=actor, absence_grace=absence_grace)
-    if settlement.outcome in ("succeeded", "failed", "already"):
-        return describe(settlement.row, replayed=settlement.outcome == "already")
-    if settlement.outcome != "absent" or settlement.proof_event_id is None:
+    if settlement.outcome in (
+        SettleOutcome.SUCCEEDED,
+        SettleOutcome.FAILED,
+        SettleOutcome.ALREADY,
+    ):
+        return describe(settlement.row, replayed=settlement.outcome == SettleOutcome.ALREADY)
+    if settlement.outcome != SettleOutcome.ABSENT or settlement.proof_event_id is None:
         raise NotProvenAbsent(f"Not resent. {settlement.message}")
     if not ledger.claim_if_latest(
         reference,

@@ -38,6 +38,7 @@ from services.allocations import (
 )
 from services.config import Settings
 from services.enkash import EnkashClient
+from services.errors import Conflict, InvalidInput, NotFound, PointsDeskError
 from services.ledger import (
     DuplicateReference,
     Ledger,
@@ -47,15 +48,15 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Kind, Status
+from services.models import Allocation, Kind, ReasonCode, Status
 
 log = logging.getLogger("points_desk.approvals")
 
-REJECTED = "APPROVAL_REJECTED"  # the ledger's enkash_code for a debit an approver refused
+REJECTED = ReasonCode.APPROVAL_REJECTED  # the enkash_code of a debit an approver refused
 PENDING, APPROVED, REJECTED_STATUS = "pending", "approved", "rejected"
 
 
-class ApprovalError(Exception):
+class ApprovalError(PointsDeskError):
     """A decision that cannot be made; the message says why in a manager's words."""
 
 
@@ -63,8 +64,20 @@ class SelfApproval(ApprovalError):
     """The maker tried to decide their own request."""
 
 
-class AlreadyDecided(ApprovalError):
+class AlreadyDecided(ApprovalError, Conflict):
     """Someone decided this request first."""
+
+
+class NoSuchRequest(ApprovalError, NotFound):
+    """There is no approval request with this id."""
+
+
+class NotApproved(ApprovalError, Conflict):
+    """Only an approved request can be sent."""
+
+
+class CommentRequired(ApprovalError, InvalidInput):
+    """A rejection needs a comment: the maker sees why."""
 
 
 @dataclass(frozen=True)
@@ -324,7 +337,7 @@ def _decide(
     own = sorted({_identity(decider), *(_identity(name) for name in identities)} - {""})
     found = get(ledger, approval_id)
     if found is None:
-        raise ApprovalError("There is no such approval request.")
+        raise NoSuchRequest("There is no such approval request.")
     if _identity(found.maker) in own and not allow_self:
         raise SelfApproval(
             "You asked for this yourself: a second person has to approve or reject it."
@@ -388,7 +401,7 @@ def send_approved(
     """Send an approved debit that has not been sent yet (after ``approve``, or to finish one
     whose sending was interrupted). Exactly one caller wins the claim; others get the row."""
     if approval.subject_kind != "debit" or approval.status != APPROVED:
-        raise ApprovalError("Only an approved debit can be sent.")
+        raise NotApproved("Only an approved debit can be sent.")
     approver = approval.decided_by or "approver"
     reference = approval.subject
     if ledger.get(reference) is None:
@@ -419,7 +432,7 @@ def reject(
     without anything being sent."""
     comment = " ".join((comment or "").split())
     if not comment:
-        raise ApprovalError("Say why you reject it: the maker sees your comment.")
+        raise CommentRequired("Say why you reject it: the maker sees your comment.")
     decision = _decide(
         ledger, approval_id, REJECTED_STATUS, approver, comment, allow_self, identities
     )
@@ -487,7 +500,7 @@ def status_word(row: LedgerRow) -> str:
         return "Awaiting approval"
     if row.status is Status.FAILED and row.enkash_code == REJECTED:
         return "Rejected"
-    if row.status is Status.FAILED and row.enkash_code == "CANCELLED":
+    if row.status is Status.FAILED and row.enkash_code == ReasonCode.CANCELLED:
         return "Cancelled"
     return row.status.value.title()
 

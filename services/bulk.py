@@ -38,17 +38,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from services import allocations, approvals
 from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
+from services.config import Settings
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
+from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound
 from services.ledger import (
     BatchRecord,
     DuplicateBatchFile,
@@ -59,17 +62,17 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Kind, Status
+from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
 from services.spreadsheet import to_csv, to_xlsx
 
-if TYPE_CHECKING:
-    from services.desk import Desk
+#: Lends an EnKash client for one ``with`` block (``Desk.client``: from the process's pool).
+ClientFactory = Callable[[], AbstractContextManager[EnkashClient]]
 
 log = logging.getLogger("points_desk.bulk")
 
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 32
-CANCELLED = "CANCELLED"
+CANCELLED = ReasonCode.CANCELLED
 CANCELLED_MESSAGE = "Cancelled before sending: nothing was sent and no points moved."
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_SECONDS = 10.0  # a running batch whose heartbeat is older has no live worker
@@ -107,26 +110,30 @@ def new_batch_id() -> str:
 # --- before confirmation -------------------------------------------------------------------------
 
 
-def preview_upload(desk: Desk, file_name: str, content: bytes) -> Preview:
+def preview_upload(
+    ledger: Ledger, client: ClientFactory, settings: Settings, file_name: str, content: bytes
+) -> Preview:
     """Read and check an upload against the ledger's card balances and EnKash's pool.
+
+    ``client`` lends an EnKash client for a ``with`` block (``Desk.client``).
 
     Raises ``BulkFileError`` when the file as a whole cannot be used. The pool is ``None`` in the
     preview when EnKash cannot be asked right now.
     """
     parsed = parse_file(file_name, content)
     try:
-        with desk.client() as client:
-            pool: Decimal | None = client.account_details().available_balance
+        with client() as enkash:
+            pool: Decimal | None = enkash.account_details().available_balance
     except EnkashError:
         pool = None
     preview = check_rows(
         parsed,
-        known_balance=desk.ledger.known_balance,
+        known_balance=ledger.known_balance,
         pool_balance=pool,
-        max_points=desk.settings.points_desk_max_points,
+        max_points=settings.points_desk_max_points,
     )
-    with desk.client() as client:
-        return refuse_existing_cards(preview, desk.ledger, client)
+    with client() as enkash:
+        return refuse_existing_cards(preview, ledger, enkash)
 
 
 def refuse_existing_cards(preview: Preview, ledger: Ledger, client: EnkashClient | None) -> Preview:
@@ -243,7 +250,7 @@ class Repeats:
         )
 
 
-class RepeatedRows(ValueError):
+class RepeatedRows(Conflict):
     """The file repeats rows of a recent batch and nobody acknowledged paying them again."""
 
     def __init__(self, repeats: Repeats):
@@ -363,14 +370,14 @@ def queue_batch(
     """
     concurrency = int(concurrency)
     if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+        raise InvalidInput(f"Rows sent at a time must be between 1 and {MAX_CONCURRENCY}.")
     if rate_limit is not None and rate_limit <= 0:
         rate_limit = None
     existing = ledger.batch_by_digest(preview.file.digest)
     if existing is not None:
         raise DuplicateBatchFile(existing)
     if not preview.valid:
-        raise ValueError("the file has no valid rows to send")
+        raise InvalidInput("The file has no valid rows to send.")
     repeats = find_repeats(ledger, preview)
     if repeats and not repeats.pairs() <= (acknowledged.pairs() if acknowledged else set()):
         raise RepeatedRows(repeats)
@@ -408,7 +415,7 @@ def _earlier_words(earlier: Iterable[EarlierRow]) -> str:
 # --- state changes -------------------------------------------------------------------------------
 
 
-class AwaitingApproval(StatusConflict):
+class AwaitingApproval(ApprovalRequired, StatusConflict):
     """The batch is above the approval threshold and no second person has approved it yet."""
 
 
@@ -417,37 +424,46 @@ def batch_total(record: BatchRecord) -> Decimal:
     return record.credit_points + record.debit_points
 
 
-def approval_reasons(desk: Desk, record: BatchRecord) -> list[str]:
+def approval_reasons(ledger: Ledger, settings: Settings, record: BatchRecord) -> list[str]:
     """Why this batch needs a second person (its total, or a debit above the debit limit)."""
-    largest = approvals.largest_debit(desk.ledger, record.batch_id) if record.debit_rows else None
-    return approvals.batch_approval_reasons(batch_total(record), largest, desk.settings)
+    largest = approvals.largest_debit(ledger, record.batch_id) if record.debit_rows else None
+    return approvals.batch_approval_reasons(batch_total(record), largest, settings)
 
 
-def needs_approval(desk: Desk, record: BatchRecord) -> bool:
+def needs_approval(ledger: Ledger, settings: Settings, record: BatchRecord) -> bool:
     """Whether this batch must wait for a second person before it may start."""
-    return bool(approval_reasons(desk, record)) and not approvals.is_approved(
-        desk.ledger, record.batch_id
+    return bool(approval_reasons(ledger, settings, record)) and not approvals.is_approved(
+        ledger, record.batch_id
     )
 
 
-def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
+def start_batch(
+    ledger: Ledger,
+    settings: Settings,
+    batch_id: str,
+    *,
+    actor: str,
+    wake: Callable[..., None] | None = None,
+) -> BatchRecord:
     """Confirmed -> sending: the one place a batch starts (or resumes) sending.
 
     Works from ``queued``, ``paused``, and ``running`` with no live worker (after a crash or
     restart). ``AwaitingApproval`` for a batch above the approval threshold that no second person
     approved (nothing changes); ``StatusConflict`` for a cancelled or finished batch.
+    ``wake(batch_id, actor=actor)`` tells an embedded worker to start now (``Desk.pick_up``);
+    without it a worker picks the batch up at its next poll.
     """
-    record = desk.ledger.get_batch(batch_id)
+    record = ledger.get_batch(batch_id)
     if record is None:
-        raise KeyError(batch_id)
-    reasons = approval_reasons(desk, record)
-    if reasons and not approvals.is_approved(desk.ledger, batch_id):
+        raise NotFound(f"There is no batch {batch_id}.")
+    reasons = approval_reasons(ledger, settings, record)
+    if reasons and not approvals.is_approved(ledger, batch_id):
         raise AwaitingApproval(
             f"batch {batch_id} {' and '.join(reasons)}: a second person has to approve it on "
             "the Approvals page first"
         )
     now = datetime.now(UTC)
-    moved = desk.ledger.update_batch(
+    moved = ledger.update_batch(
         batch_id,
         from_states=("queued", "paused", "running"),
         state="running",
@@ -458,60 +474,77 @@ def start_batch(desk: Desk, batch_id: str, *, actor: str) -> BatchRecord:
     )
     if not moved:
         raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be started")
-    desk.pick_up(batch_id, actor=actor)  # the embedded worker now, a worker process at its poll
-    return desk.ledger.get_batch(batch_id)  # type: ignore[return-value]
+    if wake is not None:
+        wake(batch_id, actor=actor)  # the embedded worker now, a worker process at its poll
+    return ledger.get_batch(batch_id)  # type: ignore[return-value]
 
 
-def start_or_ask_approval(desk: Desk, batch_id: str, *, actor: str) -> bool:
+def start_or_ask_approval(
+    ledger: Ledger,
+    settings: Settings,
+    batch_id: str,
+    *,
+    actor: str,
+    wake: Callable[..., None] | None = None,
+) -> bool:
     """What confirming a batch does: start it, or, when it needs approval (its total, or a debit
     above the debit limit), ask a second person, saying why (nothing is sent until they
     approve). Returns True when it waits for approval."""
     try:
-        start_batch(desk, batch_id, actor=actor)
+        start_batch(ledger, settings, batch_id, actor=actor, wake=wake)
     except AwaitingApproval:
-        record = desk.ledger.get_batch(batch_id)
+        record = ledger.get_batch(batch_id)
         assert record is not None  # start_batch found it
-        why = approval_reasons(desk, record)
-        approvals.request_batch(desk.ledger, batch_id, batch_total(record), actor, why=why)
+        why = approval_reasons(ledger, settings, record)
+        approvals.request_batch(ledger, batch_id, batch_total(record), actor, why=why)
         return True
     return False
 
 
-def pause_batch(desk: Desk, batch_id: str, *, actor: str) -> bool:
-    """Stop claiming rows (rows in flight finish); ``start_batch`` resumes. False if not running."""
-    moved = desk.ledger.update_batch(
+def pause_batch(
+    ledger: Ledger, batch_id: str, *, actor: str, stop: Callable[[str], None] | None = None
+) -> bool:
+    """Stop claiming rows (rows in flight finish); ``start_batch`` resumes. False if not running.
+
+    ``stop(batch_id)`` stops this process's job at once (``BatchRunner.stop``); workers elsewhere
+    obey the state.
+    """
+    moved = ledger.update_batch(
         batch_id, from_states=("running", "queued"), state="paused", note=f"paused by {actor}"
     )
-    desk.runner.stop(batch_id)
+    if stop is not None:
+        stop(batch_id)
     return moved
 
 
-def cancel_batch(desk: Desk, batch_id: str, *, actor: str) -> int:
+def cancel_batch(
+    ledger: Ledger, batch_id: str, *, actor: str, stop: Callable[[str], None] | None = None
+) -> int:
     """Stop the batch for good: every row not yet sent becomes ``FAILED`` / ``CANCELLED``.
 
     Rows in flight finish and keep their real outcome. Returns how many rows were cancelled.
+    ``stop`` as for ``pause_batch``.
     """
-    moved = desk.ledger.update_batch(
+    moved = ledger.update_batch(
         batch_id,
         from_states=ACTIVE_STATES,
         state="cancelled",
         finished_at=datetime.now(UTC),
         note=f"cancelled by {actor}",
     )
-    desk.runner.stop(batch_id)
+    if stop is not None:
+        stop(batch_id)
     if moved:
         approvals.withdraw(
-            desk.ledger, "batch", batch_id, actor=actor, why=f"batch cancelled by {actor}"
+            ledger, "batch", batch_id, actor=actor, why=f"batch cancelled by {actor}"
         )
     else:
-        record = desk.ledger.get_batch(batch_id)
+        record = ledger.get_batch(batch_id)
         if record is None:
-            raise KeyError(batch_id)
+            raise NotFound(f"There is no batch {batch_id}.")
         if record.state != "cancelled":
             raise StatusConflict(f"batch {batch_id} is {record.state}; it cannot be cancelled")
-    return desk.ledger.cancel_queued(
-        batch_id, actor=actor, code=CANCELLED, message=CANCELLED_MESSAGE
-    )
+    return ledger.cancel_queued(batch_id, actor=actor, code=CANCELLED, message=CANCELLED_MESSAGE)
 
 
 # --- progress ------------------------------------------------------------------------------------
@@ -572,7 +605,7 @@ def progress(ledger: Ledger, batch_id: str, *, window_seconds: float = 10.0) -> 
     """Counts by status, the recent rate and an ETA for one batch."""
     record = ledger.get_batch(batch_id)
     if record is None:
-        raise KeyError(batch_id)
+        raise NotFound(f"There is no batch {batch_id}.")
     counts = ledger.batch_counts(batch_id)
     now = datetime.now(UTC)
     alive = record.heartbeat_at is not None and (
@@ -739,14 +772,17 @@ class _Job:
 
     def __init__(
         self,
-        desk: Desk,
+        ledger: Ledger,
+        new_client: Callable[[], EnkashClient],
+        settings: Settings,
         batch_id: str,
         actor: str,
         absence_grace: timedelta,
         in_flight_limit: timedelta,
     ):
-        self.desk = desk
-        self.ledger = desk.ledger
+        self.ledger = ledger
+        self.new_client = new_client
+        self.settings = settings
         self.batch_id = batch_id
         self.actor = actor
         self.stop = threading.Event()
@@ -839,7 +875,7 @@ class _Job:
         """Rows of the batch still SENDING belong to another worker (another process, or a job
         of this one still finishing after a pause): wait for their outcome, or, if that worker
         died (stale heartbeat), for them to become UNKNOWN, so step 3 settles them too."""
-        stale = timedelta(seconds=self.desk.settings.points_desk_worker_stale_seconds)
+        stale = timedelta(seconds=self.settings.points_desk_worker_stale_seconds)
         while self.ledger.batch_counts(self.batch_id)[Status.SENDING]:
             self.ledger.recover_interrupted(actor="system", stale_after=stale)
             # A row SENDING for longer than any call can take is in flight nowhere, even if the
@@ -972,7 +1008,7 @@ class _Job:
     def _worker(
         self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
     ) -> None:
-        client = self.desk.new_client()
+        client = self.new_client()
         try:
             while not self.stop.is_set():
                 reference = feed.next()
@@ -1013,12 +1049,12 @@ class _Job:
             settlement = allocations.settle(
                 self.ledger, client, reference, actor=self.actor, absence_grace=grace
             )
-            if settlement.outcome == "absent":
+            if settlement.outcome is SettleOutcome.ABSENT:
                 # Proven absent: resend with the same reference (resend looks it up once more).
                 allocations.resend(
                     self.ledger, client, reference, actor=self.actor, absence_grace=grace
                 )
-            elif settlement.outcome in ("not_yet", "changed"):
+            elif settlement.outcome in (SettleOutcome.NOT_YET, SettleOutcome.CHANGED):
                 with self._later_lock:
                     self._later.append(reference)
         except (EnkashError, StatusConflict) as error:
@@ -1031,16 +1067,21 @@ class _Job:
 
 
 class BatchRunner:
-    """The Desk's background sender: at most one job per batch in this process."""
+    """This process's background sender: at most one job per batch.
 
-    def __init__(self, desk: Desk):
-        self._desk = desk
+    ``new_client`` makes an EnKash client a job's worker thread owns (``Desk.new_client``).
+    """
+
+    def __init__(self, ledger: Ledger, new_client: Callable[[], EnkashClient], settings: Settings):
+        self._ledger = ledger
+        self._new_client = new_client
+        self._settings = settings
         #: How long after a row's last attempt a lookup that finds nothing counts as proof of
         #: absence (allocations.ABSENCE_GRACE); tests on the sandbox shorten it.
         self.absence_grace: timedelta = allocations.ABSENCE_GRACE
         #: How long a row may be ``SENDING`` before it counts as abandoned: longer than one call
         #: can take (a sign-in and the call, each connect + read, and one resend after a 401).
-        self.in_flight_limit = timedelta(seconds=4 * (desk.settings.enkash_timeout_seconds + 5))
+        self.in_flight_limit = timedelta(seconds=4 * (settings.enkash_timeout_seconds + 5))
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
 
@@ -1052,7 +1093,15 @@ class BatchRunner:
                 return False
             # A job still finishing its in-flight rows after a pause does not block a resume:
             # the new job only claims rows that are still QUEUED (the CAS decides).
-            job = _Job(self._desk, batch_id, actor, self.absence_grace, self.in_flight_limit)
+            job = _Job(
+                self._ledger,
+                self._new_client,
+                self._settings,
+                batch_id,
+                actor,
+                self.absence_grace,
+                self.in_flight_limit,
+            )
             self._jobs[batch_id] = job
             job.thread.start()
             return True

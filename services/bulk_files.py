@@ -44,6 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from services.errors import InvalidInput
 from services.models import DEFAULT_MAX_POINTS, Allocation, Employee, Kind, field_errors
 from services.spreadsheet import to_csv
 
@@ -150,7 +151,7 @@ FIELD_LABELS = {
 }
 
 
-class BulkFileError(ValueError):
+class BulkFileError(InvalidInput):
     """The file as a whole cannot be used; the message says why and what to do."""
 
 

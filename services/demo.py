@@ -25,15 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from services import allocations, approvals, movements
-from services.desk import Desk
+from services.config import Settings
 from services.enkash import EnkashClient
-from services.ledger import audit_events, transactions
+from services.ledger import Ledger, audit_events, transactions
 from services.models import Allocation, Employee, Kind, Status
+
+if TYPE_CHECKING:
+    from services.sandbox.store import SandboxStore
 
 WOMEN = [
     "Aadhya",
@@ -296,7 +299,10 @@ def plan(
 
 
 def load(
-    desk: Desk,
+    ledger: Ledger,
+    new_client: Callable[[], EnkashClient],
+    settings: Settings,
+    sandbox: SandboxStore | None,
     employees: int = 300,
     *,
     months: int = 6,
@@ -304,12 +310,15 @@ def load(
     seed: int | None = None,
     now: datetime | None = None,
 ) -> DemoReport:
-    """Seed the sandbox and the ledger with a demo programme. Sandbox mode only."""
-    if desk.sandbox is None:
+    """Seed the sandbox and the ledger with a demo programme. Sandbox mode only.
+
+    ``new_client`` makes an EnKash client for one worker thread (``Desk.new_client``);
+    ``sandbox`` is the sandbox's store (``Desk.sandbox.store``), ``None`` outside the sandbox.
+    """
+    if sandbox is None:
         raise RuntimeError("Demo data is only for the sandbox: no real points may move")
     started = time.monotonic()
     people = plan(employees, months=months, seed=seed, now=now)
-    ledger = desk.ledger
     local = threading.local()
     clients: list[EnkashClient] = []
     clients_lock = threading.Lock()
@@ -319,7 +328,7 @@ def load(
 
     def client() -> EnkashClient:
         if not hasattr(local, "client"):
-            local.client = desk.new_client()
+            local.client = new_client()
             with clients_lock:
                 clients.append(local.client)
         return local.client
@@ -348,7 +357,7 @@ def load(
             ledger,
             client(),
             allocation(person, step, allocations.new_reference("DM")),
-            desk.settings,
+            settings,
             operator=step.operator,
             session_id="demo-data",
         )
@@ -404,23 +413,23 @@ def load(
     finally:
         for each in clients:
             each.close()
-    _redate(desk, when_of)
-    desk.sandbox.store.redate(when_of)
+    _redate(ledger, when_of)
+    sandbox.redate(when_of)
     report = DemoReport(
         employees=len(people),
         transactions=sum(outcomes.values()),
         outcomes=dict(outcomes),
         seconds=time.monotonic() - started,
     )
-    report.mismatched_cards = disagreements(desk)
+    report.mismatched_cards = disagreements(ledger, sandbox)
     return report
 
 
-def _redate(desk: Desk, when_of: dict[str, datetime]) -> None:
+def _redate(ledger: Ledger, when_of: dict[str, datetime]) -> None:
     """Move each demo row (and its audit events, by the same amount) to its planned moment."""
     t = transactions
     references = list(when_of)
-    with desk.ledger.engine.begin() as conn:
+    with ledger.engine.begin() as conn:
         moved: list[dict[str, Any]] = []
         shifts: dict[str, timedelta] = {}
         for start in range(0, len(references), 500):
@@ -459,13 +468,13 @@ def _redate(desk: Desk, when_of: dict[str, datetime]) -> None:
             )
 
 
-def disagreements(desk: Desk) -> list[str]:
+def disagreements(ledger: Ledger, sandbox: SandboxStore | None) -> list[str]:
     """Cards whose sandbox balance differs from the ledger's known balance (should be none)."""
-    if desk.sandbox is None:
+    if sandbox is None:
         raise RuntimeError("only the sandbox can be compared card by card")
     wrong = []
-    for card in desk.sandbox.store.cards():
-        known = desk.ledger.known_balance(card["enKashCardId"])
+    for card in sandbox.cards():
+        known = ledger.known_balance(card["enKashCardId"])
         if known is not None and known != card["balance"]:
             wrong.append(card["enKashCardId"])
     return wrong

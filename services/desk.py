@@ -127,7 +127,7 @@ class Desk:
             if runner is None:
                 from services.bulk import BatchRunner
 
-                runner = self._runner = BatchRunner(self)
+                runner = self._runner = BatchRunner(self.ledger, self.new_client, self.settings)
             return runner
 
     def pick_up(self, batch_id: str, *, actor: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services.errors import InvalidInput
 from services.history import IST, HistoryFilter, count, filter_conditions
 from services.ledger import Ledger, LedgerRow, _ledger_row, transactions
 from services.spreadsheet import neutralise
@@ -30,7 +31,7 @@ MAX_ROWS = 100_000
 _CHUNK = 2_000
 
 
-class ExportTooLarge(ValueError):
+class ExportTooLarge(InvalidInput):
     """More rows match than one file may hold; nothing was produced."""
 
     def __init__(self, matched: int, limit: int):

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from services.errors import Conflict, NotFound
 from services.models import Allocation, AllocationResult, Kind, Status
 from services.redact import redact
 
@@ -50,7 +51,7 @@ ALLOWED_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
 )
 
 
-class DuplicateReference(Exception):
+class DuplicateReference(Conflict):
     """The reference (or batch row) is already in the ledger; nothing was written."""
 
     def __init__(self, references: str | Iterable[str], message: str | None = None):
@@ -65,11 +66,11 @@ class DuplicateReference(Exception):
 _POOL: dict[str, int] = {"pool_size": 24, "max_overflow": 24}
 
 
-class StatusConflict(Exception):
+class StatusConflict(Conflict):
     """A move that does not apply: forbidden by the table, or the row is not in a from-status."""
 
 
-class UnknownReference(StatusConflict, LookupError):
+class UnknownReference(StatusConflict, NotFound):
     """No row has this reference (a ``StatusConflict`` too, so callers need only one except)."""
 
 
@@ -465,7 +466,7 @@ class BatchRecord:
     note: str
 
 
-class DuplicateBatchFile(Exception):
+class DuplicateBatchFile(Conflict):
     """This file (same SHA-256) was already queued as ``existing``; nothing was written."""
 
     def __init__(self, existing: BatchRecord):

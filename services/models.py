@@ -60,6 +60,34 @@ class Status(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class ReasonCode(StrEnum):
+    """Codes Points Desk itself writes to a row's ``enkash_code`` (EnKash's own codes are kept as
+    EnKash sent them)."""
+
+    NOT_SENT = "NOT_SENT"  # EnKash could not be reached: nothing was sent
+    LOGIN_REFUSED = "LOGIN_REFUSED"  # EnKash refused the sign-in: nothing was sent
+    REFERENCE_MISMATCH = "REFERENCE_MISMATCH"  # the reply named another reference: investigate
+    CANCELLED = "CANCELLED"  # a batch row cancelled before it was sent
+    APPROVAL_REJECTED = "APPROVAL_REJECTED"  # a debit the approver refused: never sent
+
+
+class SettleOutcome(StrEnum):
+    """What one lookup of an ``UNKNOWN`` reference at EnKash proved (``allocations.settle``)."""
+
+    SUCCEEDED = "succeeded"  # EnKash has it as a success: the row is settled
+    FAILED = "failed"  # EnKash has it as failed: settled, no points moved
+    ABSENT = "absent"  # proved absent: a resend with the same reference may follow
+    NOT_YET = "not_yet"  # absent, but too soon after the last attempt to prove anything
+    UNREADABLE = "unreadable"  # listed with a status Points Desk cannot read: ask EnKash
+    CHANGED = "changed"  # the row changed during the lookup: nothing proved
+    ALREADY = "already"  # the row was not UNKNOWN: nothing was asked
+    ERROR = "error"  # the lookup itself failed (``reconcile.CheckResult`` only)
+
+    @property
+    def settled(self) -> bool:
+        return self in (SettleOutcome.SUCCEEDED, SettleOutcome.FAILED)
+
+
 # --- single-value parsers, shared by the models, forms and the CSV importer ---------------------
 
 _AMOUNT_TEXT = re.compile(r"^\d+(\.\d+)?$")

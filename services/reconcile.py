@@ -34,8 +34,9 @@ from services.allocations import (
     is_proof_of_absence,
 )
 from services.enkash import EnkashClient, EnkashError
+from services.errors import NotFound
 from services.ledger import AuditEvent, Ledger, LedgerRow, StatusConflict
-from services.models import AccountDetails, Status
+from services.models import AccountDetails, SettleOutcome, Status
 
 log = logging.getLogger("points_desk.reconcile")
 
@@ -124,18 +125,18 @@ class CheckResult:
     """
 
     reference: str
-    outcome: str
+    outcome: SettleOutcome
     message: str
     row: LedgerRow | None = None
 
     @property
     def settled(self) -> bool:
-        return self.outcome in ("succeeded", "failed")
+        return self.outcome.settled
 
     @property
     def resend_allowed(self) -> bool:
         return (
-            self.outcome == "absent"
+            self.outcome is SettleOutcome.ABSENT
             and self.row is not None
             and self.row.enkash_code != REFERENCE_MISMATCH
         )
@@ -154,13 +155,15 @@ def check(
         settlement = allocations.settle(
             ledger, client, reference, actor=actor, absence_grace=absence_grace
         )
-    except KeyError:
-        return CheckResult(reference, "error", "There is no transaction with this reference.")
+    except NotFound:
+        return CheckResult(
+            reference, SettleOutcome.ERROR, "There is no transaction with this reference."
+        )
     except EnkashError as error:
         log.warning("lookup of %s failed: %s", reference, error.message)
         return CheckResult(
             reference,
-            "error",
+            SettleOutcome.ERROR,
             f"EnKash could not be asked ({error.message}). Nothing was recorded; it stays "
             "unknown. Try again later.",
             ledger.get(reference),
@@ -216,7 +219,7 @@ def resend(
         outcome = allocations.resend(
             ledger, client, reference, actor=actor, absence_grace=absence_grace
         )
-    except KeyError:
+    except NotFound:
         return ResendResult(reference, refusal="There is no transaction with this reference.")
     except NotProvenAbsent as refusal:
         return ResendResult(reference, refusal=str(refusal))
@@ -319,7 +322,7 @@ class SettleLoop:
         for result in results:
             summary.checked += 1
             summary.settled += result.settled
-            summary.errors += result.outcome == "error"
+            summary.errors += result.outcome is SettleOutcome.ERROR
             summary.outcomes[result.outcome] = summary.outcomes.get(result.outcome, 0) + 1
         summary.finished_at = datetime.now(UTC)
         if summary.checked:

@@ -24,6 +24,7 @@ from services.allocations import (
     submit,
 )
 from services.enkash import OutcomeUnknown
+from services.errors import NotFound
 from services.ledger import Ledger, StatusConflict
 from services.models import Status, TransactionRecord
 from tests.fault_support import (
@@ -423,7 +424,7 @@ def test_settle_on_a_row_that_is_not_unknown_is_a_no_op(ledger, client, sandbox)
         assert settlement.row == ledger.get(row.reference)
         assert ledger.audit_trail(row.reference) == trail
     assert fake.asked == []  # EnKash was not even asked
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFound):
         settle(ledger, fake, "PD-NO-SUCH-REF", actor="asha")
 
 

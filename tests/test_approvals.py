@@ -313,9 +313,11 @@ def test_approving_a_batch_on_the_page_starts_it(desk_env, monkeypatch):
     the_desk = _desk()
     lines = [f"create,Emp,Ms,F,emp{n}@example.com,98{n:08d},,{200 + n},Q3" for n in range(4)]
     content = "kind,first_name,title,gender,email,mobile,card_id,amount,reason\n" + "\n".join(lines)
-    preview = bulk.preview_upload(the_desk, "q3.csv", content.encode())
+    preview = bulk.preview_upload(
+        the_desk.ledger, the_desk.client, the_desk.settings, "q3.csv", content.encode()
+    )
     record = bulk.queue_batch(the_desk.ledger, preview, operator="asha")
-    assert bulk.needs_approval(the_desk, record)
+    assert bulk.needs_approval(the_desk.ledger, the_desk.settings, record)
     approvals.request_batch(the_desk.ledger, record.batch_id, bulk.batch_total(record), "asha")
 
     approver.switch_page("pages/approvals.py").run()

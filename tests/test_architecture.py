@@ -60,8 +60,19 @@ def test_every_layer_contract_is_kept_on_this_tree() -> None:
             "the sandbox shares no code with the EnKash client or the ledger",
         ),
         ("services/models.py", "import services.ledger", "no import cycles between services"),
+        (
+            "services/bulk.py",
+            "import services.desk",
+            "only ui and the worker entry point hold the Desk",
+        ),
     ],
-    ids=["streamlit-in-services", "services-import-ui", "sandbox-imports-client", "cycle"],
+    ids=[
+        "streamlit-in-services",
+        "services-import-ui",
+        "sandbox-imports-client",
+        "cycle",
+        "use-case-takes-the-desk",
+    ],
 )
 def test_a_deliberate_violation_breaks_its_contract(
     tmp_path: Path, module: str, line: str, contract: str

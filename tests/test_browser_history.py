@@ -21,7 +21,9 @@ def demo_data_dir(desk_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("POINTS_DESK_SETTLE_INTERVAL_SECONDS", "0")
     desk = Desk()
     try:
-        assert demo.load(desk, 80, seed=3).agrees
+        assert demo.load(
+            desk.ledger, desk.new_client, desk.settings, desk.sandbox.store, 80, seed=3
+        ).agrees
     finally:
         desk.close()
     return desk_env

@@ -57,13 +57,13 @@ def desk(tmp_path: Path):
 
 
 def queue(desk: Desk, lines: list[str], name: str = "run.csv", **settings):
-    preview = bulk.preview_upload(desk, name, file_of(lines))
+    preview = bulk.preview_upload(desk.ledger, desk.client, desk.settings, name, file_of(lines))
     return preview, bulk.queue_batch(desk.ledger, preview, operator="tester", **settings)
 
 
 def run(desk: Desk, lines: list[str], **settings):
     preview, record = queue(desk, lines, **settings)
-    bulk.start_batch(desk, record.batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up)
     assert desk.runner.wait(record.batch_id, timeout=60)
     return preview, desk.ledger.get_batch(record.batch_id)
 
@@ -130,7 +130,9 @@ def test_a_batch_sends_every_valid_row_and_reports_each(desk):
 def test_the_same_file_cannot_be_queued_twice(desk):
     lines = creates(3)
     _, record = run(desk, lines)
-    again = bulk.preview_upload(desk, "renamed.csv", file_of(lines))
+    again = bulk.preview_upload(
+        desk.ledger, desk.client, desk.settings, "renamed.csv", file_of(lines)
+    )
     with pytest.raises(DuplicateBatchFile) as duplicate:
         bulk.queue_batch(desk.ledger, again, operator="tester")
     assert duplicate.value.existing.batch_id == record.batch_id
@@ -139,10 +141,14 @@ def test_the_same_file_cannot_be_queued_twice(desk):
 
 
 def test_settings_out_of_range_are_refused(desk):
-    preview = bulk.preview_upload(desk, "x.csv", file_of(creates(1)))
+    preview = bulk.preview_upload(
+        desk.ledger, desk.client, desk.settings, "x.csv", file_of(creates(1))
+    )
     with pytest.raises(ValueError, match="between 1 and 32"):
         bulk.queue_batch(desk.ledger, preview, operator="t", concurrency=33)
-    empty = bulk.preview_upload(desk, "y.csv", file_of(["create,R2D2,,,,,,1,"]))
+    empty = bulk.preview_upload(
+        desk.ledger, desk.client, desk.settings, "y.csv", file_of(["create,R2D2,,,,,,1,"])
+    )
     with pytest.raises(ValueError, match="no valid rows"):
         bulk.queue_batch(desk.ledger, empty, operator="t")
     assert desk.ledger.list_batches() == []
@@ -245,7 +251,7 @@ def test_a_row_in_flight_elsewhere_keeps_the_batch_unfinished_until_it_is_settle
     stranded = allocations.batch_reference(record.batch_id, 3)
     # Another worker claimed this row and then vanished: it is SENDING and nobody sends it.
     assert desk.ledger.claim(stranded, actor="elsewhere")
-    bulk.start_batch(desk, record.batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up)
     assert desk.runner.wait(record.batch_id, timeout=60)
     finished = desk.ledger.get_batch(record.batch_id)
     assert finished.state == "finished"
@@ -279,12 +285,12 @@ def test_pause_stops_claiming_and_resume_finishes_the_rest(desk):
     ledger = desk.ledger
     _, record = queue(desk, creates(40), concurrency=4, rate_limit=25)
     batch_id = record.batch_id
-    bulk.start_batch(desk, batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up)
     wait_for(lambda: ledger.batch_counts(batch_id)[Status.SUCCEEDED] >= 15)  # > 0.5 s in
     running = bulk.progress(ledger, batch_id)
     assert running.worker_alive and running.rate and running.rate > 0
     assert running.eta_seconds is not None
-    assert bulk.pause_batch(desk, batch_id, actor="tester")
+    assert bulk.pause_batch(desk.ledger, batch_id, actor="tester", stop=desk.runner.stop)
     assert desk.runner.wait(batch_id, timeout=10)
     paused = ledger.batch_counts(batch_id)
     assert paused[Status.SENDING] == 0 and paused[Status.QUEUED] > 0
@@ -293,7 +299,7 @@ def test_pause_stops_claiming_and_resume_finishes_the_rest(desk):
     assert ledger.batch_counts(batch_id) == paused  # nothing moves while paused
     assert desk.sandbox.store.commit_count() == paused[Status.SUCCEEDED]
 
-    bulk.start_batch(desk, batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up)
     ledger.update_batch(batch_id, rate_limit=None)  # (the running job keeps its own cap)
     assert desk.runner.wait(batch_id, timeout=30)
     assert ledger.batch_counts(batch_id)[Status.SUCCEEDED] == 40
@@ -305,9 +311,9 @@ def test_cancel_fails_the_unsent_rows_visibly_and_in_flight_rows_finish(desk):
     ledger = desk.ledger
     _, record = queue(desk, creates(40), concurrency=4, rate_limit=25)
     batch_id = record.batch_id
-    bulk.start_batch(desk, batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up)
     wait_for(lambda: ledger.batch_counts(batch_id)[Status.SUCCEEDED] >= 3)
-    cancelled = bulk.cancel_batch(desk, batch_id, actor="tester")
+    cancelled = bulk.cancel_batch(desk.ledger, batch_id, actor="tester", stop=desk.runner.stop)
     assert desk.runner.wait(batch_id, timeout=10)
     counts = ledger.batch_counts(batch_id)
     assert cancelled > 0 and counts[Status.QUEUED] == counts[Status.SENDING] == 0
@@ -320,7 +326,7 @@ def test_cancel_fails_the_unsent_rows_visibly_and_in_flight_rows_finish(desk):
     assert report.count("Cancelled before sending") == cancelled
     assert desk.sandbox.store.commit_count() == counts[Status.SUCCEEDED]
     with pytest.raises(StatusConflict):
-        bulk.start_batch(desk, batch_id, actor="tester")
+        bulk.start_batch(desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up)
 
 
 def test_enkash_unreachable_pauses_the_batch_instead_of_failing_every_row(tmp_path):
@@ -331,7 +337,9 @@ def test_enkash_unreachable_pauses_the_batch_instead_of_failing_every_row(tmp_pa
         parsed = bulk.parse_file("down.csv", file_of(lines))
         preview = bulk.check_rows(parsed)
         record = bulk.queue_batch(the_desk.ledger, preview, operator="t", concurrency=1)
-        bulk.start_batch(the_desk, record.batch_id, actor="t")
+        bulk.start_batch(
+            the_desk.ledger, the_desk.settings, record.batch_id, actor="t", wake=the_desk.pick_up
+        )
         assert the_desk.runner.wait(record.batch_id, timeout=30)
         counts = the_desk.ledger.batch_counts(record.batch_id)
         batch = the_desk.ledger.get_batch(record.batch_id)
@@ -365,7 +373,7 @@ from services.sandbox import SandboxIdentity
 data_dir, url, batch_id = sys.argv[1:4]
 desk = Desk(load_settings(secrets_file=None, points_desk_data_dir=data_dir),
             enkash_config=sandbox_enkash_config(url, SandboxIdentity()))
-bulk.start_batch(desk, batch_id, actor="worker-process")
+bulk.start_batch(desk.ledger, desk.settings, batch_id, actor="worker-process", wake=desk.pick_up)
 print("started", flush=True)
 time.sleep(120)
 """
@@ -465,17 +473,21 @@ def test_a_large_batch_starts_only_after_a_second_person_approves(strict_desk):
     _, record = queue(desk, creates(12))  # 12 rows of 100..111 points: 1,266 points
     assert bulk.batch_total(record) == Decimal("1266")
     with pytest.raises(bulk.AwaitingApproval):
-        bulk.start_batch(desk, record.batch_id, actor="tester")
+        bulk.start_batch(
+            desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up
+        )
     assert desk.ledger.get_batch(record.batch_id).state == "queued"
 
     request = approvals.request_batch(desk.ledger, record.batch_id, Decimal("1266"), "tester")
     assert bulk.progress(desk.ledger, record.batch_id).awaiting_approval
     with pytest.raises(bulk.AwaitingApproval):
-        bulk.start_batch(desk, record.batch_id, actor="tester")
+        bulk.start_batch(
+            desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up
+        )
     assert desk.sandbox.store.commit_count() == 0
 
     approvals.approve(desk.ledger, request.id, approver="vikram")
-    bulk.start_batch(desk, record.batch_id, actor="vikram")
+    bulk.start_batch(desk.ledger, desk.settings, record.batch_id, actor="vikram", wake=desk.pick_up)
     assert desk.runner.wait(record.batch_id, timeout=60)
     rows = desk.ledger.rows(batch_id=record.batch_id)
     assert {r.status for r in rows} == {Status.SUCCEEDED}
@@ -485,8 +497,14 @@ def test_a_large_batch_starts_only_after_a_second_person_approves(strict_desk):
 
 def test_a_small_batch_needs_no_approval_even_on_a_strict_desk(strict_desk):
     _, record = queue(strict_desk, creates(3))  # 303 points
-    assert not bulk.needs_approval(strict_desk, record)
-    bulk.start_batch(strict_desk, record.batch_id, actor="tester")
+    assert not bulk.needs_approval(strict_desk.ledger, strict_desk.settings, record)
+    bulk.start_batch(
+        strict_desk.ledger,
+        strict_desk.settings,
+        record.batch_id,
+        actor="tester",
+        wake=strict_desk.pick_up,
+    )
     assert strict_desk.runner.wait(record.batch_id, timeout=60)
     assert strict_desk.sandbox.store.commit_count() == 3
 
@@ -504,7 +522,9 @@ def test_a_rejected_batch_is_cancelled_and_sends_nothing(strict_desk):
     assert {(r.status, r.enkash_code) for r in rows} == {(Status.FAILED, approvals.REJECTED)}
     assert {approvals.status_word(r) for r in rows} == {"Rejected"}
     with pytest.raises(StatusConflict):
-        bulk.start_batch(desk, record.batch_id, actor="tester")
+        bulk.start_batch(
+            desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up
+        )
     assert desk.sandbox.store.commit_count() == 0
 
 
@@ -514,7 +534,9 @@ def test_cancelling_a_waiting_batch_withdraws_its_request(strict_desk):
     desk = strict_desk
     _, record = queue(desk, creates(12))
     approvals.request_batch(desk.ledger, record.batch_id, Decimal("1266"), "tester")
-    assert bulk.cancel_batch(desk, record.batch_id, actor="tester") == 12
+    assert (
+        bulk.cancel_batch(desk.ledger, record.batch_id, actor="tester", stop=desk.runner.stop) == 12
+    )
     assert approvals.pending(desk.ledger) == []
     withdrawn = approvals.for_subject(desk.ledger, "batch", record.batch_id)
     assert withdrawn.status == approvals.REJECTED_STATUS

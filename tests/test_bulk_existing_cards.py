@@ -39,7 +39,9 @@ def open_zoya(desk: Desk, *, in_ledger: bool = True) -> str:
 def test_a_create_row_for_a_mobile_with_a_card_is_refused_with_the_holder_named(desk):
     card = open_zoya(desk)
     preview = bulk.preview_upload(
-        desk,
+        desk.ledger,
+        desk.client,
+        desk.settings,
         "run.csv",
         file_of(
             [
@@ -60,7 +62,11 @@ def test_a_create_row_for_a_mobile_with_a_card_is_refused_with_the_holder_named(
 def test_a_create_row_for_an_email_with_a_card_only_at_enkash_is_refused(desk):
     card = open_zoya(desk, in_ledger=False)
     preview = bulk.preview_upload(
-        desk, "run.csv", file_of(["create,Rahul,Mr,M,Zoya@Example.com,9811122233,,10,Q3"])
+        desk.ledger,
+        desk.client,
+        desk.settings,
+        "run.csv",
+        file_of(["create,Rahul,Mr,M,Zoya@Example.com,9811122233,,10,Q3"]),
     )
     assert preview.valid == []
     assert card in preview.rejected[0].reason
@@ -69,7 +75,9 @@ def test_a_create_row_for_an_email_with_a_card_only_at_enkash_is_refused(desk):
 def test_create_rows_are_refused_when_enkash_search_cannot_be_asked(desk):
     desk.sandbox.knobs.fail_before_commit_rate = 1.0
     preview = bulk.preview_upload(
-        desk,
+        desk.ledger,
+        desk.client,
+        desk.settings,
         "run.csv",
         file_of(
             [
@@ -84,7 +92,9 @@ def test_create_rows_are_refused_when_enkash_search_cannot_be_asked(desk):
 
 def test_two_create_rows_for_the_same_mobile_in_one_file_are_caught(desk):
     preview = bulk.preview_upload(
-        desk,
+        desk.ledger,
+        desk.client,
+        desk.settings,
         "run.csv",
         file_of(
             [

@@ -130,7 +130,9 @@ def idle_worker(desk_env, monkeypatch):
 
 def test_an_interrupted_batch_is_listed_and_resumes_to_the_end(idle_worker, app, app_desk):
     ledger = app_desk.ledger
-    preview = bulk.preview_upload(app_desk, "crashed.csv", content(*GOOD))
+    preview = bulk.preview_upload(
+        app_desk.ledger, app_desk.client, app_desk.settings, "crashed.csv", content(*GOOD)
+    )
     record = bulk.queue_batch(ledger, preview, operator="someone")
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
     ledger.update_batch(

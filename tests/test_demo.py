@@ -20,12 +20,22 @@ def sandbox_desk(desk_env):
 
 
 def test_demo_data_goes_through_the_sandbox_and_balances_agree(sandbox_desk: Desk):
-    report = demo.load(sandbox_desk, 40, seed=5, workers=4)
+    report = demo.load(
+        sandbox_desk.ledger,
+        sandbox_desk.new_client,
+        sandbox_desk.settings,
+        sandbox_desk.sandbox.store,
+        40,
+        seed=5,
+        workers=4,
+    )
     store, ledger = sandbox_desk.sandbox.store, sandbox_desk.ledger
     rows = ledger.rows()
     succeeded = [r for r in rows if r.status is Status.SUCCEEDED]
     assert report.transactions == len(rows) > 40 * 3
-    assert report.agrees and demo.disagreements(sandbox_desk) == []
+    assert (
+        report.agrees and demo.disagreements(sandbox_desk.ledger, sandbox_desk.sandbox.store) == []
+    )
     # Every card at the sandbox has exactly the balance the ledger knows for it.
     cards = store.cards()
     assert len(cards) == len({r.card_id for r in succeeded})
@@ -62,12 +72,8 @@ def test_demo_data_goes_through_the_sandbox_and_balances_agree(sandbox_desk: Des
 
 
 def test_demo_data_is_refused_outside_the_sandbox(sandbox_desk: Desk):
-    sandbox_desk.sandbox, sandbox = None, sandbox_desk.sandbox
-    try:
-        with pytest.raises(RuntimeError, match="only for the sandbox"):
-            demo.load(sandbox_desk, 5)
-    finally:
-        sandbox_desk.sandbox = sandbox
+    with pytest.raises(RuntimeError, match="only for the sandbox"):
+        demo.load(sandbox_desk.ledger, sandbox_desk.new_client, sandbox_desk.settings, None, 5)
     assert sandbox_desk.ledger.rows() == []
 
 
@@ -77,4 +83,4 @@ def test_the_overview_button_loads_demo_data(app, app_desk):
     assert not app.exception
     assert "sandbox and ledger balances agree" in app.success[0].value
     assert app_desk.ledger.rows()
-    assert demo.disagreements(app_desk) == []
+    assert demo.disagreements(app_desk.ledger, app_desk.sandbox.store) == []

@@ -72,7 +72,7 @@ def file_of(*lines: str) -> bytes:
 
 
 def run_batch(desk: Desk, record) -> None:
-    bulk.start_batch(desk, record.batch_id, actor="asha")
+    bulk.start_batch(desk.ledger, desk.settings, record.batch_id, actor="asha", wake=desk.pick_up)
     assert desk.runner.wait(record.batch_id, timeout=60)
 
 
@@ -126,19 +126,32 @@ def test_a_debit_within_the_threshold_is_sent_and_a_larger_one_waits(desk):
 def test_a_one_row_file_debiting_99999_points_waits_for_approval(desk):
     card = open_card(desk)
     store = desk.sandbox.store
-    preview = bulk.preview_upload(desk, "one.csv", file_of(f"debit,,,,,,{card},99999,Recovery"))
+    preview = bulk.preview_upload(
+        desk.ledger,
+        desk.client,
+        desk.settings,
+        "one.csv",
+        file_of(f"debit,,,,,,{card},99999,Recovery"),
+    )
     assert len(preview.valid) == 1
     record = bulk.queue_batch(desk.ledger, preview, operator="asha")
     assert bulk.batch_total(record) < desk.settings.points_desk_approval_batch_threshold
 
-    assert bulk.start_or_ask_approval(desk, record.batch_id, actor="asha") is True
+    assert (
+        bulk.start_or_ask_approval(
+            desk.ledger, desk.settings, record.batch_id, actor="asha", wake=desk.pick_up
+        )
+        is True
+    )
     request = approvals.for_subject(desk.ledger, "batch", record.batch_id)
     assert request.pending
     assert request.reasons == [
         "holds a debit of 99,999 points (row 2), above the 10,000 debit limit"
     ]
     with pytest.raises(bulk.AwaitingApproval, match="holds a debit of 99,999 points"):
-        bulk.start_batch(desk, record.batch_id, actor="asha")
+        bulk.start_batch(
+            desk.ledger, desk.settings, record.batch_id, actor="asha", wake=desk.pick_up
+        )
     assert store.card_balance(card) == Decimal("150000.00")
     assert desk.ledger.get_batch(record.batch_id).state == "queued"
 
@@ -150,11 +163,20 @@ def test_a_one_row_file_debiting_99999_points_waits_for_approval(desk):
 def test_a_batch_of_small_debits_under_both_limits_starts_at_once(desk):
     card = open_card(desk)
     preview = bulk.preview_upload(
-        desk, "small.csv", file_of(f"debit,,,,,,{card},10000,A", f"debit,,,,,,{card},500,B")
+        desk.ledger,
+        desk.client,
+        desk.settings,
+        "small.csv",
+        file_of(f"debit,,,,,,{card},10000,A", f"debit,,,,,,{card},500,B"),
     )
     record = bulk.queue_batch(desk.ledger, preview, operator="asha")
-    assert bulk.approval_reasons(desk, record) == []
-    assert bulk.start_or_ask_approval(desk, record.batch_id, actor="asha") is False
+    assert bulk.approval_reasons(desk.ledger, desk.settings, record) == []
+    assert (
+        bulk.start_or_ask_approval(
+            desk.ledger, desk.settings, record.batch_id, actor="asha", wake=desk.pick_up
+        )
+        is False
+    )
     assert desk.runner.wait(record.batch_id, timeout=60)
     assert desk.sandbox.store.card_balance(card) == Decimal("139500.00")
 
@@ -188,7 +210,9 @@ def test_a_repeat_file_with_one_changed_space_is_flagged_row_by_row_and_needs_ac
     store = desk.sandbox.store
     first = bulk.queue_batch(
         desk.ledger,
-        bulk.preview_upload(desk, "october.csv", file_of(*_three_rows(card))),
+        bulk.preview_upload(
+            desk.ledger, desk.client, desk.settings, "october.csv", file_of(*_three_rows(card))
+        ),
         operator="asha",
     )
     run_batch(desk, first)
@@ -198,7 +222,9 @@ def test_a_repeat_file_with_one_changed_space_is_flagged_row_by_row_and_needs_ac
     again = _three_rows(card)
     again[0] = f"credit,,,,,, {card.lower()},250,October bonus"
     again.append(f"credit,,,,,,{card},80,Referral")  # a new amount: not a repeat
-    preview = bulk.preview_upload(desk, "october (1).csv", file_of(*again))
+    preview = bulk.preview_upload(
+        desk.ledger, desk.client, desk.settings, "october (1).csv", file_of(*again)
+    )
     assert preview.file.digest != first.file_digest
     # Meera's create is refused outright now that she has a card (never sent, never a repeat).
     assert [r.number for r in preview.rejected] == [3]
@@ -232,14 +258,18 @@ def test_an_acknowledgement_covers_only_the_repeats_it_saw(desk):
     card = open_card(desk)
     lines = [f"credit,,,,,,{card},250,October", f"credit,,,,,,{card},75,Referral"]
     first = bulk.queue_batch(
-        desk.ledger, bulk.preview_upload(desk, "a.csv", file_of(lines[0])), operator="asha"
+        desk.ledger,
+        bulk.preview_upload(desk.ledger, desk.client, desk.settings, "a.csv", file_of(lines[0])),
+        operator="asha",
     )
-    preview = bulk.preview_upload(desk, "b.csv", file_of(*lines))
+    preview = bulk.preview_upload(desk.ledger, desk.client, desk.settings, "b.csv", file_of(*lines))
     seen = bulk.find_repeats(desk.ledger, preview)
     assert set(seen.rows) == {2}
     # Meanwhile someone queues row 2 as well: the acknowledgement given for row 1 is not enough.
     bulk.queue_batch(
-        desk.ledger, bulk.preview_upload(desk, "c.csv", file_of(lines[1])), operator="asha"
+        desk.ledger,
+        bulk.preview_upload(desk.ledger, desk.client, desk.settings, "c.csv", file_of(lines[1])),
+        operator="asha",
     )
     with pytest.raises(bulk.RepeatedRows) as refused:
         bulk.queue_batch(desk.ledger, preview, operator="ravi", acknowledged=seen)
@@ -251,14 +281,24 @@ def test_rows_that_paid_nothing_or_are_older_than_30_days_are_not_repeats(desk):
     card = open_card(desk)
     line = f"credit,,,,,,{card},250,October"
     cancelled = bulk.queue_batch(
-        desk.ledger, bulk.preview_upload(desk, "a.csv", file_of(line)), operator="asha"
+        desk.ledger,
+        bulk.preview_upload(desk.ledger, desk.client, desk.settings, "a.csv", file_of(line)),
+        operator="asha",
     )
-    bulk.cancel_batch(desk, cancelled.batch_id, actor="asha")
-    preview = bulk.preview_upload(desk, "b.csv", file_of(line, f"credit,,,,,,{card},99,Other"))
+    bulk.cancel_batch(desk.ledger, cancelled.batch_id, actor="asha", stop=desk.runner.stop)
+    preview = bulk.preview_upload(
+        desk.ledger,
+        desk.client,
+        desk.settings,
+        "b.csv",
+        file_of(line, f"credit,,,,,,{card},99,Other"),
+    )
     assert not bulk.find_repeats(desk.ledger, preview)  # the cancelled row paid nothing
 
     old = bulk.queue_batch(
-        desk.ledger, bulk.preview_upload(desk, "c.csv", file_of(line + " ")), operator="asha"
+        desk.ledger,
+        bulk.preview_upload(desk.ledger, desk.client, desk.settings, "c.csv", file_of(line + " ")),
+        operator="asha",
     )
     assert set(bulk.find_repeats(desk.ledger, preview).rows) == {2}
     later = datetime.now(UTC) + timedelta(days=31)

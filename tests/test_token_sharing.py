@@ -39,15 +39,17 @@ def send_batch(desk: Desk, rows: int, **settings) -> dict[Status, int]:
     """Send ``rows`` new-account rows through the bulk runner; the ledger's counts at the end."""
     lines = ["kind,first_name,title,gender,email,mobile,card_id,amount,reason"]
     lines += [f"create,Emp,Ms,F,share{n}@example.com,98{n:08d},,10,token" for n in range(rows)]
-    preview = bulk.preview_upload(desk, "share.csv", ("\n".join(lines) + "\n").encode())
+    preview = bulk.preview_upload(
+        desk.ledger, desk.client, desk.settings, "share.csv", ("\n".join(lines) + "\n").encode()
+    )
     assert preview.totals.valid == rows
     record = bulk.queue_batch(desk.ledger, preview, operator="tester", **settings)
-    if bulk.needs_approval(desk, record):
+    if bulk.needs_approval(desk.ledger, desk.settings, record):
         request = approvals.request_batch(
             desk.ledger, record.batch_id, bulk.batch_total(record), "tester"
         )
         approvals.approve(desk.ledger, request.id, approver="second-person")
-    bulk.start_batch(desk, record.batch_id, actor="tester")
+    bulk.start_batch(desk.ledger, desk.settings, record.batch_id, actor="tester", wake=desk.pick_up)
     assert desk.runner.wait(record.batch_id, timeout=120)
     return desk.ledger.batch_counts(record.batch_id)
 

@@ -205,10 +205,14 @@ def test_a_killed_worker_process_is_replaced_and_the_batch_finishes_without_resu
     processes: list[subprocess.Popen] = []
     try:
         desk.sandbox.knobs.latency_ms = 150
-        preview = bulk.preview_upload(desk, "kill.csv", creates(rows))
+        preview = bulk.preview_upload(
+            desk.ledger, desk.client, desk.settings, "kill.csv", creates(rows)
+        )
         record = bulk.queue_batch(desk.ledger, preview, operator="tester", concurrency=8)
         batch_id = record.batch_id
-        bulk.start_batch(desk, batch_id, actor="tester")  # only sets it running
+        bulk.start_batch(
+            desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up
+        )  # only sets it running
         assert desk.runner.wait(batch_id, timeout=0)  # the dashboard sends nothing itself
         ledger = desk.ledger
 
@@ -254,14 +258,18 @@ def test_two_workers_on_postgresql_share_a_batch_and_one_dying_does_not_stop_it(
         processes: list[subprocess.Popen] = []
         try:
             desk.sandbox.knobs.latency_ms = 5
-            preview = bulk.preview_upload(desk, "team.csv", creates(rows))
+            preview = bulk.preview_upload(
+                desk.ledger, desk.client, desk.settings, "team.csv", creates(rows)
+            )
             record = bulk.queue_batch(desk.ledger, preview, operator="tester", concurrency=8)
             batch_id = record.batch_id
             ledger = desk.ledger
             processes = [spawn_worker(tmp_path, f"w{n}", url) for n in range(2)]
             # Both registered (the dashboard is a third, sending nothing) before the batch starts.
             wait_for(lambda: len(ledger.live_workers()) == 3, what="two workers")
-            bulk.start_batch(desk, batch_id, actor="tester")
+            bulk.start_batch(
+                desk.ledger, desk.settings, batch_id, actor="tester", wake=desk.pick_up
+            )
 
             wait_for(
                 lambda: ledger.batch_counts(batch_id)[Status.SUCCEEDED] >= rows // 3,

@@ -6,12 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from services import approvals, bulk
-from services.approvals import Approval, ApprovalError
-from services.ledger import StatusConflict
+from services.approvals import Approval
+from services.errors import PointsDeskError
 from services.models import Status
 from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
+from ui.notice import set_error, set_notice, show_notices
 from ui.outcome import render_outcome
 from ui.sidebar import forget_pool
 from ui.text import code, md
@@ -80,7 +81,13 @@ def _decide(approval_id: int, approve: bool) -> None:
                     identities=identities,
                 )
             if decision.approval.subject_kind == "batch":
-                bulk.start_batch(the_desk, decision.approval.subject, actor=operator())
+                bulk.start_batch(
+                    the_desk.ledger,
+                    the_desk.settings,
+                    decision.approval.subject,
+                    actor=operator(),
+                    wake=the_desk.pick_up,
+                )
         else:
             decision = approvals.reject(
                 the_desk.ledger,
@@ -90,37 +97,44 @@ def _decide(approval_id: int, approve: bool) -> None:
                 allow_self=alone,
                 identities=identities,
             )
-    except (ApprovalError, StatusConflict) as error:
-        st.session_state[_RESULT] = {"id": approval_id, "error": str(error)}
+    except PointsDeskError as error:
+        st.session_state.pop(_RESULT, None)
+        set_error(error)
         return
     forget_pool()  # points may have moved
-    st.session_state[_RESULT] = {"id": approval_id, "decision": decision}
+    _remember(decision)
+
+
+def _remember(decision: approvals.Decision) -> None:
+    """A debit's outcome card stays above the queue until the next decision; a batch's is a
+    notice, shown once."""
+    approval = decision.approval
+    verb = "Approved" if approval.status == approvals.APPROVED else "Rejected"
+    if decision.outcome is not None:
+        st.session_state[_RESULT] = decision
+        return
+    st.session_state.pop(_RESULT, None)
+    started = (
+        " It is sending now; follow it on the Bulk allocation page."
+        if approval.status == approvals.APPROVED
+        else " It was cancelled; nothing was sent."
+    )
+    set_notice("success", f"{verb} batch {approval.subject}.{started}")
 
 
 def last_result() -> None:
     """What the approver's last click did, above the queue."""
-    result = st.session_state.get(_RESULT)
-    if not result:
+    show_notices()
+    decision = st.session_state.get(_RESULT)
+    if decision is None or decision.outcome is None:
         return
-    if "error" in result:
-        st.error(md(result["error"]), icon="⛔")
-        return
-    decision = result["decision"]
     approval = decision.approval
     verb = "Approved" if approval.status == approvals.APPROVED else "Rejected"
-    if decision.outcome is not None:
-        st.markdown(
-            f"**{verb}** — the debit asked for by **{md(display_name(approval.maker))}**, "
-            f"decided by **{md(display_name(approval.decided_by or ''))}**:"
-        )
-        render_outcome(decision.outcome)
-    else:
-        started = (
-            " It is sending now; follow it on the Bulk allocation page."
-            if (approval.status == approvals.APPROVED)
-            else " It was cancelled; nothing was sent."
-        )
-        st.success(f"{verb} batch {md(approval.subject)}.{started}", icon="✅")
+    st.markdown(
+        f"**{verb}** — the debit asked for by **{md(display_name(approval.maker))}**, "
+        f"decided by **{md(display_name(approval.decided_by or ''))}**:"
+    )
+    render_outcome(decision.outcome)
 
 
 def request_card(approval: Approval) -> None:
@@ -183,10 +197,7 @@ def _send_interrupted(approval_id: int) -> None:
         return
     with the_desk.client() as client:
         outcome = approvals.send_approved(the_desk.ledger, client, approval)
-    st.session_state[_RESULT] = {
-        "id": approval_id,
-        "decision": approvals.Decision(approval, outcome),
-    }
+    _remember(approvals.Decision(approval, outcome))
 
 
 def decided_table(decided: list[Approval]) -> None:

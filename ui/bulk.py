@@ -16,15 +16,16 @@ from services.bulk_files import (
     template_csv,
     template_xlsx,
 )
-from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
+from services.errors import ApprovalRequired, NotFound, PointsDeskError
+from services.ledger import BatchRecord, DuplicateBatchFile
 from services.models import Kind, Status
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
+from ui.notice import set_error, set_notice
 from ui.sidebar import forget_pool
 from ui.text import code, md
 
 OPEN = "bulk_open_batch"
-FLASH = "bulk_flash"
 UPLOADS = "bulk_upload_round"
 REPEATS = "bulk_repeats"  # (file digest, Repeats) of the previewed file
 ACKNOWLEDGE = "bulk_ack_repeats"
@@ -40,16 +41,6 @@ _STATE_LOOK = {
     "approval": ("Awaiting approval", "violet", "👥"),
 }
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def flash(kind: str, message: str) -> None:
-    st.session_state[FLASH] = (kind, message)
-
-
-def show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind:
-        getattr(st, kind)(message)
 
 
 def template_downloads() -> None:
@@ -94,9 +85,12 @@ def load_preview(uploaded: Any) -> Preview | None:
     cached = st.session_state.get("bulk_preview")
     if cached and cached[0] == cache_key:
         return cached[1]
+    the_desk = desk()
     try:
         with st.spinner("Checking every row…"):
-            preview = bulk.preview_upload(desk(), uploaded.name, content)
+            preview = bulk.preview_upload(
+                the_desk.ledger, the_desk.client, the_desk.settings, uploaded.name, content
+            )
     except BulkFileError as error:
         st.error(md(error), icon="🚫")
         return None
@@ -301,21 +295,23 @@ def _confirm(
             session_id=sid,
             acknowledged=repeats,
         )
-        held = bulk.start_or_ask_approval(the_desk, record.batch_id, actor=actor)
+        held = bulk.start_or_ask_approval(
+            the_desk.ledger, the_desk.settings, record.batch_id, actor=actor, wake=the_desk.pick_up
+        )
     except bulk.RepeatedRows as repeated:
         # Another batch repeating these rows was queued since the preview: show it and ask again.
         st.session_state.pop(REPEATS, None)
-        flash("error", f"Nothing was sent: {repeated}.")
+        set_notice("error", f"Nothing was sent: {repeated}.")
         return
     except DuplicateBatchFile as duplicate:
-        flash(
+        set_notice(
             "error",
-            f"This file was already queued as batch {md(duplicate.existing.batch_id)}; "
+            f"This file was already queued as batch {duplicate.existing.batch_id}; "
             "nothing new was sent.",
         )
         return
-    except (ValueError, StatusConflict) as error:
-        flash("error", f"Nothing was sent: {md(error)}")
+    except PointsDeskError as error:
+        set_error(error, lead="Nothing was sent: ")
         return
     st.session_state[OPEN] = record.batch_id
     st.session_state[UPLOADS] = upload_round() + 1  # a fresh uploader: the file is done with
@@ -324,14 +320,14 @@ def _confirm(
     st.session_state.pop(ACKNOWLEDGE, None)
     forget_pool()
     if held:
-        why = " and ".join(bulk.approval_reasons(the_desk, record))
-        flash(
+        why = " and ".join(bulk.approval_reasons(the_desk.ledger, the_desk.settings, record))
+        set_notice(
             "info",
             f"Batch {record.batch_id} ({record.row_count:,} rows) {why}: it waits for a second "
             "person to approve it on the Approvals page. Nothing is sent until then.",
         )
     else:
-        flash("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
+        set_notice("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
 
 
 @st.dialog("Send this batch?")
@@ -393,18 +389,22 @@ def open_batch(batch_id: str) -> None:
 def _act(action: str, batch_id: str, the_desk: Any, actor: str) -> None:
     try:
         if action == "pause":
-            bulk.pause_batch(the_desk, batch_id, actor=actor)
+            bulk.pause_batch(the_desk.ledger, batch_id, actor=actor, stop=the_desk.runner.stop)
         elif action == "resume":
-            bulk.start_batch(the_desk, batch_id, actor=actor)
+            bulk.start_batch(
+                the_desk.ledger, the_desk.settings, batch_id, actor=actor, wake=the_desk.pick_up
+            )
         elif action == "cancel":
-            count = bulk.cancel_batch(the_desk, batch_id, actor=actor)
-            flash("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
+            count = bulk.cancel_batch(
+                the_desk.ledger, batch_id, actor=actor, stop=the_desk.runner.stop
+            )
+            set_notice("info", f"Batch {batch_id} cancelled: {count:,} rows were not sent.")
         elif action == "close":
             st.session_state.pop(OPEN, None)
-    except bulk.AwaitingApproval as error:
-        flash("warning", f"Not started: {md(error)}.")
-    except (StatusConflict, KeyError) as error:
-        flash("error", f"Could not {action} the batch: {md(error)}")
+    except ApprovalRequired as error:
+        set_error(error, lead="Not started: ")
+    except PointsDeskError as error:
+        set_error(error, lead=f"Could not {action} the batch: ")
 
 
 def _state_of(progress: bulk.Progress) -> str:
@@ -425,7 +425,7 @@ def batch_panel(batch_id: str) -> None:
     """The open batch: live while it runs (polled every second), with its report when done."""
     try:
         first = bulk.progress(desk().ledger, batch_id)
-    except KeyError:
+    except NotFound:
         st.session_state.pop(OPEN, None)
         return
     live = first.active

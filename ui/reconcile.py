@@ -14,25 +14,25 @@ import streamlit as st
 from services import reconcile
 from services.enkash import EnkashError
 from services.ledger import LedgerRow
-from services.models import Kind, Status
+from services.models import Kind, SettleOutcome, Status
 from ui.context import desk, operator
 from ui.format import ist, points
+from ui.notice import pending_notices, set_notice, show_notices
 from ui.sidebar import forget_pool
 from ui.text import code, md
 
-RESULTS_KEY = "reconcile_results"
 DRIFT_KEY = "reconcile_drift"
 SHOWN_ROWS = 50
 
 _LEVELS = {
-    "succeeded": ("success", "✅"),
-    "failed": ("error", "⛔"),
-    "absent": ("warning", "🔁"),
-    "not_yet": ("info", "⏱️"),
-    "unreadable": ("warning", "❓"),
-    "changed": ("info", "↻"),
-    "already": ("info", "ℹ️"),
-    "error": ("error", "⚠️"),
+    SettleOutcome.SUCCEEDED: ("success", "✅"),
+    SettleOutcome.FAILED: ("error", "⛔"),
+    SettleOutcome.ABSENT: ("warning", "🔁"),
+    SettleOutcome.NOT_YET: ("info", "⏱️"),
+    SettleOutcome.UNREADABLE: ("warning", "❓"),
+    SettleOutcome.CHANGED: ("info", "↻"),
+    SettleOutcome.ALREADY: ("info", "ℹ️"),
+    SettleOutcome.ERROR: ("error", "⚠️"),
 }
 
 
@@ -75,7 +75,9 @@ def what(row: LedgerRow) -> str:
 
 
 def _remember(results: list[tuple[str, str, str]]) -> None:
-    st.session_state[RESULTS_KEY] = results
+    """The action's results, shown once above the page (Markdown built with md()/code())."""
+    for level, icon, text in results:
+        set_notice(level, text, icon=icon, markdown=True)  # type: ignore[arg-type]
 
 
 def _result_line(result: reconcile.CheckResult) -> tuple[str, str, str]:
@@ -109,13 +111,13 @@ def check_everything() -> None:
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     words = {
-        "succeeded": "went through",
-        "failed": "did not go through",
-        "absent": "never arrived (can be resent)",
-        "not_yet": "too recent to tell",
-        "unreadable": "have a status to ask EnKash about",
-        "changed": "changed while being checked",
-        "error": "could not be checked",
+        SettleOutcome.SUCCEEDED: "went through",
+        SettleOutcome.FAILED: "did not go through",
+        SettleOutcome.ABSENT: "never arrived (can be resent)",
+        SettleOutcome.NOT_YET: "too recent to tell",
+        SettleOutcome.UNREADABLE: "have a status to ask EnKash about",
+        SettleOutcome.CHANGED: "changed while being checked",
+        SettleOutcome.ERROR: "could not be checked",
     }
     parts = [f"{counts[key]} {text}" for key, text in words.items() if counts.get(key)]
     summary = ("info", "🧾", f"Checked {len(results)} with EnKash: " + ", ".join(parts) + ".")
@@ -153,8 +155,7 @@ def run_drift() -> None:
 
 def render_results() -> None:
     """The latest action's results, in words."""
-    for level, icon, text in st.session_state.get(RESULTS_KEY, []):
-        getattr(st, level)(text, icon=icon)
+    show_notices()
 
 
 @st.dialog("Resend with the same reference")
@@ -179,9 +180,7 @@ def confirm_resend(item: reconcile.UnknownTransaction) -> None:
     )
     if cancel.button("Cancel", key="resend_cancel", width="stretch"):
         st.rerun()
-    if st.session_state.get(RESULTS_KEY) and any(
-        row.reference in text for _, _, text in st.session_state[RESULTS_KEY]
-    ):
+    if any(row.reference in notice.markdown for notice in pending_notices()):
         st.rerun()  # done: close the dialog; the page shows the result
 
 
@@ -209,7 +208,6 @@ def render_unknown(item: reconcile.UnknownTransaction, now: datetime) -> None:
             key=f"resend_{row.reference}",
             width="stretch",
         ):
-            st.session_state.pop(RESULTS_KEY, None)
             confirm_resend(item)
 
 
