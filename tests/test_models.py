@@ -335,3 +335,70 @@ def test_tabs_and_line_breaks_in_a_reason_become_spaces_and_joiners_are_kept():
 @given(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cf", "Cs"]), max_size=200))
 def test_any_reason_without_control_or_format_characters_is_accepted(text):
     assert parse_free_text(text, "Reason", 200) == " ".join(text.split())
+
+
+# --- the fast paths for plain mobiles and emails agree with the full checks -----------------------
+
+
+def _full_mobile(text: str) -> str | None:
+    from services.models import _parse_mobile_fully
+
+    try:
+        return _parse_mobile_fully(text)
+    except ValueError:
+        return None
+
+
+def test_the_plain_mobile_path_accepts_only_what_phonenumbers_accepts_for_every_prefix():
+    from services.models import _plain_mobile
+
+    accepted = 0
+    for prefix in range(60000, 100000):
+        for tail in ("00000", "54321"):
+            national = f"{prefix}{tail}"
+            fast = _plain_mobile(national)
+            if fast is not None:
+                accepted += 1
+                assert fast == _full_mobile(national) == national, national
+    assert accepted > 40000  # the fast path does carry the common case
+
+
+@given(
+    st.sampled_from(["", "+91", "+91 ", "91", "0", "+91-"]),
+    st.from_regex(r"[6-9][0-9]{9}", fullmatch=True),
+    st.sampled_from(["", " ", "-"]),
+)
+def test_a_plainly_written_mobile_reads_the_same_on_either_path(prefix, digits, separator):
+    from services.models import _plain_mobile
+
+    text = prefix + digits[:5] + separator + digits[5:]
+    fast = _plain_mobile(text)
+    if fast is not None:
+        assert fast == _full_mobile(text)
+
+
+def _full_email(text: str) -> str | None:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(text, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+@given(
+    st.one_of(
+        st.emails(),
+        st.from_regex(
+            r"[A-Za-z0-9._%+\-]{1,70}@[A-Za-z0-9.\-]{1,30}\.(com|in|local|test|x1)", fullmatch=True
+        ),
+        st.text(max_size=40),
+    )
+)
+def test_an_email_reads_the_same_as_email_validator_reads_it(text):
+    expected = _full_email(text.strip())
+    try:
+        got = parse_email(text)
+    except ValueError:
+        got = None
+    assert got == expected
