@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -12,7 +13,7 @@ from services.models import AccountDetails, Status
 from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
-from ui.format import points
+from ui.format import ist, points
 from ui.text import md
 
 _POOL_TTL_SECONDS = 15
@@ -28,8 +29,14 @@ def pool_details(*, fresh: bool = False) -> AccountDetails | None:
             details = client.account_details()
     except EnkashError:
         details = None
-    st.session_state["_pool"] = (time.monotonic(), details)
+    st.session_state["_pool"] = (time.monotonic(), details, datetime.now(UTC))
     return details
+
+
+def pool_read_at() -> datetime | None:
+    """When the pool balance shown was read from EnKash (UTC)."""
+    cached = st.session_state.get("_pool")
+    return cached[2] if cached else None
 
 
 def forget_pool() -> None:
@@ -65,12 +72,29 @@ def render_sidebar(slot=None) -> None:
             roles = ", ".join(sorted(person.roles)) or "no role"
             st.caption(f"Signed in as **{md(person.display_name)}** · {md(roles)}")
             st.button("Sign out", key="sidebar_sign_out", on_click=sign_out, type="tertiary")
-        details = pool_details()
-        st.metric(
-            "Pool balance",
-            points(details.available_balance) if details else "unavailable",
-            help="Points left in the company's EnKash reward account to credit from.",
-        )
+        _pool_block()
+
+
+def _pool_block() -> None:
+    """The pool balance, when it was read, and a button to read it again: it moves with other
+    people's transactions and batches, so it says its age instead of looking current forever."""
+    details = pool_details()
+    st.metric(
+        "Pool balance",
+        points(details.available_balance) if details else "unavailable",
+        help="Points left in the company's EnKash reward account to credit from. Read from "
+        f"EnKash at most every {_POOL_TTL_SECONDS} s while you use the dashboard.",
+    )
+    line = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    line.caption(f"as of {ist(pool_read_at(), '%H:%M:%S IST')}", width="content")
+    line.button(
+        "",
+        icon=":material/refresh:",
+        key="sidebar_pool_refresh",
+        help="Read the pool balance from EnKash now",
+        on_click=forget_pool,
+        type="tertiary",
+    )
 
 
 def waiting_counts() -> dict[str, int]:
