@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui.access import allowed
 from ui.auth import sign_in_gate
+from ui.phone import close_sidebar_after_navigation
 from ui.sidebar import render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,6 +45,7 @@ for section, path, title, icon, capability in PAGES:
         )
 
 page = st.navigation(sections)
+close_sidebar_after_navigation(page.url_path)
 sidebar = st.sidebar.container()
 try:
     page.run()
