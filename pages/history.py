@@ -7,6 +7,7 @@ from ui import charts
 from ui.access import require
 from ui.context import desk, session_id
 from ui.format import plural, points
+from ui.glossary import status_glossary
 from ui.history import (
     TABLE_COLUMNS,
     aggregates,
@@ -103,6 +104,7 @@ with outcomes:
         st.info("No transactions match these filters.")
 
 st.subheader("Transactions")
+status_glossary("history_glossary")
 if st.session_state.get("_history_key") != chosen.key():
     st.session_state["_history_key"] = chosen.key()
     st.session_state["history_page"] = 1

@@ -567,3 +567,11 @@ def test_month_bars_span_their_month_and_the_axis_ends_after_the_last(app, seede
     last = date.fromisoformat(credited["x"][-1][:10])
     end = date.fromisoformat(moved["layout"]["xaxis"]["range"][1][:10])
     assert end > last and end.day == 1 and (end - last).days >= 28
+
+
+def test_history_explains_its_statuses(app):
+    app.switch_page(HISTORY).run()
+    glossary = next(e for e in app.expander if e.label == "What do these statuses mean?")
+    text = glossary.markdown[0].value
+    for word in ("Queued", "Sending", "Unknown", "Reference check"):
+        assert f"**{word}**" in text
