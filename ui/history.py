@@ -197,7 +197,7 @@ def delta(now: Decimal | int, before: Decimal | int | None, *, money: bool = Tru
 def metric_row() -> DeltaGenerator:
     """A row for headline metrics that wraps (two or three to a line on a phone) instead of
     stacking one per screen line as ``st.columns`` does on narrow screens."""
-    return st.container(horizontal=True, gap="large")
+    return st.container(horizontal=True, gap="medium")
 
 
 def money_metric(
