@@ -8,6 +8,7 @@ import streamlit as st
 
 from ui.access import allowed
 from ui.auth import sign_in_gate
+from ui.phone import close_sidebar_after_navigation
 from ui.sidebar import pool_generation, render_pool, render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -53,6 +54,7 @@ for section, path, title, icon, capability in PAGES:
         )
 
 page = st.navigation(sections)
+close_sidebar_after_navigation(page.url_path)
 # The sidebar first, so a new session sees the pool balance without waiting for the page; if
 # the page moved points, the pool is drawn again afterwards with what the page just moved.
 pool = render_sidebar(st.sidebar.container())
@@ -61,4 +63,4 @@ try:
     page.run()
 finally:
     if pool_generation() != shown:
-        render_pool(pool)
+        render_pool(pool, again=True)

@@ -44,6 +44,10 @@ def _values() -> dict:
     }
 
 
+flow.send_pending()
+# Once there is an outcome it goes above the form: on a phone the columns stack, and the outcome
+# under a greyed-out form would be below the fold.
+outcome_slot = st.container(key=f"{flow.key}_outcome")
 form_column, result_column = st.columns([3, 2], gap="large")
 with form_column, st.form("create_form", enter_to_submit=False):
     locked = flow.locked
@@ -107,7 +111,7 @@ with form_column, st.form("create_form", enter_to_submit=False):
         kwargs={"check": check},
     )
 
-with result_column:
+with outcome_slot if flow.outcome is not None else result_column:
     if flow.held is not None:  # the employee already has a card: nothing was sent
         values = _values()
         render_existing_cards(flow, values["amount"], values["reason"], build=_values, check=check)

@@ -6,14 +6,16 @@ from services.history import cumulative
 from ui import charts
 from ui.access import require
 from ui.context import desk, session_id
-from ui.format import points
+from ui.format import plural, points
+from ui.glossary import status_glossary
 from ui.history import (
     TABLE_COLUMNS,
     aggregates,
-    delta,
+    count_metric,
     detail_view,
     export_buttons,
     filter_bar,
+    metric_row,
     money_metric,
     page_of,
     table,
@@ -48,20 +50,22 @@ if before is not None:
         f"{chosen.start:%d %b %Y} to {chosen.end:%d %b %Y} (IST), compared with the "
         f"{chosen.days} days before. Points count succeeded transactions only."
     )
-credited, debited, net, employees, count = st.columns(5)
-money_metric(credited, "Credited", now.credited, before and before.credited)
-money_metric(debited, "Debited", now.debited, before and before.debited, colour="off")
-money_metric(net, "Net issued", now.net, before and before.net)
-employees.metric(
+row = metric_row()
+money_metric(row, "Credited", now.credited, before and before.credited)
+money_metric(row, "Debited", now.debited, before and before.debited, colour="off")
+money_metric(row, "Net issued", now.net, before and before.net)
+count_metric(
+    row,
     "Employees",
-    f"{now.employees:,}",
-    delta(now.employees, before and before.employees, money=False),
+    now.employees,
+    before and before.employees,
     help="Cards with at least one succeeded transaction in the period.",
 )
-count.metric(
+count_metric(
+    row,
     "Transactions",
-    f"{now.transactions:,}",
-    delta(now.transactions, before and before.transactions, money=False),
+    now.transactions,
+    before and before.transactions,
     help="Every transaction the filters match, whatever its status.",
 )
 
@@ -89,10 +93,13 @@ with held:
         st.plotly_chart(
             charts.balances_figure(data.balances), key="chart_balances", config=_CHART_CONFIG
         )
+        if note := charts.others_note(data.balances):
+            st.caption(note)
+        cards, unknown = data.balances.cards, data.balances.unknown
         st.caption(
-            f"{data.balances.cards:,} cards hold {points(data.balances.total)} points "
-            f"(known balances at the end of the period)."
-            + (f" {data.balances.unknown:,} balances not known." if data.balances.unknown else "")
+            f"{plural(cards, 'card')} {'holds' if cards == 1 else 'hold'} "
+            f"{points(data.balances.total)} points (known balances at the end of the period)."
+            + (f" {plural(unknown, 'balance')} not known." if unknown else "")
         )
     else:
         st.info("No card has a known balance yet.")
@@ -106,6 +113,7 @@ with outcomes:
         st.info("No transactions match these filters.")
 
 st.subheader("Transactions")
+status_glossary("history_glossary")
 if st.session_state.get("_history_key") != chosen.key():
     st.session_state["_history_key"] = chosen.key()
     st.session_state["history_page"] = 1

@@ -6,8 +6,8 @@ from services import demo
 from ui import charts
 from ui.access import allowed, require
 from ui.context import desk
-from ui.format import points
-from ui.history import delta, money_metric, month_to_date, recent_months
+from ui.format import count, points
+from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
 from ui.notice import set_notice, show_notices
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
@@ -28,36 +28,47 @@ else:
         "Pool balance",
         points(details.available_balance),
         border=True,
-        help="Points left in the company's reward account.",
+        help="Points left in the company's reward account at EnKash, to credit from.",
     )
     cards.metric(
         "Cards at EnKash",
-        f"{details.total_cards:,}",
+        count(details.total_cards),
         border=True,
-        help=f"{details.active_cards:,} active, holding "
+        help=f"{count(details.active_cards)} active; together they hold "
         f"{points(details.available_card_balance)} points.",
     )
     month.metric(
-        "Allocated this month",
+        "Allocated this month at EnKash",
         points(details.current_month_allocation),
         border=True,
-        help=f"Redeemed this month (EnKash): {points(details.current_month_redemption)}",
+        help="What EnKash counts as allocated from the pool this calendar month, by any tool "
+        "(Points Desk, EnKash's portal, other integrations), so it can differ from Points Desk's "
+        "own figures below. Separately, employees redeemed "
+        f"{points(details.current_month_redemption)} points this month.",
     )
 
 now, before, period = month_to_date(the_desk.ledger)
 st.subheader("This month in Points Desk")
-st.caption(f"{period} (IST), compared with the same days last month. Succeeded transactions.")
-credited, debited, net, employees, count = st.columns(5)
-money_metric(credited, "Credited", now.credited, before.credited)
-money_metric(debited, "Debited", now.debited, before.debited, colour="off")
-money_metric(net, "Net issued", now.net, before.net)
-employees.metric(
-    "Employees", f"{now.employees:,}", delta(now.employees, before.employees, money=False)
+st.caption(
+    f"{period} (IST), compared with the same days last month: only transactions made in Points "
+    "Desk, succeeded ones for points."
 )
-count.metric(
+row = metric_row()
+money_metric(row, "Credited", now.credited, before.credited)
+money_metric(row, "Debited", now.debited, before.debited, colour="off")
+money_metric(row, "Net issued", now.net, before.net)
+count_metric(
+    row,
+    "Employees",
+    now.employees,
+    before.employees,
+    help="Cards with at least one succeeded transaction this month.",
+)
+count_metric(
+    row,
     "Transactions",
-    f"{now.transactions:,}",
-    delta(now.transactions, before.transactions, money=False),
+    now.transactions,
+    before.transactions,
     help="Every transaction recorded, whatever its outcome.",
 )
 
@@ -76,6 +87,8 @@ with held:
         st.plotly_chart(
             charts.balances_figure(recent.balances), key="overview_balances", config=_CHART_CONFIG
         )
+        if note := charts.others_note(recent.balances):
+            st.caption(note)
     else:
         st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from ui.access import require
+from ui.glossary import status_glossary
 from ui.reconcile import render_drift, render_mismatches, render_results, render_unknowns
 from ui.sidebar import mode_banner
 
@@ -13,6 +14,7 @@ st.caption(
     "Transactions whose outcome EnKash left unknown, replies that named another reference, and "
     "card balances that do not match EnKash."
 )
+status_glossary("reconcile_glossary")
 render_results()
 
 st.subheader("Unknown outcomes")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from services import numbers
 from services.config import Settings
 from services.enkash import (
     BusinessRefusal,
@@ -142,7 +143,7 @@ def describe(
     ``reported`` is the holder EnKash's success reply names: the headline names them, and a
     warning says so when they are not the person whose details were sent.
     """
-    amount = f"{row.amount:,.2f}"
+    amount = numbers.points(row.amount)
     verb = "debited from" if row.kind is Kind.DEBIT else "credited to"
     who = row.first_name or row.email or row.card_id or "the card"
     if row.status is Status.SUCCEEDED:
@@ -372,7 +373,7 @@ def _record_failure(
 
 def figure(amount: Decimal) -> str:
     """Points in a sentence: ``99999`` -> ``99,999``, ``10.5`` -> ``10.50``."""
-    return f"{Decimal(amount):,.2f}".removesuffix(".00")
+    return numbers.figure(amount)
 
 
 def debit_threshold(settings: Settings | None) -> Decimal | None:

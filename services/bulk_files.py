@@ -46,6 +46,7 @@ from pydantic import ValidationError
 
 from services.errors import InvalidInput
 from services.models import DEFAULT_MAX_POINTS, Allocation, Employee, Kind, field_errors
+from services.numbers import count, points
 from services.spreadsheet import to_csv
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -956,7 +957,8 @@ def _from_table(
             continue
         if len(rows) >= max_rows:
             raise BulkFileError(
-                f"The file has more than {max_rows:,} rows; the limit is {max_rows:,} per upload. "
+                f"The file has more than {count(max_rows)} rows; the limit is {count(max_rows)} "
+                "per upload. "
                 "Split it into several files."
             )
         values = {
@@ -1218,8 +1220,8 @@ def check_rows(
                     if total > balance:
                         earlier = debited.get(card, Decimal("0"))
                         errors = {
-                            "amount": f"Card {card} holds {balance:,.2f} points as last seen"
-                            + (f"; earlier rows already debit {earlier:,.2f}" if earlier else "")
+                            "amount": f"Card {card} holds {points(balance)} points as last seen"
+                            + (f"; earlier rows already debit {points(earlier)}" if earlier else "")
                             + "; this debit would take it below zero"
                         }
                     else:

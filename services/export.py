@@ -22,6 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services import approvals, numbers
 from services.errors import InvalidInput
 from services.history import IST, HistoryFilter, count, filter_conditions
 from services.ledger import Ledger, LedgerRow, _ledger_row, transactions
@@ -37,7 +38,8 @@ class ExportTooLarge(InvalidInput):
     def __init__(self, matched: int, limit: int):
         self.matched, self.limit = matched, limit
         super().__init__(
-            f"{matched:,} transactions match these filters; one export holds at most {limit:,}. "
+            f"{numbers.count(matched)} transactions match these filters; one export holds "
+            f"at most {numbers.count(limit)}. "
             "Narrow the date range or the other filters and export in parts."
         )
 
@@ -46,14 +48,16 @@ def _ist(moment: datetime | None) -> datetime | None:
     return moment.astimezone(IST).replace(tzinfo=None) if moment else None
 
 
-# (header, value of a row); values are str, Decimal, int, naive IST datetime or None.
+# (header, value of a row); values are str, Decimal, int, naive IST datetime or None. Kind and
+# status read as on the History page ("Credit", "Succeeded", "Awaiting approval"); the EnKash type
+# (CR/DR) is EnKash's own code, like the EnKash code column.
 COLUMNS: list[tuple[str, Callable[[LedgerRow], Any]]] = [
     ("Created (IST)", lambda r: _ist(r.created_at)),
     ("Updated (IST)", lambda r: _ist(r.updated_at)),
     ("Reference", lambda r: r.reference),
-    ("Kind", lambda r: r.kind.value),
-    ("Type", lambda r: r.transaction_type),
-    ("Status", lambda r: r.status.value),
+    ("Kind", lambda r: r.kind.value.title()),
+    ("EnKash type", lambda r: r.transaction_type),
+    ("Status", lambda r: approvals.status_word(r)),
     ("Points", lambda r: r.amount),
     ("Balance after", lambda r: r.balance_after),
     ("Card id", lambda r: r.card_id),
@@ -73,14 +77,17 @@ HEADERS = [header for header, _ in COLUMNS]
 
 
 def rows(ledger: Ledger, f: HistoryFilter, *, max_rows: int = MAX_ROWS) -> Iterator[LedgerRow]:
-    """The filtered rows, oldest first, streamed in chunks; ``ExportTooLarge`` before any row
-    if more than ``max_rows`` match."""
+    """The filtered rows, newest first (as the History table shows them), streamed in chunks;
+    ``ExportTooLarge`` before any row if more than ``max_rows`` match."""
     matched = count(ledger, f)
     if matched > max_rows:
         raise ExportTooLarge(matched, max_rows)
     t = transactions
     query = (
-        sa.select(t).where(*filter_conditions(f)).order_by(t.c.created_at, t.c.id).limit(max_rows)
+        sa.select(t)
+        .where(*filter_conditions(f))
+        .order_by(t.c.created_at.desc(), t.c.id.desc())
+        .limit(max_rows)
     )
     with ledger.engine.connect() as conn:
         result = conn.execution_options(yield_per=_CHUNK).execute(query)
@@ -147,7 +154,7 @@ def to_xlsx(ledger: Ledger, f: HistoryFilter, *, max_rows: int = MAX_ROWS) -> by
                 out.append(cell)
             elif index in money and value is not None:
                 cell = WriteOnlyCell(sheet, value=value)
-                cell.number_format = "#,##0.00"
+                cell.number_format = numbers.XLSX_POINTS_FORMAT
                 out.append(cell)
             elif isinstance(value, str):
                 cell = WriteOnlyCell(sheet, value=value)

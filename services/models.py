@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from services.numbers import figure
+
 DEFAULT_MAX_POINTS = Decimal("1000000")
 CENT = Decimal("0.01")
 
@@ -154,7 +156,7 @@ def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
     if amount.as_tuple().exponent < -2 and amount != amount.quantize(CENT):
         raise ValueError("Points can have at most 2 decimal places")
     if amount > maximum:
-        raise ValueError(f"At most {maximum:,} points in one transaction")
+        raise ValueError(f"At most {figure(maximum)} points in one transaction")
     return amount.quantize(CENT)
 
 

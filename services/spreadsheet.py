@@ -11,7 +11,10 @@ import codecs
 import csv
 import io
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
+
+from services.numbers import XLSX_POINTS_FORMAT
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -34,14 +37,24 @@ def to_csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:
 
 
 def to_xlsx(header: list[str], rows: Iterable[list[Any]], sheet_title: str = "Rows") -> bytes:
-    """XLSX bytes (write-only workbook); text neutralised, ``Decimal`` amounts as numbers."""
+    """XLSX bytes (write-only workbook); text neutralised, ``Decimal`` amounts as numbers in
+    Indian grouping (``#,##,##0.00``)."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
 
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(sheet_title)
     sheet.append(header)
     for row in rows:
-        sheet.append([neutralise(cell) for cell in row])
+        out: list[Any] = []
+        for cell in row:
+            if isinstance(cell, Decimal):  # points: a number, shown 12,34,567.50
+                number = WriteOnlyCell(sheet, value=cell)
+                number.number_format = XLSX_POINTS_FORMAT
+                out.append(number)
+            else:
+                out.append(neutralise(cell))
+        sheet.append(out)
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()

@@ -50,7 +50,7 @@ def test_csv_has_ist_times_numeric_amounts_and_no_runnable_cells(ledger: Ledger)
     put(ledger, when, "10", kind="debit", reason="@fix", operator="=cmd|' /C calc'!A0")
     lines = read_csv(export.to_csv(ledger, HistoryFilter()))
     assert [line["Created (IST)"] for line in lines] == ["2025-03-02 01:30:00"] * 2
-    first, second = lines
+    second, first = lines  # newest first
     assert first["Points"] == "1234.50" and first["Balance after"] == "1234.50"
     assert Decimal(first["Points"]) == Decimal("1234.50")
     assert first["First name"] == "Ānand"
@@ -93,3 +93,52 @@ def test_more_rows_than_one_file_holds_is_refused_with_the_count(ledger: Ledger)
     with pytest.raises(export.ExportTooLarge, match=r"4 transactions match.*at most 3"):
         export.to_csv(ledger, HistoryFilter(), max_rows=3)
     assert len(read_csv(export.to_csv(ledger, HistoryFilter(), max_rows=4))) == 4
+
+
+def test_exports_read_newest_first_in_the_words_of_the_page(ledger: Ledger):
+    put(ledger, datetime(2025, 3, 1, 6, tzinfo=UTC), "100", kind="credit")
+    put(ledger, datetime(2025, 3, 2, 6, tzinfo=UTC), "40", kind="debit")
+    lines = read_csv(export.to_csv(ledger, HistoryFilter()))
+    assert [line["Points"] for line in lines] == ["40.00", "100.00"]  # as the History table
+    assert [line["Kind"] for line in lines] == ["Debit", "Credit"]
+    assert {line["Status"] for line in lines} == {"Succeeded"}
+    sheet = load_workbook(io.BytesIO(export.to_xlsx(ledger, HistoryFilter()))).active
+    header = [cell.value for cell in sheet[1]]
+    assert [row[header.index("Kind")].value for row in sheet.iter_rows(min_row=2)] == [
+        "Debit",
+        "Credit",
+    ]
+
+
+def test_xlsx_points_use_indian_grouping(ledger: Ledger):
+    put(ledger, datetime(2025, 3, 1, 6, tzinfo=UTC), "1234567.50", balance="1234567.50")
+    sheet = load_workbook(io.BytesIO(export.to_xlsx(ledger, HistoryFilter()))).active
+    header = [cell.value for cell in sheet[1]]
+    for column in ("Points", "Balance after"):
+        assert sheet[2][header.index(column)].number_format == "#,##,##0.00"
+
+
+def test_bulk_reports_use_indian_grouping_for_points():
+    from services.spreadsheet import to_xlsx
+
+    data = to_xlsx(["card", "amount"], [["C1", Decimal("1234567.50")], ["=x", 3]])
+    sheet = load_workbook(io.BytesIO(data)).active
+    assert sheet["B2"].value == pytest.approx(1234567.5)
+    assert sheet["B2"].number_format == "#,##,##0.00"
+    assert sheet["A3"].value == "'=x"
+
+
+@pytest.mark.parametrize(
+    ("value", "decimals", "text"),
+    [
+        (Decimal("4538338.50"), True, "45,38,338.50"),
+        (Decimal("1860.50"), True, "1,860.50"),
+        (Decimal("-1234567.5"), True, "-12,34,567.50"),
+        (Decimal("100000"), False, "1,00,000"),
+        (None, True, "—"),
+    ],
+)
+def test_points_read_in_lakh_and_crore(value, decimals, text):
+    from services.numbers import points
+
+    assert points(value, decimals=decimals) == text

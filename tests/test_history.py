@@ -27,6 +27,7 @@ from services.history import Granularity, HistoryFilter
 from services.ledger import Ledger, transactions
 from services.models import Allocation, Employee, Kind, Status
 from tests.pg_support import postgres_ledger
+from ui import charts
 
 HISTORY = "pages/history.py"
 _serial = count(1)
@@ -361,9 +362,9 @@ def seeded(app, app_desk):
 def test_history_shows_the_period_totals_and_charts_built_from_the_ledger(app, seeded):
     app.switch_page(HISTORY).run()
     assert not app.exception
-    assert metric(app, "Credited") == "6,251"  # 1000 + 250.50 + 5000, whole points
-    assert metric(app, "Debited") == "300"
-    assert metric(app, "Net issued") == "5,951"
+    assert metric(app, "Credited") == "6,250.50"  # 1000 + 250.50 + 5000: no half point lost
+    assert metric(app, "Debited") == "300.00"
+    assert metric(app, "Net issued") == "5,950.50"
     assert metric(app, "Employees") == "2"
     assert metric(app, "Transactions") == "5"
     moved = figure(app, "chart_movement")["data"]
@@ -387,15 +388,15 @@ def test_history_shows_the_period_totals_and_charts_built_from_the_ledger(app, s
 def test_filters_change_what_the_page_shows(app, seeded):
     app.switch_page(HISTORY).run()
     app.multiselect(key="history_kinds").select(Kind.DEBIT).run()
-    assert metric(app, "Credited") == "0"
-    assert metric(app, "Debited") == "300"
+    assert metric(app, "Credited") == "0.00"
+    assert metric(app, "Debited") == "300.00"
     app.multiselect(key="history_kinds").unselect(Kind.DEBIT).run()
     app.text_input(key="history_employee").input("ravi").run()
     assert metric(app, "Transactions") == "2"
     assert set(app.dataframe[0].value["Employee"]) == {"Ravi"}
     app.text_input(key="history_employee").input("").run()
     app.selectbox(key="history_batch").select("BATCH-7").run()
-    assert metric(app, "Credited") == "5,000"
+    assert metric(app, "Credited") == "5,000.00"
     app.selectbox(key="history_batch").select("All batches").run()
     app.multiselect(key="history_operators").select("arjun").run()
     assert metric(app, "Transactions") == "1"
@@ -413,7 +414,7 @@ def test_this_session_only_shows_the_rows_this_session_made(app, seeded):
     put(seeded, recent(1), "58", card="EKCB", name="Ravi", session_id="someone-else")
     app.toggle(key="history_mine").set_value(True).run()
     assert metric(app, "Transactions") == "1"
-    assert metric(app, "Credited") == "42"
+    assert metric(app, "Credited") == "42.00"
     app.toggle(key="history_mine").set_value(False).run()
     assert metric(app, "Transactions") == "7"
 
@@ -425,7 +426,7 @@ def test_a_new_transaction_shows_on_the_next_run_despite_the_cache(app, app_desk
         allocations.submit(app_desk.ledger, client, new_account("Kiran"), operator="priya")
     app.run()
     assert metric(app, "Transactions") == "1"
-    assert metric(app, "Credited") == "1,500"
+    assert metric(app, "Credited") == "1,500.00"
 
 
 def new_account(name: str, amount: str = "1500") -> Allocation:
@@ -497,7 +498,7 @@ def test_export_files_hold_the_filtered_rows_with_formulas_neutralised(app, seed
     app.multiselect(key="history_kinds").select(Kind.CREATE).run()
     csv_bytes, xlsx_bytes = exports[-2](), exports[-1]()
     lines = list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8-sig"))))
-    assert {line["Kind"] for line in lines} == {"create"}
+    assert {line["Kind"] for line in lines} == {"Create"}
     assert sorted(line["Points"] for line in lines) == ["1000.00", "5000.00"]
     evil = next(line for line in lines if line["First name"] == "Ravi")
     assert evil["Reason"] == '\'=HYPERLINK("http://evil")'
@@ -522,3 +523,55 @@ def test_too_many_rows_for_one_file_is_said_before_any_export(app, seeded, monke
     app.switch_page(HISTORY).run()
     assert not app.download_button
     assert "one export holds at most 3" in app.warning[0].value
+
+
+# --- charts and words ----------------------------------------------------------------------------
+
+
+def test_no_change_shows_no_arrow_and_a_change_keeps_its_half_point(app, app_desk):
+    put(app_desk.ledger, recent(100), "10.50", card="EKCA", name="Asha")  # previous period
+    put(app_desk.ledger, recent(10), "10.50", card="EKCA", name="Asha")
+    put(app_desk.ledger, recent(9), "1", kind="debit", card="EKCA", name="Asha")
+    app.switch_page(HISTORY).run()
+    deltas = {m.label: m.delta for m in app.metric}
+    assert deltas["Credited"] in (None, "")  # 10.50 then, 10.50 now: no green "↑ +0"
+    assert deltas["Transactions"] == "+1"
+    assert deltas["Debited"] == "+1.00"
+
+
+def test_an_empty_period_says_so_instead_of_drawing_an_empty_axis(app):
+    app.switch_page(HISTORY).run()
+    moved = figure(app, "chart_movement")
+    texts = [a["text"] for a in moved["layout"].get("annotations", [])]
+    assert texts == [charts.NO_MOVEMENTS]
+    assert moved["data"] == []
+
+
+def test_the_other_cards_are_a_note_not_a_bar(app, app_desk):
+    for n in range(12):
+        put(app_desk.ledger, recent(2), "100", card=f"EKC{n:04d}", balance="100", name=f"P{n}")
+    app.switch_page(HISTORY).run()
+    held = figure(app, "chart_balances")["data"][0]
+    assert len(held["y"]) == 10 and not any(y.startswith("Other") for y in held["y"])
+    notes = [c.value for c in app.caption]
+    assert "Other 2 cards (not drawn) hold 200.00 points in total." in notes
+    assert any(c.startswith("12 cards hold 1,200.00 points") for c in notes)
+
+
+def test_month_bars_span_their_month_and_the_axis_ends_after_the_last(app, seeded):
+    app.switch_page(HISTORY).run()
+    app.segmented_control(key="history_grain").set_value("month").run()
+    moved = figure(app, "chart_movement")
+    credited = next(t for t in moved["data"] if t["name"] == "Credited")
+    assert credited["xperiod"] == "M1" and credited["xperiodalignment"] == "middle"
+    last = date.fromisoformat(credited["x"][-1][:10])
+    end = date.fromisoformat(moved["layout"]["xaxis"]["range"][1][:10])
+    assert end > last and end.day == 1 and (end - last).days >= 28
+
+
+def test_history_explains_its_statuses(app):
+    app.switch_page(HISTORY).run()
+    glossary = next(e for e in app.expander if e.label == "What do these statuses mean?")
+    text = glossary.markdown[0].value
+    for word in ("Queued", "Sending", "Unknown", "Reference check"):
+        assert f"**{word}**" in text

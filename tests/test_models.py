@@ -62,7 +62,7 @@ def test_a_third_decimal_place_is_refused_unless_it_is_zero(amount):
         ("Infinity", "as a number"),
         ("12abc", "as a number"),
         ("1.5.0", "as a number"),
-        ("1000000.01", "At most 1,000,000 points"),
+        ("1000000.01", "At most 10,00,000 points"),
     ],
 )
 def test_bad_amount_text_gets_a_specific_message(text, message):

@@ -227,3 +227,13 @@ def test_edit_and_try_again_keeps_the_values_under_a_new_reference(app, app_desk
     app.text_input(key="credit_amount").input("50")
     app.button(key="credit_submit").click().run()
     assert "50.00 points credited to Ravi" in app.success[0].value
+
+
+def test_the_debit_page_says_the_approval_limit_before_any_dialog(app):
+    app.switch_page(DEBIT).run()
+    assert not app.exception
+    captions = [c.value for c in app.caption]
+    assert (
+        "Debits above 10,000 points wait for a second person's approval before anything is sent."
+        in captions
+    )

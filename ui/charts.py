@@ -16,12 +16,11 @@ import plotly.graph_objects as go
 
 from services.history import Balances, Granularity, SeriesPoint, StatusCount
 from services.models import Status
-from ui.format import points
+from ui.format import count, plural, points
 
 CREDIT_COLOUR = "#2E7D32"
 DEBIT_COLOUR = "#E65100"
 NET_COLOUR = "#1565C0"
-OTHERS_COLOUR = "#9E9E9E"
 STATUS_COLOURS = {
     Status.SUCCEEDED: "#2E7D32",
     Status.FAILED: "#C62828",
@@ -35,6 +34,8 @@ BUCKET_TITLE = {
     Granularity.MONTH: "Month (IST)",
 }
 _DATE_FORMAT = {Granularity.DAY: "%d %b", Granularity.WEEK: "%d %b", Granularity.MONTH: "%b<br>%Y"}
+# Bars of a month grouping span their month, drawn from its first day to its last.
+_PERIOD = {Granularity.MONTH: {"xperiod": "M1", "xperiodalignment": "middle"}}
 _HOVER_DATE = {
     Granularity.DAY: "%{x|%a %d %b %Y}",
     Granularity.WEEK: "week of %{x|%d %b %Y}",
@@ -61,10 +62,29 @@ def indian_ticks(low: float, high: float, count: int = 5) -> tuple[list[float], 
     return values, [points(v, decimals=step < 1) for v in values]
 
 
+NO_MOVEMENTS = "No movements for these filters"
+
+
+def _empty(figure: go.Figure, text: str = NO_MOVEMENTS) -> go.Figure:
+    """A chart with nothing to draw says so, instead of an empty 0.00–1.00 axis."""
+    figure.update_layout(
+        height=200,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        showlegend=False,
+        annotations=[
+            {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}
+        ],
+    )
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
 def _layout(figure: go.Figure, *, height: int = 320, y_title: str = "", x_title: str = "") -> None:
     figure.update_layout(
         height=height,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        # Room for the axis titles on a 390 px phone; automargin grows it for long tick labels.
+        margin={"l": 16, "r": 16, "t": 30, "b": 16},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0, "title": None},
         bargap=0.15,
         hoverlabel={"namelength": -1},
@@ -80,7 +100,11 @@ def movement_figure(series: Sequence[SeriesPoint], granularity: Granularity) -> 
     credited = [float(p.credited) for p in series]
     debited = [-float(p.debited) for p in series]
     figure = go.Figure()
+    if not any(credited) and not any(debited):
+        return _empty(figure)
+    period = _PERIOD.get(granularity, {})
     figure.add_bar(
+        **period,
         x=x,
         y=credited,
         name="Credited",
@@ -89,6 +113,7 @@ def movement_figure(series: Sequence[SeriesPoint], granularity: Granularity) -> 
         hovertemplate=f"{_HOVER_DATE[granularity]}<br>Credited %{{customdata}}<extra></extra>",
     )
     figure.add_bar(
+        **period,
         x=x,
         y=debited,
         name="Debited",
@@ -106,10 +131,20 @@ def movement_figure(series: Sequence[SeriesPoint], granularity: Granularity) -> 
 
 def _date_axis(figure: go.Figure, x: Sequence[date], granularity: Granularity) -> None:
     figure.update_xaxes(type="date", tickformat=_DATE_FORMAT[granularity])
-    if granularity is Granularity.MONTH:
-        figure.update_xaxes(dtick="M1")
-    if len(x) == 1:  # a single bar would otherwise fill the whole width
+    if granularity is Granularity.MONTH and x:
+        # Each bar spans its whole month (xperiod) and the axis runs from the first month's first
+        # day to the day after the last month, so the last month is neither cut nor unlabelled.
+        figure.update_xaxes(
+            dtick="M1",
+            ticklabelmode="period",
+            range=[x[0].isoformat(), _next_month(x[-1]).isoformat()],
+        )
+    elif len(x) == 1:  # a single bar would otherwise fill the whole width
         figure.update_xaxes(tickvals=list(x))
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 def cumulative_figure(
@@ -120,6 +155,8 @@ def cumulative_figure(
     x = [day for day, _ in running]
     y = [float(net) for _, net in running]
     figure = go.Figure()
+    if not x or (not any(y) and not opening):
+        return _empty(figure)
     figure.add_scatter(
         x=x,
         y=y,
@@ -138,18 +175,26 @@ def cumulative_figure(
     return figure
 
 
+def others_note(balances: Balances) -> str | None:
+    """The cards beyond the largest, as words under the chart: their total is no bar next to
+    single cards (it would run off the axis)."""
+    if not balances.others_count:
+        return None
+    return (
+        f"Other {plural(balances.others_count, 'card')} (not drawn) hold "
+        f"{points(balances.others_total)} points in total."
+    )
+
+
 def balances_figure(balances: Balances) -> go.Figure:
-    """Largest balances first, then "Others" (its bar may run past the axis; its label says
-    the total), so ten cards stay readable next to hundreds of others."""
+    """Largest balances first; the rest are a note under the chart (``others_note``)."""
     names = [f"{card.name} · {card.card_id[-4:]}" for card in balances.top]
     values = [float(card.balance) for card in balances.top]
-    texts = [points(card.balance, decimals=False) for card in balances.top]
+    texts = [points(card.balance) for card in balances.top]
     colours = [NET_COLOUR] * len(values)
-    if balances.others_count:
-        names.append(f"Others ({balances.others_count:,} cards)")
-        values.append(float(balances.others_total))
-        texts.append(f"{points(balances.others_total, decimals=False)} in total")
-        colours.append(OTHERS_COLOUR)
+    figure = go.Figure()
+    if not values:
+        return _empty(figure, "No card has a known balance")
     figure = go.Figure(
         go.Bar(
             x=values,
@@ -164,10 +209,7 @@ def balances_figure(balances: Balances) -> go.Figure:
             hovertemplate="%{y}<br>%{customdata} points<extra></extra>",
         )
     )
-    largest_top = max(values[: len(balances.top)], default=0)
     upper = max(values, default=0)
-    if balances.others_count and largest_top and upper > largest_top * 1.5:
-        upper = largest_top * 1.3  # "Others" runs off the edge; its text carries the number
     _layout(figure, height=max(260, 32 * len(values) + 80), x_title="Known balance (points)")
     figure.update_layout(showlegend=False)
     figure.update_yaxes(autorange="reversed", title_text="")
@@ -188,14 +230,17 @@ def status_figure(breakdown: Sequence[StatusCount]) -> go.Figure:
             y=[s.status.value.title() for s in shown],
             orientation="h",
             marker_color=[STATUS_COLOURS[s.status] for s in shown],
-            text=[f"{s.transactions:,} ({100 * s.transactions / total:.1f}%)" for s in shown],
+            text=[f"{count(s.transactions)} ({100 * s.transactions / total:.1f}%)" for s in shown],
             textposition="auto",
-            customdata=[points(s.amount) for s in shown],
-            hovertemplate="%{y}: %{x:,} transactions<br>%{customdata} points<extra></extra>",
+            customdata=[[count(s.transactions), points(s.amount)] for s in shown],
+            hovertemplate="%{y}: %{customdata[0]} transactions<br>%{customdata[1]} points"
+            "<extra></extra>",
         )
     )
     _layout(figure, height=max(200, 40 * len(shown) + 90), x_title="Transactions")
     figure.update_layout(showlegend=False)
     figure.update_yaxes(autorange="reversed", title_text="")
-    figure.update_xaxes(separatethousands=True, tickformat=",d")
+    tick_values, labels = indian_ticks(0, max((s.transactions for s in shown), default=1), 4)
+    kept = [(v, t) for v, t in zip(tick_values, labels, strict=True) if v == int(v)]
+    figure.update_xaxes(tickvals=[v for v, _ in kept], ticktext=[t for _, t in kept])
     return figure

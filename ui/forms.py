@@ -192,6 +192,7 @@ def result_panel(flow: FormFlow, *, new_label: str, intro: str) -> None:
     """Send what is pending, then show the outcome and what the manager can do next."""
     from services.models import Status
     from ui.outcome import render_outcome
+    from ui.phone import bring_into_view
     from ui.sidebar import forget_pool
 
     outcome = flow.send_pending()
@@ -201,6 +202,7 @@ def result_panel(flow: FormFlow, *, new_label: str, intro: str) -> None:
         return
     forget_pool()
     render_outcome(outcome)
+    bring_into_view(f"{flow.key}_outcome", flow.reference)
     if outcome.status is Status.FAILED:
         # Nothing moved: the same details may be corrected and sent under a new reference.
         st.button(

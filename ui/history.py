@@ -11,22 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from services import approvals, export, history
 from services.history import Granularity, HistoryFilter
 from services.ledger import Ledger, LedgerRow
 from services.models import Kind, Status
-from ui.format import ist, mobile, points
+from ui.format import count, ist, mobile, points
 from ui.text import code, md
 
 DEFAULT_DAYS = 90
 PAGE_SIZE = 50
 _TTL = 60
 _ALL_BATCHES = "All batches"
+# Each metric as wide as its figure (never cut to "2,34,531…"); the row wraps on a phone.
+_METRIC_WIDTH = "content"
 
 
 @dataclass(frozen=True)
@@ -180,33 +183,43 @@ def _dates(picked, today: date) -> tuple[date | None, date | None]:
     return picked[0], picked[1]
 
 
-def headline(value: Decimal) -> str:
-    """Points for a headline metric: whole points (12,34,568), so five fit side by side; the
-    exact figure goes in the metric's help."""
-    return points(Decimal(value).quantize(Decimal(1), ROUND_HALF_UP), decimals=False)
-
-
 def delta(now: Decimal | int, before: Decimal | int | None, *, money: bool = True) -> str | None:
-    """Text for st.metric's delta: the change against the previous period."""
-    if before is None:
+    """Text for st.metric's delta: the change against the previous period; ``None`` (no arrow)
+    when there is nothing to compare or nothing changed."""
+    if before is None or now == before:
         return None
     change = now - before
     if money:
-        return f"{'+' if change >= 0 else '-'}{headline(abs(Decimal(change)))}"
-    return f"{change:+,}"
+        return f"{'+' if change > 0 else '-'}{points(abs(Decimal(change)))}"
+    return f"{'+' if change > 0 else '-'}{count(abs(change))}"
+
+
+def metric_row() -> DeltaGenerator:
+    """A row for headline metrics that wraps (two or three to a line on a phone) instead of
+    stacking one per screen line as ``st.columns`` does on narrow screens."""
+    return st.container(horizontal=True, gap="medium")
 
 
 def money_metric(
     column, label: str, now: Decimal, before: Decimal | None, *, colour: str = "normal"
 ) -> None:
-    """A points metric: rounded headline, change against the previous period, exact in help."""
+    """A points metric: the exact figure (two decimals, a half point is never rounded away),
+    the change against the previous period, the previous period's figure in help."""
     column.metric(
         label,
-        headline(now),
+        points(now),
         delta(now, before),
         delta_color=colour,
-        help=f"Exactly {points(now)} points"
+        width=_METRIC_WIDTH,
+        help=f"{points(now)} points"
         + (f"; {points(before)} in the previous period." if before is not None else "."),
+    )
+
+
+def count_metric(column, label: str, now: int, before: int | None, *, help: str) -> None:
+    """A number of things (employees, transactions) with its change."""
+    column.metric(
+        label, count(now), delta(now, before, money=False), width=_METRIC_WIDTH, help=help
     )
 
 

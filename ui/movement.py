@@ -31,6 +31,9 @@ def render_movement(kind: Kind) -> None:
     flow = FormFlow(key, (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason"))
     flow.send_pending()  # before the picker, so the balance it shows is already the new one
 
+    # Once there is an outcome it goes above the form: on a phone the columns stack, and the
+    # outcome under a greyed-out form would be below the fold.
+    outcome_slot = st.container(key=f"{flow.key}_outcome")
     picker_column, result_column = st.columns([3, 2], gap="large")
     with picker_column:
         chosen = employee_picker(key, disabled=flow.locked)
@@ -90,7 +93,7 @@ def render_movement(kind: Kind) -> None:
     if debit and flow.awaiting_confirmation is not None:
         _confirm_debit(flow, flow.awaiting_confirmation, chosen)
 
-    with result_column:
+    with outcome_slot if flow.outcome is not None else result_column:
         result_panel(
             flow,
             new_label=f"New {'debit' if debit else 'credit'}",

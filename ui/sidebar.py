@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -14,7 +15,7 @@ from services.models import AccountDetails, Status
 from ui.access import require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
-from ui.format import points
+from ui.format import ist, points
 from ui.search import follow_search, search_box
 from ui.text import md
 
@@ -42,8 +43,15 @@ def pool_details(*, fresh: bool = False) -> AccountDetails | None:
     except EnkashError:
         return None  # not kept: the next page asks again
     with _SHARED_POOL_LOCK:
-        _SHARED_POOL[the_desk] = (time.monotonic(), details)
+        _SHARED_POOL[the_desk] = (time.monotonic(), details, datetime.now(UTC))
     return details
+
+
+def pool_read_at() -> datetime | None:
+    """When the pool balance shown was read from EnKash (UTC)."""
+    with _SHARED_POOL_LOCK:
+        cached = _SHARED_POOL.get(desk())
+    return cached[2] if cached else None
 
 
 _FORGOTTEN = [0]  # how many times the pool was forgotten (points moved) in this process
@@ -97,14 +105,34 @@ def render_sidebar(slot=None):
     return pool
 
 
-def render_pool(slot) -> None:
-    """The pool balance metric, in ``slot`` (an ``st.empty``), replacing what it showed."""
+def render_pool(slot, *, again: bool = False) -> None:
+    """The pool balance, when it was read, and a button to read it again, in ``slot`` (an
+    ``st.empty``), replacing what it showed. It moves with other people's transactions and
+    batches, so it says its age instead of looking current forever. ``again``: a second drawing
+    in the same run (its button needs a key of its own)."""
     details = pool_details()
-    slot.metric(
-        "Pool balance",
-        points(details.available_balance) if details else "unavailable",
-        help="Points left in the company's EnKash reward account to credit from.",
-    )
+    ttl = desk().settings.points_desk_pool_cache_seconds
+    read_at = pool_read_at()
+    with slot.container():
+        st.metric(
+            "Pool balance",
+            points(details.available_balance) if details else "unavailable",
+            help="Points left in the company's EnKash reward account to credit from. Read from "
+            f"EnKash at most every {ttl:g} s while you use the dashboard.",
+        )
+        line = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        line.caption(
+            f"as of {ist(read_at, '%H:%M:%S IST')}" if read_at else "not read yet",
+            width="content",
+        )
+        line.button(
+            "",
+            icon=":material/refresh:",
+            key="sidebar_pool_refresh_again" if again else "sidebar_pool_refresh",
+            help="Read the pool balance from EnKash now",
+            on_click=forget_pool,
+            type="tertiary",
+        )
 
 
 def waiting_counts() -> dict[str, int]:
