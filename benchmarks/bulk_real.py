@@ -105,8 +105,56 @@ def running_app(data_dir: Path) -> Iterator[tuple[str, dict]]:
                 raise RuntimeError((data_dir / "dashboard.log").read_text()[-3000:])
             time.sleep(0.2)
         worker = [sys.executable, "-m", "services.worker"]
-        with _process(worker, env, data_dir / "worker.log"):
+        with _process(worker, env, data_dir / "worker.log") as sender:
+            PIDS.update(dashboard=app.pid, worker=sender.pid)
             yield url, data_dir
+
+
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def profiled(out: Path | None, label: str) -> Iterator[None]:
+    """With ``out``, py-spy records where the dashboard and the worker hold the GIL while the
+    batch runs, as collapsed stacks: ``<out>/<label>-<process>.txt``."""
+    if out is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(pid),
+                "--gil",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(out / f"{label}-{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in PIDS.items()
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(2)  # SIGINT: write the flame graph
+        for spy in spies:
+            spy.wait(30)
 
 
 def _sandbox(data_dir: Path, timeout: float = 90) -> dict:
@@ -137,7 +185,12 @@ def _wait_idle(page) -> None:
 
 
 def one_run(
-    rows: int, latency_ms: float, concurrency: int, panel_open: bool, baseline_rows: int
+    rows: int,
+    latency_ms: float,
+    concurrency: int,
+    panel_open: bool,
+    baseline_rows: int,
+    profile: Path | None = None,
 ) -> dict:
     """One batch through the browser, then the sequential loop: the sandbox's figures."""
     from playwright.sync_api import sync_playwright
@@ -169,21 +222,24 @@ def one_run(
             # starts with the batch's first call.
             _admin(info, "POST", "knobs", {"latency_ms": latency_ms})
             before = _admin(info, "GET", "stats")
-            send.click()
-            page.get_by_role("dialog").get_by_role("button", name="Send now").click()
-            page.locator(".st-key-bulk_batch_panel").wait_for()
-            if not panel_open:
-                page.close()
-            deadline = time.monotonic() + 900
-            while True:
-                stats = _admin(info, "GET", "stats")
-                if stats["commit_count"] - before["commit_count"] >= rows:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the batch did not finish: {stats}")
-                time.sleep(0.5)
+            cpu_before = {name: cpu_seconds(pid) for name, pid in PIDS.items()}
+            with profiled(profile, "open" if panel_open else "closed"):
+                send.click()
+                page.get_by_role("dialog").get_by_role("button", name="Send now").click()
+                page.locator(".st-key-bulk_batch_panel").wait_for()
+                if not panel_open:
+                    page.close()
+                deadline = time.monotonic() + 900
+                while True:
+                    stats = _admin(info, "GET", "stats")
+                    if stats["commit_count"] - before["commit_count"] >= rows:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the batch did not finish: {stats}")
+                    time.sleep(0.5)
             time.sleep(0.5)  # the last replies land
             stats = _admin(info, "GET", "stats")
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in PIDS.items()}
             if panel_open:  # the page shows the finished batch
                 page.get_by_text(f"{rows:,} of {rows:,} rows done").wait_for()
         except Exception:
@@ -203,6 +259,7 @@ def one_run(
             "baseline": baseline,
             "commits": stats["commit_count"] - before["commit_count"],
             "commits_with_loop": after["commit_count"] - before["commit_count"],
+            "cpu_ms_per_row": {name: 1000 * used / rows for name, used in cpu.items()},
             "password_sign_ins": stats["token_requests"]["password"]
             - before["token_requests"]["password"],
         }
@@ -221,6 +278,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=1, help="runs of each panel variant")
     parser.add_argument("--panel", choices=("open", "closed", "both"), default="both")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record py-spy profiles of both processes into this directory",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,7 +299,12 @@ def run(args: argparse.Namespace) -> int:
     for _ in range(args.runs):
         for panel_open in variants:
             r = one_run(
-                args.rows, args.latency_ms, args.concurrency, panel_open, args.baseline_rows
+                args.rows,
+                args.latency_ms,
+                args.concurrency,
+                panel_open,
+                args.baseline_rows,
+                args.profile,
             )
             label = "progress panel open  " if panel_open else "progress panel closed"
             print(
@@ -245,6 +313,11 @@ def run(args: argparse.Namespace) -> int:
                 f"ratio {r['rate'] / r['baseline']:5.1f}x (target >= 10x); "
                 f"{r['rate'] / ideal:6.1%} of ideal (target >= 90%); "
                 f"{r['password_sign_ins']} password sign-in(s)"
+            )
+            print(
+                "  CPU per row while sending: "
+                + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["cpu_ms_per_row"].items())
+                + " (the dashboard's includes the sandbox, which runs in it)"
             )
             if r["commits"] != args.rows or r["calls"] != args.rows:
                 ok = False
