@@ -68,8 +68,8 @@ constant time (403 without it); the POSTs also need ``Content-Type: application/
 another web page open in the same browser cannot turn faults on or wipe the state: its
 ``text/plain`` form POST carries neither, and it cannot add them without a CORS preflight.
 The stats count token requests by grant and outcome (``token_requests``), so a test or
-benchmark can see how many sign-ins a client made, and ``allocate_window`` gives the epoch seconds of
-the first allocate request's arrival and the last one's reply (throughput as EnKash sees it).
+benchmark can see how many sign-ins a client made; ``allocate_window`` gives the epoch seconds
+of the first allocate request's arrival and the last one's reply (throughput as EnKash sees it).
 """
 
 from __future__ import annotations
