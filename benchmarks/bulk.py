@@ -2,6 +2,10 @@
 
     .venv/bin/python -m benchmarks.bulk [--rows 1000] [--baseline-rows 200] [--latency-ms 50]
                                         [--concurrency 16] [--token-lifetime 300]
+    .venv/bin/python -m benchmarks.bulk --real-path [--runs 1] [--panel open|closed|both] ...
+
+``--real-path`` runs benchmarks/bulk_real.py instead: the dashboard and a worker as processes, a
+browser uploading the file and watching the live progress; measured at the sandbox's side.
 
 Both run against one standalone sandbox (``python -m services.sandbox``, its own process, so the
 sandbox and the runner do not share a GIL, as EnKash and Points Desk would not) with the added
@@ -164,6 +168,13 @@ def runner_rate(url: str, rows: int, concurrency: int) -> tuple[float, dict, flo
 
 
 def main() -> int:
+    if "--real-path" in sys.argv[1:]:
+        from benchmarks import bulk_real
+
+        parser = argparse.ArgumentParser(description=bulk_real.__doc__.split("\n")[0])
+        parser.add_argument("--real-path", action="store_true")
+        bulk_real.add_arguments(parser)
+        return bulk_real.run(parser.parse_args())
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--baseline-rows", type=int, default=200)

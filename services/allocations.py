@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from services import numbers
 from services.config import Settings
@@ -446,12 +447,27 @@ def submit(
     return describe(row, reported=reported)
 
 
-def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> LedgerRow:
-    """Send one row this caller has already claimed (``SENDING``); used by the batch worker."""
-    row = ledger.get(reference)
+def send_claimed(
+    ledger: Ledger,
+    client: EnkashClient,
+    reference: str,
+    *,
+    actor: str,
+    row: LedgerRow | None = None,
+    recorder: Any = None,
+) -> LedgerRow:
+    """Send one row this caller has already claimed (``SENDING``); used by the batch worker.
+
+    ``row``: the claimed row as the claim returned it (saves reading it again). ``recorder``:
+    what commits the outcome, with ``Ledger.transition``'s signature (the batch job's group
+    commit); the ledger itself by default. Either way the outcome is committed before this
+    returns.
+    """
+    if row is None or row.reference != reference:
+        row = ledger.get(reference)
     if row is None or row.status is not Status.SENDING:
         raise StatusConflict(f"{reference} is not claimed for sending")
-    return _send(ledger, client, allocation_from_row(row), actor)[0]
+    return _send(recorder or ledger, client, allocation_from_row(row), actor)[0]
 
 
 # --- settling unknown outcomes --------------------------------------------------------------------

@@ -57,6 +57,7 @@ from services.ledger import (
     DuplicateBatchFile,
     Ledger,
     LedgerRow,
+    Move,
     StatusConflict,
     batches,
     to_cents,
@@ -716,6 +717,91 @@ class RateLimiter:
         return not stop.wait(delay) if delay > 0 else not stop.is_set()
 
 
+class GroupCommit:
+    """Commits the moves of a job's threads together: one transaction for all that are waiting.
+
+    Each caller of ``transition`` (same signature as ``Ledger.transition``) waits until its move
+    is committed and gets its row (or its ``StatusConflict``) only then, exactly as with the
+    ledger: a claim is durable before its call is made, an outcome before anyone is told. No
+    timer: whoever finds nobody committing commits everything waiting, in one
+    ``Ledger.transition_many``; moves arriving meanwhile form the next group. If the group's
+    transaction fails, nothing of it was written and each move is retried on its own with
+    ``Ledger.transition``, so one bad value (and the caller's fallbacks for it) cannot cost the
+    others their outcome.
+    """
+
+    def __init__(self, ledger: Ledger, max_group: int = 64):
+        self.ledger = ledger
+        self.max_group = max_group
+        self._cond = threading.Condition()
+        self._waiting: list[_Pending] = []
+        self._committing = False
+        self.groups = 0  # transactions committed (for tests and benchmarks)
+
+    def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
+        pending = _Pending(Move(reference, to_status, **kwargs))
+        with self._cond:
+            self._waiting.append(pending)
+            while not pending.done:
+                if self._committing:
+                    self._cond.wait()
+                    continue
+                self._committing = True
+                group, self._waiting = (
+                    self._waiting[: self.max_group],
+                    self._waiting[self.max_group :],
+                )
+                self._cond.release()
+                try:
+                    self._commit(group)
+                finally:
+                    self._cond.acquire()
+                    self._committing = False
+                    self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.row is not None
+        return pending.row
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            results = self.ledger.transition_many([p.move for p in group])
+            self.groups += 1
+        except Exception:
+            log.warning("a group of %d outcomes could not be committed together", len(group))
+            for pending in group:  # one by one: each gets its own row or its own error
+                move = pending.move
+                try:
+                    pending.row = self.ledger.transition(
+                        move.reference,
+                        move.to_status,
+                        actor=move.actor,
+                        from_statuses=move.from_statuses,
+                        detail=move.detail,
+                        result=move.result,
+                        enkash_code=move.enkash_code,
+                        enkash_message=move.enkash_message,
+                    )
+                except Exception as error:
+                    pending.error = error
+                pending.done = True
+            return
+        for pending, result in zip(group, results, strict=True):
+            if isinstance(result, StatusConflict):
+                pending.error = result
+            else:
+                pending.row = result
+            pending.done = True
+
+
+@dataclass
+class _Pending:
+    move: Move
+    row: LedgerRow | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 NEXT_QUEUED = "(the next queued row)"  # what the feeder hands out on PostgreSQL
 
 
@@ -737,14 +823,31 @@ class _Feeder:
         self._exhausted = False
         self._skip_locked = ledger.engine.dialect.name == "postgresql"
 
-    def claim(self, reference: str, *, actor: str) -> str | None:
-        """Move the row to SENDING for this caller; the reference claimed, or ``None``."""
+    def claim(
+        self, reference: str, *, actor: str, group: GroupCommit | None = None
+    ) -> tuple[str, LedgerRow | None] | None:
+        """Move the row to SENDING for this caller: (the reference claimed, its row if known),
+        or ``None``. With ``group``, the claim is committed together with other threads' moves
+        (still before this caller sends anything)."""
         if reference is NEXT_QUEUED:
             claimed = self._ledger.claim_next_queued(self._batch_id, actor=actor)
             if claimed is None:
                 self._exhausted = True
-            return claimed
-        return reference if self._ledger.claim(reference, actor=actor) else None
+                return None
+            return claimed, None
+        if group is None:
+            return (reference, None) if self._ledger.claim(reference, actor=actor) else None
+        try:
+            row = group.transition(
+                reference,
+                Status.SENDING,
+                actor=actor,
+                from_statuses=(Status.QUEUED,),
+                detail="claimed for sending",
+            )
+        except StatusConflict:
+            return None  # another worker has it, or it was cancelled
+        return reference, row
 
     def next(self) -> str | None:
         if self._skip_locked:
@@ -793,6 +896,8 @@ class _Job:
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
         self._feeder = _Feeder(self.ledger, batch_id)
+        # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
+        self._group = GroupCommit(self.ledger)
         self.absence_grace = absence_grace
         self.in_flight_limit = in_flight_limit
         self.thread = threading.Thread(target=self._run, name=f"batch-{batch_id}", daemon=True)
@@ -1025,13 +1130,15 @@ class _Job:
         if client.login_refused:
             self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
             return
-        claimed = self._feeder.claim(reference, actor=self.actor)
+        claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
         if claimed is None:
             return  # another worker (thread, process or replica) has it, or it was cancelled
-        reference = claimed
+        reference, row = claimed
         with self._claimed_lock:
             self._claimed.add(reference)
-        row = allocations.send_claimed(self.ledger, client, reference, actor=self.actor)
+        row = allocations.send_claimed(
+            self.ledger, client, reference, actor=self.actor, row=row, recorder=self._group
+        )
         with self._streak_lock:
             if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:
                 self._not_sent_streak += 1

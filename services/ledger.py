@@ -673,6 +673,41 @@ _ORDERS = {
 }
 
 
+@dataclass
+class Move:
+    """One status move for ``Ledger.transition`` / ``Ledger.transition_many``."""
+
+    reference: str
+    to_status: Status
+    actor: str
+    from_statuses: tuple[Status, ...]
+    detail: str = ""
+    result: AllocationResult | None = None
+    enkash_code: str | None = None
+    enkash_message: str | None = None
+    before: Status | None = None  # set once it moved: the status it left
+
+    def values(self) -> dict[str, Any]:
+        """The columns it sets besides the status; raises if the move itself is not allowed."""
+        _check_allowed(self.from_statuses, self.to_status)
+        result = self.result
+        if result is not None and result.reference != self.reference:
+            # A reply for another reference must never mark this one settled.
+            raise ValueError(f"result is for {result.reference}, not {self.reference}")
+        extra: dict[str, Any] = {}
+        if result is not None:
+            extra["card_id"] = result.card_id
+            extra["transaction_id"] = result.transaction_id
+            if result.balance_after is not None:
+                extra["balance_after_cents"] = to_cents(result.balance_after)
+        # EnKash's own words may echo a request back, secrets and all: never stored as they came.
+        if self.enkash_code is not None:
+            extra["enkash_code"] = redact(self.enkash_code)
+        if self.enkash_message is not None:
+            extra["enkash_message"] = redact(self.enkash_message)
+        return extra
+
+
 # --- the ledger ----------------------------------------------------------------------------------
 
 
@@ -953,34 +988,88 @@ class Ledger:
         a move asked for is not allowed or the row is not in ``from_statuses`` (it is then left
         untouched); ``UnknownReference`` (also a ``StatusConflict``) if there is no such row.
         """
-        _check_allowed(from_statuses, to_status)
-        if result is not None and result.reference != reference:
-            # A reply for another reference must never mark this one settled.
-            raise ValueError(f"result is for {result.reference}, not {reference}")
-        extra: dict[str, Any] = {}
-        if result is not None:
-            extra["card_id"] = result.card_id
-            extra["transaction_id"] = result.transaction_id
-            if result.balance_after is not None:
-                extra["balance_after_cents"] = to_cents(result.balance_after)
-        # EnKash's own words may echo a request back, secrets and all: never stored as they came.
-        if enkash_code is not None:
-            extra["enkash_code"] = redact(enkash_code)
-        if enkash_message is not None:
-            extra["enkash_message"] = redact(enkash_message)
+        move = Move(
+            reference,
+            to_status,
+            actor=actor,
+            from_statuses=from_statuses,
+            detail=detail,
+            result=result,
+            enkash_code=enkash_code,
+            enkash_message=enkash_message,
+        )
+        extra = move.values()
         with self._writing() as conn:
-            before = self._cas(conn, reference, from_statuses, to_status, extra)
-            if before is None:
-                current = self._status(conn, reference)
-                if current is None:
-                    raise UnknownReference(f"no ledger row with reference {reference}")
-                raise StatusConflict(
-                    f"{reference} is {current.value}, not "
-                    f"{' or '.join(s.value for s in from_statuses)}; it was not moved to "
-                    f"{to_status.value}"
-                )
-            _audit(conn, [_event(reference, datetime.now(UTC), actor, before, to_status, detail)])
+            conflict = self._move(conn, move, extra, datetime.now(UTC))
+            if conflict is not None:
+                raise conflict
             return self._fetch(conn, reference)
+
+    def transition_many(self, moves: list[Move]) -> list[LedgerRow | StatusConflict]:
+        """Several ``transition`` calls committed in one transaction (a group commit).
+
+        Returns, in order, each move's new row, or the ``StatusConflict`` it met (that move
+        changed nothing; the others still commit). A move that is not allowed or carries a result
+        for another reference raises before anything is written. Any other error (the database
+        refused a value, lost its connection) rolls the whole group back and raises: nothing of
+        it is written, and each move can be retried on its own with ``transition``.
+        """
+        if not moves:
+            return []
+        values = [move.values() for move in moves]
+        now = datetime.now(UTC)
+        outcomes: list[LedgerRow | StatusConflict | None] = []
+        with self._writing() as conn:
+            for move, extra in zip(moves, values, strict=True):
+                outcomes.append(self._move(conn, move, extra, now, audit=False))
+            _audit(
+                conn,
+                [
+                    _event(m.reference, now, m.actor, m.before, m.to_status, m.detail)
+                    for m, o in zip(moves, outcomes, strict=True)
+                    if o is None
+                ],
+            )
+            moved = [m.reference for m, o in zip(moves, outcomes, strict=True) if o is None]
+            rows: dict[str, LedgerRow] = {}
+            for start in range(0, len(moved), 500):
+                found = conn.execute(
+                    sa.select(transactions).where(
+                        transactions.c.reference.in_(moved[start : start + 500])
+                    )
+                )
+                rows.update((r.reference, r) for r in map(_ledger_row, found.mappings()))
+        return [rows[m.reference] if o is None else o for m, o in zip(moves, outcomes, strict=True)]
+
+    def _move(
+        self,
+        conn: Connection,
+        move: Move,
+        extra: dict[str, Any],
+        now: datetime,
+        *,
+        audit: bool = True,
+    ) -> StatusConflict | None:
+        """One move inside a write transaction: ``None`` when it moved (``move.before`` says
+        from which status), else the conflict (nothing written)."""
+        move.before = self._cas(
+            conn, move.reference, move.from_statuses, move.to_status, extra, now
+        )
+        if move.before is None:
+            current = self._status(conn, move.reference)
+            if current is None:
+                return UnknownReference(f"no ledger row with reference {move.reference}")
+            return StatusConflict(
+                f"{move.reference} is {current.value}, not "
+                f"{' or '.join(s.value for s in move.from_statuses)}; it was not moved to "
+                f"{move.to_status.value}"
+            )
+        if audit:
+            _audit(
+                conn,
+                [_event(move.reference, now, move.actor, move.before, move.to_status, move.detail)],
+            )
+        return None
 
     def set_approved_by(
         self,

@@ -96,8 +96,14 @@ def remove_run_file(data_dir: Path, url: str) -> None:
 
 
 def sandbox_run_info(server: Any) -> dict[str, Any]:
-    """What a worker needs to reach the dashboard's sandbox: its address and identity."""
-    return {"url": server.url, "pid": os.getpid(), "identity": asdict(server.identity)}
+    """What a worker needs to reach the dashboard's sandbox: its address and identity; and, for
+    benchmarks and scripts of the same user, its control token (the file is mode 0600)."""
+    return {
+        "url": server.url,
+        "pid": os.getpid(),
+        "identity": asdict(server.identity),
+        "control_token": server.control_token,
+    }
 
 
 def sandbox_config(info: dict[str, Any]) -> EnkashConfig:

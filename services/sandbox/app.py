@@ -68,7 +68,8 @@ constant time (403 without it); the POSTs also need ``Content-Type: application/
 another web page open in the same browser cannot turn faults on or wipe the state: its
 ``text/plain`` form POST carries neither, and it cannot add them without a CORS preflight.
 The stats count token requests by grant and outcome (``token_requests``), so a test or
-benchmark can see how many sign-ins a client made.
+benchmark can see how many sign-ins a client made; ``allocate_window`` gives the epoch seconds
+of the first allocate request's arrival and the last one's reply (throughput as EnKash sees it).
 """
 
 from __future__ import annotations
@@ -484,8 +485,15 @@ class _Sandbox:
         """Wrap a handler with latency, faults, authentication, headers and the body envelope."""
 
         async def endpoint(request: Request) -> Response:
-            if allocate:
-                self.store.note_allocate_request()
+            if not allocate:
+                return await answer(request)
+            self.store.note_allocate_request()
+            try:
+                return await answer(request)
+            finally:
+                self.store.note_allocate_reply()
+
+        async def answer(request: Request) -> Response:
             encrypted = self.knobs.encrypt  # one decision per request
             fault = self._draw_fault()
             if self.knobs.latency_ms > 0:
@@ -730,6 +738,7 @@ class _Sandbox:
                 "cards": len(self.store.cards()),
                 "commit_count": self.store.commit_count(),
                 "allocate_requests": self.store.allocate_requests(),
+                "allocate_window": self.store.allocate_window(),
                 "token_requests": self.store.token_requests(),
             }
         )

@@ -227,6 +227,7 @@ class SandboxStore:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('failed_logins', '0')")
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('locked', '0')")
         self._allocate_requests = 0
+        self._allocate_window: list[float] = []  # [first call's arrival, last call's reply]
         self._token_requests: Counter[str] = Counter()
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._refresh_tokens: dict[str, float] = {}
@@ -266,6 +267,7 @@ class SandboxStore:
                 self._set_meta("failed_logins", 0)
                 self._set_meta("locked", 0)
             self._allocate_requests = 0
+            self._allocate_window = []
             self._token_requests.clear()
             self._access_tokens.clear()
             self._refresh_tokens.clear()
@@ -427,6 +429,25 @@ class SandboxStore:
     def note_allocate_request(self) -> None:
         with self._lock:
             self._allocate_requests += 1
+            if not self._allocate_window:
+                self._allocate_window = [time.time(), time.time()]
+
+    def note_allocate_reply(self) -> None:
+        """An allocate request has been answered (its latency and work included)."""
+        with self._lock:
+            if self._allocate_window:
+                self._allocate_window[1] = time.time()
+
+    def allocate_window(self) -> tuple[float, float] | None:
+        """Wall-clock seconds (epoch) of the first allocate request's arrival and the last one's
+        reply since this store was opened or reset; ``None`` before any. A benchmark divides the
+        calls by this span: throughput as EnKash would see it."""
+        with self._lock:
+            return (
+                (self._allocate_window[0], self._allocate_window[1])
+                if self._allocate_window
+                else None
+            )
 
     def token_requests(self) -> dict[str, int]:
         """Token-endpoint requests since this store was opened or reset, by grant and outcome.
