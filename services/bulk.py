@@ -49,7 +49,9 @@ from services import allocations, approvals
 from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
-from services.ledger import (
+from services.models import Allocation, Kind, Status
+from services.spreadsheet import to_csv, to_xlsx
+from services.store import (
     BatchRecord,
     DuplicateBatchFile,
     Ledger,
@@ -59,8 +61,6 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Kind, Status
-from services.spreadsheet import to_csv, to_xlsx
 
 if TYPE_CHECKING:
     from services.desk import Desk

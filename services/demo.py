@@ -27,12 +27,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-
 from services import allocations, approvals, movements
 from services.desk import Desk
 from services.enkash import EnkashClient
-from services.ledger import audit_events, transactions
 from services.models import Allocation, Employee, Kind, Status
 
 WOMEN = [
@@ -418,45 +415,7 @@ def load(
 
 def _redate(desk: Desk, when_of: dict[str, datetime]) -> None:
     """Move each demo row (and its audit events, by the same amount) to its planned moment."""
-    t = transactions
-    references = list(when_of)
-    with desk.ledger.engine.begin() as conn:
-        moved: list[dict[str, Any]] = []
-        shifts: dict[str, timedelta] = {}
-        for start in range(0, len(references), 500):
-            chunk = references[start : start + 500]
-            for reference, created, updated in conn.execute(
-                sa.select(t.c.reference, t.c.created_at, t.c.updated_at).where(
-                    t.c.reference.in_(chunk)
-                )
-            ):
-                shift = when_of[reference] - created
-                shifts[reference] = shift
-                moved.append(
-                    {"ref": reference, "created": created + shift, "updated": updated + shift}
-                )
-        conn.execute(
-            t.update()
-            .where(t.c.reference == sa.bindparam("ref"))
-            .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
-            moved,
-        )
-        events: list[dict[str, Any]] = []
-        for start in range(0, len(references), 500):
-            chunk = references[start : start + 500]
-            for event_id, reference, at in conn.execute(
-                sa.select(audit_events.c.id, audit_events.c.reference, audit_events.c.at).where(
-                    audit_events.c.reference.in_(chunk)
-                )
-            ):
-                events.append({"event_id": event_id, "at": at + shifts[reference]})
-        if events:
-            conn.execute(
-                audit_events.update()
-                .where(audit_events.c.id == sa.bindparam("event_id"))
-                .values(at=sa.bindparam("at")),
-                events,
-            )
+    desk.ledger.redate(when_of)
 
 
 def disagreements(desk: Desk) -> list[str]:

@@ -7,8 +7,8 @@ import streamlit as st
 
 from services import approvals, bulk
 from services.approvals import Approval, ApprovalError
-from services.ledger import StatusConflict
 from services.models import Status
+from services.store import StatusConflict
 from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points

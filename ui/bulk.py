@@ -16,8 +16,8 @@ from services.bulk_files import (
     template_csv,
     template_xlsx,
 )
-from services.ledger import BatchRecord, DuplicateBatchFile, StatusConflict
 from services.models import Kind, Status
+from services.store import BatchRecord, DuplicateBatchFile, StatusConflict
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.sidebar import forget_pool

@@ -18,8 +18,8 @@ import streamlit as st
 
 from services import approvals, export, history
 from services.history import Granularity, HistoryFilter
-from services.ledger import Ledger, LedgerRow
 from services.models import Kind, Status
+from services.store import Ledger, LedgerRow
 from ui.format import ist, mobile, points
 from ui.text import code, md
 
