@@ -5,7 +5,8 @@ split by concern:
 
 * ``engine``: the engine, the ONE write helper (``writing()``) and the read helper, cents, UTC;
 * ``schema``: every table; ``migrate`` and ``migrations/``: Alembic, applied on every open;
-* ``transactions``: intents, claims, transitions, audit events, recovery, lookups, employees;
+* ``transactions``: intents, claims, transitions, audit events, recovery, lookups;
+* ``employees``: cards the ledger knows, their details and balances, and the totals;
 * ``batches``, ``approvals``, ``sign_in``, ``workers``: one table's queries each;
 * ``records``: what the store hands back, and the errors it raises.
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from services.store.approvals import ApprovalStore
 from services.store.batches import BatchStore
+from services.store.employees import EmployeeStore
 from services.store.engine import CENT, UTCDateTime, from_cents, to_cents
 from services.store.migrate import current_revision, head, open_schema
 from services.store.records import (
@@ -89,7 +91,7 @@ __all__ = [
 ]
 
 
-class Ledger(BatchStore, ApprovalStore, SignInStore, WorkerStore):
+class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
 
