@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.allocations import submit
 from services.enkash import BusinessRefusal, EnkashError
-from services.ledger import Ledger
 from services.models import Status
 from services.sandbox import start_sandbox
+from services.store import Ledger
 from tests.fault_support import (
     RATE_KNOBS,
     SETTINGS,

@@ -31,7 +31,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from benchmarks.seed import bulk_insert, generate
-from services.ledger import Ledger
+from services.store import Ledger
 from tests.pg_support import PG_URL, pg_unreachable
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from services.demo import MEN, WOMEN
-from services.ledger import Ledger, transactions
+from services.store import Ledger, transactions
 
 FIRST_NAMES = [*MEN, *WOMEN]  # the demo loader's names
 OPERATORS = [

@@ -30,10 +30,10 @@ from services.enkash import (
     ReferenceMismatch,
 )
 from services.errors import ApprovalRequired, NotFound
-from services.ledger import AuditEvent, DuplicateReference, Ledger, LedgerRow, StatusConflict
 from services.models import (
     Allocation,
     AllocationResult,
+    AuditKind,
     CardHolder,
     Employee,
     Kind,
@@ -43,6 +43,7 @@ from services.models import (
     TransactionRecord,
     parse_card_id,
 )
+from services.store import AuditEvent, DuplicateReference, Ledger, LedgerRow, StatusConflict
 
 log = logging.getLogger("points_desk.allocations")
 
@@ -472,8 +473,8 @@ def send_claimed(
 
 # --- settling unknown outcomes --------------------------------------------------------------------
 
-#: How an audit note that proves absence begins. ``proof_of_absence`` reads it back: a resend is
-#: allowed only while such a note is the row's latest audit event.
+#: How the detail of an audit note that proves absence begins (for people: code reads its kind,
+#: ``AuditKind.LOOKUP_ABSENT``). A resend is allowed only while such a note is the row's latest.
 PROVED_ABSENT = "lookup: proved absent"
 
 #: A lookup made sooner than this after the last attempt does not count as proof of absence: a
@@ -524,7 +525,7 @@ def is_proof_of_absence(event: AuditEvent | None) -> bool:
         event is not None
         and event.from_status is Status.UNKNOWN
         and event.to_status is Status.UNKNOWN
-        and event.detail.startswith(PROVED_ABSENT)
+        and event.kind is AuditKind.LOOKUP_ABSENT
     )
 
 
@@ -581,7 +582,10 @@ def settle(
     # Neither a success nor a failure we know: prove nothing, keep it for a person to look at.
     shown = reported or "(none)"
     ledger.note(
-        reference, actor=actor, detail=f"lookup: EnKash reports status {shown}; left unsettled"
+        reference,
+        actor=actor,
+        detail=f"lookup: EnKash reports status {shown}; left unsettled",
+        kind=AuditKind.LOOKUP_UNREADABLE,
     )
     return Settlement(
         reference,
@@ -635,6 +639,7 @@ def _absent(
         detail=f"{PROVED_ABSENT}: EnKash has no transaction with this reference "
         f"({int(waited.total_seconds())} s after the last attempt)",
         expected_event_id=before.id if before is not None else None,
+        kind=AuditKind.LOOKUP_ABSENT,
     )
     current = ledger.get(row.reference)
     assert current is not None

@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-
 from services.allocations import (
     Outcome,
     debit_needs_approval,
@@ -39,21 +36,25 @@ from services.allocations import (
 from services.config import Settings
 from services.enkash import EnkashClient
 from services.errors import Conflict, InvalidInput, NotFound, PointsDeskError
-from services.ledger import (
-    DuplicateReference,
-    Ledger,
-    LedgerRow,
-    approvals,
-    from_cents,
-    to_cents,
-    transactions,
+from services.models import (
+    Allocation,
+    ApprovalStatus,
+    AuditKind,
+    BatchState,
+    Kind,
+    ReasonCode,
+    Status,
 )
-from services.models import Allocation, Kind, ReasonCode, Status
+from services.store import DuplicateReference, Ledger, LedgerRow, from_cents
 
 log = logging.getLogger("points_desk.approvals")
 
 REJECTED = ReasonCode.APPROVAL_REJECTED  # the enkash_code of a debit an approver refused
-PENDING, APPROVED, REJECTED_STATUS = "pending", "approved", "rejected"
+PENDING, APPROVED, REJECTED_STATUS = (
+    ApprovalStatus.PENDING,
+    ApprovalStatus.APPROVED,
+    ApprovalStatus.REJECTED,
+)
 
 
 class ApprovalError(PointsDeskError):
@@ -90,7 +91,7 @@ class Approval:
     amount: Decimal
     maker: str
     requested_at: datetime
-    status: str
+    status: ApprovalStatus
     decided_by: str | None
     decided_at: datetime | None
     comment: str
@@ -127,7 +128,7 @@ def _approval(m) -> Approval:
         amount=from_cents(m["amount_cents"]),  # type: ignore[arg-type]
         maker=m["maker"],
         requested_at=m["requested_at"],
-        status=m["status"],
+        status=ApprovalStatus(m["status"]),
         decided_by=m["decided_by"],
         decided_at=m["decided_at"],
         comment=m["comment"] or "",
@@ -170,70 +171,36 @@ def batch_needs_approval(
 
 def largest_debit(ledger: Ledger, batch_id: str) -> tuple[int, Decimal] | None:
     """A batch's largest debit row as (row number, amount); ``None`` if it debits nothing."""
-    t = transactions
-    with ledger.engine.begin() as conn:
-        found = conn.execute(
-            sa.select(t.c.row_number, t.c.amount_cents)
-            .where(t.c.batch_id == batch_id, t.c.kind == Kind.DEBIT.value)
-            .order_by(t.c.amount_cents.desc(), t.c.row_number)
-            .limit(1)
-        ).one_or_none()
-    return (found.row_number, from_cents(found.amount_cents)) if found is not None else None  # type: ignore[return-value]
+    return ledger.largest_debit(batch_id)
 
 
 # --- reads ---------------------------------------------------------------------------------------
 
 
 def get(ledger: Ledger, approval_id: int) -> Approval | None:
-    with ledger.engine.begin() as conn:
-        found = conn.execute(sa.select(approvals).where(approvals.c.id == approval_id))
-        m = found.mappings().one_or_none()
+    m = ledger.approval(approval_id)
     return _approval(m) if m is not None else None
 
 
 def for_subject(ledger: Ledger, subject_kind: str, subject: str) -> Approval | None:
     """The request about a debit reference (``"debit"``) or a batch id (``"batch"``)."""
-    with ledger.engine.begin() as conn:
-        found = conn.execute(
-            sa.select(approvals).where(
-                approvals.c.subject_kind == subject_kind, approvals.c.subject == subject
-            )
-        )
-        m = found.mappings().one_or_none()
+    m = ledger.approval_for(subject_kind, subject)
     return _approval(m) if m is not None else None
 
 
 def pending(ledger: Ledger) -> list[Approval]:
     """Requests waiting for a decision, oldest first."""
-    with ledger.engine.begin() as conn:
-        found = conn.execute(
-            sa.select(approvals)
-            .where(approvals.c.status == PENDING)
-            .order_by(approvals.c.requested_at, approvals.c.id)
-        )
-        return [_approval(m) for m in found.mappings()]
+    return [_approval(m) for m in ledger.pending_approvals()]
 
 
 def pending_count(ledger: Ledger) -> int:
     """How many requests wait for a decision (the number next to Approvals in the menu)."""
-    with ledger.engine.begin() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count()).where(approvals.c.status == PENDING)
-            ).scalar_one()
-        )
+    return ledger.pending_approval_count()
 
 
 def decided(ledger: Ledger, limit: int = 20) -> list[Approval]:
     """The latest decisions, newest first."""
-    with ledger.engine.begin() as conn:
-        found = conn.execute(
-            sa.select(approvals)
-            .where(approvals.c.status != PENDING)
-            .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())
-            .limit(limit)
-        )
-        return [_approval(m) for m in found.mappings()]
+    return [_approval(m) for m in ledger.decided_approvals(limit)]
 
 
 def is_approved(ledger: Ledger, batch_id: str) -> bool:
@@ -249,22 +216,14 @@ def _request(
     ledger: Ledger, subject_kind: str, subject: str, amount: Decimal, maker: str, request: dict
 ) -> Approval:
     """Insert a pending request; a repeat of the same subject returns the existing one."""
-    try:
-        with ledger.engine.begin() as conn:
-            conn.execute(
-                approvals.insert().values(
-                    subject_kind=subject_kind,
-                    subject=subject,
-                    amount_cents=to_cents(amount),
-                    maker=maker,
-                    requested_at=datetime.now(UTC),
-                    status=PENDING,
-                    comment="",
-                    request=json.dumps(request, sort_keys=True) if request else "",
-                )
-            )
-    except IntegrityError:
-        pass  # a double click or a rerun: the first request stands
+    # A double click or a rerun inserts nothing: the first request stands.
+    ledger.request_approval(
+        subject_kind,
+        subject,
+        amount,
+        maker,
+        json.dumps(request, sort_keys=True) if request else "",
+    )
     found = for_subject(ledger, subject_kind, subject)
     assert found is not None
     return found
@@ -301,6 +260,7 @@ def request_debit(
                 allocation.reference,
                 actor=maker,
                 detail="held for approval: above the debit approval threshold; nothing sent",
+                kind=AuditKind.APPROVAL_REQUESTED,
             )
         except DuplicateReference:
             replayed = True
@@ -342,22 +302,14 @@ def _decide(
         raise SelfApproval(
             "You asked for this yourself: a second person has to approve or reject it."
         )
-    with ledger.engine.begin() as conn:
-        changed = conn.execute(
-            approvals.update()
-            .where(
-                approvals.c.id == approval_id,
-                approvals.c.status == PENDING,
-                sa.true() if allow_self else sa.func.lower(approvals.c.maker).not_in(own),
-            )
-            .values(
-                status=status,
-                decided_by=decider,
-                decided_at=datetime.now(UTC),
-                comment=comment,
-            )
-        )
-    if changed.rowcount != 1:
+    decided_now = ledger.decide_approval(
+        approval_id,
+        ApprovalStatus(status),
+        decider=decider,
+        comment=comment,
+        not_makers=None if allow_self else own,
+    )
+    if not decided_now:
         current = get(ledger, approval_id)
         who = current.decided_by if current else "someone"
         raise AlreadyDecided(f"{who} already decided this request ({current and current.status}).")
@@ -447,6 +399,7 @@ def reject(
             actor=approver,
             from_statuses=(Status.QUEUED,),
             detail=f"rejected by {approver}: {comment}; nothing was sent",
+            kind=AuditKind.REJECTED,
             enkash_code=REJECTED,
             enkash_message=f"Rejected by {approver}: {comment}",
         )
@@ -456,30 +409,15 @@ def reject(
 def withdraw(ledger: Ledger, subject_kind: str, subject: str, *, actor: str, why: str) -> bool:
     """Close a pending request because its subject went away (a batch cancelled before anyone
     decided). Anyone who may cancel the subject may withdraw it; False if nothing was pending."""
-    with ledger.engine.begin() as conn:
-        changed = conn.execute(
-            approvals.update()
-            .where(
-                approvals.c.subject_kind == subject_kind,
-                approvals.c.subject == subject,
-                approvals.c.status == PENDING,
-            )
-            .values(
-                status=REJECTED_STATUS,
-                decided_by=actor,
-                decided_at=datetime.now(UTC),
-                comment=f"withdrawn: {why}",
-            )
-        )
-    return changed.rowcount == 1
+    return ledger.withdraw_approval(subject_kind, subject, actor=actor, comment=f"withdrawn: {why}")
 
 
 def _cancel_rejected_batch(ledger: Ledger, batch_id: str, approver: str, comment: str) -> None:
     """A rejected batch never starts: it is cancelled and each of its rows fails unsent."""
     ledger.update_batch(
         batch_id,
-        from_states=("queued",),
-        state="cancelled",
+        from_states=(BatchState.QUEUED,),
+        state=BatchState.CANCELLED,
         finished_at=datetime.now(UTC),
         note=f"rejected by {approver}: {comment}",
     )
@@ -488,6 +426,7 @@ def _cancel_rejected_batch(ledger: Ledger, batch_id: str, approver: str, comment
         actor=approver,
         code=REJECTED,
         message=f"Rejected by {approver}: {comment}; nothing was sent",
+        kind=AuditKind.REJECTED,
     )
 
 

@@ -33,12 +33,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from services.config import ConfigError, Settings, secrets_file_path
-from services.ledger import Ledger, sign_in_attempts
+from services.store import Ledger
 
 log = logging.getLogger("points_desk.auth")
 
@@ -324,7 +323,7 @@ class SignInGuard:
     """Checks local passwords and keeps the attempts (hence the lockout) in the ledger DB."""
 
     def __init__(self, ledger: Ledger, config: AuthConfig, *, attempts: int, lockout_minutes: int):
-        self.engine = ledger.engine
+        self.ledger = ledger
         self.config = config
         self.attempts = attempts
         self.lockout = timedelta(minutes=lockout_minutes)
@@ -347,28 +346,16 @@ class SignInGuard:
     def locked_until(self, username: str, now: datetime | None = None) -> datetime | None:
         """When the account unlocks, if the last ``attempts`` counted attempts were all wrong."""
         now = now or datetime.now(UTC)
-        t = sign_in_attempts
-        with self.engine.begin() as conn:
-            recent = conn.execute(
-                sa.select(t.c.outcome, t.c.at)
-                .where(
-                    t.c.username == username,
-                    t.c.at >= now - self.lockout,
-                    t.c.outcome.in_(["ok", "bad"]),
-                )
-                .order_by(t.c.at.desc(), t.c.id.desc())
-                .limit(self.attempts)
-            ).all()
+        recent = self.ledger.recent_sign_ins(
+            username, since=now - self.lockout, outcomes=("ok", "bad"), limit=self.attempts
+        )
         if len(recent) == self.attempts and all(outcome == "bad" for outcome, _ in recent):
             until = recent[0][1] + self.lockout
             return until if until > now else None
         return None
 
     def _record(self, username: str, outcome: str, now: datetime) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                sign_in_attempts.insert().values(username=username, at=now, outcome=outcome)
-            )
+        self.ledger.record_sign_in(username, outcome, now)
 
     def attempts_key(self, username: str) -> str:
         """Whose attempts a sign-in counts under: the account's username, or for a name with no

@@ -52,7 +52,9 @@ from services.config import Settings
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
 from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound
-from services.ledger import (
+from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
+from services.spreadsheet import to_csv, to_xlsx
+from services.store import (
     BatchRecord,
     DuplicateBatchFile,
     Ledger,
@@ -63,8 +65,6 @@ from services.ledger import (
     to_cents,
     transactions,
 )
-from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
-from services.spreadsheet import to_csv, to_xlsx
 
 #: Lends an EnKash client for one ``with`` block (``Desk.client``: from the process's pool).
 ClientFactory = Callable[[], AbstractContextManager[EnkashClient]]

@@ -27,13 +27,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from services import allocations, approvals, movements
 from services.config import Settings
 from services.enkash import EnkashClient
-from services.ledger import Ledger, audit_events, transactions
 from services.models import Allocation, Employee, Kind, Status
+from services.store import Ledger
 
 if TYPE_CHECKING:
     from services.sandbox.store import SandboxStore
@@ -427,45 +425,7 @@ def load(
 
 def _redate(ledger: Ledger, when_of: dict[str, datetime]) -> None:
     """Move each demo row (and its audit events, by the same amount) to its planned moment."""
-    t = transactions
-    references = list(when_of)
-    with ledger.engine.begin() as conn:
-        moved: list[dict[str, Any]] = []
-        shifts: dict[str, timedelta] = {}
-        for start in range(0, len(references), 500):
-            chunk = references[start : start + 500]
-            for reference, created, updated in conn.execute(
-                sa.select(t.c.reference, t.c.created_at, t.c.updated_at).where(
-                    t.c.reference.in_(chunk)
-                )
-            ):
-                shift = when_of[reference] - created
-                shifts[reference] = shift
-                moved.append(
-                    {"ref": reference, "created": created + shift, "updated": updated + shift}
-                )
-        conn.execute(
-            t.update()
-            .where(t.c.reference == sa.bindparam("ref"))
-            .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
-            moved,
-        )
-        events: list[dict[str, Any]] = []
-        for start in range(0, len(references), 500):
-            chunk = references[start : start + 500]
-            for event_id, reference, at in conn.execute(
-                sa.select(audit_events.c.id, audit_events.c.reference, audit_events.c.at).where(
-                    audit_events.c.reference.in_(chunk)
-                )
-            ):
-                events.append({"event_id": event_id, "at": at + shifts[reference]})
-        if events:
-            conn.execute(
-                audit_events.update()
-                .where(audit_events.c.id == sa.bindparam("event_id"))
-                .values(at=sa.bindparam("at")),
-                events,
-            )
+    ledger.redate(when_of)
 
 
 def disagreements(ledger: Ledger, sandbox: SandboxStore | None) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from services.config import EnkashConfig, Settings, load_settings, sandbox_enkash_config
 from services.enkash import EnkashClient, TokenHolder
-from services.ledger import Ledger
+from services.store import Ledger
 
 if TYPE_CHECKING:
     from services.bulk import BatchRunner

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, replace
 
 from services.enkash import EnkashClient, EnkashError
-from services.ledger import EmployeeSummary, Ledger
 from services.models import CardHolder, Employee, parse_email, parse_mobile
+from services.store import EmployeeSummary, Ledger
 
 log = logging.getLogger("points_desk.employees")
 

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from services import approvals, numbers
 from services.errors import InvalidInput
 from services.history import IST, HistoryFilter, count, filter_conditions
-from services.ledger import Ledger, LedgerRow, _ledger_row, transactions
 from services.spreadsheet import neutralise
+from services.store import Ledger, LedgerRow, ledger_row, transactions
 
 MAX_ROWS = 100_000
 _CHUNK = 2_000
@@ -92,7 +92,7 @@ def rows(ledger: Ledger, f: HistoryFilter, *, max_rows: int = MAX_ROWS) -> Itera
     with ledger.engine.connect() as conn:
         result = conn.execution_options(yield_per=_CHUNK).execute(query)
         for mapping in result.mappings():
-            yield _ledger_row(mapping)
+            yield ledger_row(mapping)
 
 
 def cells(row: LedgerRow) -> list[Any]:

@@ -22,16 +22,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from services.ledger import (
+from services.models import Kind, Status
+from services.store import (
     AuditEvent,
     Ledger,
     LedgerRow,
-    _ledger_row,
     audit_events,
     from_cents,
+    ledger_row,
     transactions,
 )
-from services.models import Kind, Status
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 _IST_SQLITE_SHIFT = "'+330 minutes'"  # SQLite's date() modifier for UTC -> IST
@@ -500,7 +500,7 @@ def page(ledger: Ledger, f: HistoryFilter, number: int = 1, size: int = 50) -> P
         .offset((number - 1) * size)
     )
     with ledger.engine.connect() as conn:
-        rows = [_ledger_row(m) for m in conn.execute(query).mappings()]
+        rows = [ledger_row(m) for m in conn.execute(query).mappings()]
     return Page(rows, total, number, size)
 
 

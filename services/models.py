@@ -91,6 +91,40 @@ class SettleOutcome(StrEnum):
         return self in (SettleOutcome.SUCCEEDED, SettleOutcome.FAILED)
 
 
+class BatchState(StrEnum):
+    """Where a bulk run is: waiting to start, sending, paused by a person, or over."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    FINISHED = "finished"
+
+
+class ApprovalStatus(StrEnum):
+    """A maker-checker request: waiting for a second person, or decided."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class AuditKind(StrEnum):
+    """What an audit event records. Code reads the kind; the event's detail is for people."""
+
+    INTENT = "INTENT"  # the row was written (sent now, or queued in a batch)
+    CLAIM = "CLAIM"  # the row was claimed for sending (a first send or a resend)
+    OUTCOME = "OUTCOME"  # what EnKash answered, or what a lookup settled
+    LOOKUP_ABSENT = "LOOKUP_ABSENT"  # a lookup proved the reference absent at EnKash
+    LOOKUP_UNREADABLE = "LOOKUP_UNREADABLE"  # a lookup found it, in a status we cannot read
+    APPROVAL_REQUESTED = "APPROVAL_REQUESTED"  # held for a second person's approval
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"  # a queued row that was never sent
+    RECOVERED = "RECOVERED"  # left SENDING by a process that died; to be settled by lookup
+    NOTE = "NOTE"  # anything else that changes nothing
+
+
 # --- single-value parsers, shared by the models, forms and the CSV importer ---------------------
 
 _AMOUNT_TEXT = re.compile(r"^\d+(\.\d+)?$")

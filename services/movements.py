@@ -13,8 +13,8 @@ from services import allocations, approvals
 from services.allocations import Outcome
 from services.config import Settings
 from services.enkash import EnkashClient
-from services.ledger import Ledger
 from services.models import Allocation, Kind
+from services.store import Ledger
 
 
 def needs_approval(allocation: Allocation, settings: Settings) -> bool:

@@ -35,8 +35,8 @@ from services.allocations import (
 )
 from services.enkash import EnkashClient, EnkashError
 from services.errors import NotFound
-from services.ledger import AuditEvent, Ledger, LedgerRow, StatusConflict
-from services.models import AccountDetails, SettleOutcome, Status
+from services.models import AccountDetails, AuditKind, SettleOutcome, Status
+from services.store import AuditEvent, Ledger, LedgerRow, StatusConflict
 
 log = logging.getLogger("points_desk.reconcile")
 
@@ -89,10 +89,10 @@ class UnknownTransaction:
                 )
             return "EnKash has no transaction with this reference: it can be resent."
         event = self.last_event
-        if event is not None and event.detail.startswith("lookup:"):
+        if event is not None and event.kind is AuditKind.LOOKUP_UNREADABLE:
             said = event.detail.removeprefix("lookup:").strip()
             return said[:1].upper() + said[1:]
-        if event is not None and "interrupted" in event.detail:
+        if event is not None and event.kind is AuditKind.RECOVERED:
             return "Interrupted mid-call by a restart; not checked with EnKash yet."
         return "Not checked with EnKash yet."
 

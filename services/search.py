@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from services.employees import _summary_of, exact_key, find_employees
 from services.enkash import EnkashClient, EnkashError
-from services.ledger import EmployeeSummary, Ledger, LedgerRow, _ledger_row, transactions
+from services.store import EmployeeSummary, Ledger, LedgerRow, ledger_row, transactions
 
 # A Points Desk reference (``allocations.new_reference``) or a batch row's (``<batch>-000012``).
 _REFERENCE = re.compile(r"PD\d{12}[0-9A-F]{8}|[A-Z0-9]{4,40}-\d{6}")
@@ -202,7 +202,7 @@ def movements(ledger: Ledger, card_id: str, number: int = 1, size: int = 50) -> 
         pages = max(1, -(-total // size))
         number = min(max(1, int(number)), pages)
         rows = [
-            _ledger_row(m)
+            ledger_row(m)
             for m in conn.execute(
                 sa.select(t)
                 .where(t.c.card_id == card)

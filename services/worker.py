@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.config import EnkashConfig, load_settings, sandbox_enkash_config
+from services.models import BatchState
 
 if TYPE_CHECKING:
     from services.desk import Desk
@@ -216,7 +217,7 @@ class Worker:
     def tick(self) -> None:
         """One pass: settle what dead workers left in flight, pick up every running batch."""
         self.recover()
-        for record in self.desk.ledger.list_batches(limit=1000, states=("running",)):
+        for record in self.desk.ledger.list_batches(limit=1000, states=(BatchState.RUNNING,)):
             if self._stop.is_set():
                 return
             last = self._picked.get(record.batch_id)

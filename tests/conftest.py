@@ -82,7 +82,7 @@ def sandbox():
 @pytest.fixture
 def ledger(tmp_path: Path):
     """A ledger in a real SQLite file (modules that also run PostgreSQL define their own)."""
-    from services.ledger import Ledger
+    from services.store import Ledger
 
     the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield the_ledger

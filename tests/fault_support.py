@@ -19,8 +19,8 @@ from services import reconcile
 from services.allocations import REFERENCE_MISMATCH
 from services.config import load_settings, sandbox_enkash_config
 from services.enkash import EnkashClient
-from services.ledger import Ledger
 from services.models import Allocation, Employee, Status
+from services.store import Ledger
 
 NO_GRACE = timedelta(0)
 # Default settings: a debit up to the approval threshold (10,000) may be sent without approval.

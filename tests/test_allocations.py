@@ -25,8 +25,8 @@ from services.allocations import (
 )
 from services.enkash import OutcomeUnknown
 from services.errors import NotFound
-from services.ledger import Ledger, StatusConflict
 from services.models import Status, TransactionRecord
+from services.store import Ledger, StatusConflict
 from tests.fault_support import (
     NO_GRACE,
     SETTINGS,

@@ -22,7 +22,7 @@ from services.auth import (
     verify_password,
 )
 from services.config import ConfigError, load_settings
-from services.ledger import Ledger
+from services.store import Ledger
 from tests.auth_support import PEOPLE, PROJECT, new_app, page_text, sign_in, write_secrets
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from services import approvals
-from services.ledger import Ledger
 from services.models import Allocation
+from services.store import Ledger
 from tests.auth_support import secrets_toml
 from tests.browser_support import browser_page, running_dashboard, screenshot, wait_idle
 from tests.markdown_support import hostile

@@ -12,8 +12,8 @@ from services import reconcile
 from services.allocations import submit
 from services.config import load_settings
 from services.desk import Desk
-from services.ledger import transactions
 from services.models import Allocation, Employee
+from services.store import transactions
 from tests.browser_support import browser_page, running_dashboard, screenshot, wait_idle
 from tests.fault_support import NO_GRACE, reference
 

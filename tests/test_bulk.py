@@ -20,9 +20,9 @@ from openpyxl import load_workbook
 from services import allocations, bulk
 from services.config import load_settings, sandbox_enkash_config
 from services.desk import Desk
-from services.ledger import DuplicateBatchFile, Ledger, StatusConflict
 from services.models import Status
 from services.sandbox import Knobs, SandboxIdentity, start_sandbox
+from services.store import DuplicateBatchFile, Ledger, StatusConflict
 
 PROJECT = Path(__file__).resolve().parent.parent
 HEADER = "kind,first_name,title,gender,email,mobile,card_id,amount,reason"

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from services.allocations import submit
 from services.employees import existing_holders, find_employees
-from services.ledger import Ledger
 from services.models import Allocation, AllocationResult, Employee, Kind, Status
+from services.store import Ledger
 from tests.fault_support import reference
 
 

@@ -13,8 +13,8 @@ from openpyxl import load_workbook
 
 from services import export
 from services.history import HistoryFilter
-from services.ledger import Ledger
 from services.models import Kind
+from services.store import Ledger
 from tests.test_history import put
 
 

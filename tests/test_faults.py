@@ -28,9 +28,9 @@ from services import reconcile
 from services.allocations import LOGIN_REFUSED, NOT_SENT, REFERENCE_MISMATCH, submit
 from services.config import sandbox_enkash_config
 from services.enkash import EnkashClient
-from services.ledger import Ledger
 from services.models import Status
 from services.sandbox import start_sandbox
+from services.store import Ledger
 from tests.fault_support import (
     NO_GRACE,
     SETTINGS,
@@ -264,7 +264,7 @@ import dataclasses, sys
 from services.allocations import submit
 from services.config import sandbox_enkash_config
 from services.enkash import EnkashClient
-from services.ledger import Ledger
+from services.store import Ledger
 from services.models import Allocation
 from services.sandbox import SandboxIdentity
 

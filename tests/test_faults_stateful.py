@@ -26,9 +26,9 @@ from hypothesis.stateful import (
 from services import enkash, reconcile
 from services.allocations import is_proof_of_absence, submit
 from services.enkash import EnkashError
-from services.ledger import Ledger
 from services.models import Status
 from services.sandbox import start_sandbox
+from services.store import Ledger
 from tests.fault_support import (
     NO_GRACE,
     RATE_KNOBS,

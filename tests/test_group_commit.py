@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-import services.ledger as ledger_module
+import services.store as ledger_module
 from services.bulk import GroupCommit
-from services.ledger import Ledger, Move, StatusConflict, UnknownReference
 from services.models import AllocationResult, Status
+from services.store import Ledger, Move, StatusConflict, UnknownReference
 from tests.pg_support import PG_URL, postgres_schema
 from tests.test_ledger import Store, create, new_ref
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import services.ledger as ledger_module
+import services.store as ledger_module
 from services import allocations, history
 from services.history import Granularity, HistoryFilter
-from services.ledger import Ledger, transactions
 from services.models import Allocation, Employee, Kind, Status
+from services.store import Ledger, transactions
+from tests import v3_schema
 from tests.pg_support import postgres_ledger
 from ui import charts
 
@@ -237,36 +238,24 @@ def test_the_change_marker_moves_with_every_write(ledger: Ledger):
     assert len({before, middle, history.change_marker(ledger)}) == 3
 
 
-def test_an_older_ledger_gets_the_balance_index_on_open(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_ledger_gets_the_balance_and_history_indexes_on_open(tmp_path: Path, version):
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    monkeypatch.setattr(ledger_module, "_UPGRADES", [])
-    old = Ledger(url)
-    with old.engine.begin() as conn:
-        conn.exec_driver_sql("DROP INDEX ix_transactions_card_latest")
-    old.dispose()
-    monkeypatch.undo()
-    upgraded = Ledger(url)
-    names = {ix["name"] for ix in sa.inspect(upgraded.engine).get_indexes("transactions")}
-    assert "ix_transactions_card_latest" in names
-    assert upgraded.schema_version() == ledger_module.schema_version_latest()
-    upgraded.dispose()
-
-
-def test_an_older_ledger_gets_the_history_index_on_open(ledger: Ledger):
-    put(ledger, utc("2025-03-01 06:00:00"), "10")
-    with ledger.engine.begin() as conn:  # as a version 2 ledger was: no history index
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as a version 1 or 2 ledger was: without these indexes
+        v3_schema.build(conn)
         conn.exec_driver_sql("DROP INDEX ix_transactions_history")
-        conn.exec_driver_sql("UPDATE schema_version SET version = 2")
-    names = {ix["name"] for ix in sa.inspect(ledger.engine).get_indexes("transactions")}
-    assert "ix_transactions_history" not in names
-    url = ledger.engine.url.render_as_string(hide_password=False)
-    upgraded = Ledger(url, schema=ledger.schema)
+        if version == 1:
+            conn.exec_driver_sql("DROP INDEX ix_transactions_card_latest")
+        conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": version})
+    engine.dispose()
+    upgraded = Ledger(url)
     try:
         names = {ix["name"] for ix in sa.inspect(upgraded.engine).get_indexes("transactions")}
-        assert "ix_transactions_history" in names
-        assert upgraded.schema_version() == ledger_module.schema_version_latest() >= 3
-        found = history.totals(upgraded, HistoryFilter(date(2025, 3, 1), date(2025, 3, 1)))
-        assert found.credited == Decimal("10.00")
+        assert {"ix_transactions_card_latest", "ix_transactions_history"} <= names
+        assert upgraded.schema_revision() == ledger_module.SCHEMA_HEAD
+        found = history.totals(upgraded, HistoryFilter(date(2025, 11, 3), date(2025, 11, 3)))
+        assert found.credited == Decimal("1543.50")
     finally:
         upgraded.dispose()
 

@@ -7,6 +7,7 @@ the reason, and the SQLite half still runs.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import threading
 import time
@@ -21,19 +22,18 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import services.ledger as ledger_module
-from services.ledger import (
+from services.models import Allocation, AllocationResult, Employee, Kind, Status
+from services.store import (
     ALLOWED_TRANSITIONS,
+    SCHEMA_HEAD,
     DuplicateReference,
     Ledger,
     SchemaTooNew,
     StatusConflict,
     UnknownReference,
     UTCDateTime,
-    schema_version_latest,
     to_cents,
 )
-from services.models import Allocation, AllocationResult, Employee, Kind, Status
 from tests.pg_support import PG_URL, postgres_schema
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -181,15 +181,15 @@ def count(ledger: Ledger, table: str) -> int:
 def test_schema_is_created_on_first_use_and_reopens_with_its_data(store: Store):
     first = store.open()
     tables = set(sa.inspect(first.engine).get_table_names())
-    assert {"transactions", "audit_events", "schema_version"} <= tables
-    assert first.schema_version() == schema_version_latest()
+    assert {"transactions", "audit_events", "alembic_version"} <= tables
+    assert first.schema_revision() == SCHEMA_HEAD
     first.record_intent(create("KEEP0001"), operator="asha")
     first.dispose()
 
     again = store.open()
     assert again.get("KEEP0001") is not None
-    assert count(again, "schema_version") == 1
-    assert again.schema_version() == schema_version_latest()
+    assert count(again, "alembic_version") == 1
+    assert again.schema_revision() == SCHEMA_HEAD
     if store.backend == "sqlite":
         with again.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -197,59 +197,7 @@ def test_schema_is_created_on_first_use_and_reopens_with_its_data(store: Store):
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_an_older_schema_is_upgraded_on_open_exactly_once(store, monkeypatch):
-    monkeypatch.setattr(ledger_module, "_UPGRADES", [])
-    store.open().dispose()  # a version 1 database
-    calls = []
-
-    def v1_to_v2(conn):
-        calls.append(1)
-        conn.execute(sa.text("ALTER TABLE transactions ADD COLUMN probe TEXT"))
-
-    monkeypatch.setattr(ledger_module, "_UPGRADES", [v1_to_v2])
-    upgraded = store.open()
-    assert calls == [1]
-    assert upgraded.schema_version() == 2
-    columns = {c["name"] for c in sa.inspect(upgraded.engine).get_columns("transactions")}
-    assert "probe" in columns
-    upgraded.record_intent(create("AFTERUPGRADE"), operator="asha")
-    store.open()
-    assert calls == [1]
-
-
-def test_a_version_3_ledger_is_upgraded_to_unbounded_enkash_ids_keeping_every_row(store: Store):
-    old = store.open()
-    for n in range(3):
-        succeed(old, create(f"V3ROW{n:03d}"), f"EKCV3{n}", f"{n + 1}00.50")
-    old.record_intent(move("V3QUEUED", "EKCV30", "5"), operator="asha", status=Status.QUEUED)
-    failed = in_status(old, Status.FAILED)
-    with old.engine.begin() as conn:  # as version 3 was: EnKash's ids and codes in varchar(64)
-        if store.backend == "postgresql":
-            conn.exec_driver_sql(
-                "ALTER TABLE transactions ALTER COLUMN transaction_id TYPE VARCHAR(64),"
-                " ALTER COLUMN enkash_code TYPE VARCHAR(64)"
-            )
-        conn.exec_driver_sql("UPDATE schema_version SET version = 3")
-    before_rows = {row.reference: row for row in old.rows()}
-    before_events = count(old, "audit_events")
-    old.dispose()
-
-    upgraded = store.open()
-    assert upgraded.schema_version() == schema_version_latest() >= 4
-    assert {row.reference: row for row in upgraded.rows()} == before_rows
-    assert count(upgraded, "audit_events") == before_events
-    assert upgraded.get(failed).status is Status.FAILED
-    long_id = "ECTR" + "X" * 296
-    reference = new_ref("V4")
-    upgraded.record_intent(move(reference, "EKCV30", "1"), operator="asha")
-    row = upgraded.transition(
-        reference,
-        Status.SUCCEEDED,
-        actor="asha",
-        from_statuses=(Status.SENDING,),
-        result=result(reference, "EKCV30", "5", txn=long_id),
-    )
-    assert row.transaction_id == long_id
+# Migrations from older schemas: tests/test_store_migrations.py.
 
 
 def test_long_enkash_transaction_ids_and_codes_are_stored_whole(ledger: Ledger):
@@ -281,8 +229,8 @@ def test_long_enkash_transaction_ids_and_codes_are_stored_whole(ledger: Ledger):
 
 def test_a_schema_newer_than_the_code_is_refused(ledger: Ledger, store: Store):
     with ledger.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE schema_version SET version = 99"))
-    with pytest.raises(SchemaTooNew, match="99"):
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'v99'"))
+    with pytest.raises(SchemaTooNew, match="v99"):
         store.open()
 
 
@@ -312,7 +260,9 @@ def test_intent_and_audit_event_commit_together_or_not_at_all(ledger: Ledger, mo
     def broken_audit(conn, events):
         raise RuntimeError("disk full while writing the audit event")
 
-    monkeypatch.setattr(ledger_module, "_audit", broken_audit)
+    # The module, not the ``transactions`` table that services.store exports under that name.
+    store_transactions = importlib.import_module("services.store.transactions")
+    monkeypatch.setattr(store_transactions, "_audit", broken_audit)
     with pytest.raises(RuntimeError):
         ledger.record_intent(create("ATOMIC0002"), operator="asha")
     assert ledger.get("ATOMIC0002") is None

@@ -10,9 +10,9 @@ from services.allocations import NotProvenAbsent
 from services.bulk_files import BulkFileError
 from services.enkash import NotSent
 from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound, PointsDeskError
-from services.ledger import DuplicateReference, StatusConflict, UnknownReference
 from services.models import SettleOutcome
 from services.reconcile import CheckResult
+from services.store import DuplicateReference, StatusConflict, UnknownReference
 from ui.notice import UNEXPECTED, error_kind, error_message
 from ui.text import md
 
@@ -71,7 +71,7 @@ def test_settle_outcomes_compare_as_their_words() -> None:
 def _page() -> None:
     import streamlit as st
 
-    from services.ledger import StatusConflict
+    from services.store import StatusConflict
     from ui.notice import set_error, set_notice, show_notices
 
     def act() -> None:

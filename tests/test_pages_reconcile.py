@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.allocations import submit
-from services.ledger import transactions
 from services.models import Status
+from services.store import transactions
 from tests.fault_support import create, credit, reset_knobs
 
 PAGE = "pages/reconcile.py"

@@ -11,8 +11,8 @@ import pytest
 from services import reconcile
 from services.allocations import submit
 from services.desk import Desk
-from services.ledger import Ledger, transactions
 from services.models import Status
+from services.store import Ledger, transactions
 from tests.fault_support import NO_GRACE, client_for, create, credit, reset_knobs
 
 

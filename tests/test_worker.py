@@ -7,7 +7,6 @@ takes a live worker's calls for interrupted. Every row is counted at the sandbox
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -21,14 +20,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from services import bulk, worker
 from services.config import load_settings
 from services.desk import Desk
-from services.ledger import Ledger, audit_events, transactions, workers
 from services.models import Status
+from services.store import Ledger, audit_events, transactions, workers
 from tests.fault_support import assert_books_agree, create
 from tests.pg_support import PG_URL, postgres_schema
 
@@ -293,37 +291,4 @@ def test_two_workers_on_postgresql_share_a_batch_and_one_dying_does_not_stop_it(
             desk.close()
 
 
-# --- the schema step ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_ledger_from_before_workers_gains_row_ownership_on_open(tmp_path, backend):
-    from services import ledger as ledger_module
-
-    with contextlib.ExitStack() as stack:
-        if backend == "sqlite":
-            url, schema = f"sqlite:///{tmp_path / 'old.db'}", None
-        else:
-            url, schema = PG_URL, stack.enter_context(postgres_schema())
-        first = Ledger(url, schema=schema)
-        kept = create("100")
-        first.record_intent(kept, operator="asha")
-        with first.engine.begin() as conn:  # back to the schema before this step
-            conn.execute(sa.text("DROP INDEX ix_transactions_batch_status_row"))
-            conn.execute(sa.text("ALTER TABLE transactions DROP COLUMN claimed_by"))
-            conn.execute(sa.text("DROP TABLE workers"))
-            conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": 3})
-        first.dispose()
-
-        upgraded = Ledger(url, schema=schema)
-        try:
-            assert upgraded.schema_version() == ledger_module.schema_version_latest()
-            assert upgraded.get(kept.reference).status is Status.SENDING
-            assert upgraded.claimed_by(kept.reference) is None  # unowned: a restart settles it
-            upgraded.register_worker("w1", host="here", pid=1)
-            assert [w["id"] for w in upgraded.live_workers()] == ["w1"]
-            with upgraded.engine.begin() as conn:  # the step may run again harmlessly
-                ledger_module._add_worker_ownership(conn)
-            assert upgraded.recover_interrupted(actor="startup") == 1
-        finally:
-            upgraded.dispose()
+# The schema step that added worker ownership: tests/test_store_migrations.py.

@@ -17,8 +17,8 @@ from services.bulk_files import (
     template_xlsx,
 )
 from services.errors import ApprovalRequired, NotFound, PointsDeskError
-from services.ledger import BatchRecord, DuplicateBatchFile
 from services.models import Kind, Status
+from services.store import BatchRecord, DuplicateBatchFile
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.notice import set_error, set_notice

@@ -19,8 +19,8 @@ from streamlit.delta_generator import DeltaGenerator
 
 from services import approvals, export, history
 from services.history import Granularity, HistoryFilter
-from services.ledger import Ledger, LedgerRow
 from services.models import Kind, Status
+from services.store import Ledger, LedgerRow
 from ui.format import count, ist, mobile, points
 from ui.text import code, md
 

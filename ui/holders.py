@@ -15,8 +15,8 @@ from decimal import Decimal
 import streamlit as st
 
 from services.employees import HolderCheck, existing_holders
-from services.ledger import EmployeeSummary
 from services.models import Allocation
+from services.store import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow

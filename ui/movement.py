@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from services.ledger import EmployeeSummary
 from services.models import Allocation, Kind
+from services.store import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from services.employees import find_employees
-from services.ledger import EmployeeSummary
+from services.store import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
 from ui.text import code, md

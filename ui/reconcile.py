@@ -13,8 +13,8 @@ import streamlit as st
 
 from services import reconcile
 from services.enkash import EnkashError
-from services.ledger import LedgerRow
 from services.models import Kind, SettleOutcome, Status
+from services.store import LedgerRow
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.notice import pending_notices, set_notice, show_notices
