@@ -4,17 +4,20 @@ nothing, and each move is then committed (or refused) on its own."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-import services.store as ledger_module
 from services.bulk import GroupCommit
 from services.models import AllocationResult, Status
 from services.store import Ledger, Move, StatusConflict, UnknownReference
 from tests.pg_support import PG_URL, postgres_schema
 from tests.test_ledger import Store, create, new_ref
+
+# The module (not the table the package exports under the same name): its audit helper.
+ledger_module = importlib.import_module("services.store.transactions")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
