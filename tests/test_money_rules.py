@@ -184,7 +184,7 @@ def test_a_batch_of_small_debits_under_both_limits_starts_at_once(desk):
 def test_a_batch_says_each_reason_it_waits():
     settings = load_settings(secrets_file=None)
     assert approvals.batch_approval_reasons(Decimal("150000"), (7, Decimal("20000")), settings) == [
-        "moves 150,000 points, above the 100,000 batch limit",
+        "moves 1,50,000 points, above the 1,00,000 batch limit",
         "holds a debit of 20,000 points (row 7), above the 10,000 debit limit",
     ]
     assert (
