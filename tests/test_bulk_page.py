@@ -165,6 +165,8 @@ def test_upload_run_and_download_the_report_in_a_browser(tmp_path: Path):
         page.get_by_role("button", name="Send 5 rows…").click()
         page.get_by_role("button", name="Send now").click()
         page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        # The sidebar's pool is read again once the batch is seen finished (1,500 points sent).
+        page.get_by_test_id("stSidebar").get_by_text("99,98,500.00").wait_for(timeout=10_000)
         wait_idle(page)
         page.get_by_role("button", name="Report (CSV)").wait_for()
         page.locator("[data-testid='stMain']").evaluate("el => el.scrollTo(0, 0)")
@@ -240,6 +242,8 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
         wait_idle(page)
         page.get_by_role("button", name="Open").first.click()
         page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        # The sidebar's pool is read again once the batch is seen finished (1,500 points sent).
+        page.get_by_test_id("stSidebar").get_by_text("99,98,500.00").wait_for(timeout=10_000)
         wait_idle(page)
         body = page.locator("[data-testid='stMain']").inner_text()
     assert "Traceback" not in body
