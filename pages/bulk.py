@@ -34,7 +34,12 @@ if uploaded is not None:
     preview = ui.load_preview(uploaded)
     if preview is not None:
         sendable = ui.render_preview(preview)
-        speed, cap, send = st.columns([1, 1, 2], vertical_alignment="bottom")
+        with st.expander("Advanced", icon=":material/tune:"):
+            st.caption(
+                "How fast the batch is sent. The defaults suit EnKash; change them only "
+                "if EnKash asks partners to slow down."
+            )
+            speed, cap = st.columns(2)
         concurrency = speed.number_input(
             "Rows sent at a time",
             min_value=1,
@@ -51,12 +56,11 @@ if uploaded is not None:
             key="bulk_rate",
             help="0 means no cap. Lower it if EnKash asks partners to slow down.",
         )
-        if send.button(
+        if st.button(
             f"Send {preview.totals.valid:,} rows…",
             type="primary",
             key="bulk_send",
             disabled=not sendable,
-            width="stretch",
         ):
             ui.confirm_dialog(preview, int(concurrency), float(rate))
 

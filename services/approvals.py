@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+from services import numbers
 from services.allocations import (
     Outcome,
     debit_needs_approval,
@@ -444,15 +446,32 @@ def status_word(row: LedgerRow) -> str:
     return row.status.value.title()
 
 
+def holder(
+    ledger: Ledger, card_id: str | None, given: Mapping[str, Any] | None = None
+) -> tuple[str, str]:
+    """Whose card this is, as (name with title, email): from the employee details sent with the
+    request, else the ledger's latest for the card; empty strings where neither knows."""
+    details: Mapping[str, Any] = given or {}
+    if not details.get("first_name") and card_id:
+        known = ledger.employee_by_card(card_id)
+        if known is not None:
+            details = {"title": known.title, "first_name": known.first_name, "email": known.email}
+    name = " ".join(str(details[part]) for part in ("title", "first_name") if details.get(part))
+    return name, str(details.get("email") or "")
+
+
 def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> Outcome:
     """``allocations.describe``, plus the words for a debit held for or refused at approval."""
     if row.kind is Kind.DEBIT and row.batch_id is None:
         if row.status is Status.QUEUED:
+            given = {"title": row.title, "first_name": row.first_name, "email": row.email}
+            who = " · ".join(part for part in holder(ledger, row.card_id, given) if part)
             return Outcome(
                 row,
                 "Waiting for approval by a second person",
-                "Nothing has been sent. An approver decides on the Approvals page; once "
-                "approved it is sent with this same reference.",
+                f"{numbers.points(row.amount)} points to debit from {who or 'the card'} "
+                f"(card {row.card_id or '—'}). Nothing has been sent. An approver decides on "
+                "the Approvals page; once approved it is sent with this same reference.",
                 replayed,
             )
         if row.status is Status.FAILED and row.enkash_code == REJECTED:

@@ -158,6 +158,25 @@ class BulkFileError(InvalidInput):
 
 # --- the template --------------------------------------------------------------------------------
 
+#: The templates' one example row: it shows how a row is filled, and the check refuses it (by its
+#: reason or its email), so a template uploaded untouched pays nobody.
+EXAMPLE_REASON = "Example — delete this row"
+EXAMPLE_EMAIL = "example.employee@example.com"
+EXAMPLE_ROW = {
+    "kind": "create",
+    "first_name": "Example",
+    "title": "Ms",
+    "gender": "F",
+    "email": EXAMPLE_EMAIL,
+    "mobile": "9876543210",
+    "card_id": "",
+    "amount": "1500",
+    "reason": EXAMPLE_REASON,
+}
+EXAMPLE_REFUSED = "This is the template's example row; replace it"
+_EXAMPLE_MARK = re.compile(r"^\s*example\b.*\bdelete this row\b", re.IGNORECASE)
+
+
 _TEMPLATE_NOTES = [
     ("kind", "create (new card + first points), credit, or debit. CR and DR also work."),
     ("first_name", "create: the employee's first name. Ignored for credit/debit by card_id."),
@@ -168,18 +187,34 @@ _TEMPLATE_NOTES = [
     ("card_id", "credit/debit: the EnKash card id, like EKC04AZHXP."),
     ("amount", "Points, more than 0, at most 2 decimals (1500 or 1500.50)."),
     ("reason", "Optional, at most 200 characters; shown in reports."),
+    (
+        "example",
+        f'Row 2 of the Rows sheet is an example: replace it (a row reading "{EXAMPLE_REASON}" '
+        "is refused, so nobody is paid by it).",
+    ),
 ]
 
 
+def is_example_row(values: dict[str, str]) -> bool:
+    """Whether a row is (still) the templates' example: its reason or its email says so."""
+    reason = values.get("reason", "") or ""
+    email = (values.get("email", "") or "").strip().casefold()
+    return bool(_EXAMPLE_MARK.match(reason)) or email == EXAMPLE_EMAIL
+
+
 def template_csv() -> bytes:
-    """The CSV template: the header row only (UTF-8 with a BOM, so Excel reads it right)."""
+    """The CSV template: the header and the example row (UTF-8 with a BOM, so Excel reads it
+    right)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(COLUMNS)
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    writer.writerow([EXAMPLE_ROW[column] for column in COLUMNS])
     return codecs.BOM_UTF8 + buffer.getvalue().encode("utf-8")
 
 
 def template_xlsx() -> bytes:
-    """The XLSX template: an empty ``Rows`` sheet with the header, and a ``How to fill`` sheet."""
+    """The XLSX template: a ``Rows`` sheet with the header and the example row (in grey
+    italics), and a ``How to fill`` sheet."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -189,6 +224,14 @@ def template_xlsx() -> bytes:
     sheet.append(list(COLUMNS))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
+    sheet.append(
+        [
+            int(value) if column == "amount" else value or None
+            for column, value in EXAMPLE_ROW.items()
+        ]
+    )
+    for cell in sheet[2]:
+        cell.font = Font(italic=True, color="808080")
     for letter, width in zip("ABCDEFGHI", (9, 16, 7, 8, 28, 14, 14, 10, 30), strict=True):
         sheet.column_dimensions[letter].width = width
     # Text columns stay text: a mobile or card id must not become a number in Excel.
@@ -1129,6 +1172,8 @@ def _check_row(
 ) -> tuple[Allocation | None, dict[str, str]]:
     memo = memo if memo is not None else _Memo()
     values = raw.values
+    if is_example_row(values):
+        return None, {"row": EXAMPLE_REFUSED}
     errors: dict[str, str] = {}
     try:
         kind: Kind | None = _memo_kind(values.get("kind", ""), memo)

@@ -277,7 +277,7 @@ def test_the_debit_page_holds_a_large_debit_and_the_approver_sends_it(desk_env):
     approver.run()
     sign_in(approver, "vikram")
     approver.switch_page("pages/approvals.py").run()
-    assert "Debit from **Ravi**" in page_text(approver)
+    assert "Debit from **Mr Ravi**" in page_text(approver)
     approver.text_input(key="approval_comment_1").input("Confirmed with HR")
     approver.button(key="approve_1").click().run()
     assert not approver.exception, approver.exception

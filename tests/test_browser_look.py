@@ -186,3 +186,38 @@ def test_dark_mode_follows_the_browser(dashboard: str, browser):
     assert button.count() == 1
     screenshot(page, "look/desktop-overview-dark")
     page.context.close()
+
+
+def test_on_a_phone_the_picker_shows_the_whole_card_id(dashboard: str, browser, created: dict):
+    page = _page(browser, PHONE, has_touch=True)
+    page.goto(dashboard)
+    wait_idle(page)
+    page.goto(f"{dashboard}/credit")
+    wait_idle(page)
+    page.get_by_label("Find the employee", exact=True).fill("meera")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    chosen = page.locator(".st-key-credit_card input[role='combobox']")
+    page.wait_for_function(
+        "() => /EKC/.test(document.querySelector(\".st-key-credit_card input\")?.value || '')"
+    )
+    screenshot(page, "look/phone-picker")
+    # The chosen label is an input's value, shown from its start: the card id's own width (in
+    # the input's font) fits inside the input, so nothing of it is scrolled or cut away.
+    fit = chosen.evaluate(
+        """input => {
+          const card = input.value.match(/EKC[A-Z0-9]+/);
+          if (!card) return null;
+          const style = getComputedStyle(input);
+          const context = document.createElement('canvas').getContext('2d');
+          context.font = style.font;
+          const before = context.measureText(input.value.slice(0, card.index)).width;
+          const width = context.measureText(card[0]).width;
+          const room = input.clientWidth - parseFloat(style.paddingLeft)
+            - parseFloat(style.paddingRight);
+          return {card: card[0], end: before + width, room, scrolled: input.scrollLeft};
+        }"""
+    )
+    assert fit is not None, "no card id in the chosen label"
+    assert fit["scrolled"] == 0 and fit["end"] <= fit["room"], fit
+    page.context.close()

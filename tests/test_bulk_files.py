@@ -50,26 +50,56 @@ def xlsx_bytes(rows: list[list[object]]) -> bytes:
 # --- templates -----------------------------------------------------------------------------------
 
 
-def test_csv_template_has_every_column_and_reads_back_with_one_row_added():
+def test_csv_template_has_every_column_and_an_example_row_that_is_refused():
     template = template_csv()
     assert template.startswith(codecs.BOM_UTF8)
-    with pytest.raises(BulkFileError, match="no data rows"):
-        parse_file("template.csv", template)
-    parsed = parse_file("filled.csv", template + GOOD_CREATE.encode() + b"\r\n")
+    parsed = parse_file("template.csv", template)
     assert list(parsed.columns) == list(COLUMNS)
-    assert parsed.rows[0].values["email"] == "ravi@example.com"
+    (example,) = parsed.rows
+    assert example.values["reason"] == "Example — delete this row"
+    preview = check_rows(parsed)
+    assert preview.valid == [] and preview.totals.credit_points == 0
+    assert preview.rejected[0].errors == {"row": "This is the template's example row; replace it"}
+    # Filled in: the manager's own rows go under (or over) the example, which stays refused.
+    parsed = parse_file("filled.csv", template + GOOD_CREATE.encode() + b"\r\n")
+    preview = check_rows(parsed)
+    assert [v.values["email"] for v in preview.valid] == ["ravi@example.com"]
+    assert [r.number for r in preview.rejected] == [2]
 
 
-def test_xlsx_template_has_the_header_and_a_guide_sheet_and_reads_back():
+def test_xlsx_template_has_the_header_an_example_and_a_guide_sheet_and_reads_back():
     workbook = load_workbook(io.BytesIO(template_xlsx()))
     assert workbook.sheetnames == ["Rows", "How to fill"]
     assert [c.value for c in workbook["Rows"][1]] == list(COLUMNS)
+    untouched = check_rows(parse_file("template.xlsx", template_xlsx()))
+    assert untouched.valid == []
+    assert untouched.rejected[0].reason == "row: This is the template's example row; replace it"
     workbook["Rows"].append(GOOD_CREATE.split(","))
     buffer = io.BytesIO()
     workbook.save(buffer)
     parsed = parse_file("filled.xlsx", buffer.getvalue())
-    assert len(parsed.rows) == 1 and parsed.rows[0].number == 2
-    assert parsed.rows[0].values["first_name"] == "Ravi"
+    assert [row.number for row in parsed.rows] == [2, 3]
+    assert parsed.rows[1].values["first_name"] == "Ravi"
+    assert [v.number for v in check_rows(parsed).valid] == [3]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"amount": "99999"},  # only the amount changed: the reason still says "delete this row"
+        {"reason": "example - Delete this row!"},  # retyped by hand
+        {"reason": "Q3 incentive"},  # the reason replaced, the example's email kept
+        {"email": "Example.Employee@Example.com", "reason": "Q3"},
+    ],
+)
+def test_an_example_row_half_filled_is_still_refused(changed):
+    from services.bulk_files import EXAMPLE_ROW
+
+    values = {**EXAMPLE_ROW, **changed}
+    line = ",".join(values[column] for column in COLUMNS)
+    preview = check_rows(parse_file("half.csv", csv_bytes(line)))
+    assert preview.valid == []
+    assert "template's example row" in preview.rejected[0].reason
 
 
 # --- encodings and delimiters --------------------------------------------------------------------

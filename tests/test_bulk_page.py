@@ -165,6 +165,8 @@ def test_upload_run_and_download_the_report_in_a_browser(tmp_path: Path):
         page.get_by_role("button", name="Send 5 rows…").click()
         page.get_by_role("button", name="Send now").click()
         page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        # The sidebar's pool is read again once the batch is seen finished (1,500 points sent).
+        page.get_by_test_id("stSidebar").get_by_text("99,98,500.00").wait_for(timeout=10_000)
         wait_idle(page)
         page.get_by_role("button", name="Report (CSV)").wait_for()
         page.locator("[data-testid='stMain']").evaluate("el => el.scrollTo(0, 0)")
@@ -240,6 +242,8 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
         wait_idle(page)
         page.get_by_role("button", name="Open").first.click()
         page.get_by_text("5 of 5 rows done").wait_for(timeout=60_000)
+        # The sidebar's pool is read again once the batch is seen finished (1,500 points sent).
+        page.get_by_test_id("stSidebar").get_by_text("99,98,500.00").wait_for(timeout=10_000)
         wait_idle(page)
         body = page.locator("[data-testid='stMain']").inner_text()
     assert "Traceback" not in body
@@ -325,3 +329,96 @@ def test_a_file_debiting_one_card_heavily_says_it_waits_and_why(app, app_desk):
     )
     app.switch_page("pages/approvals.py").run()
     assert f"Waits because it {expected}." in page_text(app)
+
+
+def test_the_untouched_templates_pay_nobody(app, app_desk):
+    from services.bulk_files import template_csv, template_xlsx
+
+    app.switch_page(BULK).run()
+    assert "one example row" in page_text(app)
+    for name, data in (("template.csv", template_csv()), ("template.xlsx", template_xlsx())):
+        upload(app, name, data)
+        shown = metrics(app)
+        assert shown["Ready to send"] == "0" and shown["Rejected"] == "1", name
+        problem = app.dataframe[0].value["Problem"][0]  # the only table: the rejected rows
+        assert problem == "row: This is the template's example row; replace it", name
+        assert app.button(key="bulk_send").disabled
+    assert app_desk.ledger.rows() == [] and app_desk.sandbox.store.allocate_requests() == 0
+
+
+def test_the_sending_speed_sits_under_advanced(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    (advanced,) = [e for e in app.expander if e.label == "Advanced"]
+    inside = {getattr(element, "label", None) for element in _walk(advanced)}
+    assert {"Rows sent at a time", "Max rows per second"} <= inside
+    assert app.number_input(key="bulk_concurrency").value == bulk.DEFAULT_CONCURRENCY
+
+
+def _walk(node):
+    children = getattr(node, "children", None)
+    if children is None:
+        yield node
+        return
+    for key in sorted(children):
+        yield from _walk(children[key])
+
+
+def test_recent_batches_say_where_demo_batches_are(app, app_desk):
+    app.switch_page(BULK).run()
+    assert "Demo data (Overview → Load demo data) sends its bulk rows as single" in page_text(app)
+
+
+def test_the_batch_panel_explains_its_statuses(app, app_desk):
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    send_and_wait(app, app_desk)
+    glossary = [e for e in app.expander if e.label == "What do these statuses mean?"]
+    assert len(glossary) == 1
+    assert "**Unknown**" in "".join(str(e.value) for e in _walk(glossary[0]))
+
+
+def test_the_pool_is_read_again_when_a_watched_batch_finishes(
+    idle_worker, app, app_desk, monkeypatch
+):
+    """The worker finishes the batch between the page's run and its live panel's next look:
+    the sidebar's pool balance must then be read again, not kept from before the batch."""
+    ledger = app_desk.ledger
+    preview = bulk.preview_upload(
+        ledger, app_desk.client, app_desk.settings, "october.csv", content(*GOOD)
+    )
+    record = bulk.queue_batch(ledger, preview, operator="someone")
+    now = datetime.now(UTC)
+    ledger.update_batch(record.batch_id, state="running", started_at=now, heartbeat_at=now)
+    app.switch_page(BULK).run()
+    app.button(key=f"bulk_open_{record.batch_id}").click().run()
+    # AppTest drops the sidebar after switch_page: what the sidebar reads is checked through
+    # pool_generation, which moves when the pool is forgotten (the next drawing asks EnKash).
+    from ui.sidebar import pool_generation
+
+    before = pool_generation()
+    app.run()
+    assert pool_generation() == before  # watching a running batch forgets nothing
+
+    real = bulk.progress
+    armed = [True]
+
+    def progress(the_ledger, batch_id):
+        seen = real(the_ledger, batch_id)
+        if armed and batch_id == record.batch_id and seen.active:
+            armed.clear()  # the worker sends the whole batch now, after this look
+            bulk.start_batch(
+                ledger, app_desk.settings, batch_id, actor="worker", wake=app_desk.pick_up
+            )
+            assert app_desk.runner.wait(batch_id, timeout=30)
+        return seen
+
+    monkeypatch.setattr(bulk, "progress", progress)
+    app.run()
+    assert not app.exception, app.exception
+    assert ledger.get_batch(record.batch_id).state == "finished"
+    shown = metrics(app)
+    assert shown["Succeeded"] == "5"
+    assert pool_generation() == before + 1  # forgotten once, then the whole app drawn again
+    app.run()
+    assert pool_generation() == before + 1  # a finished batch forgets nothing more

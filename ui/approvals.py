@@ -12,7 +12,7 @@ from services.models import Status
 from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
-from ui.notice import set_error, set_notice, show_notices
+from ui.notice import error_message, set_error, set_notice, show_notices
 from ui.outcome import render_outcome
 from ui.sidebar import forget_pool
 from ui.text import code, md
@@ -55,9 +55,17 @@ def _what(approval: Approval) -> str:
             + (f"  \nWaits because it {md(why)}." if why else "")
         )
     request = approval.request
-    employee = request.get("employee") or {}
-    name = employee.get("first_name") or request.get("card_id") or "the card"
-    return f"Debit from **{md(name)}** (card {code(request.get('card_id') or '—')})"
+    card_id = request.get("card_id")
+    name, email = approvals.holder(desk().ledger, card_id, request.get("employee"))
+    return (
+        f"Debit from **{md(name or 'an unnamed employee')}**"
+        + (f" · {md(email)}" if email else "")
+        + f"  \nCard {code(card_id or '—')}"
+    )
+
+
+def _comment_error(approval_id: int) -> str:
+    return f"approval_comment_error_{approval_id}"
 
 
 def _decide(approval_id: int, approve: bool) -> None:
@@ -97,6 +105,10 @@ def _decide(approval_id: int, approve: bool) -> None:
                 allow_self=alone,
                 identities=identities,
             )
+    except approvals.CommentRequired as error:
+        # Said under this request's comment box, where the missing comment goes.
+        st.session_state[_comment_error(approval_id)] = error_message(error)
+        return
     except PointsDeskError as error:
         st.session_state.pop(_RESULT, None)
         set_error(error)
@@ -177,6 +189,9 @@ def request_card(approval: Approval) -> None:
             placeholder="Why you approve or reject (required to reject)",
             max_chars=200,
         )
+        problem = st.session_state.pop(_comment_error(approval.id), None)
+        if problem:
+            st.error(md(problem), icon="✍️")
         approve_col, reject_col, _ = st.columns([1, 1, 3])
         approve_col.button(
             "Approve and send" if approval.subject_kind == "debit" else "Approve and start",
@@ -198,6 +213,13 @@ def _send_interrupted(approval_id: int) -> None:
     with the_desk.client() as client:
         outcome = approvals.send_approved(the_desk.ledger, client, approval)
     _remember(approvals.Decision(approval, outcome))
+
+
+def _debit_words(approval: Approval) -> str:
+    """A decided debit in the table: whose card, then its reference."""
+    request = approval.request
+    name, _ = approvals.holder(desk().ledger, request.get("card_id"), request.get("employee"))
+    return f"debit from {name or request.get('card_id') or 'a card'} ({approval.subject})"
 
 
 def decided_table(decided: list[Approval]) -> None:
@@ -223,7 +245,7 @@ def decided_table(decided: list[Approval]) -> None:
                 "Decision": "✅ approved" if approval.status == "approved" else "⛔ rejected",
                 "What": "batch " + approval.subject
                 if approval.subject_kind == "batch"
-                else f"debit {approval.subject}",
+                else _debit_words(approval),
                 "Points": points(approval.amount),
                 "Asked by": display_name(approval.maker),
                 "Decided by": display_name(approval.decided_by or ""),

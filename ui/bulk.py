@@ -21,6 +21,7 @@ from services.models import Kind, Status
 from services.store import BatchRecord, DuplicateBatchFile
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
+from ui.glossary import status_glossary
 from ui.notice import set_error, set_notice
 from ui.sidebar import forget_pool
 from ui.text import code, md
@@ -71,6 +72,11 @@ def template_downloads() -> None:
             "**amount** in points (up to 2 decimals); **reason** is optional. Headers may be "
             "spelled loosely (`First Name`, `Phone`, `Points`, `Type`). Up to 50,000 rows or "
             "10 MB per file; CSV (comma or semicolon) or .xlsx."
+        )
+        st.caption(
+            "Each template holds one example row (reason “Example — delete this row”): replace "
+            "it with your own rows. Left in, it is refused, so a template uploaded as it is "
+            "pays nobody."
         )
 
 
@@ -479,9 +485,14 @@ def batch_panel(batch_id: str) -> None:
                 st.caption(md(record.note))
             _controls(p, state)
         if p.active != live:
-            st.rerun()
+            if live:
+                # It finished while this page watched: points moved, so the sidebar's pool (and
+                # the rest of the page) are drawn again from fresh figures, once.
+                forget_pool()
+            st.rerun(scope="app")
 
     panel()
+    status_glossary(key="bulk_glossary")
 
 
 def _controls(p: bulk.Progress, state: str) -> None:
@@ -538,6 +549,11 @@ def _controls(p: bulk.Progress, state: str) -> None:
 def batch_history() -> None:
     ledger = desk().ledger
     records: list[BatchRecord] = ledger.list_batches(limit=10)
+    if desk().is_sandbox:
+        st.caption(
+            "Demo data (Overview → Load demo data) sends its bulk rows as single transactions, "
+            "so they are not listed here: find them on the History page."
+        )
     if not records:
         st.caption("No batches yet.")
         return

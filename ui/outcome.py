@@ -30,12 +30,21 @@ def render_outcome(outcome: Outcome) -> None:
                 "Nothing was sent again."
             )
         st.markdown(f"**Reference**  \n{code(row.reference)}")
-        facts = {
-            "Card id": code(row.card_id),
-            "EnKash transaction": code(row.transaction_id),
-            "Balance after": points(row.balance_after) if row.balance_after is not None else "—",
-            "When": ist(row.updated_at),
-        }
+        if row.status is Status.QUEUED:  # nothing sent yet: what is asked, not EnKash's reply
+            facts = {
+                "Points": points(row.amount),
+                "Card id": code(row.card_id),
+                "When": ist(row.updated_at),
+            }
+        else:
+            facts = {
+                "Card id": code(row.card_id),
+                "EnKash transaction": code(row.transaction_id),
+                "Balance after": points(row.balance_after)
+                if row.balance_after is not None
+                else "—",
+                "When": ist(row.updated_at),
+            }
         reported = outcome.reported
         if reported is not None:
             holder = " · ".join(

@@ -11,9 +11,16 @@ from ui.format import mobile, points
 from ui.text import code, md
 
 
+def _name(summary: EmployeeSummary) -> str:
+    return " ".join(part for part in (summary.title, summary.first_name) if part) or "Unnamed"
+
+
 def _label(summary: EmployeeSummary) -> str:
-    name = " ".join(part for part in (summary.title, summary.first_name) if part) or "Unnamed"
-    return f"{name} · {summary.email or '—'} · {mobile(summary.mobile)} · {summary.card_id}"
+    """One match in the list. The card id goes first: a phone cuts the end of a long label, and
+    the card id is what tells two people with the same name apart."""
+    return (
+        f"{summary.card_id} · {_name(summary)} · {summary.email or '—'} · {mobile(summary.mobile)}"
+    )
 
 
 def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | None:
@@ -54,8 +61,6 @@ def employee_picker(key: str, *, disabled: bool = False) -> EmployeeSummary | No
     if chosen is not None:
         with st.container(border=True):
             left, right = st.columns(2)
-            left.markdown(
-                f"**{md(_label(chosen).split(' · ')[0])}**  \nCard {code(chosen.card_id)}"
-            )
+            left.markdown(f"**{md(_name(chosen))}**  \nCard {code(chosen.card_id)}")
             right.metric("Known balance", points(chosen.balance))
     return chosen
