@@ -23,7 +23,7 @@ from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.glossary import status_glossary
 from ui.notice import set_error, set_notice
-from ui.sidebar import forget_pool
+from ui.sidebar import forget_pool, pool_read_at
 from ui.text import code, md
 
 OPEN = "bulk_open_batch"
@@ -484,10 +484,15 @@ def batch_panel(batch_id: str) -> None:
             ):
                 st.caption(md(record.note))
             _controls(p, state)
-        if p.active != live:
-            if live:
-                # It finished while this page watched: points moved, so the sidebar's pool (and
-                # the rest of the page) are drawn again from fresh figures, once.
+        read_at = pool_read_at()
+        stale_pool = bool(
+            not p.active and record.finished_at and read_at and read_at < record.finished_at
+        )
+        if p.active != live or stale_pool:
+            if live or stale_pool:
+                # It finished while this page watched, or after the pool shown was read: points
+                # moved, so the sidebar's pool (and the rest of the page) are drawn again from
+                # fresh figures, once (the pool read then is newer than the finish).
                 forget_pool()
             st.rerun(scope="app")
 
