@@ -59,6 +59,10 @@ PENDING, APPROVED, REJECTED_STATUS = (
 )
 
 
+#: Subjects that approving sends at once: a held debit, a reversal (``services/corrections.py``).
+SENT_ON_APPROVAL = ("debit", "reversal")
+
+
 class ApprovalError(PointsDeskError):
     """A decision that cannot be made; the message says why in a manager's words."""
 
@@ -338,8 +342,8 @@ def approve(
     ``allow_self`` is for the open sandbox only (one person on their own computer, no real
     points): there is no second person to ask, so the maker may decide their own request."""
     found = get(ledger, approval_id)
-    if found is not None and found.subject_kind == "debit" and client is None:
-        raise ValueError("approving a debit sends it: pass an EnKash client")
+    if found is not None and found.subject_kind in SENT_ON_APPROVAL and client is None:
+        raise ValueError("approving a debit or a reversal sends it: pass an EnKash client")
     comment = " ".join(comment.split())
     decision = _decide(ledger, approval_id, APPROVED, approver, comment, allow_self, identities)
     detail = f"approved by {approver}" + (f": {comment}" if comment else "")
@@ -354,11 +358,11 @@ def send_approved(
 ) -> Outcome:
     """Send an approved debit that has not been sent yet (after ``approve``, or to finish one
     whose sending was interrupted). Exactly one caller wins the claim; others get the row."""
-    if approval.subject_kind != "debit" or approval.status != APPROVED:
-        raise NotApproved("Only an approved debit can be sent.")
+    if approval.subject_kind not in SENT_ON_APPROVAL or approval.status != APPROVED:
+        raise NotApproved("Only an approved debit or reversal can be sent.")
     approver = approval.decided_by or "approver"
     reference = approval.subject
-    if ledger.get(reference) is None:
+    if ledger.get(reference) is None and approval.subject_kind == "debit":
         allocation = approval.allocation()
         assert allocation is not None
         with contextlib.suppress(DuplicateReference):  # written meanwhile: fine either way
@@ -435,9 +439,14 @@ def _cancel_rejected_batch(ledger: Ledger, batch_id: str, approver: str, comment
 # --- words ---------------------------------------------------------------------------------------
 
 
+def _held(row: LedgerRow) -> bool:
+    """A single row that waits for approval when QUEUED: a debit, or a reversal of any kind."""
+    return row.batch_id is None and (row.kind is Kind.DEBIT or row.reverses is not None)
+
+
 def status_word(row: LedgerRow) -> str:
     """A row's status as a manager reads it in tables: a held debit is "Awaiting approval"."""
-    if row.status is Status.QUEUED and row.kind is Kind.DEBIT and row.batch_id is None:
+    if row.status is Status.QUEUED and _held(row):
         return "Awaiting approval"
     if row.status is Status.FAILED and row.enkash_code == REJECTED:
         return "Rejected"
@@ -462,7 +471,7 @@ def holder(
 
 def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> Outcome:
     """``allocations.describe``, plus the words for a debit held for or refused at approval."""
-    if row.kind is Kind.DEBIT and row.batch_id is None:
+    if _held(row):
         if row.status is Status.QUEUED:
             given = {"title": row.title, "first_name": row.first_name, "email": row.email}
             who = " · ".join(part for part in holder(ledger, row.card_id, given) if part)
@@ -478,7 +487,7 @@ def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> O
             return Outcome(
                 row,
                 "Rejected at approval: nothing was sent",
-                row.enkash_message or "An approver rejected this debit.",
+                row.enkash_message or "An approver rejected this request.",
                 replayed,
             )
     return describe(row, replayed=replayed)

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # the embedded worker); a worker whose heartbeat is older than the stale limit is dead.
     points_desk_worker_poll_seconds: float = 1.0
     points_desk_worker_stale_seconds: float = 30.0
+    # The exchange inspector keeps every call to EnKash for a transaction this many days; the
+    # worker's periodic pass deletes older exchanges (never a ledger row).
+    points_desk_exchange_retention_days: int = 90
 
     @field_validator(
         "enkash_base_url",
@@ -211,6 +214,13 @@ class Settings(BaseSettings):
     def _stale(cls, value: float) -> float:
         if not 1 <= value <= 3600:
             raise ValueError("POINTS_DESK_WORKER_STALE_SECONDS is 1 to 3600")
+        return value
+
+    @field_validator("points_desk_exchange_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if not 1 <= value <= 3650:
+            raise ValueError("POINTS_DESK_EXCHANGE_RETENTION_DAYS is 1 to 3650")
         return value
 
     @field_validator("points_desk_pool_cache_seconds")

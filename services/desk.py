@@ -14,12 +14,12 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from services.config import EnkashConfig, Settings, load_settings, sandbox_enkash_config
-from services.enkash import EnkashClient, TokenHolder
+from services.enkash import EnkashClient, Exchange, TokenHolder
 from services.store import Ledger
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Desk:
         try:
             client = self._idle_clients.get_nowait()
         except queue.Empty:
-            client = EnkashClient(self.enkash_config, tokens=self.tokens)
+            client = self.new_client()
         try:
             yield client
         finally:
@@ -117,7 +117,11 @@ class Desk:
 
         It has its own session but shares the Desk's token: workers do not sign in one by one.
         """
-        return EnkashClient(self.enkash_config, tokens=self.tokens)
+        return EnkashClient(self.enkash_config, tokens=self.tokens, on_exchange=self._keep_exchange)
+
+    def _keep_exchange(self, exchange: Exchange) -> None:
+        """The exchange inspector: every call for a transaction is kept with its reference."""
+        self.ledger.record_exchange(**asdict(exchange))
 
     @property
     def runner(self) -> BatchRunner:

@@ -162,6 +162,27 @@ def _short(text: Any) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One call to EnKash made for a transaction, redacted, for the exchange inspector."""
+
+    reference: str
+    at: datetime
+    endpoint: str
+    request: str  # {"headers": {"partnerId"}, "body": ...} before encryption
+    reply: str  # the reply as read: decrypted when it came in the AES envelope
+    http_status: int | None
+    enkash_code: str | None
+    enkash_message: str | None
+    latency_ms: int
+    encrypted: bool
+    error: str  # how the call failed, when it did
+
+
+#: Longest unreadable reply kept for the inspector (a readable one is kept whole).
+MAX_KEPT_REPLY = 16_000
+
+
 # --- login refusals shared across clients -------------------------------------------------------
 
 
@@ -344,8 +365,14 @@ class EnkashClient:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
         tokens: TokenHolder | None = None,
+        on_exchange: Callable[[Exchange], None] | None = None,
     ) -> None:
         self.config = config
+        #: Called with every call made for a transaction (one with a reference): the exchange
+        #: inspector keeps it with the row (``Ledger.record_exchange``). Errors in it are logged,
+        #: never raised: keeping the record must not change what a call proves.
+        self.on_exchange = on_exchange
+        self._last_response: requests.Response | None = None  # of the call in progress
         if tokens is None:
             tokens = TokenHolder(config, clock=clock)
         elif tokens.fingerprint != _fingerprint(config):
@@ -363,7 +390,7 @@ class EnkashClient:
 
     def clone(self) -> EnkashClient:
         """A client for another thread: its own session, the same shared token."""
-        return EnkashClient(self.config, tokens=self.tokens)
+        return EnkashClient(self.config, tokens=self.tokens, on_exchange=self.on_exchange)
 
     def close(self) -> None:
         """Close the HTTP session (its pooled connections)."""
@@ -584,7 +611,19 @@ class EnkashClient:
         # Serialised once: a resend after a 401 or a connect retry carries exactly these bytes.
         wire_body = encrypt_body(body, secret) if self.config.encrypt else body
         data = compact_json(wire_body).encode("utf-8")
+        at, started = datetime.now(UTC), time.monotonic()
+        try:
+            payload = self._exchange(url, data, reference)
+        except EnkashError as exc:
+            self._keep(path, body, at, started, self._last_response, reference, error=exc)
+            raise
+        self._keep(path, body, at, started, self._last_response, reference)
+        return payload
+
+    def _exchange(self, url: str, data: bytes, reference: str | None) -> Any:
+        """Send ``data`` (re-signing in once after a 401) and read the reply."""
         response: requests.Response | None = None
+        self._last_response = None
         for attempt in (1, 2):
             try:
                 token = self.tokens.access_token(self)
@@ -597,6 +636,7 @@ class EnkashClient:
                 "Content-Type": "application/json",
             }
             response = self._post(url, data=data, headers=headers, reference=reference)
+            self._last_response = response
             if response.status_code != 401:
                 break
             # A 401 is decided at the door, before the request is processed, so the same request
@@ -616,6 +656,55 @@ class EnkashClient:
             log.info("EnKash refused the access token; signing in again once")
         assert response is not None
         return self._read_reply(response, reference)
+
+    def _keep(
+        self,
+        path: str,
+        body: dict[str, Any],
+        at: datetime,
+        started: float,
+        response: requests.Response | None,
+        reference: str | None,
+        *,
+        error: EnkashError | None = None,
+    ) -> None:
+        """Hand one call for a transaction to ``on_exchange``: the request as built (before
+        encryption) with the partner id as its only header (never Authorization), the reply as
+        read (decrypted), status, EnKash's code and message, latency. Everything redacted."""
+        if self.on_exchange is None or not reference:
+            return
+        try:
+            request = compact_json({"headers": {"partnerId": self.config.partner_id}, "body": body})
+            reply, code, message = "", None, None
+            if response is not None:
+                envelope, _ = self._parse_body(response)
+                if envelope is not None:
+                    reply = compact_json(envelope)
+                    raw_code = envelope.get("response_code", envelope.get("code"))
+                    code = None if raw_code is None else str(raw_code)
+                    raw_message = envelope.get("response_message", envelope.get("message"))
+                    message = _short(raw_message) if raw_message is not None else None
+                else:
+                    reply = response.content[:MAX_KEPT_REPLY].decode("utf-8", "replace")
+            if error is not None and message is None:
+                message = error.message
+            self.on_exchange(
+                Exchange(
+                    reference=reference,
+                    at=at,
+                    endpoint=urlsplit(path).path or path,
+                    request=redact(request),
+                    reply=redact(reply),
+                    http_status=response.status_code if response is not None else None,
+                    enkash_code=redact(code) if code is not None else None,
+                    enkash_message=redact(message) if message is not None else None,
+                    latency_ms=round((time.monotonic() - started) * 1000),
+                    encrypted=self.config.encrypt,
+                    error=f"{type(error).__name__}: {error.message}" if error is not None else "",
+                )
+            )
+        except Exception:
+            log.exception("could not keep the exchange for reference %s", reference)
 
     def _read_reply(self, response: requests.Response, reference: str | None) -> Any:
         status = response.status_code

@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, fields
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ log = logging.getLogger("points_desk.worker")
 
 RUN_FILE = "sandbox-run.json"
 REPICK_AFTER_SECONDS = 5.0  # a batch still "running" after this process's job ended: retry then
+PRUNE_EVERY_SECONDS = 3600.0  # old exchanges are deleted at most this often (and at start)
 FORGET_DEAD_AFTER = timedelta(hours=1)  # silent workers owning no row leave the table after this
 
 
@@ -185,6 +186,8 @@ class Worker:
         self._wake = threading.Event()
         self._picked: dict[str, float] = {}
         self._last_forget = 0.0
+        self._last_prune = 0.0
+        self.retention = timedelta(days=settings.points_desk_exchange_retention_days)
         desk.ledger.register_worker(self.id, host=self.host, pid=self.pid)
         self._beat = threading.Thread(target=self._beat_loop, name="worker-heartbeat", daemon=True)
         self._loop = threading.Thread(target=self._run, name="worker-loop", daemon=True)
@@ -215,8 +218,12 @@ class Worker:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One pass: settle what dead workers left in flight, pick up every running batch."""
+        """One pass: settle what dead workers left in flight, prune old exchanges (hourly),
+        pick up every running batch."""
         self.recover()
+        if not self._last_prune or time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
+            self._last_prune = time.monotonic()
+            self.prune()
         for record in self.desk.ledger.list_batches(limit=1000, states=(BatchState.RUNNING,)):
             if self._stop.is_set():
                 return
@@ -236,6 +243,14 @@ class Worker:
             self._last_forget = time.monotonic()
             ledger.forget_dead_workers(max(FORGET_DEAD_AFTER, self.stale_after * 4))
         return moved
+
+    def prune(self) -> int:
+        """Delete exchanges older than the retention (POINTS_DESK_EXCHANGE_RETENTION_DAYS).
+        Only the ``exchanges`` table: ledger rows and audit trails are kept."""
+        gone = self.desk.ledger.prune_exchanges(datetime.now(UTC) - self.retention)
+        if gone:
+            log.info("pruned %d EnKash exchange(s) older than %s", gone, self.retention)
+        return gone
 
     def pick_up(self, batch_id: str, *, actor: str | None = None) -> bool:
         """Run the batch in this process (no-op if this process already runs it)."""

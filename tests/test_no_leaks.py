@@ -81,6 +81,15 @@ def ledger_dump(data_dir: Path) -> str:
         engine.dispose()
 
 
+def table_dump(data_dir: Path, table: str) -> str:
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'ledger.db'}")
+    try:
+        with engine.connect() as conn:
+            return pd.read_sql_table(table, conn).to_csv(index=False)
+    finally:
+        engine.dispose()
+
+
 def assert_clean(where: str, text: str | bytes) -> None:
     for secret in SECRETS:
         needle = secret.encode() if isinstance(text, bytes) else secret
@@ -147,6 +156,9 @@ def test_no_secret_in_logs_pages_exports_or_the_database(desk_env, monkeypatch, 
         approver.button(key="reject_2").click().run()
         assert not approver.exception, approver.exception
         rendered.append(everything_rendered(approver))
+        # Every token the sandbox handed out (the desk signed in with them).
+        tokens = [*sandbox.store._access_tokens, *sandbox.store._refresh_tokens]
+    assert tokens
 
     for index, text in enumerate(rendered):
         assert_clean(f"rendered page #{index}", text)
@@ -157,6 +169,13 @@ def test_no_secret_in_logs_pages_exports_or_the_database(desk_env, monkeypatch, 
     # The flows did happen: the approval and the rejection are in the ledger.
     dump = ledger_dump(desk_env)
     assert "vikram" in dump and "Not this quarter" in dump
+    # The exchange inspector kept the calls (create and the approved debit), and not one of
+    # them holds a token the sandbox issued or an Authorization header.
+    inspected = table_dump(desk_env, "exchanges")
+    assert "ravi@example.com" in inspected and "UNALLOCATE_POINT" in inspected
+    for needle in (*tokens, "Authorization", "Bearer"):
+        assert needle not in inspected, f"{needle!r} kept by the exchange inspector"
+        assert needle not in dump, f"{needle!r} leaked into the ledger"
 
 
 def _keys(at) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,11 @@ def test_a_version_3_ledger_with_data_keeps_every_row_and_reaches_head(place):
         assert [w["id"] for w in ledger.live_workers()] == ["w1"]
         assert ledger.get_batch("B-V3").state == "cancelled"
         assert ledger.pending_approval_count() == 1
+        # v7: a reversal may wait for approval; the constraint still refuses other kinds, and
+        # the v3 approvals came through the copied table untouched (legacy_dump above).
+        assert ledger.request_approval("reversal", "V3-REV", Decimal("1"), "asha", "")
+        assert not ledger.request_approval("bogus", "V3-BOGUS", Decimal("1"), "asha", "")
+        assert ledger.reversed_by("V3-APPROVED") == []
     finally:
         ledger.dispose()
 

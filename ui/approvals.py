@@ -55,6 +55,13 @@ def _what(approval: Approval) -> str:
             + (f"  \nWaits because it {md(why)}." if why else "")
         )
     request = approval.request
+    if approval.subject_kind == "reversal":
+        undo = "Debit" if request.get("kind") == "debit" else "Credit"
+        name = request.get("first_name") or request.get("card_id") or "the card"
+        return (
+            f"Reversal of {code(request.get('reverses') or '—')}: {undo.lower()} "
+            f"**{md(name)}** (card {code(request.get('card_id') or '—')})"
+        )
     card_id = request.get("card_id")
     name, email = approvals.holder(desk().ledger, card_id, request.get("employee"))
     return (
@@ -143,7 +150,8 @@ def last_result() -> None:
     approval = decision.approval
     verb = "Approved" if approval.status == approvals.APPROVED else "Rejected"
     st.markdown(
-        f"**{verb}** — the debit asked for by **{md(display_name(approval.maker))}**, "
+        f"**{verb}** — the {approval.subject_kind} asked for by "
+        f"**{md(display_name(approval.maker))}**, "
         f"decided by **{md(display_name(approval.decided_by or ''))}**:"
     )
     render_outcome(decision.outcome)
@@ -156,11 +164,13 @@ def request_card(approval: Approval) -> None:
         left, right = st.columns([3, 1])
         left.markdown(_what(approval))
         right.metric(
-            "Points to debit" if approval.subject_kind == "debit" else "Batch total",
+            {"debit": "Points to debit", "reversal": "Points to reverse"}.get(
+                approval.subject_kind, "Batch total"
+            ),
             points(approval.amount),
         )
         facts = f"Asked by **{md(display_name(approval.maker))}** · {ist(approval.requested_at)}"
-        if approval.subject_kind == "debit":
+        if approval.subject_kind in approvals.SENT_ON_APPROVAL:
             facts += f" · reference {code(approval.subject)}"
         else:
             facts += f" · batch {code(approval.subject)}"
@@ -194,7 +204,9 @@ def request_card(approval: Approval) -> None:
             st.error(md(problem), icon="✍️")
         approve_col, reject_col, _ = st.columns([1, 1, 3])
         approve_col.button(
-            "Approve and send" if approval.subject_kind == "debit" else "Approve and start",
+            "Approve and send"
+            if approval.subject_kind in approvals.SENT_ON_APPROVAL
+            else "Approve and start",
             key=f"approve_{approval.id}",
             type="primary",
             on_click=_decide,
@@ -227,10 +239,15 @@ def decided_table(decided: list[Approval]) -> None:
     ledger = desk().ledger
     rows = []
     for approval in decided:
-        row = ledger.get(approval.subject) if approval.subject_kind == "debit" else None
+        row = (
+            ledger.get(approval.subject)
+            if approval.subject_kind in approvals.SENT_ON_APPROVAL
+            else None
+        )
         if row is not None and row.status is Status.QUEUED and approval.status == "approved":
             st.warning(
-                f"Debit {code(approval.subject)} was approved but its sending was interrupted.",
+                f"{approval.subject_kind.title()} {code(approval.subject)} was approved but its "
+                "sending was interrupted.",
                 icon="⏳",
             )
             st.button(
@@ -245,7 +262,9 @@ def decided_table(decided: list[Approval]) -> None:
                 "Decision": "✅ approved" if approval.status == "approved" else "⛔ rejected",
                 "What": "batch " + approval.subject
                 if approval.subject_kind == "batch"
-                else _debit_words(approval),
+                else _debit_words(approval)
+                if approval.subject_kind == "debit"
+                else f"{approval.subject_kind} {approval.subject}",
                 "Points": points(approval.amount),
                 "Asked by": display_name(approval.maker),
                 "Decided by": display_name(approval.decided_by or ""),

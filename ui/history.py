@@ -9,6 +9,7 @@ while re-running the page with nothing new (a widget click elsewhere) costs one 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,11 +18,17 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from services import approvals, export, history
+from services import approvals, corrections, exchanges, export, history
+from services.allocations import new_reference
+from services.corrections import ReversalInvalid
+from services.errors import PointsDeskError
 from services.history import Granularity, HistoryFilter
 from services.models import Kind, Status
 from services.store import Ledger, LedgerRow
+from ui.access import allowed
+from ui.context import desk, operator
 from ui.format import count, ist, mobile, points
+from ui.notice import set_error, set_notice, show_notices
 from ui.text import code, md
 
 DEFAULT_DAYS = 90
@@ -304,6 +311,119 @@ def detail_view(ledger: Ledger, rows: list[LedgerRow]) -> None:
             width="stretch",
             key="history_audit",
         )
+        links(ledger, row)
+        exchanges_view(ledger, row)
+        reverse_action(ledger, row)
+
+
+def links(ledger: Ledger, row: LedgerRow) -> None:
+    """ "Reverses …" and "reversed by …", each a link to that transaction in History."""
+    if row.reverses:
+        st.markdown(
+            f"Reverses [{md(row.reverses)}](/history?ref={row.reverses})",
+        )
+    for reversal in ledger.reversed_by(row.reference):
+        st.markdown(
+            f"Reversed by [{md(reversal.reference)}](/history?ref={reversal.reference}): "
+            f"{points(reversal.amount)} points, {approvals.status_word(reversal).lower()}"
+        )
+
+
+def exchanges_view(ledger: Ledger, row: LedgerRow) -> None:
+    """Every call to EnKash for this transaction (redacted), and the support bundle."""
+    kept = exchanges.for_transaction(ledger, row.reference)
+    with st.expander(f"Exchanges with EnKash ({len(kept)})", icon=":material/swap_horiz:"):
+        if not kept:
+            st.caption("No call to EnKash is kept for this transaction.")
+        for number, item in enumerate(kept, start=1):
+            status = f"HTTP {item.http_status}" if item.http_status is not None else "no reply"
+            said = f" · code {code(item.enkash_code)}" if item.enkash_code is not None else ""
+            said += f" · {md(item.enkash_message)}" if item.enkash_message else ""
+            st.markdown(
+                f"**{number}. {code(item.endpoint)}** · {ist(item.at, '%d %b %Y, %H:%M:%S')} · "
+                f"{status}{said} · {item.latency_ms} ms"
+                + (" · sent encrypted (shown decrypted)" if item.encrypted else "")
+                + (f"  \n{md(item.error)}" if item.error else "")
+            )
+            sent, got = st.columns(2)
+            sent.caption("Request (Authorization header and secrets left out)")
+            sent.code(_pretty(item.request), language="json")
+            got.caption("Reply")
+            got.code(_pretty(item.reply) or "(none)", language="json")
+        st.download_button(
+            "Download support bundle (JSON)",
+            data=lambda: exchanges.support_bundle(ledger, row.reference),
+            file_name=f"points-desk-{row.reference}.json",
+            mime="application/json",
+            on_click="ignore",
+            icon=":material/download:",
+            key=f"history_bundle_{row.reference}",
+        )
+
+
+def reverse_action(ledger: Ledger, row: LedgerRow) -> None:
+    """ "Reverse": the opposite movement for the same card, capped, after a second person's
+    approval (``services/corrections.py``). Only for people who may move points."""
+    if not allowed("move") or row.status is not Status.SUCCEEDED or row.reverses:
+        return
+    room = corrections.room(ledger, row.reference)
+    key = row.reference
+    show_notices()
+    with st.expander("Reverse", icon=":material/undo:"):
+        if room.cap <= 0:
+            st.caption(f"Nothing more can be reversed: {md(room.why)}.")
+            return
+        undo = "debits" if corrections.opposite(row.kind) is Kind.DEBIT else "credits"
+        st.caption(
+            f"{undo.title()} the same card with up to {points(room.cap)} points"
+            + (f" ({md(room.why)})" if room.why else "")
+            + (f"; {points(room.already)} already reversed" if room.already else "")
+            + ". A second person approves it on the Approvals page before it is sent."
+        )
+        st.text_input("Points to reverse", value=str(room.cap), key=f"reverse_amount_{key}")
+        st.text_input(
+            "Reason", key=f"reverse_reason_{key}", max_chars=200, placeholder="Why it is undone"
+        )
+        st.button(
+            "Ask for approval to reverse",
+            key=f"reverse_submit_{key}",
+            on_click=_request_reversal,
+            args=(row.reference,),
+        )
+
+
+def _request_reversal(reference: str) -> None:
+    """Reverse button callback: one reversal reference per form, so a double click replays."""
+    ref_key = f"_reverse_ref_{reference}"
+    reversal_reference = st.session_state.setdefault(ref_key, new_reference("RV"))
+    try:
+        row = corrections.request_reversal(
+            desk().ledger,
+            reference,
+            st.session_state.get(f"reverse_amount_{reference}", ""),
+            maker=operator(),
+            reason=st.session_state.get(f"reverse_reason_{reference}", ""),
+            reversal_reference=reversal_reference,
+        )
+    except PointsDeskError as error:
+        if not isinstance(error, ReversalInvalid):
+            st.session_state.pop(ref_key, None)  # nothing written: the next try is a new one
+        set_error(error)
+        return
+    st.session_state.pop(ref_key, None)
+    set_notice(
+        "success",
+        f"Reversal {code(row.reference)} of {points(row.amount)} points waits for a second "
+        "person's approval; nothing is sent until then.",
+        markdown=True,
+    )
+
+
+def _pretty(text: str) -> str:
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
 
 
 def export_buttons(ledger: Ledger, f: HistoryFilter, matched: int) -> None:

@@ -20,8 +20,10 @@ from typing import Any
 
 from services.store.approvals import ApprovalStore
 from services.store.batches import BatchStore
+from services.store.corrections import CorrectionStore, ReversalRefused, ReversalRoom
 from services.store.employees import EmployeeStore
 from services.store.engine import CENT, UTCDateTime, from_cents, to_cents
+from services.store.exchanges import ExchangeRecord, ExchangeStore
 from services.store.migrate import current_revision, head, open_schema
 from services.store.records import (
     AuditEvent,
@@ -50,6 +52,7 @@ from services.store.schema import (
     approvals,
     audit_events,
     batches,
+    exchanges,
     metadata,
     sign_in_attempts,
     transactions,
@@ -70,9 +73,12 @@ __all__ = [
     "DuplicateBatchFile",
     "DuplicateReference",
     "EmployeeSummary",
+    "ExchangeRecord",
     "Ledger",
     "LedgerRow",
     "Move",
+    "ReversalRefused",
+    "ReversalRoom",
     "SchemaTooNew",
     "StatusConflict",
     "UTCDateTime",
@@ -82,6 +88,7 @@ __all__ = [
     "audit_events",
     "batch_record",
     "batches",
+    "exchanges",
     "from_cents",
     "ledger_row",
     "metadata",
@@ -92,7 +99,15 @@ __all__ = [
 ]
 
 
-class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore):
+class Ledger(
+    BatchStore,
+    EmployeeStore,
+    ApprovalStore,
+    SignInStore,
+    WorkerStore,
+    CorrectionStore,
+    ExchangeStore,
+):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
 
@@ -126,6 +141,7 @@ class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore)
         """
         with self.writing() as conn:
             conn.execute(approvals.delete())  # requests about rows that no longer exist
+            conn.execute(exchanges.delete())
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
             conn.execute(batches.delete())

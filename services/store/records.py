@@ -60,6 +60,7 @@ class LedgerRow:
     approved_by: str | None
     created_at: datetime
     updated_at: datetime
+    reverses: str | None = None  # the reference this movement reverses (a reversal only)
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ def ledger_row(m: Any) -> LedgerRow:
         approved_by=m["approved_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        reverses=m.get("reverses"),
     )
 
 

@@ -53,6 +53,9 @@ transactions = sa.Table(
     # The worker (``workers.id``) that last moved the row to SENDING: while that worker's
     # heartbeat is fresh, nobody else may call its in-flight row interrupted.
     sa.Column("claimed_by", sa.String(64)),
+    # A reversal's original (``services/corrections.py``): the reference whose movement this one
+    # undoes, in part or whole. "Reversed by" is the query ``reverses = <reference>`` (v7).
+    sa.Column("reverses", sa.String(64), index=True),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
     sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
     sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
@@ -129,7 +132,10 @@ sign_in_attempts = sa.Table(
     sa.Index("ix_sign_in_attempts_username_at", "username", "at"),
 )
 
-# Maker-checker requests (services/approvals.py): one per debit reference or batch id.
+# Maker-checker requests (services/approvals.py): one per debit reference, batch id or reversal
+# reference (v7 added "reversal").
+APPROVAL_KINDS = ("debit", "batch", "reversal")
+
 approvals = sa.Table(
     "approvals",
     metadata,
@@ -146,7 +152,7 @@ approvals = sa.Table(
     # What was asked (JSON): for a debit the whole allocation, so the approved request can be
     # recorded and sent exactly as the maker saw it even if its ledger row was never written.
     sa.Column("request", sa.Text, nullable=False, default=""),
-    sa.CheckConstraint(_one_of("subject_kind", ["debit", "batch"]), name="ck_approvals_kind"),
+    sa.CheckConstraint(_one_of("subject_kind", APPROVAL_KINDS), name="ck_approvals_kind"),
     sa.CheckConstraint(
         _one_of("status", [s.value for s in ApprovalStatus]), name="ck_approvals_status"
     ),
@@ -197,4 +203,27 @@ batches = sa.Table(
     sa.CheckConstraint(_one_of("state", BATCH_STATES), name="ck_batches_state"),
     sa.UniqueConstraint("file_digest", name="uq_batches_file_digest"),
     sa.Index("ix_batches_created_at", "created_at"),
+)
+
+# Every call to EnKash made for a transaction (services/enkash.py's exchange hook), kept with its
+# reference for the transaction's detail and the support bundle: the request as sent before
+# encryption, the reply as read after decryption, both redacted; no header but the partner id.
+# Pruned after POINTS_DESK_EXCHANGE_RETENTION_DAYS; never joined to (or deleting) a ledger row.
+exchanges = sa.Table(
+    "exchanges",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("reference", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("endpoint", sa.String(255), nullable=False),
+    sa.Column("request", sa.Text, nullable=False, default=""),
+    sa.Column("reply", sa.Text, nullable=False, default=""),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("enkash_code", sa.Text),
+    sa.Column("enkash_message", sa.Text),
+    sa.Column("latency_ms", sa.Integer),
+    sa.Column("encrypted", sa.Boolean, nullable=False, default=False),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Index("ix_exchanges_reference_at", "reference", "at"),
+    sa.Index("ix_exchanges_at", "at"),
 )
