@@ -23,6 +23,15 @@ from services.store.batches import BatchStore
 from services.store.employees import EmployeeStore
 from services.store.engine import CENT, UTCDateTime, from_cents, to_cents
 from services.store.migrate import current_revision, head, open_schema
+from services.store.programmes import (
+    BudgetExceeded,
+    Programme,
+    ProgrammeClosed,
+    ProgrammeCodeTaken,
+    ProgrammeEvent,
+    ProgrammeStore,
+    UnknownProgramme,
+)
 from services.store.records import (
     AuditEvent,
     BatchRecord,
@@ -47,10 +56,13 @@ from services.store.workers import WorkerStore
 # loaded above, so these names stay the tables. (``importlib.import_module`` gets a module.)
 from services.store.schema import (
     BATCH_STATES,
+    GENERAL_CODE,
     approvals,
     audit_events,
     batches,
     metadata,
+    programme_events,
+    programmes,
     sign_in_attempts,
     transactions,
     workers,
@@ -63,19 +75,26 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "BATCH_STATES",
     "CENT",
+    "GENERAL_CODE",
     "SCHEMA_HEAD",
     "WORKER_STALE_AFTER",
     "AuditEvent",
     "BatchRecord",
+    "BudgetExceeded",
     "DuplicateBatchFile",
     "DuplicateReference",
     "EmployeeSummary",
     "Ledger",
     "LedgerRow",
     "Move",
+    "Programme",
+    "ProgrammeClosed",
+    "ProgrammeCodeTaken",
+    "ProgrammeEvent",
     "SchemaTooNew",
     "StatusConflict",
     "UTCDateTime",
+    "UnknownProgramme",
     "UnknownReference",
     "approvals",
     "audit_event",
@@ -85,6 +104,8 @@ __all__ = [
     "from_cents",
     "ledger_row",
     "metadata",
+    "programme_events",
+    "programmes",
     "sign_in_attempts",
     "to_cents",
     "transactions",
@@ -92,7 +113,7 @@ __all__ = [
 ]
 
 
-class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore):
+class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore, ProgrammeStore):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
 
@@ -129,3 +150,7 @@ class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore)
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
             conn.execute(batches.delete())
+            # Programmes stay (they are set-up, not movements); their counters follow the rows.
+            conn.execute(
+                programmes.update().values(reserved_cents=0, credited_cents=0, returned_cents=0)
+            )

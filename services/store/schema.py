@@ -53,6 +53,9 @@ transactions = sa.Table(
     # The worker (``workers.id``) that last moved the row to SENDING: while that worker's
     # heartbeat is fresh, nobody else may call its in-flight row interrupted.
     sa.Column("claimed_by", sa.String(64)),
+    # The programme (``programmes.id``) whose budget the row counts against (v7). Every row the
+    # code writes has one; rows from before programmes were migrated to "General".
+    sa.Column("programme_id", sa.Integer),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
     sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
     sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
@@ -67,6 +70,8 @@ transactions = sa.Table(
     sa.Index("ix_transactions_batch_row", "batch_id", "row_number"),
     # A worker picks a batch's next QUEUED row in row order without scanning the rows sent.
     sa.Index("ix_transactions_batch_status_row", "batch_id", "status", "row_number"),
+    # A programme's movements (its statement, History's filter, the counters' consistency check).
+    sa.Index("ix_transactions_programme", "programme_id", "status", "created_at"),
     # Each card's latest succeeded row (known balances, History's balance per employee) is one
     # index seek per card instead of a sort of the whole table: 1.7 s -> 0.04 s at 1M rows.
     sa.Index(
@@ -129,7 +134,11 @@ sign_in_attempts = sa.Table(
     sa.Index("ix_sign_in_attempts_username_at", "username", "at"),
 )
 
-# Maker-checker requests (services/approvals.py): one per debit reference or batch id.
+# What a maker-checker request is about: a debit or credit reference (one movement), a batch id,
+# or a programme's budget raise (the programme code; v7 added "credit" and "budget").
+APPROVAL_SUBJECTS = ("debit", "batch", "credit", "budget")
+
+# Maker-checker requests (services/approvals.py): one per reference, batch id or budget raise.
 approvals = sa.Table(
     "approvals",
     metadata,
@@ -146,7 +155,7 @@ approvals = sa.Table(
     # What was asked (JSON): for a debit the whole allocation, so the approved request can be
     # recorded and sent exactly as the maker saw it even if its ledger row was never written.
     sa.Column("request", sa.Text, nullable=False, default=""),
-    sa.CheckConstraint(_one_of("subject_kind", ["debit", "batch"]), name="ck_approvals_kind"),
+    sa.CheckConstraint(_one_of("subject_kind", APPROVAL_SUBJECTS), name="ck_approvals_kind"),
     sa.CheckConstraint(
         _one_of("status", [s.value for s in ApprovalStatus]), name="ck_approvals_status"
     ),
@@ -198,3 +207,54 @@ batches = sa.Table(
     sa.UniqueConstraint("file_digest", name="uq_batches_file_digest"),
     sa.Index("ix_batches_created_at", "created_at"),
 )
+
+# Programmes (services/programmes.py): a budget that credits draw from (v7). ``budget_cents`` NULL
+# means no limit ("General"). The three counters are maintained in the same transaction as every
+# intent and status move of the programme's rows (services/store/programmes.py), so the budget
+# check is one row: remaining = budget - reserved - credited + returned, where ``reserved`` is the
+# credits in flight (QUEUED, SENDING, UNKNOWN), ``credited`` the SUCCEEDED credits and
+# ``returned`` the SUCCEEDED debits.
+PROGRAMME_STATES = ("active", "closed")
+
+programmes = sa.Table(
+    "programmes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("budget_cents", sa.BigInteger),
+    sa.Column("starts_on", sa.Date),  # IST dates, inclusive
+    sa.Column("ends_on", sa.Date),
+    sa.Column("owner", sa.String(200), nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("monthly_operator_limit_cents", sa.BigInteger),
+    sa.Column("debit_threshold_cents", sa.BigInteger),
+    sa.Column("state", sa.String(8), nullable=False, server_default="active"),
+    sa.Column("reserved_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("credited_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("returned_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(_one_of("state", PROGRAMME_STATES), name="ck_programmes_state"),
+    sa.CheckConstraint(
+        "budget_cents IS NULL OR budget_cents >= 0", name="ck_programmes_budget_positive"
+    ),
+    sa.UniqueConstraint("code", name="uq_programmes_code"),
+)
+
+# Every change to a programme (created, edited, budget raised, closed): who, when, what.
+programme_events = sa.Table(
+    "programme_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("programme_id", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_programme_events_programme", "programme_id", "id"),
+)
+
+#: The programme every movement without one belongs to (and every row from before programmes).
+GENERAL_CODE = "GENERAL"
