@@ -43,7 +43,14 @@ from services.models import (
     TransactionRecord,
     parse_card_id,
 )
-from services.store import AuditEvent, DuplicateReference, Ledger, LedgerRow, StatusConflict
+from services.store import (
+    GENERAL_CODE,
+    AuditEvent,
+    DuplicateReference,
+    Ledger,
+    LedgerRow,
+    StatusConflict,
+)
 
 log = logging.getLogger("points_desk.allocations")
 
@@ -383,11 +390,22 @@ def debit_threshold(settings: Settings | None) -> Decimal | None:
     return settings.points_desk_approval_debit_threshold if settings is not None else None
 
 
-def debit_needs_approval(amount: Decimal, settings: Settings | None) -> bool:
+def debit_needs_approval(
+    amount: Decimal, settings: Settings | None, override: Decimal | None = None
+) -> bool:
     """A debit above the threshold (every debit when it is 0, or when no settings are given)
-    needs a second person's approval before it may be sent."""
-    threshold = debit_threshold(settings)
+    needs a second person's approval before it may be sent. ``override``: the programme's own
+    debit-approval threshold, which replaces the global one."""
+    threshold = override if override is not None else debit_threshold(settings)
     return threshold is None or amount > threshold
+
+
+def programme_debit_threshold(ledger: Ledger, allocation: Allocation) -> Decimal | None:
+    """The debit-approval threshold of the allocation's programme (``None``: the global one)."""
+    if allocation.kind is not Kind.DEBIT:
+        return None
+    found = ledger.programme(allocation.programme or GENERAL_CODE)
+    return found.debit_threshold if found is not None else None
 
 
 def _plain(text: str | None) -> str:
@@ -431,8 +449,11 @@ def submit(
     A reference that is already in the ledger is never sent again: the existing row's outcome is
     returned (``replayed``), which is what a double click or a rerun of the same form gets.
     """
-    if allocation.kind is Kind.DEBIT and debit_needs_approval(allocation.amount, settings):
-        threshold = debit_threshold(settings)
+    override = programme_debit_threshold(ledger, allocation)
+    if allocation.kind is Kind.DEBIT and debit_needs_approval(
+        allocation.amount, settings, override
+    ):
+        threshold = override if override is not None else debit_threshold(settings)
         limit = "" if threshold is None else f", above the {figure(threshold)} debit limit,"
         raise ApprovalRequired(
             f"Not sent: a debit of {figure(allocation.amount)} points{limit} needs a second "

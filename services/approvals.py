@@ -51,6 +51,9 @@ from services.store import DuplicateReference, Ledger, LedgerRow, from_cents
 
 log = logging.getLogger("points_desk.approvals")
 
+#: Approval subjects that are one movement (approving it sends it with its reference).
+MOVEMENTS = ("debit", "credit")
+
 REJECTED = ReasonCode.APPROVAL_REJECTED  # the enkash_code of a debit an approver refused
 PENDING, APPROVED, REJECTED_STATUS = (
     ApprovalStatus.PENDING,
@@ -60,7 +63,7 @@ PENDING, APPROVED, REJECTED_STATUS = (
 
 
 #: Subjects that approving sends at once: a held debit, a reversal (``services/corrections.py``).
-SENT_ON_APPROVAL = ("debit", "reversal")
+SENT_ON_APPROVAL = ("debit", "credit", "reversal")
 
 
 class ApprovalError(PointsDeskError):
@@ -92,8 +95,8 @@ class Approval:
     """One request for a second person's decision."""
 
     id: int
-    subject_kind: str  # "debit" or "batch"
-    subject: str  # the debit's reference or the batch id
+    subject_kind: str  # "debit", "credit", "batch" or "budget"
+    subject: str  # the movement's reference, the batch id or the programme code
     amount: Decimal
     maker: str
     requested_at: datetime
@@ -110,14 +113,15 @@ class Approval:
     @property
     def reasons(self) -> list[str]:
         """Why a batch waits ("holds a debit of 99,999 points (row 2), above the ...")."""
-        why = self.request.get("why") if self.subject_kind == "batch" else None
+        why = self.request.get("why") if self.subject_kind != "debit" else None
         return [str(reason) for reason in why] if isinstance(why, list) else []
 
     def allocation(self) -> Allocation | None:
-        """The debit exactly as the maker asked for it (``None`` for a batch)."""
-        if self.subject_kind != "debit" or not self.request:
+        """The movement exactly as the maker asked for it (``None`` for a batch or budget)."""
+        if self.subject_kind not in MOVEMENTS or not self.request:
             return None
-        return Allocation.model_validate(self.request, context={"max_points": self.amount})
+        fields = {k: v for k, v in self.request.items() if k != "why"}
+        return Allocation.model_validate(fields, context={"max_points": self.amount})
 
 
 @dataclass(frozen=True)
@@ -245,17 +249,47 @@ def request_debit(
     """
     if allocation.kind is not Kind.DEBIT:
         raise ValueError("only debits wait for approval one by one")
-    existing = ledger.get(allocation.reference)
-    if existing is not None and for_subject(ledger, "debit", allocation.reference) is None:
-        return describe_row(ledger, existing, replayed=True)  # already sent without approval
-    _request(
+    return _hold(
         ledger,
+        allocation,
         "debit",
-        allocation.reference,
-        allocation.amount,
-        maker,
-        allocation.model_dump(mode="json"),
+        maker=maker,
+        session_id=session_id,
+        why="above the debit approval threshold",
     )
+
+
+def request_credit(
+    ledger: Ledger,
+    allocation: Allocation,
+    *,
+    maker: str,
+    why: str,
+    session_id: str | None = None,
+) -> Outcome:
+    """Hold a credit for approval (past the operator's monthly limit in its programme): nothing
+    is sent. Its intent is recorded ``QUEUED`` and so reserves its points: ``BudgetExceeded``
+    (the request withdrawn, nothing held) when the programme cannot cover it."""
+    if allocation.kind is Kind.DEBIT:
+        raise ValueError("a debit waits with request_debit")
+    return _hold(ledger, allocation, "credit", maker=maker, session_id=session_id, why=why)
+
+
+def _hold(
+    ledger: Ledger,
+    allocation: Allocation,
+    subject_kind: str,
+    *,
+    maker: str,
+    session_id: str | None,
+    why: str,
+) -> Outcome:
+    existing = ledger.get(allocation.reference)
+    if existing is not None and for_subject(ledger, subject_kind, allocation.reference) is None:
+        return describe_row(ledger, existing, replayed=True)  # already sent without approval
+    request = allocation.model_dump(mode="json")
+    request["why"] = [why]
+    _request(ledger, subject_kind, allocation.reference, allocation.amount, maker, request)
     replayed = existing is not None
     if existing is None:
         try:
@@ -265,13 +299,38 @@ def request_debit(
             ledger.note(
                 allocation.reference,
                 actor=maker,
-                detail="held for approval: above the debit approval threshold; nothing sent",
+                detail=f"held for approval: {why}; nothing sent",
                 kind=AuditKind.APPROVAL_REQUESTED,
             )
         except DuplicateReference:
             replayed = True
-    log.info("debit %s held for approval (maker %s)", allocation.reference, maker)
+        except PointsDeskError:
+            # Refused (budget spent, programme closed): nothing is held, the request goes too.
+            ledger.withdraw_approval(
+                subject_kind, allocation.reference, actor=maker, comment="withdrawn: refused"
+            )
+            raise
+    log.info("%s %s held for approval (maker %s)", subject_kind, allocation.reference, maker)
     return describe_row(ledger, ledger.get(allocation.reference), replayed=replayed)  # type: ignore[arg-type]
+
+
+def request_budget_raise(
+    ledger: Ledger, code: str, budget: Decimal, *, maker: str, current: Decimal | None
+) -> Approval:
+    """Ask a second person to raise a programme's budget to ``budget`` (audited on the
+    programme). Approving applies it; rejecting leaves the budget as it was."""
+    subject = f"{code}@{datetime.now(UTC):%Y%m%dT%H%M%S%f}"  # one request per raise asked
+    shown = "no limit" if current is None else numbers.figure(current)
+    why = f"raise {code} from {shown} to {numbers.figure(budget)} points"
+    ledger.note_programme(code, actor=maker, action="raise asked", detail=why)
+    return _request(ledger, "budget", subject, Decimal(budget), maker, {"why": [why], "code": code})
+
+
+def _raise_budget(ledger: Ledger, decision: Approval, approver: str) -> None:
+    code = str(decision.request.get("code") or decision.subject.split("@", 1)[0])
+    ledger.update_programme(
+        code, actor=f"{approver} (approving {decision.maker})", budget=decision.amount
+    )
 
 
 def request_batch(
@@ -343,12 +402,15 @@ def approve(
     points): there is no second person to ask, so the maker may decide their own request."""
     found = get(ledger, approval_id)
     if found is not None and found.subject_kind in SENT_ON_APPROVAL and client is None:
-        raise ValueError("approving a debit or a reversal sends it: pass an EnKash client")
+        raise ValueError("approving a debit, credit or reversal sends it: pass an EnKash client")
     comment = " ".join(comment.split())
     decision = _decide(ledger, approval_id, APPROVED, approver, comment, allow_self, identities)
     detail = f"approved by {approver}" + (f": {comment}" if comment else "")
     if decision.subject_kind == "batch":
         ledger.set_approved_by(approver, batch_id=decision.subject, detail=detail)
+        return Decision(decision, None)
+    if decision.subject_kind == "budget":
+        _raise_budget(ledger, decision, approver)
         return Decision(decision, None)
     return Decision(decision, send_approved(ledger, client, decision, detail=detail))  # type: ignore[arg-type]
 
@@ -359,7 +421,7 @@ def send_approved(
     """Send an approved debit that has not been sent yet (after ``approve``, or to finish one
     whose sending was interrupted). Exactly one caller wins the claim; others get the row."""
     if approval.subject_kind not in SENT_ON_APPROVAL or approval.status != APPROVED:
-        raise NotApproved("Only an approved debit or reversal can be sent.")
+        raise NotApproved("Only an approved debit, credit or reversal can be sent.")
     approver = approval.decided_by or "approver"
     reference = approval.subject
     if ledger.get(reference) is None and approval.subject_kind == "debit":
@@ -396,6 +458,14 @@ def reject(
     )
     if decision.subject_kind == "batch":
         _cancel_rejected_batch(ledger, decision.subject, approver, comment)
+        return Decision(decision, None)
+    if decision.subject_kind == "budget":
+        ledger.note_programme(
+            decision.subject,
+            actor=approver,
+            action="raise rejected",
+            detail=f"budget raise to {numbers.figure(decision.amount)} rejected: {comment}",
+        )
         return Decision(decision, None)
     row = ledger.get(decision.subject)
     if row is not None and row.status is Status.QUEUED:
@@ -440,12 +510,13 @@ def _cancel_rejected_batch(ledger: Ledger, batch_id: str, approver: str, comment
 
 
 def _held(row: LedgerRow) -> bool:
-    """A single row that waits for approval when QUEUED: a debit, or a reversal of any kind."""
-    return row.batch_id is None and (row.kind is Kind.DEBIT or row.reverses is not None)
+    """A single row (not a batch's) waits for approval while QUEUED: a debit, a credit past an
+    operator's monthly limit, or a reversal of any kind."""
+    return row.batch_id is None
 
 
 def status_word(row: LedgerRow) -> str:
-    """A row's status as a manager reads it in tables: a held debit is "Awaiting approval"."""
+    """A row's status as a manager reads it in tables: a held movement is "Awaiting approval"."""
     if row.status is Status.QUEUED and _held(row):
         return "Awaiting approval"
     if row.status is Status.FAILED and row.enkash_code == REJECTED:
@@ -470,7 +541,7 @@ def holder(
 
 
 def describe_row(ledger: Ledger, row: LedgerRow, *, replayed: bool = False) -> Outcome:
-    """``allocations.describe``, plus the words for a debit held for or refused at approval."""
+    """``allocations.describe``, plus the words for a movement held for or refused at approval."""
     if _held(row):
         if row.status is Status.QUEUED:
             given = {"title": row.title, "first_name": row.first_name, "email": row.email}

@@ -458,6 +458,18 @@ class Allocation(BaseModel):
     employee: Employee | None = None
     card_id: str | None = None
     reason: str = ""
+    #: The code of the programme whose budget it counts against (``None``: General).
+    programme: str | None = None
+
+    @field_validator("programme", mode="before")
+    @classmethod
+    def _programme(cls, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        code = str(value).strip().upper()
+        if not re.fullmatch(r"[A-Z0-9][A-Z0-9_\-]{0,15}", code):
+            raise ValueError("A programme code is 1 to 16 letters, digits, hyphens or underscores")
+        return code
 
     @field_validator("reference")
     @classmethod

@@ -25,6 +25,15 @@ from services.store.employees import EmployeeStore
 from services.store.engine import CENT, UTCDateTime, from_cents, to_cents
 from services.store.exchanges import ExchangeRecord, ExchangeStore
 from services.store.migrate import current_revision, head, open_schema
+from services.store.programmes import (
+    BudgetExceeded,
+    Programme,
+    ProgrammeClosed,
+    ProgrammeCodeTaken,
+    ProgrammeEvent,
+    ProgrammeStore,
+    UnknownProgramme,
+)
 from services.store.records import (
     AuditEvent,
     BatchRecord,
@@ -49,11 +58,14 @@ from services.store.workers import WorkerStore
 # loaded above, so these names stay the tables. (``importlib.import_module`` gets a module.)
 from services.store.schema import (
     BATCH_STATES,
+    GENERAL_CODE,
     approvals,
     audit_events,
     batches,
     exchanges,
     metadata,
+    programme_events,
+    programmes,
     sign_in_attempts,
     transactions,
     workers,
@@ -66,10 +78,12 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "BATCH_STATES",
     "CENT",
+    "GENERAL_CODE",
     "SCHEMA_HEAD",
     "WORKER_STALE_AFTER",
     "AuditEvent",
     "BatchRecord",
+    "BudgetExceeded",
     "DuplicateBatchFile",
     "DuplicateReference",
     "EmployeeSummary",
@@ -77,11 +91,16 @@ __all__ = [
     "Ledger",
     "LedgerRow",
     "Move",
+    "Programme",
+    "ProgrammeClosed",
+    "ProgrammeCodeTaken",
+    "ProgrammeEvent",
     "ReversalRefused",
     "ReversalRoom",
     "SchemaTooNew",
     "StatusConflict",
     "UTCDateTime",
+    "UnknownProgramme",
     "UnknownReference",
     "approvals",
     "audit_event",
@@ -92,6 +111,8 @@ __all__ = [
     "from_cents",
     "ledger_row",
     "metadata",
+    "programme_events",
+    "programmes",
     "sign_in_attempts",
     "to_cents",
     "transactions",
@@ -107,6 +128,7 @@ class Ledger(
     WorkerStore,
     CorrectionStore,
     ExchangeStore,
+    ProgrammeStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
@@ -145,3 +167,7 @@ class Ledger(
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
             conn.execute(batches.delete())
+            # Programmes stay (they are set-up, not movements); their counters follow the rows.
+            conn.execute(
+                programmes.update().values(reserved_cents=0, credited_cents=0, returned_cents=0)
+            )

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from services.models import Allocation, AuditKind, BatchState, Kind, Status
 from services.redact import redact
 from services.store.engine import from_cents, to_cents
+from services.store.programmes import release_many, reserve_many
 from services.store.records import (
     BatchRecord,
     DuplicateBatchFile,
@@ -21,7 +22,14 @@ from services.store.records import (
     batch_record,
 )
 from services.store.schema import batches, transactions
-from services.store.transactions import TransactionStore, _audit, _batch_rows, _event, _repeats
+from services.store.transactions import (
+    TransactionStore,
+    _assign_programmes,
+    _audit,
+    _batch_rows,
+    _event,
+    _repeats,
+)
 
 
 class BatchStore(TransactionStore):
@@ -91,7 +99,9 @@ class BatchStore(TransactionStore):
             with self.writing() as conn:
                 conn.execute(batches.insert().values(record))
                 if rows:
+                    credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                     conn.execute(transactions.insert(), rows)
+                    reserve_many(conn, credits)  # all the file's credits fit, or none is queued
                     _audit(conn, events)
         except IntegrityError:
             existing = self.batch_by_digest(file_digest)
@@ -171,10 +181,9 @@ class BatchStore(TransactionStore):
         message = redact(message)
         queued = sa.and_(t.c.batch_id == batch_id, t.c.status == Status.QUEUED.value)
         with self.writing() as conn:
-            references = conn.execute(sa.select(t.c.reference).where(queued)).scalars().all()
-            if not references:
-                return 0
-            conn.execute(
+            # RETURNING exactly the rows this UPDATE moved (a worker may claim one meanwhile on
+            # PostgreSQL): their credits' reservations go back in this same transaction.
+            found = conn.execute(
                 t.update()
                 .where(queued)
                 .values(
@@ -183,7 +192,16 @@ class BatchStore(TransactionStore):
                     enkash_message=message,
                     updated_at=now,
                 )
-            )
+                .returning(t.c.reference, t.c.programme_id, t.c.transaction_type, t.c.amount_cents)
+            ).all()
+            if not found:
+                return 0
+            references = [reference for reference, *_ in found]
+            released: dict[int, int] = {}
+            for _, programme_id, transaction_type, cents in found:
+                if transaction_type == "CR" and programme_id is not None:
+                    released[programme_id] = released.get(programme_id, 0) + cents
+            release_many(conn, released)
             _audit(
                 conn,
                 [

@@ -56,6 +56,9 @@ transactions = sa.Table(
     # A reversal's original (``services/corrections.py``): the reference whose movement this one
     # undoes, in part or whole. "Reversed by" is the query ``reverses = <reference>`` (v7).
     sa.Column("reverses", sa.String(64), index=True),
+    # The programme (``programmes.id``) whose budget the row counts against (v7). Every row the
+    # code writes has one; rows from before programmes were migrated to "General".
+    sa.Column("programme_id", sa.Integer),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
     sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
     sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
@@ -70,6 +73,8 @@ transactions = sa.Table(
     sa.Index("ix_transactions_batch_row", "batch_id", "row_number"),
     # A worker picks a batch's next QUEUED row in row order without scanning the rows sent.
     sa.Index("ix_transactions_batch_status_row", "batch_id", "status", "row_number"),
+    # A programme's movements (its statement, History's filter, the counters' consistency check).
+    sa.Index("ix_transactions_programme", "programme_id", "status", "created_at"),
     # Each card's latest succeeded row (known balances, History's balance per employee) is one
     # index seek per card instead of a sort of the whole table: 1.7 s -> 0.04 s at 1M rows.
     sa.Index(
@@ -132,9 +137,10 @@ sign_in_attempts = sa.Table(
     sa.Index("ix_sign_in_attempts_username_at", "username", "at"),
 )
 
-# Maker-checker requests (services/approvals.py): one per debit reference, batch id or reversal
-# reference (v7 added "reversal").
-APPROVAL_KINDS = ("debit", "batch", "reversal")
+# What a maker-checker request is about (services/approvals.py): a debit or credit reference (one
+# movement), a batch id, a reversal's reference, or a programme's budget raise (the programme
+# code). v7 added "reversal", "credit" and "budget".
+APPROVAL_KINDS = ("debit", "batch", "reversal", "credit", "budget")
 
 approvals = sa.Table(
     "approvals",
@@ -227,3 +233,55 @@ exchanges = sa.Table(
     sa.Index("ix_exchanges_reference_at", "reference", "at"),
     sa.Index("ix_exchanges_at", "at"),
 )
+
+
+# Programmes (services/programmes.py): a budget that credits draw from (v7). ``budget_cents`` NULL
+# means no limit ("General"). The three counters are maintained in the same transaction as every
+# intent and status move of the programme's rows (services/store/programmes.py), so the budget
+# check is one row: remaining = budget - reserved - credited + returned, where ``reserved`` is the
+# credits in flight (QUEUED, SENDING, UNKNOWN), ``credited`` the SUCCEEDED credits and
+# ``returned`` the SUCCEEDED debits.
+PROGRAMME_STATES = ("active", "closed")
+
+programmes = sa.Table(
+    "programmes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("code", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("budget_cents", sa.BigInteger),
+    sa.Column("starts_on", sa.Date),  # IST dates, inclusive
+    sa.Column("ends_on", sa.Date),
+    sa.Column("owner", sa.String(200), nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("monthly_operator_limit_cents", sa.BigInteger),
+    sa.Column("debit_threshold_cents", sa.BigInteger),
+    sa.Column("state", sa.String(8), nullable=False, server_default="active"),
+    sa.Column("reserved_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("credited_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("returned_cents", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_by", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint(_one_of("state", PROGRAMME_STATES), name="ck_programmes_state"),
+    sa.CheckConstraint(
+        "budget_cents IS NULL OR budget_cents >= 0", name="ck_programmes_budget_positive"
+    ),
+    sa.UniqueConstraint("code", name="uq_programmes_code"),
+)
+
+# Every change to a programme (created, edited, budget raised, closed): who, when, what.
+programme_events = sa.Table(
+    "programme_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("programme_id", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_programme_events_programme", "programme_id", "id"),
+)
+
+#: The programme every movement without one belongs to (and every row from before programmes).
+GENERAL_CODE = "GENERAL"

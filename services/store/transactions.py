@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store.engine import Database, to_cents
+from services.store.programmes import apply_move, programme_id_for, reserve_many
 from services.store.records import (
     AuditEvent,
     DuplicateReference,
@@ -168,7 +169,24 @@ def _intent_values(
         "approved_by": approved_by,
         "created_at": now,
         "updated_at": now,
+        "programme_id": None,  # resolved from ``allocation.programme`` inside the write
     }
+
+
+def _assign_programmes(
+    conn: Connection, rows: list[dict[str, Any]], codes: Sequence[str | None]
+) -> dict[int, int]:
+    """Set each row's ``programme_id`` (``UnknownProgramme`` if a code names none); returns the
+    credit total per programme, for ``reserve_many`` once the rows are inserted."""
+    ids: dict[str | None, int] = {}
+    totals: dict[int, int] = {}
+    for values, code in zip(rows, codes, strict=True):
+        if code not in ids:
+            ids[code] = programme_id_for(conn, code)
+        values["programme_id"] = ids[code]
+        if values["transaction_type"] == "CR":
+            totals[ids[code]] = totals.get(ids[code], 0) + values["amount_cents"]
+    return totals
 
 
 _ORDERS = {
@@ -262,7 +280,12 @@ class TransactionStore(Database):
         )
         try:
             with self.writing() as conn:
+                credits = _assign_programmes(conn, [values], [allocation.programme])
+                # Inserted first: a repeated reference is a replay (DuplicateReference), even
+                # when the budget is spent. Then the reservation, same transaction: a refusal
+                # (BudgetExceeded, ProgrammeClosed) rolls the intent back; nothing is recorded.
                 conn.execute(transactions.insert().values(values))
+                reserve_many(conn, credits)
                 _audit(
                     conn,
                     [
@@ -327,8 +350,10 @@ class TransactionStore(Database):
         )
         try:
             with self.writing() as conn:
+                credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
                 conn.execute(transactions.insert(), rows)
+                reserve_many(conn, credits)
                 _audit(conn, events)
         except IntegrityError:
             existing = self._existing(references)
@@ -890,16 +915,17 @@ class TransactionStore(Database):
         if to_status is Status.SENDING:
             values["attempts"] = transactions.c.attempts + 1
             values["claimed_by"] = self.worker_id
+        t = transactions.c
         for before in dict.fromkeys(from_statuses):
+            # RETURNING what the programme's counters need: they move in this same transaction.
             changed = conn.execute(
                 transactions.update()
-                .where(
-                    transactions.c.reference == reference,
-                    transactions.c.status == before.value,
-                )
+                .where(t.reference == reference, t.status == before.value)
                 .values(values)
-            )
-            if changed.rowcount == 1:
+                .returning(t.programme_id, t.transaction_type, t.amount_cents)
+            ).one_or_none()
+            if changed is not None:
+                apply_move(conn, changed[0], changed[1], changed[2], before, to_status)
                 return before
         return None
 
