@@ -100,7 +100,7 @@ def test_sign_in_and_a_second_person_approves_a_large_debit(tmp_path: Path):
         # The approver, in another browser, approves it with a comment.
         sign_in(approver, url, "vikram")
         open_page(approver, "Approvals")
-        approver.get_by_text("Debit from Ravi").wait_for()
+        approver.get_by_text("Debit from Mr Ravi").wait_for()
         approver.get_by_label("Comment").fill("Confirmed with HR")
         screenshot(approver, "screens/approvals")
         approver.get_by_role("button", name="Approve and send").click()
