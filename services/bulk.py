@@ -47,7 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from services import allocations, approvals
-from services.bulk_files import Preview, RejectedRow, check_rows, parse_file
+from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse_file
 from services.config import Settings
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
@@ -133,8 +133,61 @@ def preview_upload(
         pool_balance=pool,
         max_points=settings.points_desk_max_points,
     )
+    preview = refuse_bad_corrections(preview, ledger)
     with client() as enkash:
         return refuse_existing_cards(preview, ledger, enkash)
+
+
+def _corrects(preview: Preview) -> dict[int, str]:
+    """Row number -> the reference a valid row corrects (a correction file's ``corrects``)."""
+    return {
+        v.number: v.values["corrects"].strip()
+        for v in preview.valid
+        if (v.values.get("corrects") or "").strip()
+    }
+
+
+def refuse_bad_corrections(preview: Preview, ledger: Ledger) -> Preview:
+    """Move correction rows that may not pay (their original succeeded, is not settled, or is
+    already corrected) to the rejected rows, each with why. ``queue_batch`` asks again, under
+    lock: this is what the manager sees, not the guard."""
+    refused = ledger.corrections_refused(_corrects(preview))
+    if not refused:
+        return preview
+    return _move_to_rejected(
+        preview,
+        {
+            n: {"corrects": f"Not sent: {why}. A correction never pays twice."}
+            for n, why in refused.items()
+        },
+    )
+
+
+def _move_to_rejected(preview: Preview, refused: dict[int, dict[str, str]]) -> Preview:
+    valid = [v for v in preview.valid if v.number not in refused]
+    rejected = sorted(
+        [
+            *preview.rejected,
+            *(
+                RejectedRow(v.number, v.values, refused[v.number])
+                for v in preview.valid
+                if v.number in refused
+            ),
+        ],
+        key=lambda row: row.number,
+    )
+    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
+    debits = [v.allocation.amount for v in valid if v.allocation.kind is Kind.DEBIT]
+    totals = replace(
+        preview.totals,
+        valid=len(valid),
+        rejected=len(rejected),
+        credit_rows=len(credits),
+        credit_points=sum(credits, Decimal("0")),
+        debit_rows=len(debits),
+        debit_points=sum(debits, Decimal("0")),
+    )
+    return replace(preview, valid=valid, rejected=rejected, totals=totals)
 
 
 def refuse_existing_cards(preview: Preview, ledger: Ledger, client: EnkashClient | None) -> Preview:
@@ -172,27 +225,7 @@ def refuse_existing_cards(preview: Preview, ledger: Ledger, client: EnkashClient
             }
     if not refused:
         return preview
-    valid = [v for v in preview.valid if v.number not in refused]
-    rejected = sorted(
-        [
-            *preview.rejected,
-            *(
-                RejectedRow(v.number, v.values, refused[v.number])
-                for v in preview.valid
-                if v.number in refused
-            ),
-        ],
-        key=lambda row: row.number,
-    )
-    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
-    totals = replace(
-        preview.totals,
-        valid=len(valid),
-        rejected=len(rejected),
-        credit_rows=len(credits),
-        credit_points=sum(credits, Decimal("0")),
-    )
-    return replace(preview, valid=valid, rejected=rejected, totals=totals)
+    return _move_to_rejected(preview, refused)
 
 
 # --- rows repeating recent batches ---------------------------------------------------------------
@@ -406,6 +439,8 @@ def queue_batch(
             number: f"repeats {_earlier_words(earlier)}; paid again as {operator} acknowledged"
             for number, earlier in repeats.rows.items()
         },
+        rejected=[(r.number, r.values, r.reason) for r in preview.rejected],
+        corrects=_corrects(preview),
     )
 
 
@@ -649,6 +684,7 @@ REPORT_HEADER = [
     "reference",
     "code",
     "message",
+    "corrects",
 ]
 
 
@@ -661,8 +697,9 @@ def _message(row: LedgerRow) -> str:
 
 
 def report_rows(ledger: Ledger, batch_id: str) -> list[list[Any]]:
-    """One line per row of the batch, in file order: what was asked and what EnKash said."""
-    return [
+    """One line per input row of the batch's file, in file order: what was asked and what EnKash
+    said; rows refused at preview are ``REJECTED`` with the problem as their message."""
+    sent = [
         [
             row.row_number,
             row.kind.value,
@@ -678,9 +715,73 @@ def report_rows(ledger: Ledger, batch_id: str) -> list[list[Any]]:
             row.reference,
             row.enkash_code or "",
             _message(row),
+            row.corrects or "",
         ]
         for row in ledger.rows(batch_id=batch_id, order="row_number")
     ]
+    refused = [
+        [
+            r.row_number,
+            r.values.get("kind", ""),
+            r.values.get("first_name", ""),
+            r.values.get("email", ""),
+            r.values.get("mobile", ""),
+            r.values.get("card_id", ""),
+            r.values.get("amount", ""),
+            r.values.get("reason", ""),
+            REJECTED,
+            "",
+            None,
+            "",
+            "",
+            f"Rejected at preview, never sent: {r.problem}",
+            r.values.get("corrects", ""),
+        ]
+        for r in ledger.rejected_rows(batch_id)
+    ]
+    return sorted([*sent, *refused], key=lambda line: line[0])
+
+
+#: The status a report gives a row refused at preview (it never became a transaction).
+REJECTED = "REJECTED"
+
+#: A correction file: the template's columns and the reference of the row each one corrects.
+CORRECTION_HEADER = [*COLUMNS, "corrects"]
+
+
+def correction_rows(ledger: Ledger, batch_id: str) -> tuple[list[LedgerRow], list[LedgerRow]]:
+    """The batch's rows a correction file may pay again (``FAILED``, not already corrected by a
+    row that did not fail) and the rows not correctable yet (outcome unknown or in flight)."""
+    rows = ledger.rows(batch_id=batch_id, order="row_number")
+    failed = [r for r in rows if r.status is Status.FAILED]
+    refused = ledger.corrections_refused({i: r.reference for i, r in enumerate(failed)})
+    pending = (Status.UNKNOWN, Status.SENDING, Status.QUEUED)
+    return (
+        [r for i, r in enumerate(failed) if i not in refused],
+        [r for r in rows if r.status in pending],
+    )
+
+
+def _correction_line(row: LedgerRow) -> list[Any]:
+    return [
+        row.kind.value,
+        row.first_name or "",
+        row.title or "",
+        row.gender or "",
+        row.email or "",
+        row.mobile or "",
+        row.card_id or "",
+        row.amount,
+        row.reason,
+        row.reference,
+    ]
+
+
+def correction_file(ledger: Ledger, batch_id: str) -> bytes:
+    """The batch's failed rows as a pre-filled correction file (CSV): fix and upload it; each
+    row pays at most once in place of the row named in ``corrects``."""
+    failed, _ = correction_rows(ledger, batch_id)
+    return to_csv(CORRECTION_HEADER, [_correction_line(r) for r in failed])
 
 
 def report_csv(ledger: Ledger, batch_id: str) -> bytes:

@@ -119,6 +119,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "amount": ("amount", "points", "load amount", "loadamount", "point", "value"),
     "reason": ("reason", "remarks", "remark", "note", "notes", "description", "comment"),
+    # A correction file's link to the failed row each row pays instead (bulk.correction_file).
+    "corrects": ("corrects", "corrects reference", "original reference"),
 }
 _HEADER_TO_COLUMN = {alias: column for column, aliases in _ALIASES.items() for alias in aliases}
 

@@ -110,7 +110,8 @@ def test_a_batch_sends_every_valid_row_and_reports_each(desk):
             io.StringIO(bulk.report_csv(desk.ledger, record.batch_id).decode("utf-8-sig"))
         )
     )
-    assert [int(line["row"]) for line in report] == [*range(2, 32), 33]
+    assert [int(line["row"]) for line in report] == [*range(2, 34)]  # every input row
+    assert report[-2]["status"] == "REJECTED" and report[-2]["first_name"] == "R2D2"
     first = report[0]
     assert first["status"] == "SUCCEEDED" and first["amount"] == "100.00"
     assert first["card_id"].startswith("EKC") and first["transaction_id"].startswith("ECTR")

@@ -497,7 +497,73 @@ def batch_panel(batch_id: str) -> None:
             st.rerun(scope="app")
 
     panel()
+    if not live:
+        batch_rows(batch_id)
     status_glossary(key="bulk_glossary")
+
+
+ROW_STATUSES = ("SUCCEEDED", "FAILED", "UNKNOWN", "QUEUED", "SENDING", bulk.REJECTED)
+
+
+def batch_rows(batch_id: str) -> None:
+    """Every input row of the batch with what EnKash said, filterable by status; the failed rows
+    as a correction file; a link to History filtered by the batch."""
+    ledger = desk().ledger
+    lines = bulk.report_rows(ledger, batch_id)
+    header = bulk.REPORT_HEADER
+    at = {name: header.index(name) for name in header}
+    with st.expander(f"Rows ({len(lines):,})", icon=":material/table_rows:", expanded=True):
+        shown = st.multiselect(
+            "Status",
+            [s for s in ROW_STATUSES if any(line[at["status"]] == s for line in lines)],
+            key="bulk_rows_status",
+            placeholder="All statuses",
+        )
+        chosen = [line for line in lines if not shown or line[at["status"]] in shown]
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "Row": [line[at["row"]] for line in chosen],
+                    "Status": [str(line[at["status"]]).title() for line in chosen],
+                    "Employee": [
+                        line[at["first_name"]] or line[at["email"]] or line[at["card_id"]]
+                        for line in chosen
+                    ],
+                    "Points": [str(line[at["amount"]]) for line in chosen],
+                    "EnKash's message": [line[at["message"]] for line in chosen],
+                    "Reference": [line[at["reference"]] for line in chosen],
+                    "Corrects": [line[at["corrects"]] for line in chosen],
+                }
+            ),
+            hide_index=True,
+            key="bulk_rows_table",
+        )
+        st.page_link(
+            "pages/history.py",
+            label="Open these rows in History",
+            query_params={"batch": batch_id},
+            icon=":material/history:",
+        )
+        failed, unsettled = bulk.correction_rows(ledger, batch_id)
+        if failed:
+            st.download_button(
+                f"Download failed rows ({len(failed):,}) as a correction file",
+                lambda: bulk.correction_file(ledger, batch_id),
+                f"corrections-{batch_id}.csv",
+                "text/csv",
+                key="bulk_correction_file",
+                on_click="ignore",
+                icon=":material/build:",
+                help="The failed rows, pre-filled, each naming the row it corrects: fix what "
+                "EnKash refused and upload it here. Each failed row can be paid only once.",
+            )
+        if unsettled:
+            st.caption(
+                f"{len(unsettled):,} rows are not correctable yet: their outcome is not known "
+                f"({', '.join(code(r.reference) for r in unsettled[:5])}"
+                f"{', …' if len(unsettled) > 5 else ''}). Settle them on Reconcile first; "
+                "correcting them now could pay twice."
+            )
 
 
 def _controls(p: bulk.Progress, state: str) -> None:

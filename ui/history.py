@@ -129,6 +129,9 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
     """The filters; ``None`` (with the reason shown by the field) when they do not make sense."""
     operators, batches = _choices(ledger, history.change_marker(ledger))
     today = history.ist_today()
+    wanted = st.query_params.get("batch", "").strip()  # ?batch=... (the Bulk page's rows)
+    if wanted in batches and st.session_state.get("_history_batch_param") != wanted:
+        st.session_state["_history_batch_param"] = st.session_state["history_batch"] = wanted
     with st.container(border=True):
         when, grain_col, mine = st.columns([2, 2, 1.4], vertical_alignment="bottom")
         picked = when.date_input(

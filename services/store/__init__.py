@@ -20,6 +20,7 @@ from typing import Any
 
 from services.store.approvals import ApprovalStore
 from services.store.batches import BatchStore
+from services.store.bulk_rows import BulkRowStore, CorrectionRowsRefused, StoredRejectedRow
 from services.store.corrections import CorrectionStore, ReversalRefused, ReversalRoom
 from services.store.employees import EmployeeStore
 from services.store.engine import CENT, UTCDateTime, from_cents, to_cents
@@ -61,6 +62,7 @@ from services.store.schema import (
     GENERAL_CODE,
     approvals,
     audit_events,
+    batch_rejected_rows,
     batches,
     exchanges,
     metadata,
@@ -84,6 +86,7 @@ __all__ = [
     "AuditEvent",
     "BatchRecord",
     "BudgetExceeded",
+    "CorrectionRowsRefused",
     "DuplicateBatchFile",
     "DuplicateReference",
     "EmployeeSummary",
@@ -99,6 +102,7 @@ __all__ = [
     "ReversalRoom",
     "SchemaTooNew",
     "StatusConflict",
+    "StoredRejectedRow",
     "UTCDateTime",
     "UnknownProgramme",
     "UnknownReference",
@@ -106,6 +110,7 @@ __all__ = [
     "audit_event",
     "audit_events",
     "batch_record",
+    "batch_rejected_rows",
     "batches",
     "exchanges",
     "from_cents",
@@ -129,6 +134,7 @@ class Ledger(
     CorrectionStore,
     ExchangeStore,
     ProgrammeStore,
+    BulkRowStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
@@ -167,6 +173,7 @@ class Ledger(
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
             conn.execute(batches.delete())
+            conn.execute(batch_rejected_rows.delete())
             # Programmes stay (they are set-up, not movements); their counters follow the rows.
             conn.execute(
                 programmes.update().values(reserved_cents=0, credited_cents=0, returned_cents=0)

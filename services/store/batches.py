@@ -3,6 +3,7 @@ batch's rows, all or nothing, as ordinary ``transactions`` rows carrying the bat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AuditKind, BatchState, Kind, Status
 from services.redact import redact
+from services.store.bulk_rows import CorrectionRowsRefused, corrections_refused
 from services.store.engine import from_cents, to_cents
 from services.store.programmes import release_many, reserve_many
 from services.store.records import (
@@ -21,7 +23,7 @@ from services.store.records import (
     DuplicateReference,
     batch_record,
 )
-from services.store.schema import batches, transactions
+from services.store.schema import batch_rejected_rows, batches, transactions
 from services.store.transactions import (
     TransactionStore,
     _assign_programmes,
@@ -49,13 +51,18 @@ class BatchStore(TransactionStore):
         state: BatchState = BatchState.QUEUED,
         note: str = "",
         row_notes: Mapping[int, str] | None = None,
+        rejected: Iterable[tuple[int, Mapping[str, str], str]] = (),
+        corrects: Mapping[int, str] | None = None,
     ) -> BatchRecord:
         """Record a batch and queue all its rows (``QUEUED``) in ONE transaction: all or nothing.
 
         ``note`` is the batch's first note; ``row_notes`` (row number -> text) are added to those
         rows' first audit events. ``DuplicateBatchFile`` if a batch with this file digest exists;
         ``DuplicateReference`` if a reference is already in the ledger. Nothing is written in
-        either case.
+        either case. ``rejected`` (row number, cells, problem) are the file's rows refused at
+        preview, kept for the report. ``corrects`` (row number -> reference) links correction
+        rows to the failed rows they pay instead; ``CorrectionRowsRefused`` (nothing written)
+        when one may not, decided under the originals' row locks (``bulk_rows``).
         """
         state = _batch_state(state)
         references = [allocation.reference for allocation, _ in allocations]
@@ -95,9 +102,27 @@ class BatchStore(TransactionStore):
             extra = (row_notes or {}).get(values["row_number"])
             if extra:
                 first["detail"] += f"; {extra}"
+            original = (corrects or {}).get(values["row_number"])
+            if original:
+                values["corrects"] = original
+                first["detail"] += f"; corrects {original}"
+        refused_rows = [
+            {
+                "batch_id": batch_id,
+                "row_number": number,
+                "row_values": json.dumps(dict(cells), sort_keys=True),
+                "problem": problem,
+            }
+            for number, cells, problem in rejected
+        ]
         try:
             with self.writing() as conn:
+                refused = corrections_refused(conn, corrects or {}, lock=True)
+                if refused:
+                    raise CorrectionRowsRefused(refused)
                 conn.execute(batches.insert().values(record))
+                if refused_rows:
+                    conn.execute(batch_rejected_rows.insert(), refused_rows)
                 if rows:
                     credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                     conn.execute(transactions.insert(), rows)

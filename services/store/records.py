@@ -61,6 +61,7 @@ class LedgerRow:
     created_at: datetime
     updated_at: datetime
     reverses: str | None = None  # the reference this movement reverses (a reversal only)
+    corrects: str | None = None  # the failed row this correction row pays instead
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def ledger_row(m: Any) -> LedgerRow:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         reverses=m.get("reverses"),
+        corrects=m.get("corrects"),
     )
 
 

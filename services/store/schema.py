@@ -59,6 +59,9 @@ transactions = sa.Table(
     # The programme (``programmes.id``) whose budget the row counts against (v7). Every row the
     # code writes has one; rows from before programmes were migrated to "General".
     sa.Column("programme_id", sa.Integer),
+    # A correction row's original: the FAILED row (of an earlier batch) it pays instead. At most
+    # one correction per original that has not failed (services/store/batches.py, v8).
+    sa.Column("corrects", sa.String(64), index=True),
     sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_transactions_kind"),
     sa.CheckConstraint(_one_of("transaction_type", ["CR", "DR"]), name="ck_transactions_type"),
     sa.CheckConstraint(_one_of("status", [s.value for s in Status]), name="ck_transactions_status"),
@@ -209,6 +212,19 @@ batches = sa.Table(
     sa.CheckConstraint(_one_of("state", BATCH_STATES), name="ck_batches_state"),
     sa.UniqueConstraint("file_digest", name="uq_batches_file_digest"),
     sa.Index("ix_batches_created_at", "created_at"),
+)
+
+# The rows of a file refused at preview, kept with the batch queued from it (v8): the batch's
+# report covers every input row. ``row_values`` is the row's cells as JSON (column -> text).
+batch_rejected_rows = sa.Table(
+    "batch_rejected_rows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=False),
+    sa.Column("row_values", sa.Text, nullable=False),
+    sa.Column("problem", sa.Text, nullable=False),
+    sa.Index("ix_batch_rejected_rows_batch", "batch_id", "row_number"),
 )
 
 # Every call to EnKash made for a transaction (services/enkash.py's exchange hook), kept with its
