@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from decimal import Decimal
 
 import pytest
 
 from services import allocations, approvals, bulk, corrections
 from services.approvals import SelfApproval
+from services.config import load_settings
 from services.corrections import ReversalInvalid, ReversalRefused
-from services.models import Status
+from services.models import Allocation, AllocationResult, Status
+from services.store import Ledger
 from tests.fault_support import debit
+from tests.pg_support import PG_URL, postgres_schema
 from tests.test_bulk import creates, desk, run  # noqa: F401  (the desk fixture)
 
 
@@ -106,3 +110,89 @@ def test_a_batch_reversal_with_cards_already_spent_reverses_what_it_can_and_repo
     assert f"reverses {part.reference}: 40.00 of its 101.00 points" in report[1]["message"]
     assert "already reversed in full" in report[2]["message"]
     assert "holds 0" in report[3]["message"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def place(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}", None
+        return
+    with postgres_schema() as schema:
+        yield PG_URL, schema
+
+
+def settled_batch(ledger: Ledger, amounts: list[str]) -> str:
+    """A batch of credits EnKash confirmed, each on its own card holding just that credit."""
+    batch_id = bulk.new_batch_id()
+    rows = [
+        (
+            Allocation(
+                reference=allocations.batch_reference(batch_id, n),
+                kind="credit",
+                amount=amount,
+                card_id=f"EKC0RACE{n:02d}",
+            ),
+            n,
+        )
+        for n, amount in enumerate(amounts, start=2)
+    ]
+    ledger.create_batch(
+        batch_id=batch_id,
+        file_name="race.csv",
+        file_digest=batch_id.ljust(64, "0"),
+        operator="asha",
+        allocations=rows,
+        concurrency=1,
+    )
+    for allocation, _ in rows:
+        ledger.claim(allocation.reference, actor="asha")
+        ledger.transition(
+            allocation.reference,
+            Status.SUCCEEDED,
+            actor="asha",
+            from_statuses=(Status.SENDING,),
+            result=AllocationResult(
+                reference=allocation.reference,
+                card_id=allocation.card_id,
+                transaction_id="ECT" + allocation.reference[-8:],
+                balance_after=allocation.amount,
+            ),
+        )
+    return batch_id
+
+
+def test_concurrent_batch_reversals_never_exceed_the_originals(place):
+    """Six people (own connection pools) reverse the same batch at once: one reversal batch is
+    recorded, the others find nothing left; no original is reversed beyond its amount."""
+    url, schema = place
+    setup = Ledger(url, schema=schema)
+    settings = load_settings(secrets_file=None)
+    try:
+        batch_id = settled_batch(setup, ["100", "250", "75"])
+        people = [Ledger(url, schema=schema) for _ in range(6)]
+        start = threading.Barrier(len(people))
+        outcomes: list[str] = []
+
+        def reverse(ledger: Ledger, n: int) -> None:
+            start.wait()
+            try:
+                corrections.request_batch_reversal(
+                    ledger, settings, batch_id, maker=f"maker{n}", reason="race"
+                )
+                outcomes.append("recorded")
+            except ReversalRefused:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=reverse, args=(p, n)) for n, p in enumerate(people)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for person in people:
+            person.dispose()
+        assert sorted(outcomes) == ["recorded"] + ["refused"] * 5
+        for original in setup.rows(batch_id=batch_id):
+            reversed_total = sum(r.amount for r in setup.reversed_by(original.reference))
+            assert reversed_total == original.amount
+    finally:
+        setup.dispose()
