@@ -9,6 +9,7 @@ from ui.context import desk
 from ui.format import count, points
 from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
 from ui.notice import set_notice, show_notices
+from ui.sandbox_faults import fault_controls
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -132,3 +133,4 @@ if the_desk.is_sandbox and allowed("move"):
             st.cache_data.clear()
             forget_pool()
             st.rerun()
+        fault_controls()

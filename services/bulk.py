@@ -461,9 +461,13 @@ def batch_total(record: BatchRecord) -> Decimal:
 
 
 def approval_reasons(ledger: Ledger, settings: Settings, record: BatchRecord) -> list[str]:
-    """Why this batch needs a second person (its total, or a debit above the debit limit)."""
+    """Why this batch needs a second person (its total, a debit above the debit limit, or that
+    it reverses another batch: a reversal always needs a second person)."""
     largest = approvals.largest_debit(ledger, record.batch_id) if record.debit_rows else None
-    return approvals.batch_approval_reasons(batch_total(record), largest, settings)
+    reasons = approvals.batch_approval_reasons(batch_total(record), largest, settings)
+    if ledger.is_reversal_batch(record.batch_id):
+        reasons.insert(0, "reverses movements of another batch (a reversal always needs approval)")
+    return reasons
 
 
 def needs_approval(ledger: Ledger, settings: Settings, record: BatchRecord) -> bool:
@@ -688,12 +692,21 @@ REPORT_HEADER = [
 ]
 
 
-def _message(row: LedgerRow) -> str:
+def _message(row: LedgerRow, original: LedgerRow | None = None) -> str:
     if row.status is Status.SUCCEEDED:
-        return "EnKash confirmed it; reference matched"
-    if row.status is Status.FAILED:
-        return row.enkash_message or allocations.describe(row).headline
-    return allocations.describe(row).headline
+        said = "EnKash confirmed it; reference matched"
+    elif row.status is Status.FAILED:
+        said = row.enkash_message or allocations.describe(row).headline
+    else:
+        said = allocations.describe(row).headline
+    if row.reverses and original is not None:
+        said += f"; reverses {row.reverses}"
+        if row.amount < original.amount:
+            said += (
+                f": {row.amount} of its {original.amount} points (the rest was spent or already "
+                "reversed when the reversal was asked)"
+            )
+    return said
 
 
 def report_rows(ledger: Ledger, batch_id: str) -> list[list[Any]]:
@@ -714,7 +727,7 @@ def report_rows(ledger: Ledger, batch_id: str) -> list[list[Any]]:
             row.balance_after,
             row.reference,
             row.enkash_code or "",
-            _message(row),
+            _message(row, ledger.get(row.reverses) if row.reverses else None),
             row.corrects or "",
         ]
         for row in ledger.rows(batch_id=batch_id, order="row_number")

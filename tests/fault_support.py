@@ -84,6 +84,7 @@ def reset_knobs(server) -> None:
     knobs.drop_hang_seconds = 1.5
     knobs.reply_payload = {}
     knobs.refusal_envelope = {}
+    knobs.next_fault, knobs.next_fault_calls = "", 0
 
 
 @dataclass

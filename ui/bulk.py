@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from services import approvals, bulk
+from services import approvals, bulk, corrections
 from services.bulk_files import (
     COLUMNS,
     BulkFileError,
@@ -564,6 +564,106 @@ def batch_rows(batch_id: str) -> None:
                 f"{', …' if len(unsettled) > 5 else ''}). Settle them on Reconcile first; "
                 "correcting them now could pay twice."
             )
+        record = ledger.get_batch(batch_id)
+        if (
+            record is not None
+            and record.state == "finished"
+            and any(line[at["status"]] == Status.SUCCEEDED.value for line in lines)
+            and not ledger.is_reversal_batch(batch_id)
+            and st.button(
+                "Reverse this batch…",
+                key="bulk_reverse",
+                icon=":material/undo:",
+                help="Take back every succeeded row, as one reversal batch a second person "
+                "approves. You see first which rows cannot be reversed fully, and why.",
+            )
+        ):
+            reverse_dialog(batch_id)
+
+
+REVERSE_REASON = "bulk_reverse_reason"
+
+
+def _reverse(batch_id: str, the_desk: Any, actor: str, sid: str) -> None:
+    # Runs as the dialog button's callback, like _confirm.
+    try:
+        asked = corrections.request_batch_reversal(
+            the_desk.ledger,
+            the_desk.settings,
+            batch_id,
+            maker=actor,
+            reason=st.session_state.get(REVERSE_REASON, ""),
+            session_id=sid,
+        )
+    except PointsDeskError as error:
+        set_error(error, lead="Nothing was reversed: ")
+        return
+    st.session_state["bulk_reversed"] = batch_id
+    st.session_state.pop(REVERSE_REASON, None)
+    record = asked.batch
+    st.session_state[OPEN] = record.batch_id
+    short = asked.preview.short
+    set_notice(
+        "info",
+        f"Reversal batch {record.batch_id} ({record.row_count:,} rows, "
+        f"{points(record.credit_points + record.debit_points)} points) waits for a second person "
+        "to approve it on the Approvals page; nothing is sent until then."
+        + (f" {len(short):,} rows cannot be reversed fully; its report says why." if short else ""),
+    )
+
+
+@st.dialog("Reverse this batch?", width="large")
+def reverse_dialog(batch_id: str) -> None:
+    if st.session_state.pop("bulk_reversed", None) == batch_id:
+        st.rerun()  # the callback queued it: close the dialog and show the reversal batch
+    try:
+        preview = corrections.preview_batch_reversal(desk().ledger, batch_id)
+    except PointsDeskError as error:
+        st.error(md(str(error)))
+        return
+    st.markdown(
+        f"**{len(preview.reversible):,} of {len(preview.lines):,} succeeded rows** can be "
+        f"reversed now: **{points(preview.total)}** points taken back, as one reversal batch. "
+        "A second person approves it on the Approvals page before anything is sent."
+    )
+    if preview.short:
+        st.warning(
+            f"{len(preview.short):,} rows cannot be reversed fully: what can be is reversed, "
+            "the rest is left and the report says why.",
+            icon="⚠️",
+        )
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "Row": [line.row_number for line in preview.short],
+                    "Employee": [line.first_name or line.card_id for line in preview.short],
+                    "Points": [str(line.amount) for line in preview.short],
+                    "Can reverse": [str(line.reversible) for line in preview.short],
+                    "Why not in full": [line.why for line in preview.short],
+                    "Reference": [line.reference for line in preview.short],
+                }
+            ),
+            hide_index=True,
+            key="bulk_reverse_short",
+        )
+    st.text_input(
+        "Reason",
+        key=REVERSE_REASON,
+        max_chars=200,
+        placeholder="Why these movements are taken back (the approver and History show it)",
+    )
+    ask, back = st.columns(2)
+    ask.button(
+        "Ask for approval",
+        type="primary",
+        key="bulk_reverse_confirm",
+        on_click=_reverse,
+        args=(batch_id, desk(), operator(), session_id()),
+        disabled=not preview.reversible,
+        width="stretch",
+    )
+    if back.button("Not now", key="bulk_reverse_back", width="stretch"):
+        st.rerun()
 
 
 def _controls(p: bulk.Progress, state: str) -> None:

@@ -60,6 +60,11 @@ cumulative, so they should sum to at most 1). ``latency_ms`` and ``fail_before_c
 to every API call; the others only to allocate. Neither touches ``/oauth/token`` or ``/_sandbox/``.
 Fault replies (503, 500, 504) are plain JSON ``{"error": ...}``, never encrypted.
 ``refuse_with`` (text) refuses every allocate with that message, as a business refusal.
+``next_fault`` (one of ``SCRIPTED_FAULTS``) with ``next_fault_calls`` = N scripts a fault for the
+next N allocate calls, whatever the rates (a demo of a bad day): ``timeout_after_commit`` commits
+and answers 504 at once, as a gateway that gave up; ``refusal`` refuses (nothing committed);
+``malformed`` commits and answers a truncated body; ``wrong_reference`` commits and echoes another
+reference. Each allocate call takes one (under a lock) until the counter reaches 0.
 
 Admin (sandbox only): ``GET /_sandbox/health`` (open), ``GET /_sandbox/stats``, ``GET|POST
 /_sandbox/knobs``, ``POST /_sandbox/reset``. All but health need the header ``X-Sandbox-Token``
@@ -127,6 +132,9 @@ FAULTS = (
     "malformed",
     "wrong_reference",
 )
+SCRIPTED_FAULTS = ("timeout_after_commit", "refusal", "malformed", "wrong_reference")
+MAX_SCRIPTED_CALLS = 10_000
+SCRIPTED_REFUSAL = "Refused by the sandbox (a scripted demo fault); nothing was credited or debited"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _MOBILE = re.compile(r"^[0-9]{10}$")
 CONTROL_HEADER = "X-Sandbox-Token"
@@ -161,6 +169,10 @@ class Knobs:
     # envelope (e.g. {"response_code": "<a 100-character code>"}). The store is unchanged.
     reply_payload: dict[str, Any] = dataclasses.field(default_factory=dict)
     refusal_envelope: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A scripted fault for the next ``next_fault_calls`` allocate calls (one of SCRIPTED_FAULTS,
+    # or "" for none), taken before the random draw: a demo turns a bad day on and off.
+    next_fault: str = ""
+    next_fault_calls: int = 0
 
 
 class _Stop(Exception):
@@ -347,6 +359,15 @@ class _Sandbox:
                 return fault
         return None
 
+    def _take_scripted_fault(self) -> str | None:
+        """The scripted fault for this allocate call, if any calls are left (one per call)."""
+        knobs = self.knobs
+        with self._rng_lock:
+            if not knobs.next_fault or knobs.next_fault_calls <= 0:
+                return None
+            knobs.next_fault_calls -= 1
+            return knobs.next_fault
+
     def reseed(self) -> None:
         with self._rng_lock:
             self._rng_seed = self.knobs.seed
@@ -495,7 +516,7 @@ class _Sandbox:
 
         async def answer(request: Request) -> Response:
             encrypted = self.knobs.encrypt  # one decision per request
-            fault = self._draw_fault()
+            fault = (self._take_scripted_fault() if allocate else None) or self._draw_fault()
             if self.knobs.latency_ms > 0:
                 await asyncio.sleep(self.knobs.latency_ms / 1000)
             if fault == "fail_before_commit":
@@ -572,6 +593,8 @@ class _Sandbox:
         allocation = parse_allocation(body)
         if self.knobs.refuse_with:
             raise _Refuse(200, self.knobs.refuse_with)
+        if fault == "refusal":
+            raise _Refuse(200, SCRIPTED_REFUSAL)
         if fault == "hang_before_commit":
             await self._hang()
             return JSONResponse({"error": "gateway_timeout"}, status_code=504)
@@ -581,6 +604,8 @@ class _Sandbox:
             raise _Refuse(400, str(exc)) from exc
         if fault == "error_after_commit":
             return JSONResponse({"error": "internal_server_error"}, status_code=500)
+        if fault == "timeout_after_commit":
+            return JSONResponse({"error": "gateway_timeout"}, status_code=504)
         if fault == "drop_after_commit":
             await self._hang()
             return JSONResponse({"error": "gateway_timeout"}, status_code=504)
@@ -795,6 +820,18 @@ def apply_knob_changes(knobs: Knobs, changes: Any) -> None:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a JSON object")
             value = dict(value)
+        elif name == "next_fault":
+            if value not in ("", *SCRIPTED_FAULTS):
+                raise ValueError(f"next_fault must be empty or one of {', '.join(SCRIPTED_FAULTS)}")
+        elif name == "next_fault_calls":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= (MAX_SCRIPTED_CALLS)
+            ):
+                raise ValueError(
+                    f"next_fault_calls must be a whole number from 0 to {MAX_SCRIPTED_CALLS}"
+                )
         elif name == "seed":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError("seed must be an integer or null")

@@ -12,6 +12,7 @@ same credit at once are serialised by the lock: the second sees the first's row.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,8 +23,14 @@ from sqlalchemy.engine import Connection
 from services.errors import Conflict
 from services.models import Allocation, ApprovalStatus, AuditKind, Kind, Status
 from services.store.engine import Database, from_cents, to_cents
-from services.store.records import LedgerRow, UnknownReference, ledger_row
-from services.store.schema import approvals, transactions
+from services.store.records import (
+    BatchRecord,
+    LedgerRow,
+    UnknownReference,
+    batch_record,
+    ledger_row,
+)
+from services.store.schema import approvals, batch_rejected_rows, batches, transactions
 from services.store.transactions import _audit, _event, _intent_values
 
 #: Statuses of a reversal that count against its original: everything but a definite FAILED.
@@ -49,6 +56,10 @@ class ReversalRefused(Conflict):
     def __init__(self, message: str, room: ReversalRoom | None = None):
         super().__init__(message)
         self.room = room
+
+
+def _opposite(kind: Kind) -> Kind:
+    return Kind.CREDIT if kind is Kind.DEBIT else Kind.DEBIT
 
 
 class CorrectionStore(Database):
@@ -157,6 +168,161 @@ class CorrectionStore(Database):
                 sa.select(transactions).where(transactions.c.reference == reversal.reference)
             )
             return ledger_row(found.mappings().one())
+
+    def batch_reversal_rooms(self, batch_id: str) -> list[ReversalRoom]:
+        """What may be reversed now of each succeeded row of a batch, in row order."""
+        with self.reading() as conn:
+            return [self._room(conn, ref) for ref in self._succeeded(conn, batch_id)]
+
+    def is_reversal_batch(self, batch_id: str) -> bool:
+        """Whether the batch's rows reverse other movements (a reversal batch)."""
+        with self.reading() as conn:
+            found = conn.execute(
+                sa.select(transactions.c.id)
+                .where(transactions.c.batch_id == batch_id, transactions.c.reverses.is_not(None))
+                .limit(1)
+            ).first()
+            return found is not None
+
+    def create_reversal_batch(
+        self,
+        *,
+        batch_id: str,
+        file_digest: str,
+        original_batch: str,
+        operator: str,
+        reason: str,
+        reference_for: Callable[[int], str],
+        concurrency: int,
+        session_id: str | None = None,
+    ) -> tuple[BatchRecord, list[ReversalRoom]]:
+        """One reversal batch for every succeeded row of ``original_batch``, in ONE transaction.
+
+        Under each original's row lock, a row is reversed by what may be reversed now (its cap:
+        partial when the card holds less, or part is already reversed); a row with nothing left
+        to reverse is kept as a rejected row of the new batch with the reason, for its report.
+        Each reversal row carries the original's row number and ``reverses`` its reference.
+        Returns the batch (``QUEUED``; it starts once a second person approved it) and the rooms
+        it was decided on. ``ReversalRefused`` (nothing written) when no row can be reversed.
+        """
+        now = datetime.now(UTC)
+        with self.writing() as conn:
+            rooms: list[ReversalRoom] = []
+            rows, events, refused = [], [], []
+            for reference in self._succeeded(conn, original_batch):
+                room = self._room(conn, reference, lock=True)
+                rooms.append(room)
+                original = room.original
+                number = original.row_number or len(rooms)
+                if room.cap <= 0:
+                    refused.append(
+                        {
+                            "batch_id": batch_id,
+                            "row_number": number,
+                            "row_values": json.dumps(
+                                {
+                                    "kind": _opposite(original.kind).value,
+                                    "first_name": original.first_name or "",
+                                    "card_id": original.card_id or "",
+                                    "amount": str(original.amount),
+                                    "reason": reason,
+                                    "reverses": reference,
+                                },
+                                sort_keys=True,
+                            ),
+                            "problem": f"{reference} cannot be reversed: {room.why}",
+                        }
+                    )
+                    continue
+                reversal = Allocation(
+                    reference=reference_for(number),
+                    kind=_opposite(original.kind),
+                    amount=room.cap,
+                    card_id=original.card_id,
+                    reason=reason,
+                )
+                values = _intent_values(
+                    reversal,
+                    operator=operator,
+                    status=Status.QUEUED,
+                    batch_id=batch_id,
+                    row_number=number,
+                    session_id=session_id,
+                    approved_by=None,
+                    now=now,
+                )
+                values["reverses"] = reference
+                values["first_name"] = original.first_name
+                rows.append(values)
+                # The lock of the next original must see this row as on its way.
+                conn.execute(transactions.insert().values(values))
+                partial = f"; partial: {room.why}" if room.cap < room.left or room.why else ""
+                events += [
+                    _event(
+                        reversal.reference,
+                        now,
+                        operator,
+                        None,
+                        Status.QUEUED,
+                        f"reversal of {reference} in batch {batch_id}, recorded by {operator}: "
+                        f"{reason}{partial}",
+                        AuditKind.INTENT,
+                    ),
+                    _event(
+                        reference,
+                        now,
+                        operator,
+                        original.status,
+                        original.status,
+                        f"reversal {reversal.reference} of {room.cap} points asked by {operator} "
+                        f"in batch {batch_id}",
+                        AuditKind.NOTE,
+                    ),
+                ]
+            if not rows:
+                why = "; ".join(sorted({r.why for r in rooms if r.why})) or "it has no rows"
+                raise ReversalRefused(
+                    f"Nothing in batch {original_batch} can be reversed now: {why}."
+                )
+            debits = [v["amount_cents"] for v in rows if v["kind"] == Kind.DEBIT.value]
+            credits = [v["amount_cents"] for v in rows if v["kind"] != Kind.DEBIT.value]
+            conn.execute(
+                batches.insert().values(
+                    batch_id=batch_id,
+                    file_name=f"Reversal of batch {original_batch}"[:255],
+                    file_digest=file_digest,
+                    operator=operator,
+                    session_id=session_id,
+                    state="queued",
+                    concurrency=concurrency,
+                    rate_limit=None,
+                    row_count=len(rows),
+                    credit_rows=len(credits),
+                    credit_cents=sum(credits),
+                    debit_rows=len(debits),
+                    debit_cents=sum(debits),
+                    created_at=now,
+                    updated_at=now,
+                    note=f"reverses batch {original_batch}, asked by {operator}: {reason}",
+                )
+            )
+            if refused:
+                conn.execute(batch_rejected_rows.insert(), refused)
+            _audit(conn, events)
+            found = conn.execute(sa.select(batches).where(batches.c.batch_id == batch_id))
+            return batch_record(found.mappings().one()), rooms
+
+    @staticmethod
+    def _succeeded(conn: Connection, batch_id: str) -> list[str]:
+        query = (
+            sa.select(transactions.c.reference)
+            .where(
+                transactions.c.batch_id == batch_id,
+                transactions.c.status == Status.SUCCEEDED.value,
+            )
+            .order_by(transactions.c.row_number, transactions.c.id)
+        )
+        return list(conn.execute(query).scalars())
 
     def _room(self, conn: Connection, reference: str, *, lock: bool = False) -> ReversalRoom:
         query = sa.select(transactions).where(transactions.c.reference == reference)
