@@ -19,6 +19,8 @@ from services import movements
 from services.allocations import Outcome, new_reference
 from services.approvals import describe_row
 from services.models import Allocation, field_errors
+from services.store import UnknownProgramme
+from services.store.programmes import BudgetExceeded, ProgrammeClosed
 from ui.context import desk, operator, session_id
 from ui.text import md
 
@@ -152,15 +154,22 @@ class FormFlow:
         # One use case decides: a debit above the threshold is held for a second person
         # (nothing goes to EnKash), anything else is recorded and sent.
         spinner = "Asking for approval…" if needs_approval(allocation) else "Sending to EnKash…"
-        with st.spinner(spinner), the_desk.client() as client:
-            outcome = movements.request(
-                the_desk.ledger,
-                client,
-                allocation,
-                the_desk.settings,
-                operator=operator(),
-                session_id=session_id(),
-            )
+        try:
+            with st.spinner(spinner), the_desk.client() as client:
+                outcome = movements.request(
+                    the_desk.ledger,
+                    client,
+                    allocation,
+                    the_desk.settings,
+                    operator=operator(),
+                    session_id=session_id(),
+                )
+        except (BudgetExceeded, ProgrammeClosed, UnknownProgramme) as refused:
+            # Nothing was recorded or sent: back to the form, the reason under the programme
+            # (a budget refusal says how much is left).
+            self._state.pop("pending", None)
+            self._state["errors"] = {"programme": str(refused)}
+            return None
         self._state["outcome"] = outcome
         self._state.pop("pending", None)
         return outcome

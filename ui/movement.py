@@ -10,6 +10,7 @@ from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
+from ui.programmes import programme_select
 from ui.text import md
 
 
@@ -28,7 +29,10 @@ def render_movement(kind: Kind) -> None:
     """The picker, the amount form, the (debit) confirmation and the outcome."""
     debit = kind is Kind.DEBIT
     key = kind.value
-    flow = FormFlow(key, (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason"))
+    flow = FormFlow(
+        key,
+        (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason", f"{key}_programme"),
+    )
     flow.send_pending()  # before the picker, so the balance it shows is already the new one
 
     # Once there is an outcome it goes above the form: on a phone the columns stack, and the
@@ -49,6 +53,7 @@ def render_movement(kind: Kind) -> None:
                 "employee": _employee_fields(chosen),
                 "amount": st.session_state.get(f"{key}_amount", ""),
                 "reason": st.session_state.get(f"{key}_reason", ""),
+                "programme": st.session_state.get(f"{key}_programme"),
             }
 
         def within_balance(allocation: Allocation) -> dict[str, str]:
@@ -76,6 +81,8 @@ def render_movement(kind: Kind) -> None:
                 placeholder="e.g. Reversal of duplicate award" if debit else "e.g. Diwali bonus",
             )
             flow.error("reason")
+            programme_select(f"{key}_programme", disabled=flow.locked)
+            flow.error("programme")
             flow.form_error()
             for field, message in flow.errors.items():
                 if field.startswith("employee") or field == "card_id":
