@@ -54,3 +54,103 @@ def test_a_credit_past_the_budget_is_refused_next_to_the_programme(app, app_desk
     app.button(key="credit_submit").click().run()
     assert "400.00 points credited to Ravi" in app.success[0].value
     assert app_desk.ledger.programme("Q3").remaining == Decimal("0.00")
+
+
+PROGRAMMES = "pages/programmes.py"
+
+
+def fill_new(app, **values):
+    fields = {
+        "code": "q3-sales",
+        "name": "Q3 sales incentive",
+        "budget": "5,00,000",
+        "owner": "Meera",
+        "description": "July to September",
+        **values,
+    }
+    for field, value in fields.items():
+        if field == "description":
+            app.text_area(key=f"new_prog_{field}").input(value)
+        else:
+            app.text_input(key=f"new_prog_{field}").input(value)
+    app.button(key="new_prog_submit").click().run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_the_programmes_page_creates_a_programme_and_lists_its_budget(app, app_desk):
+    app.switch_page(PROGRAMMES).run()
+    fill_new(app)
+    created = app_desk.ledger.programme("Q3-SALES")
+    assert created is not None and created.budget == Decimal("500000")
+    assert created.owner == "Meera" and created.description == "July to September"
+    assert "Created Q3 sales incentive (Q3-SALES)." in page_text(app)
+    table = app.dataframe[0].value
+    row = table[table["Code"] == "Q3-SALES"].iloc[0]
+    assert row["Budget"] == "5,00,000.00" and row["Remaining"] == "5,00,000.00"
+    assert [e.action for e in app_desk.ledger.programme_events("Q3-SALES")] == ["created"]
+
+
+def test_bad_programme_fields_are_said_next_to_each_field(app, app_desk):
+    app_desk.ledger.create_programme(code="Q3", name="Taken", budget=None, actor="t")
+    app.switch_page(PROGRAMMES).run()
+    fill_new(app, code="bad code!", budget="lots", name="")
+    text = page_text(app)
+    assert "A short code is 1 to 16 letters" in text
+    assert "Enter the points as a number" in text
+    assert "Give the programme a name" in text
+    fill_new(app, code="q3", budget="100", name="Another")
+    assert "Another programme already has the code Q3" in page_text(app)
+    assert "Q3" in [p.code for p in app_desk.ledger.list_programmes()]
+    assert app_desk.ledger.programme("BAD CODE!") is None
+    assert app_desk.ledger.programme("Q3").name == "Taken"
+
+
+def test_a_large_budget_raise_waits_for_approval_and_a_small_one_applies(app, app_desk):
+    make_programme(app_desk, budget="1000")
+    app.switch_page(PROGRAMMES).run()
+    app.selectbox(key="edit_prog_choice").select("Q3").run()
+    assert app.text_input(key="edit_prog_budget").value == "1000.00"
+    app.text_input(key="edit_prog_budget").input("2000")
+    app.button(key="edit_prog_submit").click().run()
+    assert app_desk.ledger.programme("Q3").budget == Decimal("2000")
+    app.text_input(key="edit_prog_budget").input("5,00,000")
+    app.text_input(key="edit_prog_owner").input("Meera")
+    app.button(key="edit_prog_submit").click().run()
+    assert not app.exception, app.exception
+    assert "waiting for approval" in page_text(app)
+    q3 = app_desk.ledger.programme("Q3")
+    assert q3.budget == Decimal("2000") and q3.owner == "Meera"
+    app.switch_page("pages/approvals.py").run()
+    text = page_text(app)
+    assert "Budget raise for **Q3 sales incentive**" in text
+    assert "From 2,000.00 to 5,00,000.00 points" in text
+    (button,) = [b for b in app.button if b.key and b.key.startswith("approve_")]
+    button.click().run()
+    assert not app.exception, app.exception
+    assert app_desk.ledger.programme("Q3").budget == Decimal("500000")
+    assert "Approved the budget raise for Q3" in page_text(app)
+
+
+def test_closing_a_programme_takes_it_off_the_forms(app, app_desk):
+    make_programme(app_desk)
+    app.switch_page(PROGRAMMES).run()
+    app.selectbox(key="edit_prog_choice").select("Q3").run()
+    app.button(key="edit_prog_close").click().run()
+    assert app_desk.ledger.programme("Q3").state == "closed"
+    app.switch_page(CREATE).run()
+    assert app.selectbox(key="new_programme").options == ["General (no budget limit)"]
+
+
+def test_a_viewer_sees_programmes_but_cannot_change_them(desk_env):
+    from tests.auth_support import signed_in_app, write_secrets
+
+    write_secrets(desk_env)
+    viewer = signed_in_app("tara")
+    viewer.switch_page(PROGRAMMES).run()
+    assert not viewer.exception, viewer.exception
+    assert len(viewer.dataframe) == 1
+    assert not [b for b in viewer.button if b.key == "new_prog_submit"]
+    operator = signed_in_app("asha")
+    operator.switch_page(PROGRAMMES).run()
+    assert operator.button(key="new_prog_submit") is not None

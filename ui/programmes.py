@@ -6,12 +6,19 @@ person used last (General until they choose another).
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pandas as pd
 import streamlit as st
 
+from services import programmes
+from services.errors import PointsDeskError
 from services.store import GENERAL_CODE, Programme
 from services.store.programmes import programme_id_for, today_ist
 from ui.context import desk, operator
 from ui.format import points
+from ui.notice import error_message, set_error, set_notice, show_notices
+from ui.text import md
 
 
 def _remembered_key() -> str:
@@ -61,3 +68,230 @@ def programme_select(key: str, *, disabled: bool = False) -> str | None:
     if chosen:
         st.session_state[_remembered_key()] = chosen
     return chosen
+
+
+# --- the Programmes page ------------------------------------------------------------------------
+
+_FIELDS = (
+    "name",
+    "budget",
+    "starts_on",
+    "ends_on",
+    "owner",
+    "description",
+    "monthly_operator_limit",
+    "debit_threshold",
+)
+
+
+def _amount_text(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
+
+
+def _or_none(value: Decimal | None, none: str = "no limit") -> str:
+    return none if value is None else points(value)
+
+
+def _state(programme: Programme) -> str:
+    if programme.state != "active":
+        return programme.state
+    return "active" if programme.open_on(today_ist()) else "not open today"
+
+
+def programme_table() -> None:
+    """Every programme with its budget, used, reserved (in flight) and remaining."""
+    show_notices()
+    rows = []
+    for p in desk().ledger.list_programmes():
+        rows.append(
+            {
+                "Code": p.code,
+                "Name": p.name,
+                "State": _state(p),
+                "Budget": _or_none(p.budget),
+                "Used": points(p.used),
+                "Reserved": points(p.reserved),
+                "Remaining": _or_none(p.remaining),
+                "Starts": f"{p.starts_on:%d %b %Y}" if p.starts_on else "—",
+                "Ends": f"{p.ends_on:%d %b %Y}" if p.ends_on else "—",
+                "Owner": p.owner or "—",
+                "Monthly limit per operator": _or_none(p.monthly_operator_limit),
+                "Debit approval above": _or_none(p.debit_threshold, "the global threshold"),
+            }
+        )
+    # A dataframe shows its cells as plain text: names and owners are never read as Markdown.
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="programmes_table")
+
+
+def _field_error(prefix: str, field: str) -> None:
+    message = st.session_state.get(f"{prefix}_errors", {}).get(field)
+    if message:
+        st.markdown(f":red[{md(message)}]")
+
+
+def _fields(prefix: str, *, with_code: bool) -> None:
+    """The programme form's widgets (keys ``{prefix}_{field}``) with an error under each."""
+    if with_code:
+        code_col, name_col = st.columns([1, 3])
+        with code_col:
+            st.text_input(
+                "Short code",
+                key=f"{prefix}_code",
+                max_chars=16,
+                placeholder="e.g. Q3-SALES",
+                help="Used in files; cannot change later.",
+            )
+            _field_error(prefix, "code")
+        with name_col:
+            st.text_input("Name", key=f"{prefix}_name", max_chars=80)
+            _field_error(prefix, "name")
+    else:
+        st.text_input("Name", key=f"{prefix}_name", max_chars=80)
+        _field_error(prefix, "name")
+    budget_col, start_col, end_col = st.columns(3)
+    with budget_col:
+        st.text_input(
+            "Budget (points)",
+            key=f"{prefix}_budget",
+            placeholder="e.g. 5,00,000",
+            help="Empty: no limit.",
+        )
+        _field_error(prefix, "budget")
+    with start_col:
+        st.date_input("Starts on (IST)", key=f"{prefix}_starts_on", value=None, format="DD/MM/YYYY")
+        _field_error(prefix, "starts_on")
+    with end_col:
+        st.date_input("Ends on (IST)", key=f"{prefix}_ends_on", value=None, format="DD/MM/YYYY")
+        _field_error(prefix, "ends_on")
+    owner_col, limit_col, threshold_col = st.columns(3)
+    with owner_col:
+        st.text_input("Owner", key=f"{prefix}_owner", max_chars=80)
+        _field_error(prefix, "owner")
+    with limit_col:
+        st.text_input(
+            "Monthly limit per operator",
+            key=f"{prefix}_monthly_operator_limit",
+            help="Empty: no limit. A credit past it waits for approval.",
+        )
+        _field_error(prefix, "monthly_operator_limit")
+    with threshold_col:
+        st.text_input(
+            "Debit approval above",
+            key=f"{prefix}_debit_threshold",
+            help="Empty: the global debit approval threshold.",
+        )
+        _field_error(prefix, "debit_threshold")
+    st.text_area("Description", key=f"{prefix}_description", max_chars=500, height=80)
+    _field_error(prefix, "description")
+
+
+def _read(prefix: str, *, with_code: bool) -> tuple[dict, dict[str, str]]:
+    names = (("code",) if with_code else ()) + _FIELDS
+    return programmes.read_form({f: st.session_state.get(f"{prefix}_{f}") for f in names})
+
+
+def _create() -> None:
+    fields, errors = _read("new_prog", with_code=True)
+    st.session_state["new_prog_errors"] = errors
+    if errors:
+        return
+    try:
+        created = programmes.create(desk().ledger, fields, actor=operator())
+    except PointsDeskError as error:
+        st.session_state["new_prog_errors"] = {"code": error_message(error)}
+        return
+    for field in ("code", *_FIELDS):
+        key = f"new_prog_{field}"
+        st.session_state[key] = None if field in ("starts_on", "ends_on") else ""
+    set_notice("success", f"Created {created.name} ({created.code}).")
+
+
+def new_programme() -> None:
+    """The form that creates a programme."""
+    with st.form("new_prog_form", enter_to_submit=False):
+        _fields("new_prog", with_code=True)
+        st.form_submit_button(
+            "Create programme", key="new_prog_submit", type="primary", on_click=_create
+        )
+
+
+def _load(code: str) -> None:
+    """Put a programme's values into the edit form's widgets."""
+    found = desk().ledger.programme(code)
+    if found is None:
+        return
+    state = st.session_state
+    state["edit_prog_name"] = found.name
+    state["edit_prog_budget"] = _amount_text(found.budget)
+    state["edit_prog_starts_on"] = found.starts_on
+    state["edit_prog_ends_on"] = found.ends_on
+    state["edit_prog_owner"] = found.owner
+    state["edit_prog_description"] = found.description
+    state["edit_prog_monthly_operator_limit"] = _amount_text(found.monthly_operator_limit)
+    state["edit_prog_debit_threshold"] = _amount_text(found.debit_threshold)
+    state["edit_prog_loaded"] = code
+    state.pop("edit_prog_errors", None)
+
+
+def _save(code: str) -> None:
+    fields, errors = _read("edit_prog", with_code=False)
+    st.session_state["edit_prog_errors"] = errors
+    if errors:
+        return
+    the_desk = desk()
+    try:
+        saved = programmes.save(the_desk.ledger, the_desk.settings, code, fields, actor=operator())
+    except PointsDeskError as error:
+        st.session_state["edit_prog_errors"] = {"budget": error_message(error)}
+        return
+    if saved.raise_request is not None:
+        set_notice(
+            "warning",
+            f"Saved {saved.programme.name}; the budget raise to "
+            f"{points(saved.raise_request.amount)} points is waiting for approval by a second "
+            "person (Approvals page). Until then the budget stays "
+            f"{_or_none(saved.programme.budget)}.",
+            icon="👥",
+        )
+    else:
+        set_notice("success", f"Saved {saved.programme.name}.")
+    _load(code)
+
+
+def _close(code: str) -> None:
+    try:
+        closed = programmes.close(desk().ledger, code, actor=operator())
+    except PointsDeskError as error:
+        set_error(error)
+        return
+    set_notice("success", f"Closed {closed.name}: it takes no new credits; its history stays.")
+    st.session_state.pop("edit_prog_loaded", None)
+    st.session_state.pop("edit_prog_choice", None)
+
+
+def edit_programme() -> None:
+    """Choose an active programme; change its fields, or close it."""
+    active = {p.code: p for p in desk().ledger.list_programmes(["active"])}
+    code = st.selectbox(
+        "Programme",
+        list(active),
+        key="edit_prog_choice",
+        format_func=lambda c: f"{active[c].name} ({c})",
+    )
+    if code is None:
+        return
+    if st.session_state.get("edit_prog_loaded") != code:
+        _load(code)
+    with st.form("edit_prog_form", enter_to_submit=False):
+        _fields("edit_prog", with_code=False)
+        st.form_submit_button(
+            "Save changes", key="edit_prog_submit", type="primary", on_click=_save, args=(code,)
+        )
+    if code != GENERAL_CODE:
+        st.button(
+            f"Close {active[code].name}",
+            key="edit_prog_close",
+            on_click=_close,
+            args=(code,),
+            help="It takes no new credits; its movements and statement stay.",
+        )
