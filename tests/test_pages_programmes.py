@@ -154,3 +154,26 @@ def test_a_viewer_sees_programmes_but_cannot_change_them(desk_env):
     operator = signed_in_app("asha")
     operator.switch_page(PROGRAMMES).run()
     assert operator.button(key="new_prog_submit") is not None
+
+
+def test_the_bulk_page_takes_a_programme_for_the_file_and_refuses_rows_past_its_budget(
+    app, app_desk
+):
+    from tests.test_bulk_page import BULK, GOOD, content, metrics, upload
+
+    make_programme(app_desk, budget="1000")  # GOOD credits 100, 200, 300, 400, 500
+    app.switch_page(BULK).run()
+    app.selectbox(key="bulk_programme").select("Q3").run()
+    upload(app, "october.csv", content(*GOOD))
+    shown = metrics(app)
+    assert shown["Ready to send"] == "4" and shown["Rejected"] == "1"
+    totals = app.table[0].value
+    assert list(totals.index) == ["Q3 sales incentive (Q3)"]
+    assert totals.iloc[0]["Remaining now"] == "1,000.00"
+    assert totals.iloc[0]["Remaining after"] == "0.00"
+    assert "1 credit rows do not fit" in page_text(app)
+    rejected = app.dataframe[1].value
+    assert rejected.iloc[0]["Problem"] == (
+        "programme: Q3 sales incentive has 0.00 points left after earlier rows take "
+        "1,000.00; this credit of 500.00 does not fit"
+    )
