@@ -4,7 +4,12 @@ manage them."""
 import streamlit as st
 
 from ui.access import allowed, require
-from ui.programmes import edit_programme, new_programme, programme_table
+from ui.programmes import (
+    edit_programme,
+    new_programme,
+    programme_table,
+    statement_downloads,
+)
 from ui.sidebar import mode_banner
 
 mode_banner()
@@ -15,6 +20,7 @@ st.caption(
     "ended programme takes no new credits, and its history stays."
 )
 programme_table()
+statement_downloads()
 if allowed("move") or allowed("approve"):
     new_tab, edit_tab = st.tabs(["New programme", "Edit or close"])
     with new_tab:

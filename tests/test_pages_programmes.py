@@ -177,3 +177,43 @@ def test_the_bulk_page_takes_a_programme_for_the_file_and_refuses_rows_past_its_
         "programme: Q3 sales incentive has 0.00 points left after earlier rows take "
         "1,000.00; this credit of 500.00 does not fit"
     )
+
+
+def test_the_overview_shows_each_programme_with_its_remainder_and_burn_down(app, app_desk):
+    make_programme(app_desk)
+    app.switch_page(CREATE).run()
+    fill_create(app, new_amount="600")
+    app.selectbox(key="new_programme").select("Q3")
+    app.button(key="create_submit").click().run()
+    app.switch_page("pages/overview.py").run()
+    assert not app.exception, app.exception
+    shown = {}
+    for metric in app.metric:
+        shown.setdefault(metric.label, []).append(metric.value)
+    assert "4,00.00" not in shown.get("Remaining", [])
+    assert "400.00" in shown["Remaining"] and "600.00" in shown["Used"]
+    assert "20.00" in shown["Burn per day"]  # 600 over 30 days
+    assert "Q3 sales incentive" in page_text(app)
+    charts = [c for c in app.get("plotly_chart") if "overview_burn_Q3" in str(c.proto.id)]
+    assert charts
+
+
+def test_the_statement_downloads_and_history_filters_by_programme(app, app_desk):
+    make_programme(app_desk, name="*Q3* [bonus](http://x)")
+    app.switch_page(CREATE).run()
+    fill_create(app, new_amount="600")
+    app.selectbox(key="new_programme").select("Q3")
+    app.button(key="create_submit").click().run()
+    app.switch_page(PROGRAMMES).run()
+    app.selectbox(key="statement_programme").select("Q3").run()
+    labels = [b.label for b in app.get("download_button")]
+    assert "Statement (CSV)" in labels and "Statement (Excel)" in labels
+    app.switch_page("pages/overview.py").run()
+    assert "\\*Q3\\* \\[bonus\\]" in page_text(app)  # supplied names read as typed
+    app.switch_page("pages/history.py").run()
+    app.multiselect(key="history_programmes").select("Q3").run()
+    assert app.dataframe[0].value.shape[0] == 1
+    app.multiselect(key="history_programmes").unselect("Q3").select("GENERAL").run()
+    assert not app.exception, app.exception
+    assert app.dataframe[0].value.shape[0] == 0
+    assert "No transactions match these filters." in page_text(app)

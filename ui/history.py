@@ -130,12 +130,22 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
     operators, batches = _choices(ledger, history.change_marker(ledger))
     today = history.ist_today()
     with st.container(border=True):
-        when, grain_col, mine = st.columns([2, 2, 1.4], vertical_alignment="bottom")
+        when, programme_col, grain_col, mine = st.columns(
+            [2, 2, 2, 1.4], vertical_alignment="bottom"
+        )
         picked = when.date_input(
             "Dates (IST)",
             value=(today - timedelta(days=DEFAULT_DAYS - 1), today),
             format="DD/MM/YYYY",
             key="history_dates",
+        )
+        names = {p.code: p.name for p in ledger.list_programmes()}
+        chosen_programmes = programme_col.multiselect(
+            "Programme",
+            list(names),
+            format_func=lambda c: f"{names.get(c, c)} ({c})",
+            key="history_programmes",
+            placeholder="Every programme",
         )
         grain = grain_col.segmented_control(
             "Group by",
@@ -172,6 +182,7 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
             batch_id=None if batch == _ALL_BATCHES else batch,
             employee=search,
             session_id=session_id if only_mine else None,
+            programmes=tuple(chosen_programmes),
         )
     except ValueError as error:
         when.error(md(error))

@@ -11,14 +11,14 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
-from services import programmes
+from services import programme_reports, programmes
 from services.errors import PointsDeskError
 from services.store import GENERAL_CODE, Programme
 from services.store.programmes import programme_id_for, today_ist
 from ui.context import desk, operator
 from ui.format import points
 from ui.notice import error_message, set_error, set_notice, show_notices
-from ui.text import md
+from ui.text import code, md
 
 
 def _remembered_key() -> str:
@@ -294,4 +294,88 @@ def edit_programme() -> None:
             on_click=_close,
             args=(code,),
             help="It takes no new credits; its movements and statement stay.",
+        )
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def overview_cards() -> None:
+    """A card per active programme: budget, used, reserved, remaining, burn, exhaustion, chart."""
+    from ui import charts
+
+    reports = programme_reports.active_reports(desk().ledger)
+    if not reports:
+        return
+    st.subheader("Programmes")
+    st.caption(
+        f"Burn is what a programme used per day over the last {programme_reports.BURN_DAYS} "
+        "days (credits less debits that succeeded); reserved is credits still in flight."
+    )
+    for report in reports:
+        p = report.programme
+        with st.container(border=True, key=f"overview_programme_{p.code}"):
+            st.markdown(f"**{md(p.name)}** · {code(p.code)}")
+            figures, chart = st.columns([3, 2])
+            top = figures.columns(4)
+            top[0].metric("Budget", _or_none(p.budget))
+            top[1].metric("Used", points(p.used))
+            top[2].metric("Reserved", points(p.reserved))
+            top[3].metric("Remaining", _or_none(p.remaining))
+            bottom = figures.columns(2)
+            bottom[0].metric("Burn per day", points(report.burn_per_day))
+            bottom[1].metric(
+                "Runs out on",
+                f"{report.exhausts_on:%d %b %Y}" if report.exhausts_on else "—",
+                help="At the burn rate of the last 30 days; — when nothing was used or there "
+                "is no budget limit.",
+            )
+            with chart:
+                st.plotly_chart(
+                    charts.burn_down_figure(report.burn_down),
+                    key=f"overview_burn_{p.code}",
+                    config={"displayModeBar": False},
+                )
+
+
+def statement_downloads() -> None:
+    """A programme's statement for finance, as CSV and XLSX."""
+    everyone = {p.code: p for p in desk().ledger.list_programmes()}
+    with st.expander("Programme statement (for finance)", icon=":material/receipt_long:"):
+        st.caption(
+            "Opening budget, every movement with its maker and checker, and the closing remainder."
+        )
+        chosen = st.selectbox(
+            "Programme",
+            list(everyone),
+            key="statement_programme",
+            format_func=lambda c: f"{everyone[c].name} ({c})",
+        )
+        if chosen is None:
+            return
+        ledger = desk().ledger
+        try:
+            as_csv = programme_reports.statement_csv(ledger, chosen)
+            as_xlsx = programme_reports.statement_xlsx(ledger, chosen)
+        except PointsDeskError as error:
+            st.error(md(error_message(error)))
+            return
+        left, right = st.columns(2)
+        left.download_button(
+            "Statement (CSV)",
+            as_csv,
+            programme_reports.statement_name(chosen, "csv"),
+            "text/csv",
+            key="statement_csv",
+            on_click="ignore",
+            icon="⬇️",
+        )
+        right.download_button(
+            "Statement (Excel)",
+            as_xlsx,
+            programme_reports.statement_name(chosen, "xlsx"),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            key="statement_xlsx",
+            on_click="ignore",
+            icon="⬇️",
         )

@@ -61,6 +61,7 @@ class LedgerRow:
     created_at: datetime
     updated_at: datetime
     reverses: str | None = None  # the reference this movement reverses (a reversal only)
+    programme: str | None = None  # its programme's code, when the query joined ``programmes``
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ def ledger_row(m: Any) -> LedgerRow:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         reverses=m.get("reverses"),
+        programme=m.get("programme_code"),
     )
 
 
