@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from services.models import Status
+from services.store.programmes import today_ist
 from tests.test_pages_money import CREATE, CREDIT, fill_create, page_text
 
 
@@ -193,7 +195,10 @@ def test_the_overview_shows_each_programme_with_its_remainder_and_burn_down(app,
     assert "4,00.00" not in shown.get("Remaining", [])
     assert "400.00" in shown["Remaining"] and "600.00" in shown["Used"]
     assert "20.00" in shown["Burn per day"]  # 600 over 30 days
-    assert "Q3 sales incentive" in page_text(app)
+    text = page_text(app)
+    assert "Q3 sales incentive" in text
+    runs_out = today_ist() + timedelta(days=20)  # 400 left at 20 a day
+    assert f"the budget runs out on **{runs_out:%d %b %Y}**" in text
     charts = [c for c in app.get("plotly_chart") if "overview_burn_Q3" in str(c.proto.id)]
     assert charts
 

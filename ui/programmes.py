@@ -317,19 +317,24 @@ def overview_cards() -> None:
         with st.container(border=True, key=f"overview_programme_{p.code}"):
             st.markdown(f"**{md(p.name)}** · {code(p.code)}")
             figures, chart = st.columns([3, 2])
-            top = figures.columns(4)
+            top = figures.columns(3)
             top[0].metric("Budget", _or_none(p.budget))
             top[1].metric("Used", points(p.used))
             top[2].metric("Reserved", points(p.reserved))
-            top[3].metric("Remaining", _or_none(p.remaining))
-            bottom = figures.columns(2)
-            bottom[0].metric("Burn per day", points(report.burn_per_day))
-            bottom[1].metric(
-                "Runs out on",
-                f"{report.exhausts_on:%d %b %Y}" if report.exhausts_on else "—",
-                help="At the burn rate of the last 30 days; — when nothing was used or there "
-                "is no budget limit.",
-            )
+            bottom = figures.columns(3)
+            bottom[0].metric("Remaining", _or_none(p.remaining))
+            bottom[1].metric("Burn per day", points(report.burn_per_day))
+            if report.exhausts_on is not None:
+                figures.caption(
+                    f"At this rate the budget runs out on **{report.exhausts_on:%d %b %Y}**"
+                    + (
+                        f", after the programme ends ({p.ends_on:%d %b %Y})."
+                        if p.ends_on is not None and p.ends_on < report.exhausts_on
+                        else "."
+                    )
+                )
+            elif p.budget is not None:
+                figures.caption("Nothing used in the last 30 days: no exhaustion in sight.")
             with chart:
                 st.plotly_chart(
                     charts.burn_down_figure(report.burn_down),
