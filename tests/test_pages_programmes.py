@@ -222,3 +222,35 @@ def test_the_statement_downloads_and_history_filters_by_programme(app, app_desk)
     assert not app.exception, app.exception
     assert app.dataframe[0].value.shape[0] == 0
     assert "No transactions match these filters." in page_text(app)
+
+
+def test_a_debit_above_its_programmes_own_threshold_goes_for_approval(app, app_desk):
+    from tests.test_pages_money import DEBIT
+
+    make_programme(app_desk, budget="5000", debit_threshold=Decimal(50))
+    app.switch_page(CREATE).run()
+    fill_create(app, new_amount="600")
+    app.button(key="create_submit").click().run()
+    app.switch_page(DEBIT).run()
+    app.text_input(key="debit_query").input("ravi").run()
+    app.text_input(key="debit_amount").input("60")
+    app.selectbox(key="debit_programme").select("Q3")
+    app.button(key="debit_submit").click().run()
+    text = page_text(app)
+    assert "above the approval limit of 50 points" in text  # Q3's own, not the global 10,000
+    app.button(key="debit_confirm").click().run()
+    assert not app.exception, app.exception
+    debit = next(r for r in app_desk.ledger.rows() if r.kind.value == "debit")
+    assert debit.status is Status.QUEUED  # held: nothing sent
+    assert app_desk.sandbox.store.allocate_requests() == 1
+
+
+def test_the_bulk_confirmation_lists_the_programmes_touched(app, app_desk):
+    from tests.test_bulk_page import BULK, GOOD, content, upload
+
+    make_programme(app_desk, budget="5000")
+    app.switch_page(BULK).run()
+    app.selectbox(key="bulk_programme").select("Q3").run()
+    upload(app, "october.csv", content(*GOOD))
+    app.button(key="bulk_send").click().run()
+    assert "Programmes: **Q3 sales incentive** 1,500.00 credited, 3,500.00 left" in page_text(app)

@@ -394,6 +394,16 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     if totals.rejected:
         st.caption(f"{totals.rejected:,} rejected rows are left out.")
+    touched = [t for t in preview.programmes if t.credit_rows or t.debit_rows]
+    if touched:
+        st.markdown(
+            "Programmes: "
+            + "; ".join(
+                f"**{md(t.name)}** {points(t.credit_points)} credited"
+                + ("" if t.remaining_after is None else f", {points(t.remaining_after)} left")
+                for t in touched
+            )
+        )
     debits = [v for v in preview.valid if v.allocation.kind is Kind.DEBIT]
     largest = max(debits, key=lambda v: v.allocation.amount) if debits else None
     why = approvals.batch_approval_reasons(

@@ -28,8 +28,14 @@ _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
 
 
 def needs_approval(allocation: Allocation) -> bool:
-    """A debit above the approval threshold waits for a second person instead of being sent."""
-    return movements.needs_approval(allocation, desk().settings)
+    """A debit above the approval threshold (its programme's own when it sets one) waits for a
+    second person instead of being sent."""
+    the_desk = desk()
+    try:
+        programme = movements.programme_of(the_desk.ledger, allocation)
+    except UnknownProgramme:
+        programme = None  # refused when sent, under the programme field
+    return movements.needs_approval(allocation, the_desk.settings, programme)
 
 
 class FormFlow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from services.allocations import programme_debit_threshold
 from services.models import Allocation, Kind
 from services.store import EmployeeSummary
 from ui.context import desk
@@ -136,7 +137,9 @@ def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSumma
         st.caption(f"Reason: {md(allocation.reason)}")
     held = needs_approval(allocation)
     if held:
-        limit = points(desk().settings.points_desk_approval_debit_threshold, decimals=False)
+        own = programme_debit_threshold(desk().ledger, allocation)
+        threshold = desk().settings.points_desk_approval_debit_threshold if own is None else own
+        limit = points(threshold, decimals=False)
         st.info(
             f"This debit is above the approval limit of {limit} points, so it **goes for "
             "approval**: a second person with the approver role approves it on the Approvals "
