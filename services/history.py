@@ -505,7 +505,8 @@ def page(ledger: Ledger, f: HistoryFilter, number: int = 1, size: int = 50) -> P
     pages = max(1, -(-total // size))
     number = min(max(1, int(number)), pages)
     query = (
-        sa.select(t)
+        sa.select(t, programmes.c.code.label("programme_code"))
+        .outerjoin(programmes, programmes.c.id == t.c.programme_id)
         .where(*filter_conditions(f))
         .order_by(t.c.created_at.desc(), t.c.id.desc())
         .limit(size)

@@ -253,6 +253,7 @@ def table(rows: list[LedgerRow]) -> pd.DataFrame:
             "Card": [r.card_id or "" for r in rows],
             "Operator": [r.operator for r in rows],
             "Batch": [r.batch_id or "" for r in rows],
+            "Programme": [r.programme or "" for r in rows],
             "Reference": [r.reference for r in rows],
         }
     )

@@ -335,6 +335,9 @@ def overview_cards() -> None:
                 )
             elif p.budget is not None:
                 figures.caption("Nothing used in the last 30 days: no exhaustion in sight.")
+            if p.budget is None:
+                chart.caption("No budget limit: nothing to burn down.")
+                continue
             with chart:
                 st.plotly_chart(
                     charts.burn_down_figure(report.burn_down),
