@@ -254,3 +254,23 @@ def test_the_bulk_confirmation_lists_the_programmes_touched(app, app_desk):
     upload(app, "october.csv", content(*GOOD))
     app.button(key="bulk_send").click().run()
     assert "Programmes: **Q3 sales incentive** 1,500.00 credited, 3,500.00 left" in page_text(app)
+
+
+def test_a_credit_past_the_monthly_limit_waits_and_the_approvals_page_says_why(app, app_desk):
+    make_programme(app_desk, budget="5000", monthly_operator_limit=Decimal(100))
+    app.switch_page(CREATE).run()
+    fill_create(app, new_amount="50")
+    app.selectbox(key="new_programme").select("Q3")
+    app.button(key="create_submit").click().run()
+    app.switch_page(CREDIT).run()
+    app.text_input(key="credit_query").input("ravi").run()
+    app.text_input(key="credit_amount").input("80")
+    app.button(key="credit_submit").click().run()
+    assert not app.exception, app.exception
+    held = next(r for r in app_desk.ledger.rows() if r.kind.value == "credit")
+    assert held.status is Status.QUEUED
+    app.switch_page("pages/approvals.py").run()
+    text = page_text(app)
+    assert "Credit to **Mr Ravi**" in text and "programme **Q3 sales incentive**" in text
+    assert "monthly limit of 100.00 points in Q3 sales incentive (50.00 left this month)" in text
+    assert "Points to credit" in [m.label for m in app.metric]
