@@ -123,6 +123,9 @@ def test_a_large_budget_raise_waits_for_approval_and_a_small_one_applies(app, ap
     assert "waiting for approval" in page_text(app)
     q3 = app_desk.ledger.programme("Q3")
     assert q3.budget == Decimal("2000") and q3.owner == "Meera"
+    changes = app.dataframe[1].value  # the programme's changes, newest first
+    assert changes["What"].tolist()[:2] == ["edited", "raise asked"]
+    assert "raise Q3 from 2,000 to 5,00,000 points" in changes["Detail"].tolist()
     app.switch_page("pages/approvals.py").run()
     text = page_text(app)
     assert "Budget raise for **Q3 sales incentive**" in text

@@ -16,7 +16,7 @@ from services.errors import PointsDeskError
 from services.store import GENERAL_CODE, Programme
 from services.store.programmes import programme_id_for, today_ist
 from ui.context import desk, operator
-from ui.format import points
+from ui.format import ist, points
 from ui.notice import error_message, set_error, set_notice, show_notices
 from ui.text import code, md
 
@@ -287,6 +287,25 @@ def edit_programme() -> None:
         st.form_submit_button(
             "Save changes", key="edit_prog_submit", type="primary", on_click=_save, args=(code,)
         )
+    events = desk().ledger.programme_events(code)
+    if events:
+        with st.expander(f"Changes to {active[code].name} ({len(events):,})"):
+            # Plain-text cells: names and details are never read as Markdown.
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "When (IST)": ist(e.at, "%d %b %Y, %H:%M"),
+                            "Who": e.actor,
+                            "What": e.action,
+                            "Detail": e.detail,
+                        }
+                        for e in reversed(events)
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
     if code != GENERAL_CODE:
         st.button(
             f"Close {active[code].name}",
