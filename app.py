@@ -26,6 +26,7 @@ if gate_page is not None:
 PAGES = [
     ("", "pages/overview.py", "Overview", "📊", "view"),
     ("Insights", "pages/history.py", "History", "📈", "view"),
+    ("Insights", "pages/programmes.py", "Programmes", "🎯", "view"),
     ("Move points", "pages/create_account.py", "Create account", "🆕", "move"),
     ("Move points", "pages/credit.py", "Credit", "➕", "move"),
     ("Move points", "pages/debit.py", "Debit", "➖", "move"),

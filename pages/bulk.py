@@ -6,6 +6,7 @@ from services.bulk import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from ui import bulk as ui
 from ui.access import require
 from ui.notice import show_notices
+from ui.programmes import programme_select
 from ui.sidebar import mode_banner
 
 mode_banner()
@@ -23,6 +24,11 @@ if st.session_state.get(ui.OPEN):
     ui.batch_panel(st.session_state[ui.OPEN])
 
 st.subheader("Upload a file")
+programme = programme_select("bulk_programme")
+st.caption(
+    "Rows with a `programme` column (code or name) count against the programme they name; "
+    "the others against the one chosen here."
+)
 uploaded = st.file_uploader(
     "CSV or Excel file",
     type=["csv", "xlsx"],
@@ -31,7 +37,7 @@ uploaded = st.file_uploader(
     help="Up to 50,000 rows or 10 MB. Download a template above to see the columns.",
 )
 if uploaded is not None:
-    preview = ui.load_preview(uploaded)
+    preview = ui.load_preview(uploaded, programme)
     if preview is not None:
         sendable = ui.render_preview(preview)
         with st.expander("Advanced", icon=":material/tune:"):

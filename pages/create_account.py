@@ -6,6 +6,7 @@ from services.models import Gender, Title
 from ui.access import require
 from ui.forms import FormFlow, result_panel
 from ui.holders import existing_card_check, follow_to_credit, render_existing_cards
+from ui.programmes import programme_select
 from ui.sidebar import mode_banner
 
 FIELDS = (
@@ -16,6 +17,7 @@ FIELDS = (
     "new_mobile",
     "new_amount",
     "new_reason",
+    "new_programme",
 )
 
 follow_to_credit()
@@ -41,6 +43,7 @@ def _values() -> dict:
         },
         "amount": state.get("new_amount", ""),
         "reason": state.get("new_reason", ""),
+        "programme": state.get("new_programme"),
     }
 
 
@@ -100,6 +103,8 @@ with form_column, st.form("create_form", enter_to_submit=False):
         "Reason", key="new_reason", placeholder="e.g. Q3 sales incentive", disabled=locked
     )
     flow.error("reason")
+    programme_select("new_programme", disabled=locked)
+    flow.error("programme")
     flow.form_error()
     st.form_submit_button(
         "Create account and credit",

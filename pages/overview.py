@@ -9,6 +9,7 @@ from ui.context import desk
 from ui.format import count, points
 from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
 from ui.notice import set_notice, show_notices
+from ui.programmes import overview_cards
 from ui.sandbox_faults import fault_controls
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
@@ -93,6 +94,7 @@ with held:
     else:
         st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
+overview_cards()
 
 if the_desk.is_sandbox and allowed("move"):
     with st.expander("Sandbox tools"):

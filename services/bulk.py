@@ -48,6 +48,7 @@ import sqlalchemy as sa
 
 from services import allocations, approvals
 from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse_file
+from services.bulk_programmes import fit_programmes
 from services.config import Settings
 from services.employees import existing_holders_many
 from services.enkash import EnkashClient, EnkashError
@@ -112,14 +113,22 @@ def new_batch_id() -> str:
 
 
 def preview_upload(
-    ledger: Ledger, client: ClientFactory, settings: Settings, file_name: str, content: bytes
+    ledger: Ledger,
+    client: ClientFactory,
+    settings: Settings,
+    file_name: str,
+    content: bytes,
+    *,
+    programme: str | None = None,
 ) -> Preview:
     """Read and check an upload against the ledger's card balances and EnKash's pool.
 
     ``client`` lends an EnKash client for a ``with`` block (``Desk.client``).
 
     Raises ``BulkFileError`` when the file as a whole cannot be used. The pool is ``None`` in the
-    preview when EnKash cannot be asked right now.
+    preview when EnKash cannot be asked right now. ``programme``: the code of the programme for
+    rows without a ``programme`` cell (General when ``None``); credits past a programme's
+    remaining budget are refused row by row (``bulk_programmes.fit_programmes``).
     """
     parsed = parse_file(file_name, content)
     try:
@@ -135,7 +144,8 @@ def preview_upload(
     )
     preview = refuse_bad_corrections(preview, ledger)
     with client() as enkash:
-        return refuse_existing_cards(preview, ledger, enkash)
+        preview = refuse_existing_cards(preview, ledger, enkash)
+    return fit_programmes(preview, ledger, programme)
 
 
 def _corrects(preview: Preview) -> dict[int, str]:

@@ -71,6 +71,8 @@ COLUMNS = (
     "amount",
     "reason",
 )
+#: Columns a file may carry beyond the template's (old files without them stay valid).
+OPTIONAL_COLUMNS = ("programme",)
 EMPLOYEE_COLUMNS = ("first_name", "title", "gender", "email", "mobile")
 REQUIRED_COLUMNS = ("kind", "amount")
 
@@ -121,6 +123,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "reason": ("reason", "remarks", "remark", "note", "notes", "description", "comment"),
     # A correction file's link to the failed row each row pays instead (bulk.correction_file).
     "corrects": ("corrects", "corrects reference", "original reference"),
+    # Optional: without it every row takes the programme chosen for the whole file.
+    "programme": ("programme", "program", "programme code", "program code", "programme name"),
 }
 _HEADER_TO_COLUMN = {alias: column for column, aliases in _ALIASES.items() for alias in aliases}
 
@@ -150,6 +154,7 @@ FIELD_LABELS = {
     "card_id": "card_id",
     "amount": "amount",
     "reason": "reason",
+    "programme": "programme",
     "row": "row",
 }
 
@@ -189,6 +194,11 @@ _TEMPLATE_NOTES = [
     ("card_id", "credit/debit: the EnKash card id, like EKC04AZHXP."),
     ("amount", "Points, more than 0, at most 2 decimals (1500 or 1500.50)."),
     ("reason", "Optional, at most 200 characters; shown in reports."),
+    (
+        "programme",
+        "Optional: the code or name of the programme whose budget the row counts against. "
+        "Empty: the programme chosen for the whole file on the Bulk page.",
+    ),
     (
         "example",
         f'Row 2 of the Rows sheet is an example: replace it (a row reading "{EXAMPLE_REASON}" '
@@ -1097,6 +1107,9 @@ class Preview:
     totals: Totals
     pool_balance: Decimal | None  # None when EnKash could not say
     warnings: list[str] = field(default_factory=list)
+    #: Per programme the file touches: its credits and debits against its remaining budget
+    #: (``services.bulk_programmes.ProgrammeTotal``; filled by ``fit_programmes``).
+    programmes: list[Any] = field(default_factory=list)
 
     @property
     def fits_pool(self) -> bool | None:
@@ -1334,9 +1347,10 @@ def _duplicate(
 
 def error_file(preview: Preview) -> bytes:
     """The rejected rows as CSV: the manager's own columns plus the row number and the reason."""
-    header = ["row", *COLUMNS, "problem"]
+    columns = [*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in preview.file.columns)]
+    header = ["row", *columns, "problem"]
     rows = [
-        [row.number, *(row.values.get(column, "") for column in COLUMNS), row.reason]
+        [row.number, *(row.values.get(column, "") for column in columns), row.reason]
         for row in preview.rejected
     ]
     return to_csv(header, rows)

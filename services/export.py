@@ -26,7 +26,7 @@ from services import approvals, numbers
 from services.errors import InvalidInput
 from services.history import IST, HistoryFilter, count, filter_conditions
 from services.spreadsheet import neutralise
-from services.store import Ledger, LedgerRow, ledger_row, transactions
+from services.store import Ledger, LedgerRow, ledger_row, programmes, transactions
 
 MAX_ROWS = 100_000
 _CHUNK = 2_000
@@ -72,6 +72,7 @@ COLUMNS: list[tuple[str, Callable[[LedgerRow], Any]]] = [
     ("Batch row", lambda r: r.row_number),
     ("EnKash code", lambda r: r.enkash_code),
     ("EnKash message", lambda r: r.enkash_message),
+    ("Programme", lambda r: r.programme),
 ]
 HEADERS = [header for header, _ in COLUMNS]
 
@@ -84,7 +85,8 @@ def rows(ledger: Ledger, f: HistoryFilter, *, max_rows: int = MAX_ROWS) -> Itera
         raise ExportTooLarge(matched, max_rows)
     t = transactions
     query = (
-        sa.select(t)
+        sa.select(t, programmes.c.code.label("programme_code"))
+        .outerjoin(programmes, programmes.c.id == t.c.programme_id)
         .where(*filter_conditions(f))
         .order_by(t.c.created_at.desc(), t.c.id.desc())
         .limit(max_rows)

@@ -30,6 +30,7 @@ from services.store import (
     audit_events,
     from_cents,
     ledger_row,
+    programmes,
     transactions,
 )
 
@@ -78,6 +79,8 @@ class HistoryFilter:
     batch_id: str | None = None
     employee: str = ""
     session_id: str | None = None
+    #: Programme codes (any of them); empty: every programme.
+    programmes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.start and self.end and self.start > self.end:
@@ -85,6 +88,9 @@ class HistoryFilter:
         object.__setattr__(self, "kinds", tuple(Kind(k) for k in self.kinds))
         object.__setattr__(self, "statuses", tuple(Status(s) for s in self.statuses))
         object.__setattr__(self, "operators", tuple(self.operators))
+        object.__setattr__(
+            self, "programmes", tuple(c.strip().upper() for c in self.programmes if c.strip())
+        )
         object.__setattr__(self, "employee", " ".join((self.employee or "").split()))
 
     @classmethod
@@ -149,6 +155,12 @@ def filter_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
         where.append(t.c.operator.in_(list(f.operators)))
     if f.batch_id:
         where.append(t.c.batch_id == f.batch_id)
+    if f.programmes:
+        where.append(
+            t.c.programme_id.in_(
+                sa.select(programmes.c.id).where(programmes.c.code.in_(list(f.programmes)))
+            )
+        )
     if f.session_id:
         where.append(t.c.session_id == f.session_id)
     if f.employee:
@@ -493,7 +505,8 @@ def page(ledger: Ledger, f: HistoryFilter, number: int = 1, size: int = 50) -> P
     pages = max(1, -(-total // size))
     number = min(max(1, int(number)), pages)
     query = (
-        sa.select(t)
+        sa.select(t, programmes.c.code.label("programme_code"))
+        .outerjoin(programmes, programmes.c.id == t.c.programme_id)
         .where(*filter_conditions(f))
         .order_by(t.c.created_at.desc(), t.c.id.desc())
         .limit(size)

@@ -9,6 +9,7 @@ from services import approvals, bulk
 from services.approvals import Approval
 from services.errors import PointsDeskError
 from services.models import Status
+from services.store import GENERAL_CODE
 from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
@@ -62,12 +63,36 @@ def _what(approval: Approval) -> str:
             f"Reversal of {code(request.get('reverses') or '—')}: {undo.lower()} "
             f"**{md(name)}** (card {code(request.get('card_id') or '—')})"
         )
+    if approval.subject_kind == "budget":
+        return _budget_words(approval)
     card_id = request.get("card_id")
     name, email = approvals.holder(desk().ledger, card_id, request.get("employee"))
+    if approval.subject_kind == "credit":
+        programme = desk().ledger.programme(request.get("programme") or GENERAL_CODE)
+        why = " and ".join(approval.reasons)
+        return (
+            f"Credit to **{md(name or 'an unnamed employee')}**"
+            + (f" · {md(email)}" if email else "")
+            + f"  \nCard {code(card_id or '—')}"
+            + (f" · programme **{md(programme.name)}**" if programme is not None else "")
+            + (f"  \nWaits because it is {md(why)}." if why else "")
+        )
     return (
         f"Debit from **{md(name or 'an unnamed employee')}**"
         + (f" · {md(email)}" if email else "")
         + f"  \nCard {code(card_id or '—')}"
+    )
+
+
+def _budget_words(approval: Approval) -> str:
+    """A budget raise: which programme, from what to what."""
+    programme_code = str(approval.request.get("code") or approval.subject.split("@", 1)[0])
+    programme = desk().ledger.programme(programme_code)
+    name = programme.name if programme is not None else programme_code
+    now = "no limit" if programme is None or programme.budget is None else points(programme.budget)
+    return (
+        f"Budget raise for **{md(name)}** ({code(programme_code)})  \n"
+        f"From {now} to {points(approval.amount)} points"
     )
 
 
@@ -133,6 +158,15 @@ def _remember(decision: approvals.Decision) -> None:
         st.session_state[_RESULT] = decision
         return
     st.session_state.pop(_RESULT, None)
+    if approval.subject_kind == "budget":
+        code_asked = str(approval.request.get("code") or approval.subject.split("@", 1)[0])
+        done = (
+            f"the budget is now {points(approval.amount)} points"
+            if approval.status == approvals.APPROVED
+            else "the budget stays as it was"
+        )
+        set_notice("success", f"{verb} the budget raise for {code_asked}: {done}.")
+        return
     started = (
         " It is sending now; follow it on the Bulk allocation page."
         if approval.status == approvals.APPROVED
@@ -164,14 +198,19 @@ def request_card(approval: Approval) -> None:
         left, right = st.columns([3, 1])
         left.markdown(_what(approval))
         right.metric(
-            {"debit": "Points to debit", "reversal": "Points to reverse"}.get(
-                approval.subject_kind, "Batch total"
-            ),
+            {
+                "debit": "Points to debit",
+                "credit": "Points to credit",
+                "reversal": "Points to reverse",
+                "budget": "New budget",
+            }.get(approval.subject_kind, "Batch total"),
             points(approval.amount),
         )
         facts = f"Asked by **{md(display_name(approval.maker))}** · {ist(approval.requested_at)}"
         if approval.subject_kind in approvals.SENT_ON_APPROVAL:
             facts += f" · reference {code(approval.subject)}"
+        elif approval.subject_kind == "budget":
+            pass
         else:
             facts += f" · batch {code(approval.subject)}"
         left.caption(facts)
@@ -206,6 +245,8 @@ def request_card(approval: Approval) -> None:
         approve_col.button(
             "Approve and send"
             if approval.subject_kind in approvals.SENT_ON_APPROVAL
+            else "Approve the raise"
+            if approval.subject_kind == "budget"
             else "Approve and start",
             key=f"approve_{approval.id}",
             type="primary",
@@ -264,6 +305,8 @@ def decided_table(decided: list[Approval]) -> None:
                 if approval.subject_kind == "batch"
                 else _debit_words(approval)
                 if approval.subject_kind == "debit"
+                else "budget raise for " + approval.subject.split("@", 1)[0]
+                if approval.subject_kind == "budget"
                 else f"{approval.subject_kind} {approval.subject}",
                 "Points": points(approval.amount),
                 "Asked by": display_name(approval.maker),

@@ -10,6 +10,7 @@ import streamlit as st
 from services import approvals, bulk, corrections
 from services.bulk_files import (
     COLUMNS,
+    OPTIONAL_COLUMNS,
     BulkFileError,
     Preview,
     error_file,
@@ -84,10 +85,11 @@ def upload_round() -> int:
     return st.session_state.setdefault(UPLOADS, 0)
 
 
-def load_preview(uploaded: Any) -> Preview | None:
-    """Parse and check an upload once per file (reruns reuse the result)."""
+def load_preview(uploaded: Any, programme: str | None = None) -> Preview | None:
+    """Parse and check an upload once per file and programme (reruns reuse the result).
+    ``programme``: the code of the programme for rows without a ``programme`` cell."""
     content = uploaded.getvalue()
-    cache_key = (uploaded.name, len(content), hash(content))
+    cache_key = (uploaded.name, len(content), hash(content), programme)
     cached = st.session_state.get("bulk_preview")
     if cached and cached[0] == cache_key:
         return cached[1]
@@ -95,9 +97,14 @@ def load_preview(uploaded: Any) -> Preview | None:
     try:
         with st.spinner("Checking every row…"):
             preview = bulk.preview_upload(
-                the_desk.ledger, the_desk.client, the_desk.settings, uploaded.name, content
+                the_desk.ledger,
+                the_desk.client,
+                the_desk.settings,
+                uploaded.name,
+                content,
+                programme=programme,
             )
-    except BulkFileError as error:
+    except (BulkFileError, NotFound) as error:
         st.error(md(error), icon="🚫")
         return None
     st.session_state["bulk_preview"] = (cache_key, preview)
@@ -158,6 +165,7 @@ def _valid_table(preview: Preview, repeats: bulk.Repeats | None = None) -> pd.Da
                 "Card id": row.allocation.card_id or "",
                 "Points": float(row.allocation.amount),
                 "Reason": row.allocation.reason,
+                "Programme": row.allocation.programme or "",
             }
             for row in preview.valid
         ]
@@ -168,10 +176,45 @@ def _rejected_table(preview: Preview) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {"Row": row.number, "Problem": row.reason}
-            | {column: row.values.get(column, "") for column in COLUMNS}
+            | {
+                column: row.values.get(column, "")
+                for column in (*COLUMNS, *OPTIONAL_COLUMNS)
+                if column in COLUMNS or column in preview.file.columns
+            }
             for row in preview.rejected
         ]
     )
+
+
+def _programme_totals(preview: Preview) -> None:
+    """Per programme the file touches: its credits against what its budget has left."""
+    if not preview.programmes:
+        return
+    # A static table (plain text cells: programme names are never read as Markdown).
+    st.table(
+        pd.DataFrame(
+            [
+                {
+                    "Programme": f"{t.name} ({t.code})",
+                    "Credits": f"{points(t.credit_points)} ({t.credit_rows:,} rows)",
+                    "Debits": f"{points(t.debit_points)} ({t.debit_rows:,} rows)",
+                    "Remaining now": "no limit" if t.remaining is None else points(t.remaining),
+                    "Remaining after": "no limit"
+                    if t.remaining_after is None
+                    else points(t.remaining_after),
+                    "Refused (over budget)": f"{t.refused_rows:,} rows" if t.refused_rows else "",
+                }
+                for t in preview.programmes
+            ]
+        ).set_index("Programme"),
+    )
+    over = sum(t.refused_rows for t in preview.programmes)
+    if over:
+        st.warning(
+            f"{over:,} credit rows do not fit their programme's remaining budget; they are in the "
+            "Rejected tab, each with how much is left.",
+            icon="🎯",
+        )
 
 
 def render_preview(preview: Preview) -> bool:
@@ -246,6 +289,7 @@ def render_preview(preview: Preview) -> bool:
         )
     for warning in preview.warnings:
         st.info(md(warning), icon="ℹ️")
+    _programme_totals(preview)
     repeats = repeats_of(preview)
     if repeats:
         _repeats_notice(repeats)
@@ -350,6 +394,16 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     if totals.rejected:
         st.caption(f"{totals.rejected:,} rejected rows are left out.")
+    touched = [t for t in preview.programmes if t.credit_rows or t.debit_rows]
+    if touched:
+        st.markdown(
+            "Programmes: "
+            + "; ".join(
+                f"**{md(t.name)}** {points(t.credit_points)} credited"
+                + ("" if t.remaining_after is None else f", {points(t.remaining_after)} left")
+                for t in touched
+            )
+        )
     debits = [v for v in preview.valid if v.allocation.kind is Kind.DEBIT]
     largest = max(debits, key=lambda v: v.allocation.amount) if debits else None
     why = approvals.batch_approval_reasons(

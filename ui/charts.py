@@ -244,3 +244,28 @@ def status_figure(breakdown: Sequence[StatusCount]) -> go.Figure:
     kept = [(v, t) for v, t in zip(tick_values, labels, strict=True) if v == int(v)]
     figure.update_xaxes(tickvals=[v for v, _ in kept], ticktext=[t for _, t in kept])
     return figure
+
+
+def burn_down_figure(burn_down: Sequence[tuple[date, Decimal | None]]) -> go.Figure:
+    """A programme's remaining budget at the end of each IST day (small, for the Overview)."""
+    x = [day for day, left in burn_down if left is not None]
+    y = [float(left) for _, left in burn_down if left is not None]
+    figure = go.Figure()
+    if not x:
+        return _empty(figure, "No budget limit")
+    figure.add_scatter(
+        x=x,
+        y=y,
+        name="Remaining",
+        mode="lines",
+        line={"color": NET_COLOUR, "width": 2, "shape": "hv"},
+        fill="tozeroy",
+        customdata=[points(left) for left in y],
+        hovertemplate="%{x|%a %d %b %Y}<br>Remaining %{customdata}<extra></extra>",
+    )
+    _layout(figure, height=160, y_title="Remaining")
+    figure.update_layout(showlegend=False, margin={"l": 8, "r": 8, "t": 8, "b": 8})
+    values, labels = indian_ticks(0.0, max(y, default=0), count=3)
+    figure.update_yaxes(tickvals=values, ticktext=labels, range=[values[0], values[-1]])
+    figure.update_xaxes(tickformat="%d %b")
+    return figure

@@ -19,6 +19,8 @@ from services import movements
 from services.allocations import Outcome, new_reference
 from services.approvals import describe_row
 from services.models import Allocation, field_errors
+from services.store import UnknownProgramme
+from services.store.programmes import BudgetExceeded, ProgrammeClosed
 from ui.context import desk, operator, session_id
 from ui.text import md
 
@@ -26,8 +28,14 @@ _REFERENCE_SHAPE = re.compile(r"PD\d{12}[0-9A-F]{8}")
 
 
 def needs_approval(allocation: Allocation) -> bool:
-    """A debit above the approval threshold waits for a second person instead of being sent."""
-    return movements.needs_approval(allocation, desk().settings)
+    """A debit above the approval threshold (its programme's own when it sets one) waits for a
+    second person instead of being sent."""
+    the_desk = desk()
+    try:
+        programme = movements.programme_of(the_desk.ledger, allocation)
+    except UnknownProgramme:
+        programme = None  # refused when sent, under the programme field
+    return movements.needs_approval(allocation, the_desk.settings, programme)
 
 
 class FormFlow:
@@ -152,15 +160,22 @@ class FormFlow:
         # One use case decides: a debit above the threshold is held for a second person
         # (nothing goes to EnKash), anything else is recorded and sent.
         spinner = "Asking for approval…" if needs_approval(allocation) else "Sending to EnKash…"
-        with st.spinner(spinner), the_desk.client() as client:
-            outcome = movements.request(
-                the_desk.ledger,
-                client,
-                allocation,
-                the_desk.settings,
-                operator=operator(),
-                session_id=session_id(),
-            )
+        try:
+            with st.spinner(spinner), the_desk.client() as client:
+                outcome = movements.request(
+                    the_desk.ledger,
+                    client,
+                    allocation,
+                    the_desk.settings,
+                    operator=operator(),
+                    session_id=session_id(),
+                )
+        except (BudgetExceeded, ProgrammeClosed, UnknownProgramme) as refused:
+            # Nothing was recorded or sent: back to the form, the reason under the programme
+            # (a budget refusal says how much is left).
+            self._state.pop("pending", None)
+            self._state["errors"] = {"programme": str(refused)}
+            return None
         self._state["outcome"] = outcome
         self._state.pop("pending", None)
         return outcome

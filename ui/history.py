@@ -133,12 +133,22 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
     if wanted in batches and st.session_state.get("_history_batch_param") != wanted:
         st.session_state["_history_batch_param"] = st.session_state["history_batch"] = wanted
     with st.container(border=True):
-        when, grain_col, mine = st.columns([2, 2, 1.4], vertical_alignment="bottom")
+        when, programme_col, grain_col, mine = st.columns(
+            [2, 2, 2, 1.4], vertical_alignment="bottom"
+        )
         picked = when.date_input(
             "Dates (IST)",
             value=(today - timedelta(days=DEFAULT_DAYS - 1), today),
             format="DD/MM/YYYY",
             key="history_dates",
+        )
+        names = {p.code: p.name for p in ledger.list_programmes()}
+        chosen_programmes = programme_col.multiselect(
+            "Programme",
+            list(names),
+            format_func=lambda c: f"{names.get(c, c)} ({c})",
+            key="history_programmes",
+            placeholder="Every programme",
         )
         grain = grain_col.segmented_control(
             "Group by",
@@ -175,6 +185,7 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
             batch_id=None if batch == _ALL_BATCHES else batch,
             employee=search,
             session_id=session_id if only_mine else None,
+            programmes=tuple(chosen_programmes),
         )
     except ValueError as error:
         when.error(md(error))
@@ -245,6 +256,7 @@ def table(rows: list[LedgerRow]) -> pd.DataFrame:
             "Card": [r.card_id or "" for r in rows],
             "Operator": [r.operator for r in rows],
             "Batch": [r.batch_id or "" for r in rows],
+            "Programme": [r.programme or "" for r in rows],
             "Reference": [r.reference for r in rows],
         }
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from services.allocations import programme_debit_threshold
 from services.models import Allocation, Kind
 from services.store import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow, needs_approval, result_panel
 from ui.picker import employee_picker
+from ui.programmes import programme_select
 from ui.text import md
 
 
@@ -28,7 +30,10 @@ def render_movement(kind: Kind) -> None:
     """The picker, the amount form, the (debit) confirmation and the outcome."""
     debit = kind is Kind.DEBIT
     key = kind.value
-    flow = FormFlow(key, (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason"))
+    flow = FormFlow(
+        key,
+        (f"{key}_query", f"{key}_card", f"{key}_amount", f"{key}_reason", f"{key}_programme"),
+    )
     flow.send_pending()  # before the picker, so the balance it shows is already the new one
 
     # Once there is an outcome it goes above the form: on a phone the columns stack, and the
@@ -49,6 +54,7 @@ def render_movement(kind: Kind) -> None:
                 "employee": _employee_fields(chosen),
                 "amount": st.session_state.get(f"{key}_amount", ""),
                 "reason": st.session_state.get(f"{key}_reason", ""),
+                "programme": st.session_state.get(f"{key}_programme"),
             }
 
         def within_balance(allocation: Allocation) -> dict[str, str]:
@@ -76,6 +82,8 @@ def render_movement(kind: Kind) -> None:
                 placeholder="e.g. Reversal of duplicate award" if debit else "e.g. Diwali bonus",
             )
             flow.error("reason")
+            programme_select(f"{key}_programme", disabled=flow.locked)
+            flow.error("programme")
             flow.form_error()
             for field, message in flow.errors.items():
                 if field.startswith("employee") or field == "card_id":
@@ -129,7 +137,9 @@ def _confirm_debit(flow: FormFlow, allocation: Allocation, chosen: EmployeeSumma
         st.caption(f"Reason: {md(allocation.reason)}")
     held = needs_approval(allocation)
     if held:
-        limit = points(desk().settings.points_desk_approval_debit_threshold, decimals=False)
+        own = programme_debit_threshold(desk().ledger, allocation)
+        threshold = desk().settings.points_desk_approval_debit_threshold if own is None else own
+        limit = points(threshold, decimals=False)
         st.info(
             f"This debit is above the approval limit of {limit} points, so it **goes for "
             "approval**: a second person with the approver role approves it on the Approvals "

@@ -62,6 +62,7 @@ class LedgerRow:
     updated_at: datetime
     reverses: str | None = None  # the reference this movement reverses (a reversal only)
     corrects: str | None = None  # the failed row this correction row pays instead
+    programme: str | None = None  # its programme's code, when the query joined ``programmes``
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def ledger_row(m: Any) -> LedgerRow:
         updated_at=m["updated_at"],
         reverses=m.get("reverses"),
         corrects=m.get("corrects"),
+        programme=m.get("programme_code"),
     )
 
 

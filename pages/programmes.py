@@ -1,0 +1,29 @@
+"""Programmes: budgets that credits draw from. Everyone sees them; operators and approvers
+manage them."""
+
+import streamlit as st
+
+from ui.access import allowed, require
+from ui.programmes import (
+    edit_programme,
+    new_programme,
+    programme_table,
+    statement_downloads,
+)
+from ui.sidebar import mode_banner
+
+mode_banner()
+require("view")
+st.title("Programmes")
+st.caption(
+    "Each credit draws from a programme's budget; a debit gives its points back. A closed or "
+    "ended programme takes no new credits, and its history stays."
+)
+programme_table()
+statement_downloads()
+if allowed("move") or allowed("approve"):
+    new_tab, edit_tab = st.tabs(["New programme", "Edit or close"])
+    with new_tab:
+        new_programme()
+    with edit_tab:
+        edit_programme()
