@@ -9,7 +9,6 @@ from ui.context import desk, session_id
 from ui.format import plural, points
 from ui.glossary import status_glossary
 from ui.history import (
-    TABLE_COLUMNS,
     aggregates,
     count_metric,
     detail_view,
@@ -17,8 +16,9 @@ from ui.history import (
     filter_bar,
     metric_row,
     money_metric,
+    open_clicked_row,
     page_of,
-    table,
+    transactions_table,
 )
 from ui.search import focused_row
 from ui.sidebar import mode_banner
@@ -30,6 +30,7 @@ require("view")
 st.title("History")
 
 ledger = desk().ledger
+open_clicked_row()  # a row clicked in the table below opens here, as ?ref=...
 focus = focused_row(ledger)  # ?ref=... (the sidebar search, an outcome card's link)
 if focus is not None:
     st.subheader("Transaction")
@@ -118,13 +119,8 @@ if st.session_state.get("_history_key") != chosen.key():
     st.session_state["_history_key"] = chosen.key()
     st.session_state["history_page"] = 1
 shown = page_of(ledger, chosen, int(st.session_state.get("history_page", 1)))
-st.dataframe(
-    table(shown.rows),
-    hide_index=True,
-    width="stretch",
-    column_config=TABLE_COLUMNS,
-    key="history_table",
-)
+st.caption("Click a row to open its detail at the top of the page.")
+transactions_table(shown.rows)
 pager, summary = st.columns([1, 4], vertical_alignment="bottom")
 pager.number_input("Page", min_value=1, max_value=shown.pages, step=1, key="history_page")
 summary.caption(

@@ -9,16 +9,17 @@ while re-running the page with nothing new (a widget click elsewhere) costs one 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from services import approvals, corrections, exchanges, export, history
+from services import approvals, corrections, exchanges, export, history, reconcile
 from services.allocations import new_reference
 from services.corrections import ReversalInvalid
 from services.errors import PointsDeskError
@@ -29,6 +30,7 @@ from ui.access import allowed
 from ui.context import desk, operator
 from ui.format import count, ist, mobile, points
 from ui.notice import set_error, set_notice, show_notices
+from ui.reconcile import check_one, confirm_resend
 from ui.text import code, md
 
 DEFAULT_DAYS = 90
@@ -267,6 +269,43 @@ TABLE_COLUMNS = {
     "Reference": st.column_config.TextColumn(width="medium"),
 }
 
+_TABLE = "_history_table"  # the key of the table last drawn, and its rows' references
+_OPENED = "_history_table_opened"  # (table key, rows) of the click already opened
+
+
+def transactions_table(rows: list[LedgerRow]) -> None:
+    """The page of rows; clicking one opens its detail (``open_clicked_row`` on the next run).
+
+    The table's key follows the rows it shows, so a click on one page of rows can never be read
+    against another (a new filter, a new transaction): the selection starts empty with them.
+    """
+    references = [r.reference for r in rows]
+    digest = hashlib.sha256("\n".join(references).encode()).hexdigest()[:12]
+    key = f"history_table_{digest}"
+    st.session_state[_TABLE] = (key, references)
+    st.dataframe(
+        table(rows),
+        hide_index=True,
+        width="stretch",
+        column_config=TABLE_COLUMNS,
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+    )
+
+
+def open_clicked_row() -> None:
+    """A row just clicked in the table becomes ``?ref=``, so History opens on its detail at the
+    top (and the address can be shared). Call it before reading ``?ref=``."""
+    key, references = st.session_state.get(_TABLE, ("", []))
+    state = st.session_state.get(key) if key else None
+    picked = tuple(state["selection"]["rows"]) if state else ()
+    if st.session_state.get(_OPENED) == (key, picked):
+        return
+    st.session_state[_OPENED] = (key, picked)
+    if picked and picked[0] < len(references):
+        st.query_params["ref"] = references[picked[0]]
+
 
 def detail_view(ledger: Ledger, rows: list[LedgerRow]) -> None:
     """Pick one transaction of the page; show everything about it and its audit trail."""
@@ -328,6 +367,8 @@ def detail_view(ledger: Ledger, rows: list[LedgerRow]) -> None:
         )
         links(ledger, row)
         exchanges_view(ledger, row)
+        show_notices()  # what the last action on it did
+        unknown_actions(ledger, row)
         reverse_action(ledger, row)
 
 
@@ -405,6 +446,35 @@ def reverse_action(ledger: Ledger, row: LedgerRow) -> None:
             on_click=_request_reversal,
             args=(row.reference,),
         )
+
+
+def unknown_actions(ledger: Ledger, row: LedgerRow) -> None:
+    """For an unknown outcome: what is known, "Check with EnKash" and, only once a lookup proved
+    the reference absent, "Resend with the same reference" (the Reconcile page's own actions;
+    ``services/reconcile.py`` refuses a resend that is not proven safe)."""
+    if not allowed("move") or row.status is not Status.UNKNOWN:
+        return
+    latest = ledger.latest_events([row.reference]).get(row.reference)
+    item = reconcile.UnknownTransaction(row, datetime.now(UTC) - row.created_at, latest)
+    with st.container(border=True):
+        icon = "🔁" if item.resend_allowed else ("🔎" if item.mismatch else "⏳")
+        st.markdown(f"**Outcome unknown.** {icon} {md(item.state)}")
+        check, resend = st.columns(2)
+        check.button(
+            "Check with EnKash",
+            key=f"history_check_{row.reference}",
+            on_click=check_one,
+            args=(row.reference,),
+            icon=":material/travel_explore:",
+            width="stretch",
+        )
+        if item.resend_allowed and resend.button(
+            "Resend with the same reference",
+            key=f"history_resend_{row.reference}",
+            icon=":material/replay:",
+            width="stretch",
+        ):
+            confirm_resend(item)
 
 
 def _request_reversal(reference: str) -> None:
