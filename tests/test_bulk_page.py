@@ -175,10 +175,13 @@ def test_upload_run_and_download_the_report_in_a_browser(tmp_path: Path):
             page.get_by_role("button", name="Report (CSV)").click()
         report = Path(download_info.value.path()).read_bytes().decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(report)))
-    assert [row["row"] for row in rows] == ["2", "3", "4", "5", "6"]
-    assert {row["status"] for row in rows} == {"SUCCEEDED"}
-    assert all(row["card_id"].startswith("EKC") and row["transaction_id"] for row in rows)
-    assert rows[4]["amount"] == "500.00" and rows[4]["balance_after"] == "500.00"
+    # Every input row, in file order: the five sent, then the two rejected at preview.
+    assert [row["row"] for row in rows] == ["2", "3", "4", "5", "6", "7", "8"]
+    sent, rejected = rows[:5], rows[5:]
+    assert {row["status"] for row in sent} == {"SUCCEEDED"}
+    assert {row["status"] for row in rejected} == {"REJECTED"}
+    assert all(row["card_id"].startswith("EKC") and row["transaction_id"] for row in sent)
+    assert sent[4]["amount"] == "500.00" and sent[4]["balance_after"] == "500.00"
 
 
 def test_a_batch_above_the_threshold_waits_for_approval_then_runs(desk_env, monkeypatch):
