@@ -116,6 +116,7 @@ def generate(n: int, *, cards: int = 5000, months: int = 12, seed: int = 7, now=
             "approved_by": None,
             "created_at": created,
             "updated_at": created + timedelta(seconds=rng.random() * 3),
+            "claimed_by": None,
         }
 
 

@@ -4,12 +4,12 @@ nothing, and each move is then committed (or refused) on its own."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-import services.store as ledger_module
 from services.bulk import GroupCommit
 from services.models import AllocationResult, Status
 from services.store import Ledger, Move, StatusConflict, UnknownReference
@@ -88,6 +88,8 @@ def test_transition_many_commits_every_move_with_its_audit_event_and_reports_con
 
 def test_a_group_that_fails_writes_nothing(ledger: Ledger, monkeypatch):
     references = _sending(ledger, 4)
+    # the module, not the table of the same name that services.store exports
+    ledger_module = importlib.import_module("services.store.transactions")
     real = ledger_module._audit
 
     def refuse(conn, events):

@@ -38,6 +38,7 @@ from services.store.records import (
     ledger_row,
 )
 from services.store.sign_in import SignInStore
+from services.store.summaries import SummaryStore, daily_totals
 from services.store.transactions import ALLOWED_TRANSITIONS, WORKER_STALE_AFTER, Move
 from services.store.workers import WorkerStore
 
@@ -82,6 +83,7 @@ __all__ = [
     "audit_events",
     "batch_record",
     "batches",
+    "daily_totals",
     "from_cents",
     "ledger_row",
     "metadata",
@@ -92,7 +94,7 @@ __all__ = [
 ]
 
 
-class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore):
+class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore, SummaryStore):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
 
@@ -129,3 +131,4 @@ class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore)
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
             conn.execute(batches.delete())
+            conn.execute(daily_totals.delete())

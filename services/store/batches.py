@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AuditKind, BatchState, Kind, Status
 from services.redact import redact
+from services.store import summaries
 from services.store.engine import from_cents, to_cents
 from services.store.records import (
     BatchRecord,
@@ -21,7 +22,14 @@ from services.store.records import (
     batch_record,
 )
 from services.store.schema import batches, transactions
-from services.store.transactions import TransactionStore, _audit, _batch_rows, _event, _repeats
+from services.store.transactions import (
+    TransactionStore,
+    _audit,
+    _batch_rows,
+    _event,
+    _repeats,
+    _tally_new,
+)
 
 
 class BatchStore(TransactionStore):
@@ -92,6 +100,7 @@ class BatchStore(TransactionStore):
                 conn.execute(batches.insert().values(record))
                 if rows:
                     conn.execute(transactions.insert(), rows)
+                    _tally_new(conn, rows)
                     _audit(conn, events)
         except IntegrityError:
             existing = self.batch_by_digest(file_digest)
@@ -174,7 +183,7 @@ class BatchStore(TransactionStore):
             references = conn.execute(sa.select(t.c.reference).where(queued)).scalars().all()
             if not references:
                 return 0
-            conn.execute(
+            cancelled = conn.execute(
                 t.update()
                 .where(queued)
                 .values(
@@ -183,7 +192,10 @@ class BatchStore(TransactionStore):
                     enkash_message=message,
                     updated_at=now,
                 )
+                .returning(*summaries.counted_columns())
             )
+            for found in cancelled:
+                summaries.move(conn, found, Status.QUEUED.value, Status.FAILED.value)
             _audit(
                 conn,
                 [

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
+from services.store import summaries
 from services.store.engine import Database, to_cents
 from services.store.records import (
     AuditEvent,
@@ -89,6 +90,19 @@ def _append_note(
         .limit(1)
     )
     return audit_event(latest.mappings().one())
+
+
+def _tally_new(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Count newly inserted ``transactions`` rows in the daily totals (same transaction)."""
+    for row in rows:
+        summaries.count(
+            conn,
+            row["created_at"],
+            row["kind"],
+            row["status"],
+            row["operator"],
+            row["amount_cents"],
+        )
 
 
 def _batch_rows(
@@ -263,6 +277,7 @@ class TransactionStore(Database):
         try:
             with self.writing() as conn:
                 conn.execute(transactions.insert().values(values))
+                _tally_new(conn, [values])
                 _audit(
                     conn,
                     [
@@ -329,6 +344,7 @@ class TransactionStore(Database):
             with self.writing() as conn:
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
                 conn.execute(transactions.insert(), rows)
+                _tally_new(conn, rows)
                 _audit(conn, events)
         except IntegrityError:
             existing = self._existing(references)
@@ -541,12 +557,30 @@ class TransactionStore(Database):
             shifts: dict[str, timedelta] = {}
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
-                for reference, created, updated in conn.execute(
-                    sa.select(t.c.reference, t.c.created_at, t.c.updated_at).where(
-                        t.c.reference.in_(chunk)
-                    )
+                for found in conn.execute(
+                    sa.select(
+                        t.c.reference,
+                        t.c.created_at,
+                        t.c.updated_at,
+                        t.c.kind,
+                        t.c.status,
+                        t.c.operator,
+                        t.c.amount_cents,
+                    ).where(t.c.reference.in_(chunk))
                 ):
+                    reference, created, updated = found[:3]
                     shift = when_of[reference] - created
+                    # The row leaves its old IST day in the daily totals for its new one.
+                    for moment, sign in ((created, -1), (created + shift, 1)):
+                        summaries.count(
+                            conn,
+                            moment,
+                            found.kind,
+                            found.status,
+                            found.operator,
+                            found.amount_cents,
+                            sign,
+                        )
                     shifts[reference] = shift
                     moved.append(
                         {"ref": reference, "created": created + shift, "updated": updated + shift}
@@ -616,8 +650,10 @@ class TransactionStore(Database):
                         t.c.claimed_by.is_(None) if owner is None else t.c.claimed_by == owner,
                     )
                     .values(status=Status.UNKNOWN.value, updated_at=now)
-                )
-                if changed.rowcount == 1:
+                    .returning(*summaries.counted_columns())
+                ).first()
+                if changed is not None:
+                    summaries.move(conn, changed, Status.SENDING.value, Status.UNKNOWN.value)
                     moved.append(reference)
             _audit(
                 conn,
@@ -898,8 +934,10 @@ class TransactionStore(Database):
                     transactions.c.status == before.value,
                 )
                 .values(values)
-            )
-            if changed.rowcount == 1:
+                .returning(*summaries.counted_columns())
+            ).first()
+            if changed is not None:
+                summaries.move(conn, changed, before.value, to_status.value)
                 return before
         return None
 
