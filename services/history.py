@@ -28,6 +28,7 @@ from services.store import (
     Ledger,
     LedgerRow,
     audit_events,
+    daily_totals,
     from_cents,
     ledger_row,
     transactions,
@@ -156,6 +157,43 @@ def filter_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
     return where
 
 
+# --- the daily totals (services/store/summaries.py) ----------------------------------------------
+
+d = daily_totals
+
+
+def summarised(f: HistoryFilter) -> bool:
+    """Whether the daily totals can answer for ``f``: they know days, kinds, statuses and
+    operators, not batches, sessions or employees (those filters read the rows)."""
+    return not (f.batch_id or f.session_id or f.employee)
+
+
+def summary_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
+    where: list[Any] = []
+    if dates and f.start is not None:
+        where.append(d.c.day >= f.start)
+    if dates and f.end is not None:
+        where.append(d.c.day <= f.end)
+    if f.kinds:
+        where.append(d.c.kind.in_([k.value for k in f.kinds]))
+    if f.statuses:
+        where.append(d.c.status.in_([s.value for s in f.statuses]))
+    if f.operators:
+        where.append(d.c.operator.in_(list(f.operators)))
+    return where
+
+
+def _summed(condition: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, d.c.amount_cents), else_=0)), 0)
+
+
+_S_SUCCEEDED = d.c.status == Status.SUCCEEDED.value
+_S_DEBIT = d.c.kind == Kind.DEBIT.value
+_S_CREDITED = _summed(sa.and_(_S_SUCCEEDED, ~_S_DEBIT))
+_S_DEBITED = _summed(sa.and_(_S_SUCCEEDED, _S_DEBIT))
+_S_ROWS = sa.func.coalesce(sa.func.sum(d.c.rows), 0)
+
+
 def _sum_cents(condition: Any) -> Any:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, t.c.amount_cents), else_=0)), 0)
 
@@ -218,6 +256,29 @@ def compare_totals(
     found: list[PeriodTotals] = []
     with ledger.engine.connect() as conn:
         for each in queries:
+            if summarised(each):
+                sums = conn.execute(
+                    sa.select(
+                        _S_CREDITED.label("credited"),
+                        _S_DEBITED.label("debited"),
+                        _S_ROWS.label("transactions"),
+                    ).where(*summary_conditions(each))
+                ).one()
+                # Distinct cards cannot be summed per day: one covering-index range scan.
+                people = conn.execute(
+                    sa.select(sa.func.count(sa.distinct(t.c.card_id))).where(
+                        *filter_conditions(each), _SUCCEEDED
+                    )
+                ).scalar_one()
+                found.append(
+                    PeriodTotals(
+                        credited=from_cents(int(sums.credited)),  # type: ignore[arg-type]
+                        debited=from_cents(int(sums.debited)),  # type: ignore[arg-type]
+                        employees=int(people),
+                        transactions=int(sums.transactions),
+                    )
+                )
+                continue
             row = conn.execute(sa.select(*columns).where(*filter_conditions(each))).one()
             found.append(_totals_from(row))
     return found[0], (found[1] if other is not None else None)
@@ -290,6 +351,53 @@ def series(
     """Points credited and debited per IST bucket, every bucket of the period present (gaps are
     zeros, so a chart's time axis is even)."""
     granularity = Granularity(granularity)
+    if summarised(f):
+        found = _summary_series(ledger, f, granularity)
+    else:
+        found = _raw_series(ledger, f, granularity)
+    if not found and (f.start is None or f.end is None):
+        return []
+    first = bucket_start(f.start or min(found), granularity)
+    last = bucket_start(f.end or max(found), granularity)
+    zero = Decimal("0.00")
+    filled, day = [], first
+    while day <= last:
+        filled.append(found.get(day, SeriesPoint(day, zero, zero, 0)))
+        day = _next_bucket(day, granularity)
+    return filled
+
+
+def _summary_series(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity
+) -> dict[date, SeriesPoint]:
+    """Per IST day from the daily totals, then into weeks or months here (a few hundred rows)."""
+    query = (
+        sa.select(
+            d.c.day,
+            _S_CREDITED.label("credited"),
+            _S_DEBITED.label("debited"),
+            _S_ROWS.label("transactions"),
+        )
+        .where(*summary_conditions(f))
+        .group_by(d.c.day)
+    )
+    sums: dict[date, list[int]] = {}
+    with ledger.engine.connect() as conn:
+        for row in conn.execute(query):
+            bucket = bucket_start(_as_date(row.day), granularity)
+            entry = sums.setdefault(bucket, [0, 0, 0])
+            entry[0] += int(row.credited)
+            entry[1] += int(row.debited)
+            entry[2] += int(row.transactions)
+    return {
+        bucket: SeriesPoint(bucket, from_cents(c), from_cents(b), n)  # type: ignore[arg-type]
+        for bucket, (c, b, n) in sums.items()
+    }
+
+
+def _raw_series(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity
+) -> dict[date, SeriesPoint]:
     bucket = ist_bucket(ledger.engine.dialect.name, granularity).label("bucket")
     query = (
         sa.select(
@@ -303,7 +411,7 @@ def series(
         .order_by(bucket)
     )
     with ledger.engine.connect() as conn:
-        found = {
+        return {
             _as_date(row.bucket): SeriesPoint(
                 _as_date(row.bucket),
                 from_cents(int(row.credited)),  # type: ignore[arg-type]
@@ -312,16 +420,6 @@ def series(
             )
             for row in conn.execute(query)
         }
-    if not found and (f.start is None or f.end is None):
-        return []
-    first = bucket_start(f.start or min(found), granularity)
-    last = bucket_start(f.end or max(found), granularity)
-    zero = Decimal("0.00")
-    filled, day = [], first
-    while day <= last:
-        filled.append(found.get(day, SeriesPoint(day, zero, zero, 0)))
-        day = _next_bucket(day, granularity)
-    return filled
 
 
 def opening_net(ledger: Ledger, f: HistoryFilter) -> Decimal:
@@ -329,9 +427,15 @@ def opening_net(ledger: Ledger, f: HistoryFilter) -> Decimal:
     low, _ = f.utc_bounds()
     if low is None:
         return Decimal("0.00")
-    query = sa.select((_CREDITED - _DEBITED).label("net")).where(
-        *filter_conditions(f, dates=False), t.c.created_at < low
-    )
+    if summarised(f):
+        assert f.start is not None
+        query = sa.select((_S_CREDITED - _S_DEBITED).label("net")).where(
+            *summary_conditions(f, dates=False), d.c.day < f.start
+        )
+    else:
+        query = sa.select((_CREDITED - _DEBITED).label("net")).where(
+            *filter_conditions(f, dates=False), t.c.created_at < low
+        )
     with ledger.engine.connect() as conn:
         return from_cents(int(conn.execute(query).scalar_one()))  # type: ignore[return-value]
 
@@ -455,11 +559,20 @@ class StatusCount:
 
 def status_breakdown(ledger: Ledger, f: HistoryFilter) -> list[StatusCount]:
     """How many of the filtered rows are in each status, and their points (every status listed)."""
-    query = (
-        sa.select(t.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.amount_cents), 0))
-        .where(*filter_conditions(f))
-        .group_by(t.c.status)
-    )
+    if summarised(f):
+        query = (
+            sa.select(d.c.status, _S_ROWS, sa.func.coalesce(sa.func.sum(d.c.amount_cents), 0))
+            .where(*summary_conditions(f))
+            .group_by(d.c.status)
+        )
+    else:
+        query = (
+            sa.select(
+                t.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.amount_cents), 0)
+            )
+            .where(*filter_conditions(f))
+            .group_by(t.c.status)
+        )
     with ledger.engine.connect() as conn:
         found = {Status(s): (int(n), int(c)) for s, n, c in conn.execute(query)}
     return [
@@ -483,7 +596,10 @@ class Page:
 def count(ledger: Ledger, f: HistoryFilter) -> int:
     """How many rows the filter matches."""
     with ledger.engine.connect() as conn:
-        query = sa.select(sa.func.count()).select_from(t).where(*filter_conditions(f))
+        if summarised(f):
+            query = sa.select(_S_ROWS).where(*summary_conditions(f))
+        else:
+            query = sa.select(sa.func.count()).select_from(t).where(*filter_conditions(f))
         return int(conn.execute(query).scalar_one())
 
 

@@ -236,3 +236,47 @@ def test_a_new_ledger_and_an_upgraded_one_hold_the_same_totals(tmp_path: Path):
         assert _totals(ledger) == expected
     finally:
         ledger.dispose()
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(_steps, min_size=1, max_size=25))
+def test_history_reads_the_same_figures_from_the_totals_as_from_the_rows(
+    ledger: Ledger, steps, monkeypatch_module
+):
+    from services import history
+    from services.history import Granularity, HistoryFilter
+
+    ledger.reset()
+    play(ledger, steps)
+    filters = [
+        HistoryFilter.last_days(30),
+        HistoryFilter.last_days(200, kinds=(Kind.DEBIT,), operators=("asha", "ops-bot")),
+        HistoryFilter.last_days(400, statuses=(Status.SUCCEEDED, Status.QUEUED)),
+    ]
+
+    def figures() -> list:
+        return [
+            (
+                history.compare_totals(ledger, f),
+                history.series(ledger, f, Granularity.WEEK),
+                history.opening_net(ledger, f),
+                history.status_breakdown(ledger, f),
+                history.count(ledger, f),
+            )
+            for f in filters
+        ]
+
+    from_totals = figures()
+    with monkeypatch_module.context() as patch:
+        patch.setattr(history, "summarised", lambda f: False)
+        assert figures() == from_totals
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
