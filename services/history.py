@@ -264,12 +264,15 @@ def compare_totals(
                         _S_ROWS.label("transactions"),
                     ).where(*summary_conditions(each))
                 ).one()
-                # Distinct cards cannot be summed per day: one covering-index range scan.
-                people = conn.execute(
-                    sa.select(sa.func.count(sa.distinct(t.c.card_id))).where(
-                        *filter_conditions(each), _SUCCEEDED
-                    )
-                ).scalar_one()
+                # Distinct cards cannot be summed per day: one index range scan, hashed
+                # (SELECT DISTINCT in a subquery; count(DISTINCT) sorts, 3x slower on PostgreSQL).
+                cards = (
+                    sa.select(t.c.card_id)
+                    .where(*filter_conditions(each), _SUCCEEDED, t.c.card_id.is_not(None))
+                    .distinct()
+                    .subquery()
+                )
+                people = conn.execute(sa.select(sa.func.count()).select_from(cards)).scalar_one()
                 found.append(
                     PeriodTotals(
                         credited=from_cents(int(sums.credited)),  # type: ignore[arg-type]
