@@ -28,6 +28,7 @@ from services.store import (
     Ledger,
     LedgerRow,
     audit_events,
+    card_balances,
     daily_totals,
     from_cents,
     ledger_row,
@@ -489,6 +490,8 @@ def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> B
     """
     f = f or HistoryFilter()
     _, high = f.utc_bounds()
+    if balances_summarised(f):
+        return _current_balances(ledger, top)
     inner = t.alias("latest")
     cards = sa.select(t.c.card_id).where(_SUCCEEDED, t.c.card_id.is_not(None)).distinct()
     if high is not None:
@@ -528,6 +531,48 @@ def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> B
         others_count=len(rest),
         others_total=from_cents(sum(cents for _, cents in rest)),  # type: ignore[arg-type]
         unknown=unknown,
+    )
+
+
+def balances_summarised(f: HistoryFilter) -> bool:
+    """Whether ``card_balances`` can answer: no employee search, and the period ends now or
+    later (a balance at an earlier end reads the rows)."""
+    _, high = f.utc_bounds()
+    return not f.employee and (high is None or high > datetime.now(UTC))
+
+
+def _current_balances(ledger: Ledger, top: int) -> Balances:
+    """Balances now, from ``card_balances`` (each card's latest succeeded row, kept by the store
+    with every write): a few small queries however many rows the ledger holds."""
+    b = card_balances
+    known = b.c.balance_after_cents.is_not(None)
+    with ledger.engine.connect() as conn:
+        leaders = [
+            (card, int(cents))
+            for card, cents in conn.execute(
+                sa.select(b.c.card_id, b.c.balance_after_cents)
+                .where(known)
+                .order_by(b.c.balance_after_cents.desc(), b.c.card_id)
+                .limit(top)
+            )
+        ]
+        sums = conn.execute(
+            sa.select(
+                sa.func.count(b.c.balance_after_cents).label("known"),
+                sa.func.coalesce(sa.func.sum(b.c.balance_after_cents), 0).label("cents"),
+                sa.func.count().label("cards"),
+            )
+        ).one()
+        names = _names(conn, [card for card, _ in leaders])
+    rest_cents = int(sums.cents) - sum(cents for _, cents in leaders)
+    return Balances(
+        top=[
+            CardBalance(card, names.get(card) or card, from_cents(cents))  # type: ignore[arg-type]
+            for card, cents in leaders
+        ],
+        others_count=int(sums.known) - len(leaders),
+        others_total=from_cents(rest_cents),  # type: ignore[arg-type]
+        unknown=int(sums.cards) - int(sums.known),
     )
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
+from services.store.engine import UTCDateTime
 from services.store.schema import metadata, transactions
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
@@ -51,8 +52,22 @@ daily_totals = sa.Table(
     sa.PrimaryKeyConstraint("day", "kind", "status", "operator", name="pk_daily_totals"),
 )
 
+# Each card's latest SUCCEEDED row (by update time, then id) and the balance EnKash reported after
+# it (NULL: not known, a lookup settled it), as ``Ledger.known_balance`` defines it. History's and
+# Overview's "what is left on the cards" read this instead of one index seek per card.
+card_balances = sa.Table(
+    "card_balances",
+    metadata,
+    sa.Column("card_id", sa.String(64), primary_key=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("last_id", sa.Integer, nullable=False),
+    sa.Column("balance_after_cents", sa.BigInteger),
+    sa.Index("ix_card_balances_balance", "balance_after_cents"),
+)
+
 KEY = ("day", "kind", "status", "operator")
 _TALLY = "points_desk_daily_tally"
+_CARDS = "points_desk_card_tally"
 
 Key = tuple[date, str, str, str]
 
@@ -65,6 +80,7 @@ def ist_day(moment: datetime) -> date:
 def begin(conn: Connection) -> None:
     """Start an empty tally for a write transaction (anything left by a failed one is dropped)."""
     conn.info[_TALLY] = {}
+    conn.info[_CARDS] = {}
 
 
 def count(
@@ -85,35 +101,88 @@ def count(
 
 
 def move(conn: Connection, found: Any, before: str, after: str) -> None:
-    """A row (its ``created_at``, ``kind``, ``operator``, ``amount_cents``) changed status."""
+    """A row (``counted_columns``, as it is after the change) changed status."""
     if before == after:
         return
     count(conn, found.created_at, found.kind, before, found.operator, found.amount_cents, -1)
     count(conn, found.created_at, found.kind, after, found.operator, found.amount_cents, 1)
+    if after == "SUCCEEDED" and found.card_id is not None:
+        cards: dict[str, tuple[datetime, int, int | None]] = conn.info.setdefault(_CARDS, {})
+        latest = (found.updated_at, int(found.id), found.balance_after_cents)
+        known = cards.get(found.card_id)
+        if known is None or latest[:2] > known[:2]:
+            cards[found.card_id] = latest
 
 
 def counted_columns() -> list[sa.Column[Any]]:
     """What a write must read back (``RETURNING``) to tally a row it changed."""
     t = transactions
-    return [t.c.created_at, t.c.kind, t.c.operator, t.c.amount_cents]
+    return [
+        t.c.created_at,
+        t.c.kind,
+        t.c.operator,
+        t.c.amount_cents,
+        t.c.id,
+        t.c.card_id,
+        t.c.updated_at,
+        t.c.balance_after_cents,
+    ]
 
 
 def flush(conn: Connection) -> None:
     """Apply this transaction's tally as one upsert, its keys in order (called by ``writing``)."""
     tally: dict[Key, list[int]] = conn.info.pop(_TALLY, None) or {}
+    cards: dict[str, tuple[datetime, int, int | None]] = conn.info.pop(_CARDS, None) or {}
     values = [
         dict(zip(KEY, key, strict=True), rows=n, amount_cents=c)
         for key, (n, c) in sorted(tally.items())
         if n or c
     ]
-    if not values:
-        return
-    conn.execute(_upsert(conn, values))
+    if values:
+        conn.execute(_upsert(conn, values))
+    # Then the cards, in card order: every transaction locks daily rows before card rows, each in
+    # key order, so no two can wait for each other in a circle.
+    if cards:
+        conn.execute(
+            _card_upsert(
+                conn,
+                [
+                    {
+                        "card_id": card,
+                        "updated_at": at,
+                        "last_id": row_id,
+                        "balance_after_cents": cents,
+                    }
+                    for card, (at, row_id, cents) in sorted(cards.items())
+                ],
+            )
+        )
+
+
+def _insert(conn: Connection) -> Any:
+    return pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
+
+
+def _card_upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
+    statement = _insert(conn)(card_balances).values(values)
+    new, old = statement.excluded, card_balances.c
+    return statement.on_conflict_do_update(
+        index_elements=["card_id"],
+        set_={
+            "updated_at": new.updated_at,
+            "last_id": new.last_id,
+            "balance_after_cents": new.balance_after_cents,
+        },
+        # Only a later row replaces the card's latest (a slower transaction may commit an older).
+        where=sa.or_(
+            new.updated_at > old.updated_at,
+            sa.and_(new.updated_at == old.updated_at, new.last_id > old.last_id),
+        ),
+    )
 
 
 def _upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
-    insert = pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
-    statement = insert(daily_totals).values(values)
+    statement = _insert(conn)(daily_totals).values(values)
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
         set_={
@@ -144,6 +213,37 @@ def _raw_query(dialect: str) -> Any:
     ).group_by(day, t.c.kind, t.c.status, t.c.operator)
 
 
+def _latest_query(cards: list[str] | None = None) -> Any:
+    """Each card's latest SUCCEEDED row, from the rows (for ``card_balances``)."""
+    t = transactions
+    rank = (
+        sa.func.row_number()
+        .over(partition_by=t.c.card_id, order_by=(t.c.updated_at.desc(), t.c.id.desc()))
+        .label("rank")
+    )
+    ranked = sa.select(
+        t.c.card_id, t.c.updated_at, t.c.id.label("last_id"), t.c.balance_after_cents, rank
+    ).where(t.c.status == "SUCCEEDED", t.c.card_id.is_not(None))
+    if cards is not None:
+        ranked = ranked.where(t.c.card_id.in_(cards))
+    sub = ranked.subquery()
+    return sa.select(
+        sub.c.card_id, sub.c.updated_at, sub.c.last_id, sub.c.balance_after_cents
+    ).where(sub.c.rank == 1)
+
+
+_CARD_COLUMNS = ["card_id", "updated_at", "last_id", "balance_after_cents"]
+
+
+def refresh_cards(conn: Connection, cards: Iterable[str]) -> None:
+    """Recompute these cards' latest rows from ``transactions`` (after rows were redated)."""
+    wanted = sorted({c for c in cards if c})
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        conn.execute(card_balances.delete().where(card_balances.c.card_id.in_(chunk)))
+        conn.execute(card_balances.insert().from_select(_CARD_COLUMNS, _latest_query(chunk)))
+
+
 def rebuild_in(conn: Connection) -> int:
     """Recompute the whole summary from ``transactions`` inside ``conn``'s write transaction."""
     conn.execute(daily_totals.delete())
@@ -153,6 +253,8 @@ def rebuild_in(conn: Connection) -> int:
             ["day", "kind", "status", "operator", "rows", "amount_cents"], select
         )
     )
+    conn.execute(card_balances.delete())
+    conn.execute(card_balances.insert().from_select(_CARD_COLUMNS, _latest_query()))
     return int(conn.execute(sa.select(sa.func.count()).select_from(daily_totals)).scalar_one())
 
 
@@ -164,8 +266,9 @@ def _as_date(value: Any) -> date:
     return date.fromisoformat(str(value)[:10])
 
 
-def differences(conn: Connection) -> list[tuple[Key, tuple[int, int], tuple[int, int]]]:
-    """Every key where the summary and the raw rows disagree: ``(key, summary, raw)``."""
+def differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
+    """Every key where the summary and the raw rows disagree: ``(key, summary, raw)``; a card's
+    key is ``("card", card_id)`` with its (updated_at, id, balance) kept and from the rows."""
     raw: dict[Key, tuple[int, int]] = {}
     for day, kind, status, operator, n, cents in conn.execute(_raw_query(conn.dialect.name)):
         raw[(_as_date(day), kind, status, operator)] = (int(n), int(cents))
@@ -176,11 +279,22 @@ def differences(conn: Connection) -> list[tuple[Key, tuple[int, int], tuple[int,
         if n or cents:  # a key whose rows all moved on keeps a zero row
             kept[(_as_date(day), kind, status, operator)] = (int(n), int(cents))
     zero = (0, 0)
-    return [
+    found: list[tuple[Any, Any, Any]] = [
         (key, kept.get(key, zero), raw.get(key, zero))
         for key in sorted(set(raw) | set(kept))
         if kept.get(key, zero) != raw.get(key, zero)
     ]
+    raw_cards = {r[0]: tuple(r[1:]) for r in conn.execute(_latest_query())}
+    kept_cards = {
+        r[0]: tuple(r[1:])
+        for r in conn.execute(sa.select(*[card_balances.c[name] for name in _CARD_COLUMNS]))
+    }
+    found += [
+        (("card", card), kept_cards.get(card), raw_cards.get(card))
+        for card in sorted(set(raw_cards) | set(kept_cards))
+        if kept_cards.get(card) != raw_cards.get(card)
+    ]
+    return found
 
 
 class SummaryStore:
@@ -191,7 +305,7 @@ class SummaryStore:
         with self.writing() as conn:  # type: ignore[attr-defined]
             return rebuild_in(conn)
 
-    def summary_differences(self) -> list[tuple[Key, tuple[int, int], tuple[int, int]]]:
+    def summary_differences(self) -> list[tuple[Any, Any, Any]]:
         """Where the daily totals disagree with the rows (empty when consistent)."""
         with self.reading() as conn:  # type: ignore[attr-defined]
             return differences(conn)
@@ -221,7 +335,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             return 0
         found = ledger.summary_differences()
         for key, kept, raw in found[:50]:
-            print(f"{key[0]} {key[1]} {key[2]} {key[3]}: summary {kept}, rows {raw}")
+            print(f"{' '.join(map(str, key))}: summary {kept}, rows {raw}")
         print("consistent" if not found else f"{len(found):,} keys disagree")
         return 0 if not found else 1
     finally:

@@ -555,6 +555,7 @@ class TransactionStore(Database):
         with self.writing() as conn:
             moved: list[dict[str, Any]] = []
             shifts: dict[str, timedelta] = {}
+            cards: set[str] = set()
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
                 for found in conn.execute(
@@ -566,8 +567,10 @@ class TransactionStore(Database):
                         t.c.status,
                         t.c.operator,
                         t.c.amount_cents,
+                        t.c.card_id,
                     ).where(t.c.reference.in_(chunk))
                 ):
+                    cards.add(found.card_id)
                     reference, created, updated = found[:3]
                     shift = when_of[reference] - created
                     # The row leaves its old IST day in the daily totals for its new one.
@@ -592,6 +595,8 @@ class TransactionStore(Database):
                     .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
                     moved,
                 )
+                # New update times may change which row is a card's latest.
+                summaries.refresh_cards(conn, cards)
             events: list[dict[str, Any]] = []
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]

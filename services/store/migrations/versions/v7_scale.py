@@ -1,8 +1,9 @@
 """Daily totals: per IST day x kind x status x operator, the rows and points of the ledger.
 
-History and Overview read their totals, series and status breakdowns from ``daily_totals``
-(services/store/summaries.py keeps it in the same transaction as every write). This revision
-creates the table and fills it from the rows already in the ledger.
+History and Overview read their totals, series and status breakdowns from ``daily_totals``, and
+each card's latest known balance from ``card_balances`` (services/store/summaries.py keeps both
+in the same transaction as every write). This revision creates them and fills them from the rows
+already in the ledger.
 
 Revision ID: v7_scale
 Revises: v6
@@ -10,6 +11,8 @@ Revises: v6
 
 import sqlalchemy as sa
 from alembic import op
+
+from services.store.engine import UTCDateTime
 
 revision = "v7_scale"
 down_revision = "v6"
@@ -28,10 +31,19 @@ def upgrade() -> None:
         sa.Column("amount_cents", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("day", "kind", "status", "operator", name="pk_daily_totals"),
     )
+    op.create_table(
+        "card_balances",
+        sa.Column("card_id", sa.String(64), primary_key=True),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("last_id", sa.Integer, nullable=False),
+        sa.Column("balance_after_cents", sa.BigInteger),
+    )
+    op.create_index("ix_card_balances_balance", "card_balances", ["balance_after_cents"])
     from services.store.summaries import rebuild_in
 
     rebuild_in(op.get_bind())
 
 
 def downgrade() -> None:
+    op.drop_table("card_balances")
     op.drop_table("daily_totals")
