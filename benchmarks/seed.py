@@ -164,10 +164,13 @@ def bulk_insert(ledger: Ledger, rows, chunk: int = 50_000) -> int:
         flush()
     # Written around the store: the daily totals are rebuilt from the rows, then analysed.
     ledger.rebuild_summaries()
-    with ledger.engine.begin() as conn:
-        if dialect == "postgresql":
-            conn.exec_driver_sql("ANALYZE transactions")
-            conn.exec_driver_sql("ANALYZE daily_totals")
-        else:
+    if dialect == "postgresql":
+        # VACUUM as autovacuum would soon after: index-only scans need the visibility map.
+        with ledger.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in ("transactions", "daily_totals", "card_balances"):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+    else:
+        with ledger.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     return total
