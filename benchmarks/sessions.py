@@ -64,9 +64,7 @@ async def _open(page, url: str, title: str) -> None:
 
 
 async def _fill(page, label: str, value: str) -> None:
-    field = page.get_by_label(label, exact=True)
-    await field.fill(value)
-    await field.press("Tab")
+    await page.get_by_label(label, exact=True).fill(value)
 
 
 async def _choose(page, key: str, option: str) -> None:
@@ -77,8 +75,8 @@ async def _choose(page, key: str, option: str) -> None:
 async def one_session(browser, url: str, n: int, args, timings: dict[str, list[float]]) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
-    page.set_default_timeout(180_000)
-    name, email = f"Sess{n:02d}", f"session{n}@bench.example"
+    page.set_default_timeout(60_000)
+    name, email = f"Bench {_letters(n)}", f"session{n}@bench.example"  # names hold no digits
     try:
         await page.goto(url)
         await _idle(page)
@@ -118,7 +116,7 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
             ("history_employee", ""),
             ("history_employee", "bulk1"),
             ("history_employee", email),
-            ("history_employee", "Sess"),
+            ("history_employee", "Bench"),
         ]
         for key, text in changes[: args.filters]:
             field = page.locator(f".st-key-{key} input")
@@ -135,8 +133,17 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
         await page.locator(".st-key-bulk_batch_panel").wait_for()
         timings["open batch"].append(time.perf_counter() - started)
         await page.wait_for_timeout(3000)  # watch it move for a few polls
+    except Exception:
+        folder = Path(__file__).resolve().parent.parent / "test-artifacts"
+        folder.mkdir(exist_ok=True)
+        await page.screenshot(path=str(folder / f"sessions-{n}-failed.png"), full_page=True)
+        raise
     finally:
         await context.close()
+
+
+def _letters(n: int) -> str:
+    return "".join(chr(65 + int(d)) for d in f"{n:02d}")
 
 
 def _percentile(values: list[float], q: float) -> float:
