@@ -1,4 +1,7 @@
-"""Daily totals: per IST day x kind x status x operator, how many rows and how many points.
+"""Summaries of the ledger kept with every write: daily totals and each card's latest balance.
+
+``daily_totals``: per IST day x kind x status x operator, how many rows and how many points.
+``card_balances``: each card's latest SUCCEEDED row and the balance after it.
 
 History and Overview read their totals, series and status breakdowns here instead of scanning
 ``transactions``: a year is a few thousand summary rows however many millions of ledger rows it
@@ -9,6 +12,8 @@ write helper (``Database.writing``) applies the tally as ONE upsert just before 
 (``flush``). The keys of that upsert are sorted, so on PostgreSQL two transactions touching the
 same summary rows lock them in the same order and cannot deadlock; and the upsert is the last
 statement of the transaction, so a transaction holding summary locks never waits for a ledger row.
+A move to SUCCEEDED also updates its card's row in ``card_balances`` (a second upsert, after the
+daily one, in card order, replacing only an older latest row).
 
 Only rows written around the store (a bulk seed, a hand-made fix) make it wrong: ``rebuild``
 recomputes it from ``transactions`` in one write transaction, and ``check`` lists every
