@@ -51,7 +51,7 @@ def result(reference: str) -> AllocationResult:
     serial = int(reference[-3:])  # a few cards, and balances that differ
     return AllocationResult(
         reference=reference,
-        card_id=f"EKC000000{serial % 3}",
+        card_id=f"EKC000000{serial % 7}",
         transaction_id="TX1",
         balance_after=Decimal(serial * 7 % 100),
     )
@@ -62,6 +62,7 @@ _cents = st.integers(min_value=1, max_value=10_000_00)
 _kinds = st.sampled_from([Kind.CREDIT, Kind.DEBIT])
 _steps = st.one_of(
     st.tuples(st.just("intent"), _kinds, _cents, _operators, st.booleans()),
+    st.tuples(st.just("paid"), _kinds, _cents, _operators),
     st.tuples(st.just("batch"), st.lists(st.tuples(_kinds, _cents), min_size=1, max_size=5)),
     st.tuples(st.just("claim"), st.integers(0, 50)),
     st.tuples(
@@ -99,6 +100,17 @@ def play(ledger: Ledger, steps: list[tuple]) -> None:
                 allocation(kind, cents),
                 operator=operator,
                 status=Status.QUEUED if queued else Status.SENDING,
+            )
+            references.append(row.reference)
+        elif what == "paid":  # sent and confirmed: the common case
+            _, kind, cents, operator = step
+            row = ledger.record_intent(allocation(kind, cents), operator=operator)
+            ledger.transition(
+                row.reference,
+                Status.SUCCEEDED,
+                actor="w1",
+                from_statuses=(Status.SENDING,),
+                result=result(row.reference),
             )
             references.append(row.reference)
         elif what == "batch":

@@ -38,7 +38,7 @@ from services.store.records import (
     ledger_row,
 )
 from services.store.sign_in import SignInStore
-from services.store.summaries import SummaryStore, card_balances, daily_totals
+from services.store.summaries import SummaryStore, card_balances, card_days, daily_totals
 from services.store.transactions import ALLOWED_TRANSITIONS, WORKER_STALE_AFTER, Move
 from services.store.workers import WorkerStore
 
@@ -84,6 +84,7 @@ __all__ = [
     "batch_record",
     "batches",
     "card_balances",
+    "card_days",
     "daily_totals",
     "from_cents",
     "ledger_row",
@@ -134,3 +135,4 @@ class Ledger(BatchStore, EmployeeStore, ApprovalStore, SignInStore, WorkerStore,
             conn.execute(batches.delete())
             conn.execute(daily_totals.delete())
             conn.execute(card_balances.delete())
+            conn.execute(card_days.delete())

@@ -2,6 +2,7 @@
 
 ``daily_totals``: per IST day x kind x status x operator, how many rows and how many points.
 ``card_balances``: each card's latest SUCCEEDED row and the balance after it.
+``card_days``: which cards had a SUCCEEDED row on each IST day (distinct employees of a period).
 
 History and Overview read their totals, series and status breakdowns here instead of scanning
 ``transactions``: a year is a few thousand summary rows however many millions of ledger rows it
@@ -70,9 +71,21 @@ card_balances = sa.Table(
     sa.Index("ix_card_balances_balance", "balance_after_cents"),
 )
 
+# Which cards had a SUCCEEDED row created on each IST day: the distinct employees of a period are
+# counted here (a card active on many days of the period is one employee).
+card_days = sa.Table(
+    "card_days",
+    metadata,
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("card_id", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("day", "card_id", name="pk_card_days"),
+)
+
 KEY = ("day", "kind", "status", "operator")
 _TALLY = "points_desk_daily_tally"
 _CARDS = "points_desk_card_tally"
+_ACTIVE = "points_desk_active_tally"
 
 Key = tuple[date, str, str, str]
 
@@ -86,6 +99,7 @@ def begin(conn: Connection) -> None:
     """Start an empty tally for a write transaction (anything left by a failed one is dropped)."""
     conn.info[_TALLY] = {}
     conn.info[_CARDS] = {}
+    conn.info[_ACTIVE] = {}
 
 
 def count(
@@ -96,21 +110,27 @@ def count(
     operator: str,
     amount_cents: int,
     sign: int = 1,
+    card_id: str | None = None,
 ) -> None:
     """Add (``sign`` 1) or remove (-1) one ledger row in this transaction's tally."""
     tally: dict[Key, list[int]] = conn.info.setdefault(_TALLY, {})
-    key = (ist_day(created_at), str(kind), str(status), str(operator))
+    day = ist_day(created_at)
+    key = (day, str(kind), str(status), str(operator))
     entry = tally.setdefault(key, [0, 0])
     entry[0] += sign
     entry[1] += sign * int(amount_cents)
+    if status == "SUCCEEDED" and card_id is not None:
+        active: dict[tuple[date, str], int] = conn.info.setdefault(_ACTIVE, {})
+        active[(day, card_id)] = active.get((day, card_id), 0) + sign
 
 
 def move(conn: Connection, found: Any, before: str, after: str) -> None:
     """A row (``counted_columns``, as it is after the change) changed status."""
     if before == after:
         return
-    count(conn, found.created_at, found.kind, before, found.operator, found.amount_cents, -1)
-    count(conn, found.created_at, found.kind, after, found.operator, found.amount_cents, 1)
+    row = (found.created_at, found.kind)
+    count(conn, *row, before, found.operator, found.amount_cents, -1, found.card_id)
+    count(conn, *row, after, found.operator, found.amount_cents, 1, found.card_id)
     if after == "SUCCEEDED" and found.card_id is not None:
         cards: dict[str, tuple[datetime, int, int | None]] = conn.info.setdefault(_CARDS, {})
         latest = (found.updated_at, int(found.id), found.balance_after_cents)
@@ -138,6 +158,7 @@ def flush(conn: Connection) -> None:
     """Apply this transaction's tally as one upsert, its keys in order (called by ``writing``)."""
     tally: dict[Key, list[int]] = conn.info.pop(_TALLY, None) or {}
     cards: dict[str, tuple[datetime, int, int | None]] = conn.info.pop(_CARDS, None) or {}
+    active: dict[tuple[date, str], int] = conn.info.pop(_ACTIVE, None) or {}
     values = [
         dict(zip(KEY, key, strict=True), rows=n, amount_cents=c)
         for key, (n, c) in sorted(tally.items())
@@ -145,8 +166,19 @@ def flush(conn: Connection) -> None:
     ]
     if values:
         conn.execute(_upsert(conn, values))
-    # Then the cards, in card order: every transaction locks daily rows before card rows, each in
-    # key order, so no two can wait for each other in a circle.
+    # Then the card days, then the cards, each in key order: every transaction locks the three
+    # tables in this order and each in key order, so no two can wait for each other in a circle.
+    days = [
+        {"day": day, "card_id": card, "rows": n} for (day, card), n in sorted(active.items()) if n
+    ]
+    if days:
+        statement = _insert(conn)(card_days).values(days)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["day", "card_id"],
+                set_={"rows": card_days.c.rows + statement.excluded.rows},
+            )
+        )
     if cards:
         conn.execute(
             _card_upsert(
@@ -240,6 +272,17 @@ def _latest_query(cards: list[str] | None = None) -> Any:
 _CARD_COLUMNS = ["card_id", "updated_at", "last_id", "balance_after_cents"]
 
 
+def _days_query(conn: Connection) -> Any:
+    """Per IST day and card, its SUCCEEDED rows, from the rows (for ``card_days``)."""
+    t = transactions
+    day = ist_day_sql(conn.dialect.name).label("day")
+    return (
+        sa.select(day, t.c.card_id, sa.func.count().label("rows"))
+        .where(t.c.status == "SUCCEEDED", t.c.card_id.is_not(None))
+        .group_by(day, t.c.card_id)
+    )
+
+
 def refresh_cards(conn: Connection, cards: Iterable[str]) -> None:
     """Recompute these cards' latest rows from ``transactions`` (after rows were redated)."""
     wanted = sorted({c for c in cards if c})
@@ -260,6 +303,8 @@ def rebuild_in(conn: Connection) -> int:
     )
     conn.execute(card_balances.delete())
     conn.execute(card_balances.insert().from_select(_CARD_COLUMNS, _latest_query()))
+    conn.execute(card_days.delete())
+    conn.execute(card_days.insert().from_select(["day", "card_id", "rows"], _days_query(conn)))
     return int(conn.execute(sa.select(sa.func.count()).select_from(daily_totals)).scalar_one())
 
 
@@ -298,6 +343,19 @@ def differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
         (("card", card), kept_cards.get(card), raw_cards.get(card))
         for card in sorted(set(raw_cards) | set(kept_cards))
         if kept_cards.get(card) != raw_cards.get(card)
+    ]
+    raw_days = {(_as_date(d), c): int(n) for d, c, n in conn.execute(_days_query(conn))}
+    kept_days = {
+        (_as_date(d), c): int(n)
+        for d, c, n in conn.execute(
+            sa.select(card_days.c.day, card_days.c.card_id, card_days.c.rows)
+        )
+        if n
+    }
+    found += [
+        (("card day", *key), kept_days.get(key, 0), raw_days.get(key, 0))
+        for key in sorted(set(raw_days) | set(kept_days))
+        if kept_days.get(key, 0) != raw_days.get(key, 0)
     ]
     return found
 

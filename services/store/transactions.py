@@ -583,6 +583,7 @@ class TransactionStore(Database):
                             found.operator,
                             found.amount_cents,
                             sign,
+                            found.card_id,
                         )
                     shifts[reference] = shift
                     moved.append(

@@ -1,9 +1,9 @@
-"""Daily totals: per IST day x kind x status x operator, the rows and points of the ledger.
+"""Summaries: daily totals per IST day x kind x status x operator, card balances, card days.
 
-History and Overview read their totals, series and status breakdowns from ``daily_totals``, and
-each card's latest known balance from ``card_balances`` (services/store/summaries.py keeps both
-in the same transaction as every write). This revision creates them and fills them from the rows
-already in the ledger.
+History and Overview read their totals, series and status breakdowns from ``daily_totals``, each
+card's latest known balance from ``card_balances`` and the distinct employees of a period from
+``card_days`` (services/store/summaries.py keeps them in the same transaction as every write).
+This revision creates the three tables and fills them from the rows already in the ledger.
 
 Revision ID: v7_scale
 Revises: v6
@@ -39,11 +39,19 @@ def upgrade() -> None:
         sa.Column("balance_after_cents", sa.BigInteger),
     )
     op.create_index("ix_card_balances_balance", "card_balances", ["balance_after_cents"])
+    op.create_table(
+        "card_days",
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("card_id", sa.String(64), nullable=False),
+        sa.Column("rows", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("day", "card_id", name="pk_card_days"),
+    )
     from services.store.summaries import rebuild_in
 
     rebuild_in(op.get_bind())
 
 
 def downgrade() -> None:
+    op.drop_table("card_days")
     op.drop_table("card_balances")
     op.drop_table("daily_totals")
