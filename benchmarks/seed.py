@@ -168,7 +168,7 @@ def bulk_insert(ledger: Ledger, rows, chunk: int = 50_000) -> int:
         # VACUUM as autovacuum would soon after: index-only scans need the visibility map.
         with ledger.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            for table in ("transactions", "daily_totals", "card_balances"):
+            for table in ("transactions", "daily_totals", "card_days", "card_balances"):
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
     else:
         with ledger.engine.begin() as conn:
