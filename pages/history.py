@@ -118,6 +118,7 @@ status_glossary("history_glossary")
 if st.session_state.get("_history_key") != chosen.key():
     st.session_state["_history_key"] = chosen.key()
     st.session_state["history_page"] = 1
+    st.session_state["_history_cursors"] = {}  # where pages start belongs to one filter
 shown = page_of(ledger, chosen, int(st.session_state.get("history_page", 1)))
 st.caption("Click a row to open its detail at the top of the page.")
 transactions_table(shown.rows)

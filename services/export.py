@@ -20,13 +20,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-
 from services import approvals, numbers
 from services.errors import InvalidInput
-from services.history import IST, HistoryFilter, count, filter_conditions
+from services.history import IST, HistoryFilter, count, rows_after
 from services.spreadsheet import neutralise
-from services.store import Ledger, LedgerRow, ledger_row, programmes, transactions
+from services.store import Ledger, LedgerRow
 
 MAX_ROWS = 100_000
 _CHUNK = 2_000
@@ -83,18 +81,17 @@ def rows(ledger: Ledger, f: HistoryFilter, *, max_rows: int = MAX_ROWS) -> Itera
     matched = count(ledger, f)
     if matched > max_rows:
         raise ExportTooLarge(matched, max_rows)
-    t = transactions
-    query = (
-        sa.select(t, programmes.c.code.label("programme_code"))
-        .outerjoin(programmes, programmes.c.id == t.c.programme_id)
-        .where(*filter_conditions(f))
-        .order_by(t.c.created_at.desc(), t.c.id.desc())
-        .limit(max_rows)
-    )
-    with ledger.engine.connect() as conn:
-        result = conn.execution_options(yield_per=_CHUNK).execute(query)
-        for mapping in result.mappings():
-            yield ledger_row(mapping)
+    # Chunk by chunk, each a key range after the last row of the one before: memory holds one
+    # chunk, no read transaction stays open for the whole file, and rows added meanwhile (newer
+    # than every cursor) neither repeat a row nor push one out.
+    left, cursor = max_rows, None
+    while left > 0:
+        chunk = rows_after(ledger, f, cursor, min(_CHUNK, left))
+        yield from chunk
+        if len(chunk) < min(_CHUNK, left):
+            return
+        left -= len(chunk)
+        cursor = (chunk[-1].created_at, chunk[-1].id)
 
 
 def cells(row: LedgerRow) -> list[Any]:

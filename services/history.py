@@ -28,6 +28,9 @@ from services.store import (
     Ledger,
     LedgerRow,
     audit_events,
+    card_balances,
+    card_days,
+    daily_totals,
     from_cents,
     ledger_row,
     programmes,
@@ -168,6 +171,64 @@ def filter_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
     return where
 
 
+# --- the daily totals (services/store/summaries.py) ----------------------------------------------
+
+d = daily_totals
+
+
+def summarised(f: HistoryFilter) -> bool:
+    """Whether the daily totals can answer for ``f``: they know days, kinds, statuses and
+    operators, not batches, sessions, employees or programmes (those filters read the rows)."""
+    return not (f.batch_id or f.session_id or f.employee or f.programmes)
+
+
+def summary_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
+    where: list[Any] = []
+    if dates and f.start is not None:
+        where.append(d.c.day >= f.start)
+    if dates and f.end is not None:
+        where.append(d.c.day <= f.end)
+    if f.kinds:
+        where.append(d.c.kind.in_([k.value for k in f.kinds]))
+    if f.statuses:
+        where.append(d.c.status.in_([s.value for s in f.statuses]))
+    if f.operators:
+        where.append(d.c.operator.in_(list(f.operators)))
+    return where
+
+
+def _summed(condition: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, d.c.amount_cents), else_=0)), 0)
+
+
+_S_SUCCEEDED = d.c.status == Status.SUCCEEDED.value
+_S_DEBIT = d.c.kind == Kind.DEBIT.value
+_S_CREDITED = _summed(sa.and_(_S_SUCCEEDED, ~_S_DEBIT))
+_S_DEBITED = _summed(sa.and_(_S_SUCCEEDED, _S_DEBIT))
+_S_ROWS = sa.func.coalesce(sa.func.sum(d.c.rows), 0)
+
+
+def _distinct_cards(conn: Connection, f: HistoryFilter) -> int:
+    """Cards with a succeeded row in the period: from ``card_days`` (one row per card and day)
+    unless kinds or operators are chosen, else from the rows. Either way a hashed SELECT
+    DISTINCT in a subquery (count(DISTINCT) sorts: 3x slower on PostgreSQL)."""
+    if f.statuses and Status.SUCCEEDED not in f.statuses:
+        return 0
+    if f.kinds or f.operators:
+        cards = sa.select(t.c.card_id).where(
+            *filter_conditions(f), _SUCCEEDED, t.c.card_id.is_not(None)
+        )
+    else:
+        c = card_days
+        cards = sa.select(c.c.card_id).where(c.c.rows > 0)
+        if f.start is not None:
+            cards = cards.where(c.c.day >= f.start)
+        if f.end is not None:
+            cards = cards.where(c.c.day <= f.end)
+    found = cards.distinct().subquery()
+    return int(conn.execute(sa.select(sa.func.count()).select_from(found)).scalar_one())
+
+
 def _sum_cents(condition: Any) -> Any:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, t.c.amount_cents), else_=0)), 0)
 
@@ -230,6 +291,24 @@ def compare_totals(
     found: list[PeriodTotals] = []
     with ledger.engine.connect() as conn:
         for each in queries:
+            if summarised(each):
+                sums = conn.execute(
+                    sa.select(
+                        _S_CREDITED.label("credited"),
+                        _S_DEBITED.label("debited"),
+                        _S_ROWS.label("transactions"),
+                    ).where(*summary_conditions(each))
+                ).one()
+                people = _distinct_cards(conn, each)
+                found.append(
+                    PeriodTotals(
+                        credited=from_cents(int(sums.credited)),  # type: ignore[arg-type]
+                        debited=from_cents(int(sums.debited)),  # type: ignore[arg-type]
+                        employees=int(people),
+                        transactions=int(sums.transactions),
+                    )
+                )
+                continue
             row = conn.execute(sa.select(*columns).where(*filter_conditions(each))).one()
             found.append(_totals_from(row))
     return found[0], (found[1] if other is not None else None)
@@ -302,6 +381,53 @@ def series(
     """Points credited and debited per IST bucket, every bucket of the period present (gaps are
     zeros, so a chart's time axis is even)."""
     granularity = Granularity(granularity)
+    if summarised(f):
+        found = _summary_series(ledger, f, granularity)
+    else:
+        found = _raw_series(ledger, f, granularity)
+    if not found and (f.start is None or f.end is None):
+        return []
+    first = bucket_start(f.start or min(found), granularity)
+    last = bucket_start(f.end or max(found), granularity)
+    zero = Decimal("0.00")
+    filled, day = [], first
+    while day <= last:
+        filled.append(found.get(day, SeriesPoint(day, zero, zero, 0)))
+        day = _next_bucket(day, granularity)
+    return filled
+
+
+def _summary_series(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity
+) -> dict[date, SeriesPoint]:
+    """Per IST day from the daily totals, then into weeks or months here (a few hundred rows)."""
+    query = (
+        sa.select(
+            d.c.day,
+            _S_CREDITED.label("credited"),
+            _S_DEBITED.label("debited"),
+            _S_ROWS.label("transactions"),
+        )
+        .where(*summary_conditions(f))
+        .group_by(d.c.day)
+    )
+    sums: dict[date, list[int]] = {}
+    with ledger.engine.connect() as conn:
+        for row in conn.execute(query):
+            bucket = bucket_start(_as_date(row.day), granularity)
+            entry = sums.setdefault(bucket, [0, 0, 0])
+            entry[0] += int(row.credited)
+            entry[1] += int(row.debited)
+            entry[2] += int(row.transactions)
+    return {
+        bucket: SeriesPoint(bucket, from_cents(c), from_cents(b), n)  # type: ignore[arg-type]
+        for bucket, (c, b, n) in sums.items()
+    }
+
+
+def _raw_series(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity
+) -> dict[date, SeriesPoint]:
     bucket = ist_bucket(ledger.engine.dialect.name, granularity).label("bucket")
     query = (
         sa.select(
@@ -315,7 +441,7 @@ def series(
         .order_by(bucket)
     )
     with ledger.engine.connect() as conn:
-        found = {
+        return {
             _as_date(row.bucket): SeriesPoint(
                 _as_date(row.bucket),
                 from_cents(int(row.credited)),  # type: ignore[arg-type]
@@ -324,16 +450,6 @@ def series(
             )
             for row in conn.execute(query)
         }
-    if not found and (f.start is None or f.end is None):
-        return []
-    first = bucket_start(f.start or min(found), granularity)
-    last = bucket_start(f.end or max(found), granularity)
-    zero = Decimal("0.00")
-    filled, day = [], first
-    while day <= last:
-        filled.append(found.get(day, SeriesPoint(day, zero, zero, 0)))
-        day = _next_bucket(day, granularity)
-    return filled
 
 
 def opening_net(ledger: Ledger, f: HistoryFilter) -> Decimal:
@@ -341,9 +457,15 @@ def opening_net(ledger: Ledger, f: HistoryFilter) -> Decimal:
     low, _ = f.utc_bounds()
     if low is None:
         return Decimal("0.00")
-    query = sa.select((_CREDITED - _DEBITED).label("net")).where(
-        *filter_conditions(f, dates=False), t.c.created_at < low
-    )
+    if summarised(f):
+        assert f.start is not None
+        query = sa.select((_S_CREDITED - _S_DEBITED).label("net")).where(
+            *summary_conditions(f, dates=False), d.c.day < f.start
+        )
+    else:
+        query = sa.select((_CREDITED - _DEBITED).label("net")).where(
+            *filter_conditions(f, dates=False), t.c.created_at < low
+        )
     with ledger.engine.connect() as conn:
         return from_cents(int(conn.execute(query).scalar_one()))  # type: ignore[return-value]
 
@@ -394,6 +516,8 @@ def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> B
     """
     f = f or HistoryFilter()
     _, high = f.utc_bounds()
+    if balances_summarised(f):
+        return _current_balances(ledger, top)
     inner = t.alias("latest")
     cards = sa.select(t.c.card_id).where(_SUCCEEDED, t.c.card_id.is_not(None)).distinct()
     if high is not None:
@@ -436,6 +560,48 @@ def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> B
     )
 
 
+def balances_summarised(f: HistoryFilter) -> bool:
+    """Whether ``card_balances`` can answer: no employee search, and the period ends now or
+    later (a balance at an earlier end reads the rows)."""
+    _, high = f.utc_bounds()
+    return not f.employee and (high is None or high > datetime.now(UTC))
+
+
+def _current_balances(ledger: Ledger, top: int) -> Balances:
+    """Balances now, from ``card_balances`` (each card's latest succeeded row, kept by the store
+    with every write): a few small queries however many rows the ledger holds."""
+    b = card_balances
+    known = b.c.balance_after_cents.is_not(None)
+    with ledger.engine.connect() as conn:
+        leaders = [
+            (card, int(cents))
+            for card, cents in conn.execute(
+                sa.select(b.c.card_id, b.c.balance_after_cents)
+                .where(known)
+                .order_by(b.c.balance_after_cents.desc(), b.c.card_id)
+                .limit(top)
+            )
+        ]
+        sums = conn.execute(
+            sa.select(
+                sa.func.count(b.c.balance_after_cents).label("known"),
+                sa.func.coalesce(sa.func.sum(b.c.balance_after_cents), 0).label("cents"),
+                sa.func.count().label("cards"),
+            )
+        ).one()
+        names = _names(conn, [card for card, _ in leaders])
+    rest_cents = int(sums.cents) - sum(cents for _, cents in leaders)
+    return Balances(
+        top=[
+            CardBalance(card, names.get(card) or card, from_cents(cents))  # type: ignore[arg-type]
+            for card, cents in leaders
+        ],
+        others_count=int(sums.known) - len(leaders),
+        others_total=from_cents(rest_cents),  # type: ignore[arg-type]
+        unknown=int(sums.cards) - int(sums.known),
+    )
+
+
 def _names(conn: Connection, cards: list[str]) -> dict[str, str]:
     """Each card's latest first name (or email) from its succeeded rows, as the pickers do."""
     if not cards:
@@ -467,17 +633,30 @@ class StatusCount:
 
 def status_breakdown(ledger: Ledger, f: HistoryFilter) -> list[StatusCount]:
     """How many of the filtered rows are in each status, and their points (every status listed)."""
-    query = (
-        sa.select(t.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.amount_cents), 0))
-        .where(*filter_conditions(f))
-        .group_by(t.c.status)
-    )
+    if summarised(f):
+        query = (
+            sa.select(d.c.status, _S_ROWS, sa.func.coalesce(sa.func.sum(d.c.amount_cents), 0))
+            .where(*summary_conditions(f))
+            .group_by(d.c.status)
+        )
+    else:
+        query = (
+            sa.select(
+                t.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.amount_cents), 0)
+            )
+            .where(*filter_conditions(f))
+            .group_by(t.c.status)
+        )
     with ledger.engine.connect() as conn:
         found = {Status(s): (int(n), int(c)) for s, n, c in conn.execute(query)}
     return [
         StatusCount(s, found.get(s, (0, 0))[0], from_cents(found.get(s, (0, 0))[1]))  # type: ignore[arg-type]
         for s in Status
     ]
+
+
+#: Where a page of the table starts: the (created_at, id) of the row just before it (newer).
+Cursor = tuple[datetime, int]
 
 
 @dataclass(frozen=True)
@@ -491,29 +670,92 @@ class Page:
     def pages(self) -> int:
         return max(1, -(-self.total // self.size))
 
+    @property
+    def next_cursor(self) -> Cursor | None:
+        """Where the next (older) page starts; ``None`` on the last page."""
+        if not self.rows or self.number >= self.pages:
+            return None
+        last = self.rows[-1]
+        return (last.created_at, last.id)
 
-def count(ledger: Ledger, f: HistoryFilter) -> int:
-    """How many rows the filter matches."""
-    with ledger.engine.connect() as conn:
-        query = sa.select(sa.func.count()).select_from(t).where(*filter_conditions(f))
-        return int(conn.execute(query).scalar_one())
+
+def older_than(cursor: Cursor) -> Any:
+    """Rows after ``cursor`` in the table's order (newest first): a key range, not an offset."""
+    created, row_id = cursor
+    # created_at <= c first, so the database walks the created_at index from the cursor on.
+    return sa.and_(
+        t.c.created_at <= created,
+        sa.or_(t.c.created_at < created, sa.and_(t.c.created_at == created, t.c.id < row_id)),
+    )
 
 
-def page(ledger: Ledger, f: HistoryFilter, number: int = 1, size: int = 50) -> Page:
-    """One page of the filtered rows, newest first, with the total count."""
-    total = count(ledger, f)
-    pages = max(1, -(-total // size))
-    number = min(max(1, int(number)), pages)
+_NEWEST_FIRST = (t.c.created_at.desc(), t.c.id.desc())
+
+
+def rows_after(
+    ledger: Ledger, f: HistoryFilter, cursor: Cursor | None, size: int
+) -> list[LedgerRow]:
+    """The ``size`` filtered rows after ``cursor`` (from the newest when ``None``), newest
+    first. Rows added meanwhile are newer than any cursor, so walking on from a cursor never
+    shows a row twice or skips one."""
     query = (
         sa.select(t, programmes.c.code.label("programme_code"))
         .outerjoin(programmes, programmes.c.id == t.c.programme_id)
         .where(*filter_conditions(f))
-        .order_by(t.c.created_at.desc(), t.c.id.desc())
+        .order_by(*_NEWEST_FIRST)
         .limit(size)
-        .offset((number - 1) * size)
+    )
+    if cursor is not None:
+        query = query.where(older_than(cursor))
+    with ledger.engine.connect() as conn:
+        return [ledger_row(m) for m in conn.execute(query).mappings()]
+
+
+def _cursor_at(ledger: Ledger, f: HistoryFilter, skipped: int) -> Cursor | None:
+    """The key of the ``skipped``-th row (a page jumped to without its cursor): the offset walks
+    the created_at index, the page itself is then a key range."""
+    query = (
+        sa.select(t.c.created_at, t.c.id)
+        .where(*filter_conditions(f))
+        .order_by(*_NEWEST_FIRST)
+        .limit(1)
+        .offset(skipped - 1)
     )
     with ledger.engine.connect() as conn:
-        rows = [ledger_row(m) for m in conn.execute(query).mappings()]
+        found = conn.execute(query).first()
+    return (found[0], found[1]) if found else None
+
+
+def count(ledger: Ledger, f: HistoryFilter) -> int:
+    """How many rows the filter matches."""
+    with ledger.engine.connect() as conn:
+        if summarised(f):
+            query = sa.select(_S_ROWS).where(*summary_conditions(f))
+        else:
+            query = sa.select(sa.func.count()).select_from(t).where(*filter_conditions(f))
+        return int(conn.execute(query).scalar_one())
+
+
+def page(
+    ledger: Ledger,
+    f: HistoryFilter,
+    number: int = 1,
+    size: int = 50,
+    *,
+    cursor: Cursor | None = None,
+) -> Page:
+    """One page of the filtered rows, newest first, with the total count.
+
+    ``cursor`` is where page ``number`` starts (the previous page's ``next_cursor``): the page is
+    then one key range, as fast at page 10,000 as at page 1. Without it a page beyond the first
+    finds its start by counting keys along the created_at index first.
+    """
+    total = count(ledger, f)
+    pages = max(1, -(-total // size))
+    number = min(max(1, int(number)), pages)
+    if number > 1 and cursor is None:
+        cursor = _cursor_at(ledger, f, (number - 1) * size)
+    rows = rows_after(ledger, f, cursor if number > 1 else None, size)
     return Page(rows, total, number, size)
 
 

@@ -91,6 +91,8 @@ def test_transition_many_commits_every_move_with_its_audit_event_and_reports_con
 
 def test_a_group_that_fails_writes_nothing(ledger: Ledger, monkeypatch):
     references = _sending(ledger, 4)
+    # the module, not the table of the same name that services.store exports
+    ledger_module = importlib.import_module("services.store.transactions")
     real = ledger_module._audit
 
     def refuse(conn, events):

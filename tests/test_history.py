@@ -65,7 +65,7 @@ def put(
     reason: str = "Monthly incentive",
     updated: datetime | None = None,
 ) -> str:
-    """One row as the ledger would hold it, at a chosen time."""
+    """One row as the ledger would hold it, at a chosen time (the daily totals rebuilt)."""
     serial = next(_serial)
     reference = f"T{serial:08d}"
     with ledger.engine.begin() as conn:
@@ -93,6 +93,7 @@ def put(
                 updated_at=updated or when,
             )
         )
+    ledger.rebuild_summaries()  # written around the store, as a bulk seed would be
     return reference
 
 

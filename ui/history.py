@@ -65,8 +65,15 @@ def _aggregates(_ledger: Ledger, marker: tuple, key: str, _f: HistoryFilter, gra
 
 
 @st.cache_data(ttl=_TTL, max_entries=64, show_spinner=False)
-def _page(_ledger: Ledger, marker: tuple, key: str, _f: HistoryFilter, number: int):
-    return history.page(_ledger, _f, number, PAGE_SIZE)
+def _page(
+    _ledger: Ledger,
+    marker: tuple,
+    key: str,
+    _f: HistoryFilter,
+    number: int,
+    cursor: history.Cursor | None,
+):
+    return history.page(_ledger, _f, number, PAGE_SIZE, cursor=cursor)
 
 
 @st.cache_data(ttl=_TTL, max_entries=8, show_spinner=False)
@@ -79,7 +86,13 @@ def aggregates(ledger: Ledger, f: HistoryFilter, grain: Granularity) -> Aggregat
 
 
 def page_of(ledger: Ledger, f: HistoryFilter, number: int) -> history.Page:
-    return _page(ledger, history.change_marker(ledger), f.key(), f, number)
+    """Page ``number`` of the table. Each page shown leaves where the next one starts in the
+    session, so paging on is a key range however deep (``services.history.page``)."""
+    cursors: dict[int, history.Cursor] = st.session_state.setdefault("_history_cursors", {})
+    shown = _page(ledger, history.change_marker(ledger), f.key(), f, number, cursors.get(number))
+    if shown.next_cursor is not None:
+        cursors[shown.number + 1] = shown.next_cursor
+    return shown
 
 
 @dataclass(frozen=True)

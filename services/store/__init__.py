@@ -50,6 +50,7 @@ from services.store.records import (
     ledger_row,
 )
 from services.store.sign_in import SignInStore
+from services.store.summaries import SummaryStore, card_balances, card_days, daily_totals
 from services.store.transactions import ALLOWED_TRANSITIONS, WORKER_STALE_AFTER, Move
 from services.store.workers import WorkerStore
 
@@ -112,6 +113,9 @@ __all__ = [
     "batch_record",
     "batch_rejected_rows",
     "batches",
+    "card_balances",
+    "card_days",
+    "daily_totals",
     "exchanges",
     "from_cents",
     "ledger_row",
@@ -135,6 +139,7 @@ class Ledger(
     ExchangeStore,
     ProgrammeStore,
     BulkRowStore,
+    SummaryStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
@@ -178,3 +183,6 @@ class Ledger(
             conn.execute(
                 programmes.update().values(reserved_cents=0, credited_cents=0, returned_cents=0)
             )
+            conn.execute(daily_totals.delete())
+            conn.execute(card_balances.delete())
+            conn.execute(card_days.delete())

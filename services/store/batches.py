@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AuditKind, BatchState, Kind, Status
 from services.redact import redact
+from services.store import summaries
 from services.store.bulk_rows import CorrectionRowsRefused, corrections_refused
 from services.store.engine import from_cents, to_cents
 from services.store.programmes import release_many, reserve_many
@@ -31,6 +32,7 @@ from services.store.transactions import (
     _batch_rows,
     _event,
     _repeats,
+    _tally_new,
 )
 
 
@@ -127,6 +129,7 @@ class BatchStore(TransactionStore):
                     credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                     conn.execute(transactions.insert(), rows)
                     reserve_many(conn, credits)  # all the file's credits fit, or none is queued
+                    _tally_new(conn, rows)
                     _audit(conn, events)
         except IntegrityError:
             existing = self.batch_by_digest(file_digest)
@@ -217,15 +220,22 @@ class BatchStore(TransactionStore):
                     enkash_message=message,
                     updated_at=now,
                 )
-                .returning(t.c.reference, t.c.programme_id, t.c.transaction_type, t.c.amount_cents)
+                .returning(
+                    t.c.reference,
+                    t.c.programme_id,
+                    t.c.transaction_type,
+                    *summaries.counted_columns(),
+                )
             ).all()
             if not found:
                 return 0
-            references = [reference for reference, *_ in found]
+            references = [row.reference for row in found]
             released: dict[int, int] = {}
-            for _, programme_id, transaction_type, cents in found:
-                if transaction_type == "CR" and programme_id is not None:
-                    released[programme_id] = released.get(programme_id, 0) + cents
+            for row in found:
+                if row.transaction_type == "CR" and row.programme_id is not None:
+                    cents = released.get(row.programme_id, 0) + row.amount_cents
+                    released[row.programme_id] = cents
+                summaries.move(conn, row, Status.QUEUED.value, Status.FAILED.value)
             release_many(conn, released)
             _audit(
                 conn,

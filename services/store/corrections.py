@@ -31,7 +31,7 @@ from services.store.records import (
     ledger_row,
 )
 from services.store.schema import approvals, batch_rejected_rows, batches, transactions
-from services.store.transactions import _audit, _event, _intent_values
+from services.store.transactions import _audit, _event, _intent_values, _tally_new
 
 #: Statuses of a reversal that count against its original: everything but a definite FAILED.
 _COUNTING = (Status.QUEUED, Status.SENDING, Status.SUCCEEDED, Status.UNKNOWN)
@@ -119,6 +119,7 @@ class CorrectionStore(Database):
             )
             values["reverses"] = reference
             conn.execute(transactions.insert().values(values))
+            _tally_new(conn, [values])
             events = [
                 _event(
                     reversal.reference,
@@ -256,6 +257,7 @@ class CorrectionStore(Database):
                 rows.append(values)
                 # The lock of the next original must see this row as on its way.
                 conn.execute(transactions.insert().values(values))
+                _tally_new(conn, [values])
                 partial = f"; partial: {room.why}" if room.cap < room.left or room.why else ""
                 events += [
                     _event(

@@ -158,11 +158,20 @@ class Database:
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
-        """A committed write transaction, taking SQLite's write lock first. THE write path."""
+        """A committed write transaction, taking SQLite's write lock first. THE write path.
+
+        Whatever the transaction tallied for the daily totals is applied just before it commits.
+        """
+        from services.store import summaries  # the summary's table needs the schema (a cycle)
+
         with self._write_lock or nullcontext(), self.engine.connect() as conn:
             conn.execution_options(ledger_write=True)
             with conn.begin():
+                summaries.begin(conn)
                 yield conn
+                # The daily totals' deltas of everything this transaction did: one ordered
+                # upsert, last, in the same transaction (services/store/summaries.py).
+                summaries.flush(conn)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

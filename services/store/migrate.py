@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from services.store.engine import Database
 from services.store.records import SchemaTooNew
 from services.store.schema import LEGACY_FENCE, metadata, schema_version
+from services.store.summaries import daily_totals  # noqa: F401  (registers its table)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
+from services.store import summaries
 from services.store.engine import Database, to_cents
 from services.store.programmes import apply_move, programme_id_for, reserve_many
 from services.store.records import (
@@ -90,6 +91,19 @@ def _append_note(
         .limit(1)
     )
     return audit_event(latest.mappings().one())
+
+
+def _tally_new(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Count newly inserted ``transactions`` rows in the daily totals (same transaction)."""
+    for row in rows:
+        summaries.count(
+            conn,
+            row["created_at"],
+            row["kind"],
+            row["status"],
+            row["operator"],
+            row["amount_cents"],
+        )
 
 
 def _batch_rows(
@@ -286,6 +300,7 @@ class TransactionStore(Database):
                 # (BudgetExceeded, ProgrammeClosed) rolls the intent back; nothing is recorded.
                 conn.execute(transactions.insert().values(values))
                 reserve_many(conn, credits)
+                _tally_new(conn, [values])
                 _audit(
                     conn,
                     [
@@ -354,6 +369,7 @@ class TransactionStore(Database):
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
                 conn.execute(transactions.insert(), rows)
                 reserve_many(conn, credits)
+                _tally_new(conn, rows)
                 _audit(conn, events)
         except IntegrityError:
             existing = self._existing(references)
@@ -564,14 +580,36 @@ class TransactionStore(Database):
         with self.writing() as conn:
             moved: list[dict[str, Any]] = []
             shifts: dict[str, timedelta] = {}
+            cards: set[str] = set()
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
-                for reference, created, updated in conn.execute(
-                    sa.select(t.c.reference, t.c.created_at, t.c.updated_at).where(
-                        t.c.reference.in_(chunk)
-                    )
+                for found in conn.execute(
+                    sa.select(
+                        t.c.reference,
+                        t.c.created_at,
+                        t.c.updated_at,
+                        t.c.kind,
+                        t.c.status,
+                        t.c.operator,
+                        t.c.amount_cents,
+                        t.c.card_id,
+                    ).where(t.c.reference.in_(chunk))
                 ):
+                    cards.add(found.card_id)
+                    reference, created, updated = found[:3]
                     shift = when_of[reference] - created
+                    # The row leaves its old IST day in the daily totals for its new one.
+                    for moment, sign in ((created, -1), (created + shift, 1)):
+                        summaries.count(
+                            conn,
+                            moment,
+                            found.kind,
+                            found.status,
+                            found.operator,
+                            found.amount_cents,
+                            sign,
+                            found.card_id,
+                        )
                     shifts[reference] = shift
                     moved.append(
                         {"ref": reference, "created": created + shift, "updated": updated + shift}
@@ -583,6 +621,8 @@ class TransactionStore(Database):
                     .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
                     moved,
                 )
+                # New update times may change which row is a card's latest.
+                summaries.refresh_cards(conn, cards)
             events: list[dict[str, Any]] = []
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
@@ -641,8 +681,10 @@ class TransactionStore(Database):
                         t.c.claimed_by.is_(None) if owner is None else t.c.claimed_by == owner,
                     )
                     .values(status=Status.UNKNOWN.value, updated_at=now)
-                )
-                if changed.rowcount == 1:
+                    .returning(*summaries.counted_columns())
+                ).first()
+                if changed is not None:
+                    summaries.move(conn, changed, Status.SENDING.value, Status.UNKNOWN.value)
                     moved.append(reference)
             _audit(
                 conn,
@@ -922,10 +964,18 @@ class TransactionStore(Database):
                 transactions.update()
                 .where(t.reference == reference, t.status == before.value)
                 .values(values)
-                .returning(t.programme_id, t.transaction_type, t.amount_cents)
+                .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
             ).one_or_none()
             if changed is not None:
-                apply_move(conn, changed[0], changed[1], changed[2], before, to_status)
+                apply_move(
+                    conn,
+                    changed.programme_id,
+                    changed.transaction_type,
+                    changed.amount_cents,
+                    before,
+                    to_status,
+                )
+                summaries.move(conn, changed, before.value, to_status.value)
                 return before
         return None
 
