@@ -46,12 +46,20 @@ def app(desk_env: Path):
     return at
 
 
+def assert_summaries_agree(ledger) -> None:
+    """The daily totals and card tables equal what the rows say (checked after each test that
+    moved points through the store, whatever path it took)."""
+    assert ledger.summary_differences() == []
+
+
 @pytest.fixture
 def app_desk(app):
     """The Desk the app under test is using (same process, same cache)."""
     from ui.context import _desk
 
-    return _desk()
+    the_desk = _desk()
+    yield the_desk
+    assert_summaries_agree(the_desk.ledger)
 
 
 # --- the sandbox over loopback, for service and fault tests -------------------------------------
@@ -86,7 +94,10 @@ def ledger(tmp_path: Path):
 
     the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield the_ledger
-    the_ledger.dispose()
+    try:
+        assert_summaries_agree(the_ledger)
+    finally:
+        the_ledger.dispose()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -128,6 +128,21 @@ def _sqlite_engine(parsed: sa.URL, echo: bool, args: dict[str, Any]) -> Engine:
     return engine
 
 
+#: What every write transaction does first and last, in order: ``(begin, flush)`` pairs. The
+#: summaries register theirs (services/store/summaries.py), so this module needs no import of
+#: them: they need the schema, which needs this module.
+_WRITE_HOOKS: list[tuple[Callable[[Connection], None], Callable[[Connection], None]]] = []
+
+
+def on_every_write(
+    begin: Callable[[Connection], None], flush: Callable[[Connection], None]
+) -> None:
+    """Run ``begin(conn)`` at the start and ``flush(conn)`` just before the commit of every
+    write transaction (``Database.writing``)."""
+    if (begin, flush) not in _WRITE_HOOKS:
+        _WRITE_HOOKS.append((begin, flush))
+
+
 class Database:
     """An open ledger database: the engine, the write helper and the read helper.
 
@@ -162,16 +177,16 @@ class Database:
 
         Whatever the transaction tallied for the daily totals is applied just before it commits.
         """
-        from services.store import summaries  # the summary's table needs the schema (a cycle)
-
         with self._write_lock or nullcontext(), self.engine.connect() as conn:
             conn.execution_options(ledger_write=True)
             with conn.begin():
-                summaries.begin(conn)
+                for begin, _ in _WRITE_HOOKS:
+                    begin(conn)
                 yield conn
                 # The daily totals' deltas of everything this transaction did: one ordered
                 # upsert, last, in the same transaction (services/store/summaries.py).
-                summaries.flush(conn)
+                for _, flush in _WRITE_HOOKS:
+                    flush(conn)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

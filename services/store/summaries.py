@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from services.store.engine import UTCDateTime
+from services.store.engine import UTCDateTime, on_every_write
 from services.store.schema import metadata, transactions
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
@@ -407,3 +407,6 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+else:
+    # Registered once, by the imported module (``python -m`` runs a second copy as __main__).
+    on_every_write(begin, flush)
