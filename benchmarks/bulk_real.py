@@ -215,6 +215,8 @@ def one_run(
             send = page.get_by_role("button", name=f"Send {rows:,} rows…")
             send.wait_for()
             speed = page.locator(".st-key-bulk_concurrency input")
+            if not speed.is_visible():
+                page.get_by_text("Advanced", exact=True).click()  # the speed settings' expander
             speed.fill(str(concurrency))
             speed.press("Tab")
             _wait_idle(page)
