@@ -32,6 +32,7 @@ PAGES = {
     "bulk": "bulk",
     "reconcile": "reconcile",
     "approvals": "approvals",
+    "programmes": "programmes",
 }
 
 
