@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -47,7 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from services import allocations, approvals
-from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse_file
+from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse_file, with_rows
 from services.bulk_programmes import fit_programmes
 from services.config import Settings
 from services.employees import existing_holders_many
@@ -186,18 +186,7 @@ def _move_to_rejected(preview: Preview, refused: dict[int, dict[str, str]]) -> P
         ],
         key=lambda row: row.number,
     )
-    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
-    debits = [v.allocation.amount for v in valid if v.allocation.kind is Kind.DEBIT]
-    totals = replace(
-        preview.totals,
-        valid=len(valid),
-        rejected=len(rejected),
-        credit_rows=len(credits),
-        credit_points=sum(credits, Decimal("0")),
-        debit_rows=len(debits),
-        debit_points=sum(debits, Decimal("0")),
-    )
-    return replace(preview, valid=valid, rejected=rejected, totals=totals)
+    return with_rows(preview, valid, rejected)
 
 
 def refuse_existing_cards(preview: Preview, ledger: Ledger, client: EnkashClient | None) -> Preview:

@@ -37,7 +37,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -1246,6 +1246,28 @@ def _who(allocation: Allocation) -> str:
     return f"email:{allocation.employee.email}"
 
 
+def totals_of(rows: int, valid: list[ValidRow], rejected: int) -> Totals:
+    """The preview's counts and points for these valid rows (credits and creates, debits)."""
+    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
+    debits = [v.allocation.amount for v in valid if v.allocation.kind is Kind.DEBIT]
+    return Totals(
+        rows=rows,
+        valid=len(valid),
+        rejected=rejected,
+        credit_rows=len(credits),
+        credit_points=sum(credits, Decimal("0")),
+        debit_rows=len(debits),
+        debit_points=sum(debits, Decimal("0")),
+    )
+
+
+def with_rows(preview: Preview, valid: list[ValidRow], rejected: list[RejectedRow]) -> Preview:
+    """The preview holding these valid and rejected rows, its totals counted again (a check run
+    after ``check_rows`` that refuses rows: existing cards, corrections, programme budgets)."""
+    totals = totals_of(preview.totals.rows, valid, len(rejected))
+    return replace(preview, valid=valid, rejected=rejected, totals=totals)
+
+
 def check_rows(
     parsed: ParsedFile,
     *,
@@ -1290,17 +1312,7 @@ def check_rows(
             rejected.append(RejectedRow(raw.number, raw.values, errors))
         else:
             valid.append(ValidRow(raw.number, allocation, raw.values))
-    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
-    debits = [v.allocation.amount for v in valid if v.allocation.kind is Kind.DEBIT]
-    totals = Totals(
-        rows=len(parsed.rows),
-        valid=len(valid),
-        rejected=len(rejected),
-        credit_rows=len(credits),
-        credit_points=sum(credits, Decimal("0")),
-        debit_rows=len(debits),
-        debit_points=sum(debits, Decimal("0")),
-    )
+    totals = totals_of(len(parsed.rows), valid, len(rejected))
     warnings = []
     if parsed.ignored:
         warnings.append("Ignored column(s): " + ", ".join(f'"{c}"' for c in parsed.ignored))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from services.bulk_files import Preview, RejectedRow, ValidRow
+from services.bulk_files import Preview, RejectedRow, ValidRow, with_rows
 from services.models import Kind
 from services.numbers import points
 from services.store import GENERAL_CODE, Ledger, Programme, UnknownProgramme
@@ -136,15 +136,4 @@ def fit_programmes(preview: Preview, ledger: Ledger, default: str | None = None)
         [*preview.rejected, *(RejectedRow(r.number, r.values, e) for r, e in refused.values())],
         key=lambda row: row.number,
     )
-    credits = [v.allocation.amount for v in valid if v.allocation.kind is not Kind.DEBIT]
-    debits = [v.allocation.amount for v in valid if v.allocation.kind is Kind.DEBIT]
-    totals = replace(
-        preview.totals,
-        valid=len(valid),
-        rejected=len(rejected),
-        credit_rows=len(credits),
-        credit_points=sum(credits, Decimal("0")),
-        debit_rows=len(debits),
-        debit_points=sum(debits, Decimal("0")),
-    )
-    return replace(preview, valid=valid, rejected=rejected, totals=totals, programmes=totals_list)
+    return replace(with_rows(preview, valid, rejected), programmes=totals_list)
