@@ -51,12 +51,6 @@ def ledger(request, tmp_path):
         yield the_ledger
 
 
-@pytest.fixture
-def client(sandbox):
-    with client_for(sandbox, timeout=0.5) as the_client:
-        yield the_client
-
-
 def commits_for(store, reference: str) -> int:
     return Counter(t["pgReferenceNumber"] for t in store.transactions())[reference]
 

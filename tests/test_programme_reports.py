@@ -16,7 +16,7 @@ from services.history import HistoryFilter
 from services.models import Status
 from services.store import Ledger
 from services.store.programmes import today_ist
-from tests.fault_support import SETTINGS, client_for, debit
+from tests.fault_support import SETTINGS, debit
 from tests.test_programmes import credit, open_card, q3
 
 
@@ -25,12 +25,6 @@ def ledger(tmp_path):
     the_ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     yield the_ledger
     the_ledger.dispose()
-
-
-@pytest.fixture
-def client(sandbox):
-    with client_for(sandbox, timeout=0.5) as the_client:
-        yield the_client
 
 
 def send(ledger, client, allocation, operator="asha"):

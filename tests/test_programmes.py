@@ -46,12 +46,6 @@ def ledger(request, tmp_path):
         yield the_ledger
 
 
-@pytest.fixture
-def client(sandbox):
-    with client_for(sandbox, timeout=0.5) as the_client:
-        yield the_client
-
-
 def credit(card: str, amount: str, programme: str | None = "Q3") -> Allocation:
     return Allocation(
         reference=reference(), kind="credit", amount=amount, card_id=card, programme=programme
