@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -123,6 +124,29 @@ class AuditKind(StrEnum):
     CANCELLED = "CANCELLED"  # a queued row that was never sent
     RECOVERED = "RECOVERED"  # left SENDING by a process that died; to be settled by lookup
     NOTE = "NOTE"  # anything else that changes nothing
+
+
+@dataclass(frozen=True)
+class UpcomingRun:
+    """One future occurrence of a schedule, as the runway and the alerts see it: when it is due,
+    what it moves in total, from which programme (``None``: General) and what it is called."""
+
+    schedule_id: str
+    label: str
+    due_at: datetime  # aware, UTC
+    total: Decimal  # points credited net of debits in this occurrence
+    programme_code: str | None = None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A schedule occurrence that ran and did not fully succeed (failed rows), for the alerts."""
+
+    schedule_id: str
+    label: str
+    due_at: datetime  # aware, UTC
+    failed_rows: int
+    batch_id: str | None = None
 
 
 # --- single-value parsers, shared by the models, forms and the CSV importer ---------------------
