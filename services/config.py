@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from services.redact import remember
@@ -136,6 +136,26 @@ class Settings(BaseSettings):
     # worker's periodic pass deletes older exchanges (never a ledger row).
     points_desk_exchange_retention_days: int = 90
 
+    # --- alerts (services/alerts.py): evaluated by a sending worker every interval (0 = off) and
+    # each delivered once while active to the webhook and, when an SMTP host is set, by e-mail.
+    points_desk_alert_interval_seconds: float = 60
+    points_desk_alert_pool_below: Decimal = Decimal("0")  # points; 0 = no low-pool alert
+    points_desk_alert_runway_days: int = 14  # the pool runs out within this many days; 0 = off
+    points_desk_alert_unknown_minutes: int = 60  # an outcome unknown for longer; 0 = off
+    points_desk_alert_failed_run_days: int = 7  # a failed scheduled run stays an alert this long
+    # The webhook URL is a secret too: many receivers (chat webhooks) take the URL as the key.
+    points_desk_alert_webhook_url: SecretStr | None = None
+    points_desk_alert_webhook_secret: SecretStr | None = None  # HMAC-SHA256 key; required with URL
+    points_desk_alert_retries: int = 3  # attempts per channel in one pass, then on later passes
+    points_desk_alert_backoff_seconds: float = 1.0  # the first wait between attempts; doubles
+    points_desk_alert_smtp_host: str | None = None
+    points_desk_alert_smtp_port: int = 587
+    points_desk_alert_smtp_starttls: bool = True
+    points_desk_alert_smtp_username: str | None = None
+    points_desk_alert_smtp_password: SecretStr | None = None
+    points_desk_alert_email_from: str | None = None
+    points_desk_alert_email_to: str | None = None  # comma-separated addresses
+
     @field_validator(
         "enkash_base_url",
         "enkash_token_url",
@@ -179,6 +199,9 @@ class Settings(BaseSettings):
             self.enkash_password,
             password,
             unquote(password) if password else None,
+            self.points_desk_alert_webhook_url,
+            self.points_desk_alert_webhook_secret,
+            self.points_desk_alert_smtp_password,
         )
 
     @field_validator("points_desk_approval_debit_threshold", "points_desk_approval_batch_threshold")
@@ -222,6 +245,88 @@ class Settings(BaseSettings):
         if not 1 <= value <= 3650:
             raise ValueError("POINTS_DESK_EXCHANGE_RETENTION_DAYS is 1 to 3650")
         return value
+
+    @field_validator(
+        "points_desk_alert_webhook_url",
+        "points_desk_alert_webhook_secret",
+        "points_desk_alert_smtp_password",
+        mode="before",
+    )
+    @classmethod
+    def _blank_alert_secret_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator(
+        "points_desk_alert_smtp_host",
+        "points_desk_alert_smtp_username",
+        "points_desk_alert_email_from",
+        "points_desk_alert_email_to",
+        mode="before",
+    )
+    @classmethod
+    def _blank_alert_text_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("points_desk_alert_interval_seconds")
+    @classmethod
+    def _alert_interval(cls, value: float) -> float:
+        if value != 0 and not 0.01 <= value <= 86400:
+            raise ValueError("POINTS_DESK_ALERT_INTERVAL_SECONDS is 0 (off) or up to 86400")
+        return value
+
+    @field_validator(
+        "points_desk_alert_runway_days",
+        "points_desk_alert_unknown_minutes",
+        "points_desk_alert_failed_run_days",
+    )
+    @classmethod
+    def _alert_days(cls, value: int) -> int:
+        if not 0 <= value <= 3650:
+            raise ValueError("is 0 (off) to 3650")
+        return value
+
+    @field_validator("points_desk_alert_pool_below")
+    @classmethod
+    def _alert_pool(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError("is 0 (off) or more points")
+        return value
+
+    @field_validator("points_desk_alert_retries")
+    @classmethod
+    def _alert_retries(cls, value: int) -> int:
+        if not 1 <= value <= 10:
+            raise ValueError("POINTS_DESK_ALERT_RETRIES is 1 to 10")
+        return value
+
+    @field_validator("points_desk_alert_backoff_seconds")
+    @classmethod
+    def _alert_backoff(cls, value: float) -> float:
+        if not 0 <= value <= 60:
+            raise ValueError("POINTS_DESK_ALERT_BACKOFF_SECONDS is 0 to 60")
+        return value
+
+    @model_validator(mode="after")
+    def _alert_channels(self) -> Settings:
+        if self.points_desk_alert_webhook_url and not self.points_desk_alert_webhook_secret:
+            raise ValueError(
+                "POINTS_DESK_ALERT_WEBHOOK_URL needs POINTS_DESK_ALERT_WEBHOOK_SECRET: every "
+                "alert is signed"
+            )
+        if self.points_desk_alert_smtp_host and not (
+            self.points_desk_alert_email_from and self.points_desk_alert_email_to
+        ):
+            raise ValueError(
+                "POINTS_DESK_ALERT_SMTP_HOST needs POINTS_DESK_ALERT_EMAIL_FROM and "
+                "POINTS_DESK_ALERT_EMAIL_TO"
+            )
+        return self
 
     @field_validator("points_desk_pool_cache_seconds")
     @classmethod

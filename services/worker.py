@@ -42,6 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services import alerts
 from services.config import EnkashConfig, load_settings, sandbox_enkash_config
 from services.models import BatchState
 
@@ -189,6 +190,8 @@ class Worker:
         self._last_prune = 0.0
         self.retention = timedelta(days=settings.points_desk_exchange_retention_days)
         desk.ledger.register_worker(self.id, host=self.host, pid=self.pid)
+        # Alerts (services/alerts.py): a rate-limited pass in its own thread, from tick().
+        self.alerts = alerts.Ticker(desk.ledger, settings, alerts.pool_reader(desk.client))
         self._beat = threading.Thread(target=self._beat_loop, name="worker-heartbeat", daemon=True)
         self._loop = threading.Thread(target=self._run, name="worker-loop", daemon=True)
 
@@ -219,11 +222,13 @@ class Worker:
 
     def tick(self) -> None:
         """One pass: settle what dead workers left in flight, prune old exchanges (hourly),
-        pick up every running batch."""
+        evaluate and deliver alerts (every POINTS_DESK_ALERT_INTERVAL_SECONDS, in the
+        background), pick up every running batch."""
         self.recover()
         if not self._last_prune or time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune()
+        self.alerts.maybe_start()
         for record in self.desk.ledger.list_batches(limit=1000, states=(BatchState.RUNNING,)):
             if self._stop.is_set():
                 return

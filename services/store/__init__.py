@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.store.alerts import AlertState, AlertStore, alert_states
 from services.store.approvals import ApprovalStore
 from services.store.batches import BatchStore
 from services.store.bulk_rows import BulkRowStore, CorrectionRowsRefused, StoredRejectedRow
@@ -84,6 +85,7 @@ __all__ = [
     "GENERAL_CODE",
     "SCHEMA_HEAD",
     "WORKER_STALE_AFTER",
+    "AlertState",
     "AuditEvent",
     "BatchRecord",
     "BudgetExceeded",
@@ -107,6 +109,7 @@ __all__ = [
     "UTCDateTime",
     "UnknownProgramme",
     "UnknownReference",
+    "alert_states",
     "approvals",
     "audit_event",
     "audit_events",
@@ -140,6 +143,7 @@ class Ledger(
     ProgrammeStore,
     BulkRowStore,
     SummaryStore,
+    AlertStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
