@@ -5,11 +5,13 @@ import streamlit as st
 from services import demo
 from ui import charts
 from ui.access import allowed, require
+from ui.alerts import alert_banner, current_alerts
 from ui.context import desk
 from ui.format import count, points
 from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
 from ui.notice import set_notice, show_notices
 from ui.programmes import overview_cards
+from ui.runway import runway_section
 from ui.sandbox_faults import fault_controls
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
@@ -48,6 +50,9 @@ else:
         "own figures below. Separately, employees redeemed "
         f"{points(details.current_month_redemption)} points this month.",
     )
+
+found_alerts = current_alerts(details.available_balance if details is not None else None)
+alert_banner(found_alerts)
 
 now, before, period = month_to_date(the_desk.ledger)
 st.subheader("This month in Points Desk")
@@ -94,6 +99,7 @@ with held:
     else:
         st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
+runway_section(found_alerts.runway)
 overview_cards()
 
 if the_desk.is_sandbox and allowed("move"):

@@ -1,0 +1,50 @@
+"""The Overview shows the runway (30/60/90 days, run-out day, runs that will not fit, a chart)
+and the active alerts as a banner list."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from streamlit.testing.v1 import AppTest
+
+from services import schedules
+from services.models import UpcomingRun
+from tests.auth_support import page_text
+from tests.conftest import PROJECT, assert_summaries_agree
+
+HOSTILE = "*Big* [bonus](http://evil.example)"
+
+
+def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch):
+    # The sandbox pool is 1,00,00,000 points: below an alert level of 2 crore, and a run of 1.5
+    # crore in five days will not fit.
+    monkeypatch.setenv("POINTS_DESK_ALERT_POOL_BELOW", "20000000")
+
+    def upcoming(_ledger, *, now, until):
+        due = now + timedelta(days=5)
+        return [UpcomingRun("sched-1", HOSTILE, due, Decimal("15000000"))]
+
+    monkeypatch.setattr(schedules, "upcoming_runs", upcoming)
+    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
+    at.run()
+    at.switch_page("pages/overview.py").run()
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("**Pool below 2,00,00,000 points**") for w in warnings), warnings
+    # The run's label, supplied by people, reads as typed in the alert (escaped Markdown).
+    assert any("\\*Big\\* \\[bonus\\]" in w for w in warnings), warnings
+    text = page_text(at)
+    assert "shown here only: no webhook or e-mail is configured" in text
+    assert "Runway" in [h.value for h in at.subheader]
+    assert "At this pace the pool runs out on" in text
+    horizons = at.table[0].value
+    assert list(horizons.index) == ["30 days", "60 days", "90 days"]
+    assert horizons.loc["30 days", "Scheduled runs"] == "1,50,00,000.00"
+    short = next(d.value for d in at.dataframe if "Pool short by" in d.value.columns)
+    assert short["Run"].tolist() == [HOSTILE]  # a plain-text cell: as typed
+    assert short["Pool short by"].tolist() == ["50,00,000.00"]
+    assert any("overview_runway" in str(c.proto.id) for c in at.get("plotly_chart"))
+    from ui.context import _desk
+
+    assert_summaries_agree(_desk().ledger)
