@@ -48,3 +48,19 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     from ui.context import _desk
 
     assert_summaries_agree(_desk().ledger)
+
+
+def test_the_bulk_confirm_step_shows_the_pre_flight(app, app_desk):
+    from tests.test_bulk_page import BULK, GOOD, content, upload
+
+    app.switch_page(BULK).run()
+    upload(app, "october.csv", content(*GOOD))
+    app.button(key="bulk_send").click().run()
+    assert not app.exception, app.exception
+    text = page_text(app)
+    # No batch has finished yet: the duration is an estimate, and says so.
+    assert "Expected to take **about 1 s**" in text
+    assert "estimate: " in text
+    # 5 creates of 100 .. 500 = 1,500 from the sandbox's 1,00,00,000.
+    assert "Pool after: **99,98,500.00** points (now 1,00,00,000.00)" in text
+    assert "Need approval: no row" in text

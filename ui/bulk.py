@@ -24,6 +24,7 @@ from ui.context import desk, operator, session_id
 from ui.format import ist, points
 from ui.glossary import status_glossary
 from ui.notice import set_error, set_notice
+from ui.preflight import preflight_lines, rows_of
 from ui.sidebar import forget_pool, pool_read_at
 from ui.text import code, md
 
@@ -424,6 +425,12 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
             "acknowledged.",
             icon="🔁",
         )
+    preflight_lines(
+        rows_of(preview),
+        pool_balance=preview.pool_balance,
+        concurrency=concurrency,
+        rate_limit=rate or None,
+    )
     st.caption(
         f"Sent {concurrency} at a time"
         + (f", at most {rate:g} per second." if rate else ".")

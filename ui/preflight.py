@@ -1,0 +1,85 @@
+"""Pre-flight lines for a confirm step (services/preflight.py): how long sending will take, the
+pool and programme budgets after it, and which rows need a second person's approval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import streamlit as st
+
+from services import preflight
+from services.bulk_files import Preview
+from services.errors import PointsDeskError
+from ui.context import desk
+from ui.format import points
+from ui.text import md
+
+
+def rows_of(preview: Preview) -> list[preflight.PlannedRow]:
+    """A bulk preview's valid rows as planned rows."""
+    return [
+        preflight.PlannedRow(
+            v.number, v.allocation.kind, v.allocation.amount, v.allocation.programme
+        )
+        for v in preview.valid
+    ]
+
+
+def _rows(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (f" and {len(numbers) - 10:,} more" if len(numbers) > 10 else "")
+
+
+def preflight_lines(
+    rows: Sequence[preflight.PlannedRow],
+    *,
+    pool_balance: Decimal | None,
+    concurrency: int,
+    rate_limit: float | None,
+) -> preflight.Preflight | None:
+    """Show the pre-flight of ``rows``; returns it (``None`` if it could not be worked out)."""
+    the_desk = desk()
+    try:
+        found = preflight.preflight(
+            the_desk.ledger,
+            the_desk.settings,
+            rows,
+            pool_balance=pool_balance,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+        )
+    except PointsDeskError:
+        st.caption("The pre-flight figures could not be worked out just now.")
+        return None
+    lines = [
+        f"Expected to take **{preflight.duration_words(found.expected_seconds)}** at "
+        f"{found.rate.rows_per_second:,.1f} rows a second ({md(found.rate.note)})"
+    ]
+    if found.pool_after is None:
+        lines.append("Pool after: not known (EnKash did not say what it holds now)")
+    else:
+        lines.append(
+            f"Pool after: **{points(found.pool_after)}** points (now {points(found.pool_before)})"
+        )
+    for p in found.programmes:
+        if p.remaining is not None:
+            lines.append(
+                f"{md(p.name)}: **{points(p.remaining_after)}** left after "
+                f"(now {points(p.remaining)})"
+            )
+    if found.batch_reasons:
+        lines.append(
+            f"Need approval: **all {found.rows:,} rows** (the batch waits for a second person)"
+            + (
+                f"; debits above their limit: rows {_rows(found.approval_rows)}"
+                if found.approval_rows
+                else ""
+            )
+        )
+    elif found.approval_rows:
+        lines.append(f"Need approval: rows {_rows(found.approval_rows)} (debits above their limit)")
+    else:
+        lines.append("Need approval: no row")
+    st.markdown("  \n".join(lines))
+    return found
