@@ -22,6 +22,7 @@ from services import alerts, runway, schedules
 from services.config import load_settings
 from services.models import FailedRun, UpcomingRun
 from services.store import Ledger
+from tests.pg_support import postgres_ledger
 
 D = Decimal
 SECRET = "whsec-test-0123456789abcdef"
@@ -69,6 +70,18 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def shared_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger on SQLite and on PostgreSQL (where several workers would share it)."""
+    if request.param == "sqlite":
+        opened = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield opened
+        opened.dispose()
+        return
+    with postgres_ledger() as opened:
+        yield opened
+
+
 def settings_for(tmp_path: Path, url: str, **more):
     values = {
         "points_desk_data_dir": tmp_path,
@@ -89,8 +102,9 @@ def verify(headers: dict[str, str], body: bytes) -> bool:
 
 
 def test_an_alert_fires_once_signed_retries_a_failing_receiver_and_fires_again_when_it_returns(
-    ledger, receiver, tmp_path
+    shared_ledger, receiver, tmp_path
 ):
+    ledger = shared_ledger
     receiver.fail = 2
     settings = settings_for(tmp_path, receiver.url)
     waits: list[float] = []
@@ -165,7 +179,8 @@ def test_a_receiver_still_failing_is_retried_on_later_passes_with_backoff_and_ac
     assert len(receiver.got) == 6
 
 
-def test_two_passes_at_once_deliver_an_alert_once(ledger, receiver, tmp_path):
+def test_two_passes_at_once_deliver_an_alert_once(shared_ledger, receiver, tmp_path):
+    ledger = shared_ledger
     settings = settings_for(tmp_path, receiver.url)
     with time_machine.travel(T0, tick=False):
         found = alerts.evaluate(ledger, settings, pool_balance=D("1"), now=T0)
