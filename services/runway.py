@@ -17,15 +17,15 @@ schedules ran at the same pace over the last ``BURN_DAYS`` days, and adds every 
 its own due day. A schedule that is new (no past runs in the burn) is then slightly
 under-projected by at most its own daily pace; one that ran before is counted exactly once.
 
-**Day by day.** Day ``k`` is the IST date ``today + k`` (day 0 is the rest of today, with no ad-hoc
-burn; the 30-day horizon is days 0 to 30). The projected balance at the end of day ``k`` is ``pool
-- ad_hoc * k - (runs due on or before day k)``. The pool runs out on the first day that balance is
-below zero (``None``: not within the horizon). A run is checked against what the pool is projected
-to hold when it is due (that day's ad-hoc burn and every earlier run already taken); its shortfall
-is what it needs beyond that (all of it when nothing is left). Against its programme, a run is
-checked against the programme's remaining budget less that programme's earlier scheduled runs (a
-programme's ad-hoc spending is not projected), and is refused whole when the programme is closed or
-not open on that day.
+**Day by day.** Day ``k`` is the IST date ``today + k`` (day 0 is the rest of today, with no
+ad-hoc burn; the 30-day horizon is days 0 to 30). The projected balance at the end of day ``k``
+is ``pool - ad_hoc * k - (runs due on or before day k)``. The pool runs out on the first day
+that balance is below zero (``None``: not within the horizon). A run is checked against what
+the pool is projected to hold when it is due (that day's ad-hoc burn and every earlier run
+already taken); its shortfall is what it needs beyond that (all of it when nothing is left).
+Against its programme, a run is checked against the programme's remaining budget less that
+programme's earlier scheduled runs (a programme's ad-hoc spending is not projected), and is
+refused whole when the programme is closed or not open on that day.
 """
 
 from __future__ import annotations

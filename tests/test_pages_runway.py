@@ -23,7 +23,11 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
 
     def upcoming(_ledger, *, now, until):
         due = now + timedelta(days=5)
-        return [UpcomingRun("sched-1", HOSTILE, due, Decimal("15000000"))]
+        later = [
+            UpcomingRun("sched-2", f"Top-up {n}", due + timedelta(days=n), Decimal("1000"))
+            for n in range(1, 5)
+        ]
+        return [UpcomingRun("sched-1", HOSTILE, due, Decimal("15000000")), *later]
 
     monkeypatch.setattr(schedules, "upcoming_runs", upcoming)
     at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
@@ -40,10 +44,14 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     assert "At this pace the pool runs out on" in text
     horizons = at.table[0].value
     assert list(horizons.index) == ["30 days", "60 days", "90 days"]
-    assert horizons.loc["30 days", "Scheduled runs"] == "1,50,00,000.00"
+    assert horizons.loc["30 days", "Scheduled runs"] == "1,50,04,000.00"
     short = next(d.value for d in at.dataframe if "Pool short by" in d.value.columns)
-    assert short["Run"].tolist() == [HOSTILE]  # a plain-text cell: as typed
-    assert short["Pool short by"].tolist() == ["50,00,000.00"]
+    assert short["Run"].tolist()[0] == HOSTILE  # a plain-text cell: as typed
+    # Nothing is left after the first: each later run is short by all of it.
+    assert short["Pool short by"].tolist() == ["50,00,000.00"] + ["1,000.00"] * 4
+    # Five runs will not fit: three alerts are shown, then how many more.
+    assert sum("Scheduled run will not fit" in w for w in warnings) == 3
+    assert "… and 2 more alerts like these (every run is listed under Runway below)." in warnings
     assert any("overview_runway" in str(c.proto.id) for c in at.get("plotly_chart"))
     from ui.context import _desk
 

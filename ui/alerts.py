@@ -12,6 +12,7 @@ from services import alerts
 from ui.context import desk
 from ui.text import md
 
+MAX_PER_KIND = 3
 _ICONS = {
     "pool_low": "🪫",
     "runway": "⏳",
@@ -38,7 +39,14 @@ def alert_banner(found: alerts.Evaluation) -> None:
     states = {s.key: s for s in the_desk.ledger.alert_states(active_only=True)}
     said = alerts.describe(states.values(), names)
     order = {kind: i for i, kind in enumerate(alerts.KINDS)}
+    shown: dict[str, int] = {}
+    hidden: dict[str, int] = {}
     for alert in sorted(found.alerts, key=lambda a: (order.get(a.kind, 99), a.key)):
+        # A long list of runs would bury the rest: a few of each kind, then how many more.
+        shown[alert.kind] = shown.get(alert.kind, 0) + 1
+        if shown[alert.kind] > MAX_PER_KIND:
+            hidden[alert.kind] = hidden.get(alert.kind, 0) + 1
+            continue
         if not names:
             delivery = "shown here only: no webhook or e-mail is configured"
         elif alert.key in said:
@@ -47,3 +55,9 @@ def alert_banner(found: alerts.Evaluation) -> None:
             delivery = "not delivered yet: a worker sends it at its next alerts pass"
         st.warning(f"**{md(alert.title)}**  \n{md(alert.detail)}", icon=_ICONS.get(alert.kind, "⚠️"))
         st.caption(md(delivery))
+    for kind, more in hidden.items():
+        st.warning(
+            f"… and {more:,} more alerts like these"
+            + (" (every run is listed under Runway below)." if kind == "run_wont_fit" else "."),
+            icon=_ICONS.get(kind, "⚠️"),
+        )
