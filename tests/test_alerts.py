@@ -289,3 +289,25 @@ def test_runway_alert_uses_the_projection(tmp_path):
     )
     assert [a.key for a in found.alerts] == ["runway:14d"]
     assert "31 Jan 2026" in found.alerts[0].detail
+
+
+def test_a_sending_worker_delivers_the_alerts_of_its_desk(tmp_path, receiver, monkeypatch):
+    """The worker's pass (services/worker.py) reads the pool from EnKash (the sandbox holds
+    1,00,00,000) and delivers the alert; the Desk's own process is the worker here."""
+    import time
+
+    from services.desk import Desk
+    from tests.conftest import _isolate_env
+
+    _isolate_env(monkeypatch, tmp_path)
+    settings = settings_for(tmp_path, receiver.url, points_desk_alert_pool_below=D("20000000"))
+    desk = Desk(settings, sender=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.delivered and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [sent] = receiver.delivered
+        assert sent["key"] == "pool_low" and "1,00,00,000" in sent["detail"]
+        assert desk.worker is not None and not desk.worker.alerts.maybe_start()  # rate-limited
+    finally:
+        desk.close()
