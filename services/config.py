@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # The exchange inspector keeps every call to EnKash for a transaction this many days; the
     # worker's periodic pass deletes older exchanges (never a ledger row).
     points_desk_exchange_retention_days: int = 90
+    # --- schedules (services/schedules.py)
+    # An occurrence a worker finds due longer ago than this (it was down, or the schedule's
+    # approval came late) is not sent late: it waits on the Schedules page for Send now or Skip.
+    points_desk_schedule_catch_up_hours: float = 24.0
 
     @field_validator(
         "enkash_base_url",
@@ -221,6 +225,13 @@ class Settings(BaseSettings):
     def _retention(cls, value: int) -> int:
         if not 1 <= value <= 3650:
             raise ValueError("POINTS_DESK_EXCHANGE_RETENTION_DAYS is 1 to 3650")
+        return value
+
+    @field_validator("points_desk_schedule_catch_up_hours")
+    @classmethod
+    def _catch_up(cls, value: float) -> float:
+        if not 0 <= value <= 24 * 366:
+            raise ValueError("POINTS_DESK_SCHEDULE_CATCH_UP_HOURS is 0 to 8784 (a year)")
         return value
 
     @field_validator("points_desk_pool_cache_seconds")

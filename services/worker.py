@@ -219,11 +219,16 @@ class Worker:
 
     def tick(self) -> None:
         """One pass: settle what dead workers left in flight, prune old exchanges (hourly),
-        pick up every running batch."""
+        turn due schedule occurrences into batches, pick up every running batch."""
         self.recover()
         if not self._last_prune or time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune()
+        from services import schedules  # due occurrences become running batches, each once
+
+        schedules.materialise_due(
+            self.desk.ledger, self.desk.settings, now=datetime.now(UTC), actor=self.actor
+        )
         for record in self.desk.ledger.list_batches(limit=1000, states=(BatchState.RUNNING,)):
             if self._stop.is_set():
                 return

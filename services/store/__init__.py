@@ -49,6 +49,13 @@ from services.store.records import (
     batch_record,
     ledger_row,
 )
+from services.store.schedules import (
+    ScheduleMoved,
+    ScheduleRecord,
+    ScheduleRow,
+    ScheduleRun,
+    ScheduleStore,
+)
 from services.store.sign_in import SignInStore
 from services.store.summaries import SummaryStore, card_balances, card_days, daily_totals
 from services.store.transactions import ALLOWED_TRANSITIONS, WORKER_STALE_AFTER, Move
@@ -69,6 +76,9 @@ from services.store.schema import (
     metadata,
     programme_events,
     programmes,
+    schedule_rows,
+    schedule_runs,
+    schedules,
     sign_in_attempts,
     transactions,
     workers,
@@ -101,6 +111,10 @@ __all__ = [
     "ProgrammeEvent",
     "ReversalRefused",
     "ReversalRoom",
+    "ScheduleMoved",
+    "ScheduleRecord",
+    "ScheduleRow",
+    "ScheduleRun",
     "SchemaTooNew",
     "StatusConflict",
     "StoredRejectedRow",
@@ -122,6 +136,9 @@ __all__ = [
     "metadata",
     "programme_events",
     "programmes",
+    "schedule_rows",
+    "schedule_runs",
+    "schedules",
     "sign_in_attempts",
     "to_cents",
     "transactions",
@@ -140,6 +157,7 @@ class Ledger(
     ProgrammeStore,
     BulkRowStore,
     SummaryStore,
+    ScheduleStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
@@ -174,6 +192,10 @@ class Ledger(
         """
         with self.writing() as conn:
             conn.execute(approvals.delete())  # requests about rows that no longer exist
+            # Schedules go with the rows their runs became (a run names a batch deleted here).
+            conn.execute(schedule_runs.delete())
+            conn.execute(schedule_rows.delete())
+            conn.execute(schedules.delete())
             conn.execute(exchanges.delete())
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())
