@@ -57,6 +57,7 @@ from services.recurrence import IST, Repeat, Rule
 from services.store import (
     BudgetExceeded,
     DuplicateBatchFile,
+    DuplicateReference,
     Ledger,
     ProgrammeClosed,
     ScheduleMoved,
@@ -609,8 +610,8 @@ def _send_occurrence(
 
     try:
         _make_batch(ledger, record, record.version, due, within)
-    except (ScheduleMoved, DuplicateBatchFile):
-        return False
+    except (ScheduleMoved, DuplicateBatchFile, DuplicateReference):
+        return False  # another worker recorded this occurrence: the unique keys said so
     except (BudgetExceeded, ProgrammeClosed, UnknownProgramme) as error:
         log.warning("schedule %s due %s refused: %s", record.id, due, error)
         return ledger.record_run(
@@ -645,7 +646,7 @@ def send_now(ledger: Ledger, run_id: int, *, actor: str) -> str:
 
     try:
         _make_batch(ledger, record, run.version, run.due_at, within)
-    except (ScheduleMoved, DuplicateBatchFile):
+    except (ScheduleMoved, DuplicateBatchFile, DuplicateReference):
         raise Conflict("Someone decided this run first; look again.") from None
     return batch_id
 

@@ -314,3 +314,61 @@ def test_upcoming_runs_list_active_approved_schedules_and_pause_skips(desk):
         assert desk.ledger.schedule_runs(record.id) == []
         schedules.cancel(desk.ledger, record.id, actor="asha")
         assert schedules.upcoming_runs(desk.ledger, now=now, until=ist(2027, 4, 1)) == []
+
+
+# --- many workers at once, on both databases -----------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request, tmp_path: Path):
+    from services.store import Ledger
+    from tests.conftest import assert_summaries_agree
+    from tests.pg_support import postgres_ledger
+
+    if request.param == "sqlite":
+        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        yield ledger
+        assert_summaries_agree(ledger)
+        ledger.dispose()
+        return
+    with postgres_ledger() as ledger:
+        yield ledger
+        assert_summaries_agree(ledger)
+
+
+def test_eight_workers_catching_up_at_once_record_each_occurrence_once(any_ledger, tmp_path):
+    settings = load_settings(
+        secrets_file=None,
+        points_desk_data_dir=tmp_path,
+        points_desk_schedule_catch_up_hours=24 * 200,
+    )
+    any_ledger.create_programme(code="BONUS", name="Bonus", budget=None, actor="finance")
+    rule = Rule(Repeat.WEEKLY, date(2027, 1, 1), time(9, 0), weekday=2, count=12)
+    record = schedules.create(
+        any_ledger, label="Weekly", programme="BONUS", rule=rule,
+        rows=rows(["EKC0000001", "EKC0000002"]), maker="asha", now=ist(2026, 12, 1),
+    )  # fmt: skip
+    schedules.approve(any_ledger, record.id, approver="vikram")
+    now = ist(2027, 3, 1)  # eight Wednesdays due (6 Jan to 24 Feb), nobody ran
+    barrier = threading.Barrier(8)
+    made: list[int] = []
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        found = schedules.materialise_due(any_ledger, settings, now=now, actor=f"worker {n}")
+        made.append(len(found))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    runs = any_ledger.schedule_runs(record.id)
+    expected = [d for d in rule.occurrences() if d <= now]
+    assert len(expected) == 8 and sum(made) == 8
+    assert sorted(run.due_at for run in runs) == expected
+    assert all(run.state == "sent" for run in runs)
+    batches = any_ledger.list_batches(limit=100)
+    assert sorted(b.batch_id for b in batches) == sorted(r.batch_id for r in runs)
+    assert all(b.state == "running" and b.row_count == 2 for b in batches)
+    assert any_ledger.get_schedule(record.id).next_due_at == expected[-1] + timedelta(days=7)
