@@ -35,7 +35,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services import numbers
 from services.allocations import batch_reference
 from services.approvals import AlreadyDecided, SelfApproval
 from services.bulk import DEFAULT_CONCURRENCY
@@ -771,6 +770,7 @@ def failed_runs(ledger: Ledger, *, since: datetime) -> list[FailedRun]:
     return found
 
 
-def total_words(total: Decimal) -> str:
-    """A run's net total for tables: "12,500 points"."""
-    return numbers.points(total)
+def waiting_count(ledger: Ledger) -> int:
+    """What waits for a person on the Schedules page: approvals of schedules or their edits,
+    and late or refused runs to send or skip."""
+    return ledger.schedules_waiting()

@@ -196,6 +196,7 @@ def test_a_catch_up_older_than_the_window_waits_for_a_person(desk):
             (ist(2027, 1, 31, 9), "waiting"),
         ]
         assert len(desk.sandbox.store.transactions()) == before  # nothing sent late
+        assert schedules.waiting_count(desk.ledger) == 2  # the menu shows "Schedules (2)"
         assert desk.ledger.get_schedule(record.id).next_due_at == ist(2027, 3, 31, 9)
 
         february, january = runs
@@ -209,6 +210,7 @@ def test_a_catch_up_older_than_the_window_waits_for_a_person(desk):
         tick(desk)
         assert len(desk.sandbox.store.transactions()) - before == 2
         assert [r.state for r in desk.ledger.schedule_runs(record.id)] == ["sent", "skipped"]
+        assert schedules.waiting_count(desk.ledger) == 0
 
 
 def test_editing_future_runs_leaves_sent_runs_alone_and_needs_a_second_person(desk):

@@ -93,24 +93,20 @@ def _run_act(action: str, run_id: int) -> None:
         set_error(error)
 
 
-def _summary(view: ScheduleView) -> list[dict[str, Any]]:
-    return [
-        {
-            "Name": v.record.label,
-            "Id": v.record.id,
-            "Programme": v.record.programme,
-            "When": v.describe,
-            "Next run": ist(v.next_run)
-            if v.record.state in ("active", "pending_approval")
-            else "—",
-            "Total per run": points(v.total),
-            "Rows": len(v.rows),
-            "Set up by": v.record.maker,
-            "State": _STATES.get(v.record.state, v.record.state),
-            "Approval": v.approval,
-        }
-        for v in [view]
-    ]
+def _summary(view: ScheduleView) -> dict[str, Any]:
+    record = view.record
+    return {
+        "Name": record.label,
+        "Id": record.id,
+        "Programme": record.programme,
+        "When": view.describe,
+        "Next run": ist(view.next_run) if record.state in _RUNS_LATER else "—",
+        "Total per run": points(view.total),
+        "Rows": len(view.rows),
+        "Set up by": record.maker,
+        "State": _STATES.get(record.state, record.state),
+        "Approval": view.approval,
+    }
 
 
 def schedule_list() -> None:
@@ -122,7 +118,7 @@ def schedule_list() -> None:
         return
     # A dataframe shows cells as plain text: names typed by people are never read as Markdown.
     st.dataframe(
-        pd.DataFrame([row for view in found for row in _summary(view)]),
+        pd.DataFrame([_summary(view) for view in found]),
         hide_index=True,
         width="stretch",
         key="schedules_table",

@@ -315,3 +315,18 @@ class ScheduleStore(Database):
             query = query.where(r.created_at >= since)
         with self.reading() as conn:
             return [_run(m) for m in conn.execute(query).mappings()]
+
+    def schedules_waiting(self) -> int:
+        """Schedules (or edits) waiting for approval plus runs waiting for a person's decision."""
+        s, r = schedules.c, schedule_runs.c
+        with self.reading() as conn:
+            asked = conn.execute(
+                sa.select(sa.func.count()).where(
+                    sa.or_(s.state == "pending_approval", s.pending_version.is_not(None)),
+                    s.state.in_(["pending_approval", "active", "paused"]),
+                )
+            ).scalar_one()
+            late = conn.execute(
+                sa.select(sa.func.count()).where(r.state.in_(["waiting", "refused"]))
+            ).scalar_one()
+        return int(asked) + int(late)
