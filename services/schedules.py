@@ -678,7 +678,7 @@ class ScheduleView:
         """The approval state in a manager's words."""
         r = self.record
         if r.state == PENDING_APPROVAL:
-            return f"waiting for approval (set up by {r.maker})"
+            return "waiting for approval"
         words = f"approved by {r.checker}" if r.checker else "approved"
         if r.pending_version is not None:
             words += f"; an edit by {r.pending.get('maker')} waits for approval"

@@ -95,17 +95,18 @@ def _run_act(action: str, run_id: int) -> None:
 
 def _summary(view: ScheduleView) -> dict[str, Any]:
     record = view.record
+    # What a manager looks for first (next run, total, state), the rule's long words last.
     return {
         "Name": record.label,
-        "Id": record.id,
-        "Programme": record.programme,
-        "When": view.describe,
         "Next run": ist(view.next_run) if record.state in _RUNS_LATER else "—",
         "Total per run": points(view.total),
-        "Rows": len(view.rows),
-        "Set up by": record.maker,
         "State": _STATES.get(record.state, record.state),
         "Approval": view.approval,
+        "Set up by": record.maker,
+        "Programme": record.programme,
+        "Rows": len(view.rows),
+        "When": view.describe,
+        "Id": record.id,
     }
 
 
@@ -141,27 +142,24 @@ def schedule_list() -> None:
                 st.caption(
                     f"Edit waiting for approval: {md(pending.describe())}, {len(rows):,} row(s)"
                 )
-            buttons = st.columns(4)
+            actions: list[tuple[str, str, bool]] = []  # (label, action, primary)
             if may_approve and (record.state == "pending_approval" or pending is not None):
-                buttons[0].button(
-                    "Approve", key=f"sched_approve_{record.id}", type="primary",
-                    on_click=_act, args=("approve", record.id),
-                )  # fmt: skip
+                actions.append(("Approve", "approve", True))
             if may_move and record.state == "active":
-                buttons[1].button(
-                    "Pause", key=f"sched_pause_{record.id}", on_click=_act,
-                    args=("pause", record.id),
-                )  # fmt: skip
+                actions.append(("Pause", "pause", False))
             if may_move and record.state == "paused":
-                buttons[1].button(
-                    "Resume", key=f"sched_resume_{record.id}", on_click=_act,
-                    args=("resume", record.id),
-                )  # fmt: skip
+                actions.append(("Resume", "resume", False))
             if may_move and record.state in ("pending_approval", "active", "paused"):
-                buttons[2].button(
-                    "Cancel schedule", key=f"sched_cancel_{record.id}", on_click=_act,
-                    args=("cancel", record.id),
-                )  # fmt: skip
+                actions.append(("Cancel schedule", "cancel", False))
+            for column, (label, action, primary) in zip(st.columns(4), actions, strict=False):
+                column.button(
+                    label,
+                    key=f"sched_{action}_{record.id}",
+                    type="primary" if primary else "secondary",
+                    on_click=_act,
+                    args=(action, record.id),
+                    width="stretch",
+                )
             for run in waiting if may_move else []:
                 st.markdown(
                     f"Run due **{ist(run.due_at)}**: {md(_RUN_STATES[run.state])} ({md(run.note)})"
@@ -255,7 +253,11 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     st.markdown("**Employees**")
     kind_col, reason_col = st.columns(2)
     kind_col.radio(
-        "Kind", [Kind.CREDIT.value, Kind.DEBIT.value], key=f"{prefix}_kind", horizontal=True
+        "Kind",
+        [Kind.CREDIT.value, Kind.DEBIT.value],
+        key=f"{prefix}_kind",
+        format_func=str.capitalize,
+        horizontal=True,
     )
     reason_col.text_input("Reason", key=f"{prefix}_reason", max_chars=200)
     st.text_area(
