@@ -323,7 +323,7 @@ def approve(
     now: datetime | None = None,
 ) -> ScheduleRecord:
     """Approve a new schedule (it becomes active; its first run is the rule's first occurrence)
-    or a pending edit of one (its rows and rule are in force for runs after the edit was asked).
+    or a pending edit of one (its rows and rule are in force for runs due from now on).
     ``SelfApproval`` when the approver made it (under any of ``identities``), ``AlreadyDecided``
     when someone decided first. ``allow_self``: the open sandbox only (nobody else to ask)."""
     now = now or datetime.now(UTC)
@@ -334,9 +334,10 @@ def approve(
         raise SelfApproval("You set this up yourself: a second person has to approve it.")
     if record.pending_version is not None:
         rule = rule_of(record, record.pending)
-        asked = datetime.fromisoformat(record.pending["requested_at"])
+        # In force for runs due from now on, never for one already made: the approver approves
+        # the future, not occurrences that fell due while the edit waited.
         last = ledger.schedule_runs(schedule_id, limit=1)
-        start = max(asked, last[0].due_at + timedelta(microseconds=1)) if last else asked
+        start = max(now, last[0].due_at + timedelta(microseconds=1)) if last else now
         next_due = rule.first_from(start)
         values: dict[str, Any] = {
             **_rule_columns(rule),

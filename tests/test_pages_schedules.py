@@ -58,6 +58,7 @@ def test_a_schedule_is_set_up_approved_paused_resumed_and_edited_on_the_page(app
     text = page_text(app)
     assert "it waits for a second person" in text
     assert "Monthly \\*allowance\\*" in text  # a name is escaped, never Markdown
+    assert app.expander[0].label.startswith("Monthly \\*allowance\\* · ")
 
     # The open sandbox has no second person: its one local person may approve.
     app.button(key=f"sched_approve_{record.id}").click().run()

@@ -128,7 +128,8 @@ def schedule_list() -> None:
     for view in found:
         record = view.record
         waiting = [run for run in view.runs if run.state in ("waiting", "refused")]
-        title = f"{record.label} · {record.id} · {_STATES.get(record.state, record.state)}"
+        # An expander's label is Markdown: the name a person typed is escaped.
+        title = f"{md(record.label)} · {record.id} · {_STATES.get(record.state, record.state)}"
         if waiting:
             title += f" · {len(waiting)} run(s) need a decision"
         with st.expander(title, expanded=bool(waiting) or record.state == "pending_approval"):
@@ -212,7 +213,7 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     _error(prefix, "label")
     if with_programme:
         programme_select(f"{prefix}_programme")
-        _error(prefix, "programme")
+    _error(prefix, "programme")  # an edit's programme may have closed since
     repeat = st.radio(
         "Repeat",
         list(_REPEATS),
@@ -320,8 +321,13 @@ def _read(prefix: str) -> tuple[str, Rule, list[dict[str, Any]], dict[str, str]]
 
 
 def _fail(prefix: str, error: PointsDeskError) -> None:
+    """Field problems go next to their fields; anything else (someone changed the schedule
+    meanwhile) is a notice."""
     fields = getattr(error, "fields", None)
-    st.session_state[f"{prefix}_errors"] = fields or {"label": error_message(error)}
+    if fields:
+        st.session_state[f"{prefix}_errors"] = fields
+    else:
+        set_error(error)
 
 
 def _create() -> None:
