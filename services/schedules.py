@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services import numbers
 from services.allocations import batch_reference
 from services.approvals import AlreadyDecided, SelfApproval
 from services.bulk import DEFAULT_CONCURRENCY
@@ -59,6 +60,7 @@ from services.store import (
     DuplicateReference,
     Ledger,
     ProgrammeClosed,
+    ScheduleEvent,
     ScheduleMoved,
     ScheduleRecord,
     ScheduleRow,
@@ -253,6 +255,12 @@ def _check(
     return label, code
 
 
+def _what(rule: Rule, rows: Sequence[ScheduleRow | dict[str, Any]]) -> str:
+    """A version in words for the schedule's history: its rule, rows and total per run."""
+    count, net = _net_cents(rows)
+    return f"{rule.describe()}; {count:,} row(s), {numbers.points(Decimal(net) / 100)} a run"
+
+
 def _net_cents(rows: Iterable[ScheduleRow | dict[str, Any]]) -> tuple[int, int]:
     """(rows, credits less debits in cents)."""
     count = net = 0
@@ -301,6 +309,7 @@ def create(
             "note": f"set up by {maker}",
         },
         rows,
+        event=(maker, "set up", _what(rule, rows)),
     )
     log.info("schedule %s set up by %s", schedule_id, maker)
     return _get(ledger, schedule_id)
@@ -350,6 +359,8 @@ def approve(
             "next_due_at": next_due,
             "note": f"edit by {maker} approved by {approver}",
         }
+        rows = ledger.schedule_rows(schedule_id, record.pending_version)
+        event = (approver, "edit approved", f"edit by {maker} approved: {_what(rule, rows)}")
         if next_due is None and record.state == ACTIVE:
             values["state"] = FINISHED
         changed = ledger.update_schedule(
@@ -357,6 +368,7 @@ def approve(
             from_states=(ACTIVE, PAUSED),
             where={"pending_version": record.pending_version},
             not_makers=own,
+            event=event,
             **values,
         )
     else:
@@ -369,6 +381,7 @@ def approve(
             approved_at=now,
             next_due_at=rule_of(record).first_from(datetime.min.replace(tzinfo=UTC)),
             note=f"approved by {approver}",
+            event=(approver, "approved", f"set up by {record.maker}: approved"),
         )
     if not changed:
         raise AlreadyDecided("Someone changed or decided this schedule first; look again.")
@@ -405,6 +418,7 @@ def edit(
             label=label,
             maker=actor,
             note=f"changed by {actor} before approval",
+            event=(actor, "changed", f"before approval: {_what(rule, rows)}"),
             **_rule_columns(rule),
         )
     elif record.state in (ACTIVE, PAUSED):
@@ -423,6 +437,7 @@ def edit(
                 "rule": _rule_json(rule),
             },
             note=f"future runs changed by {actor}: waiting for approval",
+            event=(actor, "edit asked", f"future runs: {_what(rule, rows)}"),
         )
     else:
         raise Conflict(f"The schedule is {record.state}: it has no future runs to change.")
@@ -434,7 +449,11 @@ def edit(
 def pause(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:
     """No runs until resumed (occurrences due meanwhile are not caught up)."""
     if not ledger.update_schedule(
-        schedule_id, from_states=(ACTIVE,), state=PAUSED, note=f"paused by {actor}"
+        schedule_id,
+        from_states=(ACTIVE,),
+        state=PAUSED,
+        note=f"paused by {actor}",
+        event=(actor, "paused", "no runs until resumed"),
     ):
         state = _get(ledger, schedule_id).state
         raise Conflict(f"The schedule is {state}: only an active one pauses.")
@@ -455,6 +474,7 @@ def resume(
         state=ACTIVE if next_due is not None else FINISHED,
         next_due_at=next_due,
         note=f"resumed by {actor}",
+        event=(actor, "resumed", f"next run {_shown(next_due)}"),
     )
     if not changed:
         raise Conflict(f"The schedule is {record.state}: only a paused one resumes.")
@@ -470,6 +490,7 @@ def cancel(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:
         state=CANCELLED,
         next_due_at=None,
         note=f"cancelled by {actor}",
+        event=(actor, "cancelled", "no more runs"),
     ):
         state = _get(ledger, schedule_id).state
         raise Conflict(f"The schedule is {state}: it cannot be cancelled.")
@@ -477,6 +498,7 @@ def cancel(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:
         ledger.update_run(
             None, run.id, from_states=(WAITING, REFUSED), state=SKIPPED,
             actor=actor, note=f"schedule cancelled by {actor}",
+            event=(actor, "skipped", f"run due {_shown(run.due_at)}: schedule cancelled"),
         )  # fmt: skip
     return _get(ledger, schedule_id)
 
@@ -589,6 +611,10 @@ def _catch_up(
     return made
 
 
+def _shown(moment: datetime | None) -> str:
+    return f"{moment.astimezone(IST):%d %b %Y, %H:%M} IST" if moment is not None else "none"
+
+
 def settings_hours(window: timedelta) -> str:
     hours = window.total_seconds() / 3600
     return f"{hours:g} hour{'s' if hours != 1 else ''}"
@@ -641,6 +667,7 @@ def send_now(ledger: Ledger, run_id: int, *, actor: str) -> str:
             batch_id=batch_id,
             actor=actor,
             note=f"sent late by {actor}",
+            event=(actor, "sent now", f"run due {_shown(run.due_at)} sent as batch {batch_id}"),
         ):
             raise ScheduleMoved("someone decided this run first")
 
@@ -653,9 +680,13 @@ def send_now(ledger: Ledger, run_id: int, *, actor: str) -> str:
 
 def skip(ledger: Ledger, run_id: int, *, actor: str) -> None:
     """Do not send a waiting (or refused) run; it stays listed as skipped."""
+    run = ledger.schedule_run(run_id)
+    if run is None:
+        raise NotFound("There is no such run.")
     if not ledger.update_run(
         None, run_id, from_states=(WAITING, REFUSED), state=SKIPPED, actor=actor,
         note=f"skipped by {actor}",
+        event=(actor, "skipped", f"run due {_shown(run.due_at)}: not sent"),
     ):  # fmt: skip
         raise Conflict("Someone decided this run first; look again.")
 
@@ -716,6 +747,11 @@ def views(ledger: Ledger, *, now: datetime | None = None) -> list[ScheduleView]:
             )
         )
     return found
+
+
+def history(ledger: Ledger, schedule_id: str) -> list[ScheduleEvent]:
+    """Every change to the schedule and decision about its late runs, oldest first."""
+    return ledger.schedule_events(schedule_id)
 
 
 def pending_rule(record: ScheduleRecord) -> Rule | None:

@@ -255,6 +255,14 @@ def test_editing_future_runs_leaves_sent_runs_alone_and_needs_a_second_person(de
             3: [Decimal("250")] * 2,
         }
         assert len(desk.sandbox.store.transactions()) == 3 + 3 + 3 + 2
+        history = schedules.history(desk.ledger, record.id)
+        assert [(e.actor, e.action) for e in history] == [
+            ("asha", "set up"),
+            ("vikram", "approved"),
+            ("asha", "edit asked"),
+            ("vikram", "edit approved"),
+        ]
+        assert "2 row(s), 500.00 a run" in history[-1].detail
 
 
 def test_nothing_runs_before_approval_and_a_programme_that_cannot_pay_refuses_the_run(desk):

@@ -192,6 +192,25 @@ def schedule_list() -> None:
                     width="stretch",
                     key=f"sched_runs_{record.id}",
                 )
+            events = schedules.history(desk().ledger, record.id)
+            if events:
+                st.caption("Changes and decisions")
+                st.dataframe(
+                    pd.DataFrame(
+                        [
+                            {
+                                "When": ist(e.at),
+                                "Who": e.actor,
+                                "What": e.action,
+                                "Detail": e.detail,
+                            }
+                            for e in reversed(events)
+                        ]
+                    ),
+                    hide_index=True,
+                    width="stretch",
+                    key=f"sched_events_{record.id}",
+                )
 
 
 # --- the forms ------------------------------------------------------------------------------------

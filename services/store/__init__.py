@@ -50,6 +50,7 @@ from services.store.records import (
     ledger_row,
 )
 from services.store.schedules import (
+    ScheduleEvent,
     ScheduleMoved,
     ScheduleRecord,
     ScheduleRow,
@@ -76,6 +77,7 @@ from services.store.schema import (
     metadata,
     programme_events,
     programmes,
+    schedule_events,
     schedule_rows,
     schedule_runs,
     schedules,
@@ -111,6 +113,7 @@ __all__ = [
     "ProgrammeEvent",
     "ReversalRefused",
     "ReversalRoom",
+    "ScheduleEvent",
     "ScheduleMoved",
     "ScheduleRecord",
     "ScheduleRow",
@@ -136,6 +139,7 @@ __all__ = [
     "metadata",
     "programme_events",
     "programmes",
+    "schedule_events",
     "schedule_rows",
     "schedule_runs",
     "schedules",
@@ -196,6 +200,7 @@ class Ledger(
             conn.execute(schedule_runs.delete())
             conn.execute(schedule_rows.delete())
             conn.execute(schedules.delete())
+            conn.execute(schedule_events.delete())
             conn.execute(exchanges.delete())
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from services.errors import Conflict
 from services.models import Kind
 from services.store.engine import Database, from_cents
-from services.store.schema import schedule_rows, schedule_runs, schedules
+from services.store.schema import schedule_events, schedule_rows, schedule_runs, schedules
 
 
 class ScheduleMoved(Conflict):
@@ -56,6 +56,32 @@ class ScheduleRecord:
     created_at: datetime
     updated_at: datetime
     note: str
+
+
+@dataclass(frozen=True)
+class ScheduleEvent:
+    """One change to a schedule or decision about its run."""
+
+    at: datetime
+    actor: str
+    action: str
+    detail: str
+
+
+def _note(conn: Connection, schedule_id: str, event: tuple[str, str, str] | None) -> None:
+    """Write ``event`` (actor, action, detail) for the schedule, in ``conn``'s transaction."""
+    if event is None:
+        return
+    actor, action, detail = event
+    conn.execute(
+        schedule_events.insert().values(
+            schedule_id=schedule_id,
+            at=datetime.now(UTC),
+            actor=actor[:200],
+            action=action[:24],
+            detail=detail,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -136,13 +162,19 @@ class ScheduleStore(Database):
 
     # -- schedules -------------------------------------------------------------------------------
 
-    def create_schedule(self, values: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-        """Record a schedule (version 1) and its rows in one transaction."""
+    def create_schedule(
+        self,
+        values: dict[str, Any],
+        rows: Sequence[dict[str, Any]],
+        event: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Record a schedule (version 1), its rows and ``event`` in one transaction."""
         now = datetime.now(UTC)
         record = {"created_at": now, "updated_at": now, "version": 1, "pending": "", **values}
         with self.writing() as conn:
             conn.execute(schedules.insert().values(record))
             conn.execute(schedule_rows.insert(), row_values(values["id"], 1, rows))
+            _note(conn, values["id"], event)
 
     def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         with self.reading() as conn:
@@ -177,12 +209,14 @@ class ScheduleStore(Database):
         not_makers: Sequence[str] | None = None,
         rows: Sequence[dict[str, Any]] | None = None,
         rows_version: int | None = None,
+        event: tuple[str, str, str] | None = None,
         **values: Any,
     ) -> bool:
         """Set columns of a schedule if it is in ``from_states`` and its columns equal ``where``
         (a compare-and-set); ``not_makers``: only if its maker (or the pending edit's maker) is
-        none of these names (lower-cased). ``rows`` are written as version ``rows_version`` in the
-        same transaction. Returns whether it changed."""
+        none of these names (lower-cased). ``rows`` are written as version ``rows_version``, and
+        ``event`` (actor, action, detail) recorded, in the same transaction. Returns whether it
+        changed."""
         if isinstance(values.get("pending"), dict):
             values["pending"] = json.dumps(values["pending"], sort_keys=True, default=str)
         values.setdefault("updated_at", datetime.now(UTC))
@@ -217,6 +251,7 @@ class ScheduleStore(Database):
                     )
                 )
                 conn.execute(schedule_rows.insert(), row_values(schedule_id, rows_version, rows))
+            _note(conn, schedule_id, event)
             return True
 
     def schedule_rows(self, schedule_id: str, version: int) -> list[ScheduleRow]:
@@ -276,19 +311,40 @@ class ScheduleStore(Database):
         run_id: int,
         *,
         from_states: Iterable[str],
+        event: tuple[str, str, str] | None = None,
         **values: Any,
     ) -> bool:
-        """Compare-and-set a run's state (inside ``conn``'s transaction when given)."""
+        """Compare-and-set a run's state, with ``event`` noted on its schedule (inside
+        ``conn``'s transaction when given)."""
         values.setdefault("updated_at", datetime.now(UTC))
         query = (
             schedule_runs.update()
             .where(schedule_runs.c.id == run_id, schedule_runs.c.state.in_(list(from_states)))
             .values(values)
+            .returning(schedule_runs.c.schedule_id)
         )
+
+        def apply(on: Connection) -> bool:
+            moved = on.execute(query).one_or_none()
+            if moved is not None:
+                _note(on, moved.schedule_id, event)
+            return moved is not None
+
         if conn is not None:
-            return conn.execute(query).rowcount == 1
+            return apply(conn)
         with self.writing() as own:
-            return own.execute(query).rowcount == 1
+            return apply(own)
+
+    def schedule_events(self, schedule_id: str) -> list[ScheduleEvent]:
+        """Every change to a schedule, oldest first."""
+        e = schedule_events.c
+        query = (
+            sa.select(e.at, e.actor, e.action, e.detail)
+            .where(e.schedule_id == schedule_id)
+            .order_by(e.id)
+        )
+        with self.reading() as conn:
+            return [ScheduleEvent(*row) for row in conn.execute(query)]
 
     def schedule_run(self, run_id: int) -> ScheduleRun | None:
         with self.reading() as conn:

@@ -387,3 +387,17 @@ schedule_runs = sa.Table(
     sa.UniqueConstraint("schedule_id", "due_at", name="uq_schedule_runs_due"),
     sa.Index("ix_schedule_runs_created_at", "created_at"),
 )
+
+# Every change to a schedule (set up, approved, edited, paused, resumed, cancelled) and every
+# decision about a late run (sent now, skipped): who, when, what; written with the change.
+schedule_events = sa.Table(
+    "schedule_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schedule_id", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Index("ix_schedule_events_schedule", "schedule_id", "id"),
+)

@@ -1,6 +1,6 @@
 """Scheduled and recurring allocations: ``schedules`` (the rule, state, maker and checker),
-``schedule_rows`` (the rows of each version) and ``schedule_runs`` (one per occurrence that came
-due, unique per schedule and due time).
+``schedule_rows`` (the rows of each version), ``schedule_runs`` (one per occurrence that came
+due, unique per schedule and due time) and ``schedule_events`` (who changed what, when).
 
 Revision ID: v9_schedules
 Revises: v7_scale
@@ -90,9 +90,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("schedule_id", "due_at", name="uq_schedule_runs_due"),
     )
     op.create_index("ix_schedule_runs_created_at", "schedule_runs", ["created_at"])
+    op.create_table(
+        "schedule_events",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("schedule_id", sa.String(16), nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("action", sa.String(24), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+    )
+    op.create_index("ix_schedule_events_schedule", "schedule_events", ["schedule_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_table("schedule_events")
     op.drop_table("schedule_runs")
     op.drop_table("schedule_rows")
     op.drop_index("ix_schedules_state_due", "schedules")
