@@ -42,6 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services import schedules
 from services.config import EnkashConfig, load_settings, sandbox_enkash_config
 from services.models import BatchState
 
@@ -224,8 +225,7 @@ class Worker:
         if not self._last_prune or time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune()
-        from services import schedules  # due occurrences become running batches, each once
-
+        # Due schedule occurrences become running batches (each exactly once), picked up below.
         schedules.materialise_due(
             self.desk.ledger, self.desk.settings, now=datetime.now(UTC), actor=self.actor
         )

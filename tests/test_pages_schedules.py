@@ -3,11 +3,11 @@ runs, and decide a late run; bad input is said next to the field and nothing is 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from services import allocations, schedules
-from services.recurrence import IST
+from services.recurrence import IST, Repeat, Rule
 from tests.fault_support import create
 from tests.test_pages_money import page_text
 
@@ -122,3 +122,26 @@ def test_with_sign_in_the_maker_cannot_approve_and_a_second_person_does(desk_env
     approved = ledger.get_schedule(record.id)
     assert approved.state == "active" and approved.checker == "vikram"
     assert "new_sched_submit" not in {b.key for b in vikram.button}
+
+
+def test_rows_the_text_box_cannot_hold_are_never_changed_silently_by_an_edit(app, app_desk):
+    rule = Rule(Repeat.WEEKLY, datetime.now(IST).date(), time(9, 0), weekday=0)
+    mixed = [
+        {"kind": "credit", "card_id": "EKC04AZHXP", "amount_cents": 50000, "reason": "bonus"},
+        {"kind": "debit", "card_id": "EKC9QW2ERT", "amount_cents": 20000, "reason": "clawback"},
+    ]
+    record = schedules.create(
+        app_desk.ledger, label="From a file", programme="GENERAL", rule=rule, rows=mixed,
+        maker="asha",
+    )  # fmt: skip
+    app.switch_page(SCHEDULES).run()
+    app.selectbox(key="edit_sched_choice").select(record.id).run()
+    assert "upload the changed file" in page_text(app)
+    assert app.text_area(key="edit_sched_rows").value == ""
+    app.button(key="edit_sched_submit").click().run()
+    assert not app.exception, app.exception
+    assert "Add at least one employee" in page_text(app)  # nothing saved without the file
+    assert [r.kind.value for r in app_desk.ledger.schedule_rows(record.id, 1)] == [
+        "credit",
+        "debit",
+    ]

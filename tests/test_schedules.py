@@ -382,3 +382,23 @@ def test_eight_workers_catching_up_at_once_record_each_occurrence_once(any_ledge
     assert sorted(b.batch_id for b in batches) == sorted(r.batch_id for r in runs)
     assert all(b.state == "running" and b.row_count == 2 for b in batches)
     assert any_ledger.get_schedule(record.id).next_due_at == expected[-1] + timedelta(days=7)
+
+
+def test_a_run_whose_rows_failed_is_reported_for_the_alerts(desk):
+    with time_machine.travel(ist(2027, 1, 10, 10), tick=True) as clock:
+        (card,) = cards(desk, 1)
+        rule = Rule(Repeat.ONCE, date(2027, 1, 11), time(9, 0))
+        record = schedules.create(
+            desk.ledger, label="One-off", programme="BONUS", rule=rule,
+            rows=[*rows([card]), *rows(["EKCNOSUCH1"])], maker="asha",
+        )  # fmt: skip
+        schedules.approve(desk.ledger, record.id, approver="vikram")
+        clock.move_to(ist(2027, 1, 11, 9, 0, 1))
+        tick(desk)
+        (run,) = desk.ledger.schedule_runs(record.id)
+        counts = desk.ledger.batch_counts(run.batch_id)
+        assert counts[Status.SUCCEEDED] == 1 and counts[Status.FAILED] == 1
+        assert schedules.failed_runs(desk.ledger, since=ist(2027, 1, 12)) == []  # ran before
+        (failed,) = schedules.failed_runs(desk.ledger, since=ist(2027, 1, 11))
+        assert (failed.schedule_id, failed.label, failed.failed_rows) == (record.id, "One-off", 1)
+        assert failed.batch_id == run.batch_id and failed.due_at == ist(2027, 1, 11, 9)

@@ -398,9 +398,16 @@ def _load(schedule_id: str) -> None:
     state["edit_sched_weekday"] = rule.weekday or 0
     state["edit_sched_end_on"] = rule.end_on
     state["edit_sched_count"] = rule.count or 0
-    state["edit_sched_kind"] = rows[0].kind.value if rows else Kind.CREDIT.value
-    state["edit_sched_reason"] = rows[0].reason if rows else ""
-    state["edit_sched_rows"] = "\n".join(f"{r.card_id}, {r.amount}" for r in rows if r.card_id)
+    # The text box holds rows of one kind and reason, by card id. Rows it cannot hold exactly (a
+    # file's new accounts, mixed kinds or reasons) are not put in it, never changed silently:
+    # the person uploads the changed file instead.
+    plain = len({(r.kind, r.reason) for r in rows}) <= 1 and all(
+        r.card_id and r.kind is not Kind.CREATE for r in rows
+    )
+    state["edit_sched_from_file"] = not plain
+    state["edit_sched_kind"] = rows[0].kind.value if plain and rows else Kind.CREDIT.value
+    state["edit_sched_reason"] = rows[0].reason if plain and rows else ""
+    state["edit_sched_rows"] = "\n".join(f"{r.card_id}, {r.amount}" for r in rows) if plain else ""
     state["edit_sched_loaded"] = schedule_id
     state.pop("edit_sched_errors", None)
 
@@ -449,9 +456,12 @@ def edit_schedule() -> None:
         return
     if st.session_state.get("edit_sched_loaded") != chosen:
         _load(chosen)
-    st.caption(
-        "Rows of a one-off that opens accounts come from a file: upload it again to change them."
-    )
+    if st.session_state.get("edit_sched_from_file"):
+        st.info(
+            "This schedule's rows came from a file (new accounts, or several kinds or reasons): "
+            "upload the changed file below to save its future runs.",
+            icon="📄",
+        )
     _fields("edit_sched", with_programme=False)
     st.button(
         "Save future runs", key="edit_sched_submit", type="primary", on_click=_save,
