@@ -329,14 +329,19 @@ def approve(
     approver: str,
     identities: Iterable[str] = (),
     allow_self: bool = False,
+    seen: datetime | None = None,
     now: datetime | None = None,
 ) -> ScheduleRecord:
     """Approve a new schedule (it becomes active; its first run is the rule's first occurrence)
     or a pending edit of one (its rows and rule are in force for runs due from now on).
     ``SelfApproval`` when the approver made it (under any of ``identities``), ``AlreadyDecided``
-    when someone decided first. ``allow_self``: the open sandbox only (nobody else to ask)."""
+    when someone decided first. ``allow_self``: the open sandbox only (nobody else to ask).
+    ``seen``: the schedule's ``updated_at`` when the approver looked at it; if it changed since
+    (the maker edited it again), nothing is approved: the approver approves what they saw."""
     now = now or datetime.now(UTC)
     record = _get(ledger, schedule_id)
+    if seen is not None and record.updated_at != seen:
+        raise AlreadyDecided("The schedule changed since you looked at it; look again.")
     own = None if allow_self else sorted({_identity(approver), *map(_identity, identities)} - {""})
     maker = str(record.pending.get("maker") or record.maker)
     if own is not None and _identity(maker) in own:
@@ -366,7 +371,7 @@ def approve(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(ACTIVE, PAUSED),
-            where={"pending_version": record.pending_version},
+            where={"pending_version": record.pending_version, "updated_at": record.updated_at},
             not_makers=own,
             event=event,
             **values,
@@ -375,6 +380,7 @@ def approve(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(PENDING_APPROVAL,),
+            where={"updated_at": record.updated_at},
             not_makers=own,
             state=ACTIVE,
             checker=approver,

@@ -229,6 +229,13 @@ def test_editing_future_runs_leaves_sent_runs_alone_and_needs_a_second_person(de
         assert edited.pending_version == 2 and edited.version == 1
         with pytest.raises(SelfApproval):
             schedules.approve(desk.ledger, record.id, approver="  ASHA ")
+        seen = desk.ledger.get_schedule(record.id).updated_at
+        schedules.edit(
+            desk.ledger, record.id, actor="asha", label="Monthly allowance",
+            rule=new_rule, rows=rows(card_ids[:2], amount="250"),
+        )  # fmt: skip
+        with pytest.raises(Conflict):  # changed again since the approver looked
+            schedules.approve(desk.ledger, record.id, approver="vikram", seen=seen)
 
         clock.move_to(ist(2027, 2, 28, 9, 1))  # not approved yet: February runs as approved
         tick(desk)
@@ -239,7 +246,7 @@ def test_editing_future_runs_leaves_sent_runs_alone_and_needs_a_second_person(de
 
         runs = desk.ledger.schedule_runs(record.id)
         assert [(r.due_at.astimezone(IST).month, r.version) for r in runs] == [
-            (3, 2),
+            (3, 3),
             (2, 1),
             (1, 1),
         ]
@@ -259,6 +266,7 @@ def test_editing_future_runs_leaves_sent_runs_alone_and_needs_a_second_person(de
         assert [(e.actor, e.action) for e in history] == [
             ("asha", "set up"),
             ("vikram", "approved"),
+            ("asha", "edit asked"),
             ("asha", "edit asked"),
             ("vikram", "edit approved"),
         ]

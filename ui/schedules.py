@@ -48,7 +48,7 @@ _RUN_STATES = {
 # --- the list -------------------------------------------------------------------------------------
 
 
-def _act(action: str, schedule_id: str) -> None:
+def _act(action: str, schedule_id: str, seen: datetime | None = None) -> None:
     """Pause / Resume / Cancel / Approve button callback."""
     ledger = desk().ledger
     try:
@@ -61,6 +61,7 @@ def _act(action: str, schedule_id: str) -> None:
                 approver=operator(),
                 identities=identities,
                 allow_self=open_sandbox(),
+                seen=seen,  # what the approver saw is what gets approved
             )
             words = f"Approved {done.label}: it runs on its own from now on."
         elif action == "pause":
@@ -158,7 +159,7 @@ def schedule_list() -> None:
                     key=f"sched_{action}_{record.id}",
                     type="primary" if primary else "secondary",
                     on_click=_act,
-                    args=(action, record.id),
+                    args=(action, record.id, record.updated_at),
                     width="stretch",
                 )
             for run in waiting if may_move else []:
