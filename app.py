@@ -31,6 +31,7 @@ PAGES = [
     ("Move points", "pages/credit.py", "Credit", "➕", "move"),
     ("Move points", "pages/debit.py", "Debit", "➖", "move"),
     ("Move points", "pages/bulk.py", "Bulk allocation", "📦", "move"),
+    ("Move points", "pages/schedules.py", "Schedules", "🗓️", "view"),
     ("Move points", "pages/reconcile.py", "Reconcile", "🧾", "move"),
     ("Approvals", "pages/approvals.py", "Approvals", "✅", "approve"),
     ("", "pages/employee.py", "Employee", "👤", "view"),

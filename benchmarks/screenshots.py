@@ -33,6 +33,7 @@ PAGES = {
     "reconcile": "reconcile",
     "approvals": "approvals",
     "programmes": "programmes",
+    "schedules": "schedules",
 }
 
 

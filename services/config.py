@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # The exchange inspector keeps every call to EnKash for a transaction this many days; the
     # worker's periodic pass deletes older exchanges (never a ledger row).
     points_desk_exchange_retention_days: int = 90
+    # --- schedules (services/schedules.py)
+    # An occurrence a worker finds due longer ago than this (it was down, or the schedule's
+    # approval came late) is not sent late: it waits on the Schedules page for Send now or Skip.
+    points_desk_schedule_catch_up_hours: float = 24.0
 
     # --- alerts (services/alerts.py): evaluated by a sending worker every interval (0 = off) and
     # each delivered once while active to the webhook and, when an SMTP host is set, by e-mail.
@@ -327,6 +331,13 @@ class Settings(BaseSettings):
                 "POINTS_DESK_ALERT_EMAIL_TO"
             )
         return self
+
+    @field_validator("points_desk_schedule_catch_up_hours")
+    @classmethod
+    def _catch_up(cls, value: float) -> float:
+        if not 0 <= value <= 24 * 366:
+            raise ValueError("POINTS_DESK_SCHEDULE_CATCH_UP_HOURS is 0 to 8784 (a year)")
+        return value
 
     @field_validator("points_desk_pool_cache_seconds")
     @classmethod

@@ -1,23 +1,819 @@
 """Scheduled and recurring allocations (issue 15).
 
-The contract the runway and the alerts read; the schedule store and the worker's sending of due
-occurrences fill it in.
+A schedule sends the same rows (cards, kinds, amounts, reasons) once at an IST date and time, or
+monthly on a day, or weekly on a weekday, until an end date or a number of runs, from one
+programme. Its life:
+
+1. ``create`` records it ``pending_approval`` with its rows as version 1. A second person
+   ``approve``s it once (never the maker, under any of their names); it is then ``active`` and its
+   ``next_due_at`` is the rule's first occurrence. An edit of future runs (``edit``) writes the new
+   rows and rule as a pending version; the approved version keeps running until a second person
+   approves the edit, and the runs already sent keep the rows they were sent with.
+2. A worker calls ``materialise_due`` on every pass. Each due occurrence becomes a batch (state
+   ``running``) through the batch machinery: its id is derived from the schedule and the due time,
+   its rows' references from the batch id and row number, and it is written in ONE transaction
+   with the occurrence's run and the move of ``next_due_at`` past it, a compare-and-set on the
+   schedule being active and still due then. Two workers cannot both record an occurrence, and a
+   worker that was down catches up each missed occurrence once. The batch's credits reserve the
+   programme's budget as every batch does; a programme that cannot take them leaves the run
+   ``refused`` (nothing sent) for a person to see.
+3. An occurrence due longer ago than ``POINTS_DESK_SCHEDULE_CATCH_UP_HOURS`` when a worker finds
+   it is not sent late: its run is ``waiting`` and a person chooses ``send_now`` or ``skip``.
+4. ``pause`` stops the runs (occurrences due while paused are not caught up after ``resume``);
+   ``cancel`` ends the schedule and skips its waiting runs. Batches already made are ordinary
+   batches: paused, cancelled and reported on the Bulk page like any other.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
 
-from services.models import FailedRun, UpcomingRun
-from services.store import Ledger
+from services import numbers
+from services.allocations import batch_reference
+from services.approvals import AlreadyDecided, SelfApproval
+from services.bulk import DEFAULT_CONCURRENCY
+from services.bulk_files import Preview
+from services.config import Settings
+from services.errors import Conflict, InvalidInput, NotFound
+from services.models import (
+    Allocation,
+    BatchState,
+    FailedRun,
+    Kind,
+    Status,
+    UpcomingRun,
+    parse_card_id,
+    parse_free_text,
+    parse_points,
+)
+from services.recurrence import IST, Repeat, Rule
+from services.store import (
+    BudgetExceeded,
+    DuplicateBatchFile,
+    DuplicateReference,
+    Ledger,
+    ProgrammeClosed,
+    ScheduleEvent,
+    ScheduleMoved,
+    ScheduleRecord,
+    ScheduleRow,
+    ScheduleRun,
+    UnknownProgramme,
+    to_cents,
+)
+
+log = logging.getLogger("points_desk.schedules")
+
+PENDING_APPROVAL, ACTIVE, PAUSED, CANCELLED, FINISHED = (
+    "pending_approval",
+    "active",
+    "paused",
+    "cancelled",
+    "finished",
+)
+SENT, WAITING, SKIPPED, REFUSED = "sent", "waiting", "skipped", "refused"
+MAX_ROWS = 5000  # a schedule's rows; a larger list is a bulk file's job
+HUGE = Decimal("1000000000000")  # amounts were checked against the limit when the schedule was set
+
+__all__ = [
+    "ScheduleView",
+    "approve",
+    "cancel",
+    "create",
+    "edit",
+    "failed_runs",
+    "materialise_due",
+    "pause",
+    "resume",
+    "rows_from_preview",
+    "rows_from_text",
+    "send_now",
+    "skip",
+    "upcoming_runs",
+    "views",
+]
+
+
+# --- rows and rules ------------------------------------------------------------------------------
+
+
+def _identity(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def rule_of(record: ScheduleRecord, changes: dict[str, Any] | None = None) -> Rule:
+    """The ``Rule`` a schedule's columns (with a pending edit's ``changes``) describe."""
+    values: dict[str, Any] = {
+        "repeat": record.repeat,
+        "start_on": record.start_on,
+        "time_of_day": record.time_of_day,
+        "day_of_month": record.day_of_month,
+        "weekday": record.weekday,
+        "end_on": record.end_on,
+        "count": record.max_runs,
+    }
+    for key, value in (changes or {}).get("rule", {}).items():
+        values[key] = value
+    start = values["start_on"]
+    end = values["end_on"]
+    return Rule(
+        repeat=Repeat(values["repeat"]),
+        start_on=start if isinstance(start, date) else date.fromisoformat(start),
+        time_of_day=time.fromisoformat(str(values["time_of_day"])),
+        day_of_month=values["day_of_month"],
+        weekday=values["weekday"],
+        end_on=end if end is None or isinstance(end, date) else date.fromisoformat(end),
+        count=values["count"],
+    )
+
+
+def _rule_columns(rule: Rule) -> dict[str, Any]:
+    return {
+        "repeat": rule.repeat.value,
+        "start_on": rule.start_on,
+        "time_of_day": f"{rule.time_of_day:%H:%M}",
+        "day_of_month": rule.day_of_month if rule.repeat is Repeat.MONTHLY else None,
+        "weekday": rule.weekday if rule.repeat is Repeat.WEEKLY else None,
+        "end_on": rule.end_on if rule.repeat is not Repeat.ONCE else None,
+        "max_runs": rule.count if rule.repeat is not Repeat.ONCE else None,
+    }
+
+
+def _rule_json(rule: Rule) -> dict[str, Any]:
+    columns = _rule_columns(rule)
+    return {
+        "repeat": columns["repeat"],
+        "start_on": rule.start_on.isoformat(),
+        "time_of_day": columns["time_of_day"],
+        "day_of_month": columns["day_of_month"],
+        "weekday": columns["weekday"],
+        "end_on": columns["end_on"].isoformat() if columns["end_on"] else None,
+        "count": columns["max_runs"],
+    }
+
+
+def rows_from_text(
+    text: str, kind: Kind | str, reason: str, settings: Settings
+) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Rows from lines of ``card id, amount`` (comma, tab or spaces between), all of one kind and
+    reason. Returns (rows, problems by line number); nothing is usable while a line is wrong."""
+    kind = Kind(kind)
+    rows: list[dict[str, Any]] = []
+    problems: dict[int, str] = {}
+    try:
+        reason = parse_free_text(reason, "Reason", 200)
+    except ValueError as error:
+        problems[0] = str(error)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [part for part in line.replace(",", " ").replace("\t", " ").split() if part]
+        if len(parts) != 2:
+            problems[number] = "Write a card id and an amount, like EKC04AZHXP, 500"
+            continue
+        try:
+            card_id = parse_card_id(parts[0])
+            amount = parse_points(parts[1], settings.points_desk_max_points)
+        except ValueError as error:
+            problems[number] = str(error)
+            continue
+        rows.append(
+            {
+                "kind": kind.value,
+                "card_id": card_id,
+                "amount_cents": to_cents(amount),
+                "reason": reason,
+                "employee": None,
+            }
+        )
+    return rows, problems
+
+
+def rows_from_preview(preview: Preview) -> list[dict[str, Any]]:
+    """The valid rows of a checked bulk file (``bulk.preview_upload``) as schedule rows."""
+    return [
+        {
+            "kind": valid.allocation.kind.value,
+            "card_id": valid.allocation.card_id,
+            "amount_cents": to_cents(valid.allocation.amount),
+            "reason": valid.allocation.reason,
+            "employee": (
+                valid.allocation.employee.model_dump(mode="json")
+                if valid.allocation.employee is not None
+                else None
+            ),
+        }
+        for valid in preview.valid
+    ]
+
+
+def _check(
+    ledger: Ledger,
+    *,
+    label: str,
+    programme: str,
+    rule: Rule,
+    rows: Sequence[dict[str, Any]],
+    now: datetime,
+) -> tuple[str, str]:
+    """The label and programme code, or ``InvalidInput`` naming what is wrong (by field in
+    ``.fields``)."""
+    problems = dict(rule.problems())
+    try:
+        label = parse_free_text(label, "Name", 100)
+        if not label:
+            problems["label"] = "Give the schedule a name"
+    except ValueError as error:
+        problems["label"] = str(error)
+    code = (programme or "").strip().upper()
+    found = ledger.programme(code) if code else None
+    if found is None:
+        problems["programme"] = "Choose the programme the schedule pays from"
+    elif found.state != "active":
+        problems["programme"] = f"{found.name} is closed: it takes no new credits"
+    if not rows:
+        problems["rows"] = "Add at least one employee (card id and amount) or a file"
+    elif len(rows) > MAX_ROWS:
+        problems["rows"] = f"A schedule holds at most {MAX_ROWS:,} rows; use a bulk file"
+    elif rule.repeat is not Repeat.ONCE and any(r["kind"] == Kind.CREATE.value for r in rows):
+        problems["rows"] = "A repeating schedule cannot open accounts: use card ids (credit rows)"
+    if not problems:
+        first = rule.first_from(now)
+        if first is None:
+            problems["start_on"] = "No run of this schedule is in the future: check the dates"
+    if problems:
+        error = InvalidInput("; ".join(problems.values()))
+        error.fields = problems  # type: ignore[attr-defined]
+        raise error
+    return label, code
+
+
+def _what(rule: Rule, rows: Sequence[ScheduleRow | dict[str, Any]]) -> str:
+    """A version in words for the schedule's history: its rule, rows and total per run."""
+    count, net = _net_cents(rows)
+    return f"{rule.describe()}; {count:,} row(s), {numbers.points(Decimal(net) / 100)} a run"
+
+
+def _net_cents(rows: Iterable[ScheduleRow | dict[str, Any]]) -> tuple[int, int]:
+    """(rows, credits less debits in cents)."""
+    count = net = 0
+    for row in rows:
+        if isinstance(row, dict):
+            kind, cents = Kind(row["kind"]), int(row["amount_cents"])
+        else:
+            kind, cents = row.kind, to_cents(row.amount)
+        count += 1
+        net += -cents if kind is Kind.DEBIT else cents
+    return count, net
+
+
+# --- setting up, approving, changing ----------------------------------------------------------
+
+
+def new_schedule_id() -> str:
+    """A schedule id: short, unguessable, only letters and digits (it prefixes batch ids)."""
+    return f"SC{secrets.token_hex(4).upper()}"
+
+
+def create(
+    ledger: Ledger,
+    *,
+    label: str,
+    programme: str,
+    rule: Rule,
+    rows: Sequence[dict[str, Any]],
+    maker: str,
+    now: datetime | None = None,
+) -> ScheduleRecord:
+    """Set up a schedule; it waits for a second person's approval before anything is sent.
+    ``InvalidInput`` (with ``.fields``) when the name, programme, rule or rows are wrong, or no
+    run would be in the future."""
+    now = now or datetime.now(UTC)
+    label, code = _check(ledger, label=label, programme=programme, rule=rule, rows=rows, now=now)
+    schedule_id = new_schedule_id()
+    ledger.create_schedule(
+        {
+            "id": schedule_id,
+            "label": label,
+            "programme": code,
+            **_rule_columns(rule),
+            "state": PENDING_APPROVAL,
+            "maker": maker,
+            "note": f"set up by {maker}",
+        },
+        rows,
+        event=(maker, "set up", _what(rule, rows)),
+    )
+    log.info("schedule %s set up by %s", schedule_id, maker)
+    return _get(ledger, schedule_id)
+
+
+def _get(ledger: Ledger, schedule_id: str) -> ScheduleRecord:
+    found = ledger.get_schedule(schedule_id)
+    if found is None:
+        raise NotFound(f"There is no schedule {schedule_id}.")
+    return found
+
+
+def approve(
+    ledger: Ledger,
+    schedule_id: str,
+    *,
+    approver: str,
+    identities: Iterable[str] = (),
+    allow_self: bool = False,
+    seen: datetime | None = None,
+    now: datetime | None = None,
+) -> ScheduleRecord:
+    """Approve a new schedule (it becomes active; its first run is the rule's first occurrence)
+    or a pending edit of one (its rows and rule are in force for runs due from now on).
+    ``SelfApproval`` when the approver made it (under any of ``identities``), ``AlreadyDecided``
+    when someone decided first. ``allow_self``: the open sandbox only (nobody else to ask).
+    ``seen``: the schedule's ``updated_at`` when the approver looked at it; if it changed since
+    (the maker edited it again), nothing is approved: the approver approves what they saw."""
+    now = now or datetime.now(UTC)
+    record = _get(ledger, schedule_id)
+    if seen is not None and record.updated_at != seen:
+        raise AlreadyDecided("The schedule changed since you looked at it; look again.")
+    own = None if allow_self else sorted({_identity(approver), *map(_identity, identities)} - {""})
+    maker = str(record.pending.get("maker") or record.maker)
+    if own is not None and _identity(maker) in own:
+        raise SelfApproval("You set this up yourself: a second person has to approve it.")
+    if record.pending_version is not None:
+        rule = rule_of(record, record.pending)
+        # In force for runs due from now on, never for one already made: the approver approves
+        # the future, not occurrences that fell due while the edit waited.
+        last = ledger.schedule_runs(schedule_id, limit=1)
+        start = max(now, last[0].due_at + timedelta(microseconds=1)) if last else now
+        next_due = rule.first_from(start)
+        values: dict[str, Any] = {
+            **_rule_columns(rule),
+            "label": record.pending.get("label") or record.label,
+            "version": record.pending_version,
+            "pending_version": None,
+            "pending": "",
+            "checker": approver,
+            "approved_at": now,
+            "next_due_at": next_due,
+            "note": f"edit by {maker} approved by {approver}",
+        }
+        rows = ledger.schedule_rows(schedule_id, record.pending_version)
+        event = (approver, "edit approved", f"edit by {maker} approved: {_what(rule, rows)}")
+        if next_due is None and record.state == ACTIVE:
+            values["state"] = FINISHED
+        changed = ledger.update_schedule(
+            schedule_id,
+            from_states=(ACTIVE, PAUSED),
+            where={"pending_version": record.pending_version, "updated_at": record.updated_at},
+            not_makers=own,
+            event=event,
+            **values,
+        )
+    else:
+        changed = ledger.update_schedule(
+            schedule_id,
+            from_states=(PENDING_APPROVAL,),
+            where={"updated_at": record.updated_at},
+            not_makers=own,
+            state=ACTIVE,
+            checker=approver,
+            approved_at=now,
+            next_due_at=rule_of(record).first_from(datetime.min.replace(tzinfo=UTC)),
+            note=f"approved by {approver}",
+            event=(approver, "approved", f"set up by {record.maker}: approved"),
+        )
+    if not changed:
+        raise AlreadyDecided("Someone changed or decided this schedule first; look again.")
+    log.info("schedule %s approved by %s", schedule_id, approver)
+    return _get(ledger, schedule_id)
+
+
+def edit(
+    ledger: Ledger,
+    schedule_id: str,
+    *,
+    actor: str,
+    label: str,
+    rule: Rule,
+    rows: Sequence[dict[str, Any]],
+    now: datetime | None = None,
+) -> ScheduleRecord:
+    """Change the future runs (rows, rule, name). A schedule not yet approved is changed in
+    place (and still waits for approval); an approved one gets a pending version that a second
+    person approves, while the approved version keeps running. Runs already made keep the rows
+    they were sent with. The programme does not change: set up a new schedule for another."""
+    now = now or datetime.now(UTC)
+    record = _get(ledger, schedule_id)
+    label, _ = _check(
+        ledger, label=label, programme=record.programme, rule=rule, rows=rows, now=now
+    )
+    if record.state == PENDING_APPROVAL:
+        changed = ledger.update_schedule(
+            schedule_id,
+            from_states=(PENDING_APPROVAL,),
+            where={"version": record.version},
+            rows=rows,
+            rows_version=record.version,
+            label=label,
+            maker=actor,
+            note=f"changed by {actor} before approval",
+            event=(actor, "changed", f"before approval: {_what(rule, rows)}"),
+            **_rule_columns(rule),
+        )
+    elif record.state in (ACTIVE, PAUSED):
+        version = max(record.version, record.pending_version or 0) + 1
+        changed = ledger.update_schedule(
+            schedule_id,
+            from_states=(ACTIVE, PAUSED),
+            where={"pending_version": record.pending_version},
+            rows=rows,
+            rows_version=version,
+            pending_version=version,
+            pending={
+                "maker": actor,
+                "requested_at": now.isoformat(),
+                "label": label,
+                "rule": _rule_json(rule),
+            },
+            note=f"future runs changed by {actor}: waiting for approval",
+            event=(actor, "edit asked", f"future runs: {_what(rule, rows)}"),
+        )
+    else:
+        raise Conflict(f"The schedule is {record.state}: it has no future runs to change.")
+    if not changed:
+        raise Conflict("Someone changed this schedule meanwhile; look again before editing.")
+    return _get(ledger, schedule_id)
+
+
+def pause(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:
+    """No runs until resumed (occurrences due meanwhile are not caught up)."""
+    if not ledger.update_schedule(
+        schedule_id,
+        from_states=(ACTIVE,),
+        state=PAUSED,
+        note=f"paused by {actor}",
+        event=(actor, "paused", "no runs until resumed"),
+    ):
+        state = _get(ledger, schedule_id).state
+        raise Conflict(f"The schedule is {state}: only an active one pauses.")
+    return _get(ledger, schedule_id)
+
+
+def resume(
+    ledger: Ledger, schedule_id: str, *, actor: str, now: datetime | None = None
+) -> ScheduleRecord:
+    """Active again from the next occurrence at or after now (what fell due while paused is
+    not sent)."""
+    now = now or datetime.now(UTC)
+    record = _get(ledger, schedule_id)
+    next_due = rule_of(record).first_from(now)
+    changed = ledger.update_schedule(
+        schedule_id,
+        from_states=(PAUSED,),
+        state=ACTIVE if next_due is not None else FINISHED,
+        next_due_at=next_due,
+        note=f"resumed by {actor}",
+        event=(actor, "resumed", f"next run {_shown(next_due)}"),
+    )
+    if not changed:
+        raise Conflict(f"The schedule is {record.state}: only a paused one resumes.")
+    return _get(ledger, schedule_id)
+
+
+def cancel(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:
+    """End the schedule for good; its waiting runs are skipped. Batches already made are not
+    touched (cancel one on the Bulk page)."""
+    if not ledger.update_schedule(
+        schedule_id,
+        from_states=(PENDING_APPROVAL, ACTIVE, PAUSED),
+        state=CANCELLED,
+        next_due_at=None,
+        note=f"cancelled by {actor}",
+        event=(actor, "cancelled", "no more runs"),
+    ):
+        state = _get(ledger, schedule_id).state
+        raise Conflict(f"The schedule is {state}: it cannot be cancelled.")
+    for run in ledger.schedule_runs(schedule_id, states=(WAITING, REFUSED)):
+        ledger.update_run(
+            None, run.id, from_states=(WAITING, REFUSED), state=SKIPPED,
+            actor=actor, note=f"schedule cancelled by {actor}",
+            event=(actor, "skipped", f"run due {_shown(run.due_at)}: schedule cancelled"),
+        )  # fmt: skip
+    return _get(ledger, schedule_id)
+
+
+# --- the worker's part ---------------------------------------------------------------------------
+
+
+def occurrence_batch_id(schedule_id: str, due_at: datetime) -> str:
+    """The batch an occurrence becomes: derived from (schedule, due time), never minted."""
+    return f"{schedule_id}-{due_at.astimezone(UTC):%y%m%d%H%M}"
+
+
+def _make_batch(
+    ledger: Ledger,
+    record: ScheduleRecord,
+    version: int,
+    due_at: datetime,
+    within: Any,
+) -> str:
+    """Write the occurrence's batch (running) and, in the same transaction, ``within(conn)``."""
+    batch_id = occurrence_batch_id(record.id, due_at)
+    rows = ledger.schedule_rows(record.id, version)
+    allocations = [
+        (
+            Allocation.model_validate(
+                {
+                    "reference": batch_reference(batch_id, row.row_number),
+                    "kind": row.kind,
+                    "amount": row.amount,
+                    "card_id": row.card_id,
+                    "employee": row.employee,
+                    "reason": row.reason,
+                    "programme": record.programme,
+                },
+                context={"max_points": HUGE},
+            ),
+            row.row_number,
+        )
+        for row in rows
+    ]
+    shown = due_at.astimezone(IST)
+    ledger.create_batch(
+        batch_id=batch_id,
+        file_name=f"Schedule {record.label} ({record.id}), {shown:%d %b %Y %H:%M} IST",
+        file_digest=hashlib.sha256(f"schedule:{batch_id}".encode()).hexdigest(),
+        operator=record.maker,
+        allocations=allocations,
+        concurrency=DEFAULT_CONCURRENCY,
+        state=BatchState.RUNNING,
+        note=f"schedule {record.id} due {shown:%d %b %Y %H:%M} IST (approved by {record.checker})",
+        approved_by=record.checker,
+        within=within,
+    )
+    return batch_id
+
+
+def materialise_due(
+    ledger: Ledger, settings: Settings, *, now: datetime, actor: str
+) -> list[ScheduleRun]:
+    """Turn every occurrence due at ``now`` into a run, oldest first, each exactly once.
+
+    Due within the catch-up window: a running batch (the worker's next look sends it). Due
+    longer ago: a ``waiting`` run for a person. A programme that cannot take it: ``refused``.
+    Safe to call from any number of workers at once; returns the runs this call recorded."""
+    window = timedelta(hours=settings.points_desk_schedule_catch_up_hours)
+    made: list[ScheduleRun] = []
+    for record in ledger.due_schedules(now):
+        try:
+            made.extend(_catch_up(ledger, record, now=now, window=window, actor=actor))
+        except Exception:
+            # One schedule's trouble must not stop the others (nor the batches after this).
+            log.exception("schedule %s: its due runs could not be recorded", record.id)
+    return made
+
+
+def _catch_up(
+    ledger: Ledger, record: ScheduleRecord, *, now: datetime, window: timedelta, actor: str
+) -> list[ScheduleRun]:
+    rule = rule_of(record)
+    made: list[ScheduleRun] = []
+    while record.state == ACTIVE and record.next_due_at is not None and record.next_due_at <= now:
+        due = record.next_due_at
+        following = rule.first_after(due)
+        rows, net = _net_cents(ledger.schedule_rows(record.id, record.version))
+        run = {
+            "schedule_id": record.id,
+            "due_at": due,
+            "version": record.version,
+            "rows": rows,
+            "net_cents": net,
+            "actor": actor,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if now - due > window:
+            hours = settings_hours(window)
+            ok = ledger.record_run(
+                record.id,
+                due,
+                following,
+                {**run, "state": WAITING, "note": f"due more than {hours} ago: not sent late"},
+            )
+        else:
+            ok = _send_occurrence(ledger, record, due, following, run)
+        if not ok:
+            break  # another worker (or a person) moved the schedule: it records the rest
+        found = ledger.schedule_runs(record.id, limit=1)
+        made.extend(found[:1])
+        record = _get(ledger, record.id)
+    return made
+
+
+def _shown(moment: datetime | None) -> str:
+    return f"{moment.astimezone(IST):%d %b %Y, %H:%M} IST" if moment is not None else "none"
+
+
+def settings_hours(window: timedelta) -> str:
+    hours = window.total_seconds() / 3600
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
+
+
+def _send_occurrence(
+    ledger: Ledger,
+    record: ScheduleRecord,
+    due: datetime,
+    following: datetime | None,
+    run: dict[str, Any],
+) -> bool:
+    batch_id = occurrence_batch_id(record.id, due)
+
+    def within(conn: Any) -> None:
+        ledger.advance(
+            conn, record.id, due, following, {**run, "state": SENT, "batch_id": batch_id}
+        )
+
+    try:
+        _make_batch(ledger, record, record.version, due, within)
+    except (ScheduleMoved, DuplicateBatchFile, DuplicateReference):
+        return False  # another worker recorded this occurrence: the unique keys said so
+    except (BudgetExceeded, ProgrammeClosed, UnknownProgramme) as error:
+        log.warning("schedule %s due %s refused: %s", record.id, due, error)
+        return ledger.record_run(
+            record.id, due, following, {**run, "state": REFUSED, "note": str(error)}
+        )
+    log.info("schedule %s: occurrence due %s is batch %s", record.id, due, batch_id)
+    return True
+
+
+def send_now(ledger: Ledger, run_id: int, *, actor: str) -> str:
+    """Send a waiting (or refused) run now, as the batch its occurrence always maps to. Returns
+    the batch id. ``BudgetExceeded``/``ProgrammeClosed`` leave it as it was."""
+    run = ledger.schedule_run(run_id)
+    if run is None:
+        raise NotFound("There is no such run.")
+    record = _get(ledger, run.schedule_id)
+    if record.state == CANCELLED:
+        raise Conflict("The schedule is cancelled: its runs are not sent.")
+    batch_id = occurrence_batch_id(record.id, run.due_at)
+
+    def within(conn: Any) -> None:
+        if not ledger.update_run(
+            conn,
+            run_id,
+            from_states=(WAITING, REFUSED),
+            state=SENT,
+            batch_id=batch_id,
+            actor=actor,
+            note=f"sent late by {actor}",
+            event=(actor, "sent now", f"run due {_shown(run.due_at)} sent as batch {batch_id}"),
+        ):
+            raise ScheduleMoved("someone decided this run first")
+
+    try:
+        _make_batch(ledger, record, run.version, run.due_at, within)
+    except (ScheduleMoved, DuplicateBatchFile, DuplicateReference):
+        raise Conflict("Someone decided this run first; look again.") from None
+    return batch_id
+
+
+def skip(ledger: Ledger, run_id: int, *, actor: str) -> None:
+    """Do not send a waiting (or refused) run; it stays listed as skipped."""
+    run = ledger.schedule_run(run_id)
+    if run is None:
+        raise NotFound("There is no such run.")
+    if not ledger.update_run(
+        None, run_id, from_states=(WAITING, REFUSED), state=SKIPPED, actor=actor,
+        note=f"skipped by {actor}",
+        event=(actor, "skipped", f"run due {_shown(run.due_at)}: not sent"),
+    ):  # fmt: skip
+        raise Conflict("Someone decided this run first; look again.")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule as the Schedules page lists it."""
+
+    record: ScheduleRecord
+    rule: Rule
+    rows: list[ScheduleRow]
+    next_run: datetime | None
+    total: Decimal  # credits less debits at each run
+    runs: list[ScheduleRun]
+
+    @property
+    def approval(self) -> str:
+        """The approval state in a manager's words."""
+        r = self.record
+        if r.state == PENDING_APPROVAL:
+            return "waiting for approval"
+        words = f"approved by {r.checker}" if r.checker else "approved"
+        if r.pending_version is not None:
+            words += f"; an edit by {r.pending.get('maker')} waits for approval"
+        return words
+
+    @property
+    def describe(self) -> str:
+        return self.rule.describe()
+
+
+def views(ledger: Ledger, *, now: datetime | None = None) -> list[ScheduleView]:
+    """Every schedule with its next run, total per run and latest runs, newest first."""
+    now = now or datetime.now(UTC)
+    found: list[ScheduleView] = []
+    for record in ledger.list_schedules():
+        rule = rule_of(record)
+        rows = ledger.schedule_rows(record.id, record.version)
+        _, net = _net_cents(rows)
+        next_run = None
+        if record.state == ACTIVE:
+            next_run = record.next_due_at
+        elif record.state == PENDING_APPROVAL:
+            next_run = rule.first_from(now)
+        elif record.state == PAUSED:
+            next_run = rule.first_from(now)  # when it would run if resumed now
+        found.append(
+            ScheduleView(
+                record=record,
+                rule=rule,
+                rows=rows,
+                next_run=next_run,
+                total=Decimal(net) / 100,
+                runs=ledger.schedule_runs(record.id, limit=24),
+            )
+        )
+    return found
+
+
+def history(ledger: Ledger, schedule_id: str) -> list[ScheduleEvent]:
+    """Every change to the schedule and decision about its late runs, oldest first."""
+    return ledger.schedule_events(schedule_id)
+
+
+def pending_rule(record: ScheduleRecord) -> Rule | None:
+    """The rule of an edit waiting for approval (``None`` when none waits)."""
+    return rule_of(record, record.pending) if record.pending_version is not None else None
 
 
 def upcoming_runs(ledger: Ledger, *, now: datetime, until: datetime) -> list[UpcomingRun]:
     """Every occurrence of an active, approved schedule due after ``now`` and up to ``until``,
     earliest first."""
-    return []
+    found: list[UpcomingRun] = []
+    for record in ledger.list_schedules(states=(ACTIVE,)):
+        if record.next_due_at is None:
+            continue
+        rule = rule_of(record)
+        _, net = _net_cents(ledger.schedule_rows(record.id, record.version))
+        start = max(record.next_due_at, now + timedelta(microseconds=1))
+        for due in rule.between(start, until):
+            found.append(
+                UpcomingRun(
+                    schedule_id=record.id,
+                    label=record.label,
+                    due_at=due,
+                    total=Decimal(net) / 100,
+                    programme_code=None if record.programme == "GENERAL" else record.programme,
+                )
+            )
+    found.sort(key=lambda run: (run.due_at, run.schedule_id))
+    return found
 
 
 def failed_runs(ledger: Ledger, *, since: datetime) -> list[FailedRun]:
-    """Occurrences that ran since ``since`` and left failed rows, newest first."""
-    return []
+    """Occurrences that ran since ``since`` and left failed rows, newest first (a run the
+    programme refused counts every row as failed: nothing was sent)."""
+    labels = {record.id: record.label for record in ledger.list_schedules()}
+    found: list[FailedRun] = []
+    for run in ledger.schedule_runs(states=(SENT, REFUSED), since=since, limit=1000):
+        if run.state == REFUSED:
+            failed = run.rows
+        else:
+            assert run.batch_id is not None
+            failed = ledger.batch_counts(run.batch_id)[Status.FAILED]
+        if failed:
+            found.append(
+                FailedRun(
+                    schedule_id=run.schedule_id,
+                    label=labels.get(run.schedule_id, run.schedule_id),
+                    due_at=run.due_at,
+                    failed_rows=failed,
+                    batch_id=run.batch_id,
+                )
+            )
+    return found
+
+
+def waiting_count(ledger: Ledger) -> int:
+    """What waits for a person on the Schedules page: approvals of schedules or their edits,
+    and late or refused runs to send or skip."""
+    return ledger.schedules_waiting()

@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services import alerts
+from services import alerts, schedules
 from services.config import EnkashConfig, load_settings, sandbox_enkash_config
 from services.models import BatchState
 
@@ -223,12 +223,16 @@ class Worker:
     def tick(self) -> None:
         """One pass: settle what dead workers left in flight, prune old exchanges (hourly),
         evaluate and deliver alerts (every POINTS_DESK_ALERT_INTERVAL_SECONDS, in the
-        background), pick up every running batch."""
+        background), turn due schedule occurrences into batches, pick up every running batch."""
         self.recover()
         if not self._last_prune or time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = time.monotonic()
             self.prune()
         self.alerts.maybe_start()
+        # Due schedule occurrences become running batches (each exactly once), picked up below.
+        schedules.materialise_due(
+            self.desk.ledger, self.desk.settings, now=datetime.now(UTC), actor=self.actor
+        )
         for record in self.desk.ledger.list_batches(limit=1000, states=(BatchState.RUNNING,)):
             if self._stop.is_set():
                 return

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from services import approvals
+from services import approvals, schedules
 from services.enkash import EnkashError
 from services.models import AccountDetails, Status
 from ui.access import require_signed_in
@@ -141,4 +141,5 @@ def waiting_counts() -> dict[str, int]:
     return {
         "pages/approvals.py": approvals.pending_count(the_desk.ledger),
         "pages/reconcile.py": the_desk.ledger.count([Status.UNKNOWN]),
+        "pages/schedules.py": schedules.waiting_count(the_desk.ledger),
     }

@@ -50,6 +50,14 @@ from services.store.records import (
     batch_record,
     ledger_row,
 )
+from services.store.schedules import (
+    ScheduleEvent,
+    ScheduleMoved,
+    ScheduleRecord,
+    ScheduleRow,
+    ScheduleRun,
+    ScheduleStore,
+)
 from services.store.sign_in import SignInStore
 from services.store.summaries import SummaryStore, card_balances, card_days, daily_totals
 from services.store.transactions import ALLOWED_TRANSITIONS, WORKER_STALE_AFTER, Move
@@ -70,6 +78,10 @@ from services.store.schema import (
     metadata,
     programme_events,
     programmes,
+    schedule_events,
+    schedule_rows,
+    schedule_runs,
+    schedules,
     sign_in_attempts,
     transactions,
     workers,
@@ -103,6 +115,11 @@ __all__ = [
     "ProgrammeEvent",
     "ReversalRefused",
     "ReversalRoom",
+    "ScheduleEvent",
+    "ScheduleMoved",
+    "ScheduleRecord",
+    "ScheduleRow",
+    "ScheduleRun",
     "SchemaTooNew",
     "StatusConflict",
     "StoredRejectedRow",
@@ -125,6 +142,10 @@ __all__ = [
     "metadata",
     "programme_events",
     "programmes",
+    "schedule_events",
+    "schedule_rows",
+    "schedule_runs",
+    "schedules",
     "sign_in_attempts",
     "to_cents",
     "transactions",
@@ -144,6 +165,7 @@ class Ledger(
     BulkRowStore,
     SummaryStore,
     AlertStore,
+    ScheduleStore,
 ):
     """The store callers hold: every concern over one engine. Share one instance per process;
     it is thread-safe."""
@@ -178,6 +200,12 @@ class Ledger(
         """
         with self.writing() as conn:
             conn.execute(approvals.delete())  # requests about rows that no longer exist
+            # Schedules go with the rows their runs became (a run names a batch deleted here).
+            conn.execute(schedule_runs.delete())
+            conn.execute(schedule_rows.delete())
+            conn.execute(schedules.delete())
+            conn.execute(schedule_events.delete())
+            conn.execute(alert_states.delete())  # a reset sandbox starts with no alert history
             conn.execute(exchanges.delete())
             conn.execute(audit_events.delete())
             conn.execute(transactions.delete())

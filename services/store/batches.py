@@ -4,12 +4,13 @@ batch's rows, all or nothing, as ordinary ``transactions`` rows carrying the bat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from services.models import Allocation, AuditKind, BatchState, Kind, Status
@@ -55,6 +56,8 @@ class BatchStore(TransactionStore):
         row_notes: Mapping[int, str] | None = None,
         rejected: Iterable[tuple[int, Mapping[str, str], str]] = (),
         corrects: Mapping[int, str] | None = None,
+        approved_by: str | None = None,
+        within: Callable[[Connection], None] | None = None,
     ) -> BatchRecord:
         """Record a batch and queue all its rows (``QUEUED``) in ONE transaction: all or nothing.
 
@@ -65,6 +68,9 @@ class BatchStore(TransactionStore):
         preview, kept for the report. ``corrects`` (row number -> reference) links correction
         rows to the failed rows they pay instead; ``CorrectionRowsRefused`` (nothing written)
         when one may not, decided under the originals' row locks (``bulk_rows``).
+        ``approved_by`` names the checker already on every row (a schedule's occurrence);
+        ``within(conn)`` runs first in the same transaction (a schedule records its run there,
+        so the run and its batch are written together or not at all).
         """
         state = _batch_state(state)
         references = [allocation.reference for allocation, _ in allocations]
@@ -97,7 +103,7 @@ class BatchStore(TransactionStore):
             status=Status.QUEUED,
             batch_id=batch_id,
             session_id=session_id,
-            approved_by=None,
+            approved_by=approved_by,
             now=now,
         )
         for values, first in zip(rows, events, strict=True):
@@ -119,6 +125,8 @@ class BatchStore(TransactionStore):
         ]
         try:
             with self.writing() as conn:
+                if within is not None:
+                    within(conn)
                 refused = corrections_refused(conn, corrects or {}, lock=True)
                 if refused:
                     raise CorrectionRowsRefused(refused)

@@ -301,3 +301,103 @@ programme_events = sa.Table(
 
 #: The programme every movement without one belongs to (and every row from before programmes).
 GENERAL_CODE = "GENERAL"
+
+
+# --- schedules (services/schedules.py, v9_schedules) ---------------------------------------------
+# A schedule sends the same rows once, monthly on a day or weekly on a weekday, at an IST time of
+# day. ``version`` is the rows in force (``schedule_rows``); an edit of future runs writes its rows
+# under ``pending_version`` and its changed rule in ``pending`` (JSON) until a second person
+# approves it, while the approved version keeps running. ``next_due_at`` is the next occurrence
+# not yet turned into a run: a worker advances it in the transaction that records the run.
+SCHEDULE_STATES = ("pending_approval", "active", "paused", "cancelled", "finished")
+SCHEDULE_REPEATS = ("once", "monthly", "weekly")
+SCHEDULE_RUN_STATES = ("sent", "waiting", "skipped", "refused")
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("programme", sa.String(16), nullable=False),  # programmes.code
+    sa.Column("repeat", sa.String(8), nullable=False),
+    sa.Column("day_of_month", sa.Integer),  # monthly: 1..31 (clamped to the month's last day)
+    sa.Column("weekday", sa.Integer),  # weekly: 0 Monday .. 6 Sunday
+    sa.Column("time_of_day", sa.String(5), nullable=False),  # "HH:MM", IST
+    sa.Column("start_on", sa.Date, nullable=False),  # IST; a one-off's day
+    sa.Column("end_on", sa.Date),  # IST, inclusive
+    sa.Column("max_runs", sa.Integer),  # occurrences in all
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("pending_version", sa.Integer),
+    sa.Column("pending", sa.Text, nullable=False, default=""),
+    sa.Column("maker", sa.String(200), nullable=False),
+    sa.Column("checker", sa.String(200)),
+    sa.Column("approved_at", UTCDateTime),
+    sa.Column("next_due_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.CheckConstraint(_one_of("state", SCHEDULE_STATES), name="ck_schedules_state"),
+    sa.CheckConstraint(_one_of("repeat", SCHEDULE_REPEATS), name="ck_schedules_repeat"),
+    sa.Index("ix_schedules_state_due", "state", "next_due_at"),
+)
+
+# The rows one version of a schedule sends at each occurrence. A version is never changed: an edit
+# writes a new one, so the runs already sent keep the rows they were sent with.
+schedule_rows = sa.Table(
+    "schedule_rows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schedule_id", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("row_number", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("card_id", sa.String(64)),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("employee", sa.Text, nullable=False, default=""),  # JSON, a one-off's new account
+    sa.CheckConstraint(_one_of("kind", [k.value for k in Kind]), name="ck_schedule_rows_kind"),
+    sa.CheckConstraint("amount_cents > 0", name="ck_schedule_rows_amount_positive"),
+    sa.UniqueConstraint(
+        "schedule_id", "version", "row_number", name="uq_schedule_rows_version_row"
+    ),
+)
+
+# One row per occurrence that came due: unique per (schedule, due time), so two workers (or one
+# catching up after an outage) can never make two runs of one occurrence. ``sent``: it became the
+# batch ``batch_id`` (id and row references derived from the schedule and the due time);
+# ``waiting``: due longer ago than the catch-up window when a worker saw it, a person decides;
+# ``skipped``: a person decided not to send it; ``refused``: the programme could not take it.
+schedule_runs = sa.Table(
+    "schedule_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schedule_id", sa.String(16), nullable=False),
+    sa.Column("due_at", UTCDateTime, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("net_cents", sa.BigInteger, nullable=False),  # credits less debits
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    sa.CheckConstraint(_one_of("state", SCHEDULE_RUN_STATES), name="ck_schedule_runs_state"),
+    sa.UniqueConstraint("schedule_id", "due_at", name="uq_schedule_runs_due"),
+    sa.Index("ix_schedule_runs_created_at", "created_at"),
+)
+
+# Every change to a schedule (set up, approved, edited, paused, resumed, cancelled) and every
+# decision about a late run (sent now, skipped): who, when, what; written with the change.
+schedule_events = sa.Table(
+    "schedule_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("schedule_id", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(24), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Index("ix_schedule_events_schedule", "schedule_id", "id"),
+)
