@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -51,7 +51,7 @@ from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse
 from services.bulk_programmes import fit_programmes
 from services.config import Settings
 from services.employees import existing_holders_many
-from services.enkash import EnkashClient, EnkashError
+from services.enkash import EnkashClient, EnkashError, Exchange
 from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound
 from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
 from services.spreadsheet import to_csv, to_xlsx
@@ -894,6 +894,7 @@ class GroupCommit:
                         result=move.result,
                         enkash_code=move.enkash_code,
                         enkash_message=move.enkash_message,
+                        exchanges=move.exchanges,
                     )
                 except Exception as error:
                     pending.error = error
@@ -913,6 +914,66 @@ class _Pending:
     row: LedgerRow | None = None
     error: BaseException | None = None
     done: bool = False
+
+
+class _HeldExchanges:
+    """A worker thread's calls to EnKash, held to commit with the outcome they led to.
+
+    The client hands each exchange here instead of writing it in a transaction of its own; the
+    row's outcome takes them into its group commit (``_Recorder``). Whatever no outcome took (a
+    lookup's, or after a failed write) is written as before by ``flush`` after each row, so every
+    exchange is kept and keeping it never changes what is recorded for the row.
+    """
+
+    def __init__(self, client: EnkashClient):
+        self._keep = client.on_exchange
+        self._held: list[Exchange] = []
+        if self._keep is not None:
+            client.on_exchange = self._held.append
+
+    def take(self) -> list[Exchange]:
+        """The held exchanges, no longer held."""
+        taken, self._held[:] = list(self._held), []
+        return taken
+
+    def give_back(self, exchanges: list[Exchange]) -> None:
+        """Hold these again (their outcome was not written), before any held since."""
+        self._held[:0] = exchanges
+
+    def flush(self) -> None:
+        """Write what is still held, each on its own (errors logged, as the client does)."""
+        held, self._held[:] = list(self._held), []
+        for exchange in held:
+            try:
+                self._keep(exchange)  # type: ignore[misc]  # only held when there is a keeper
+            except Exception:
+                log.exception("could not keep the exchange for reference %s", exchange.reference)
+
+
+class _Recorder:
+    """Commits one row's outcome through the group, with the exchanges that led to it.
+
+    Only the first write attempt carries them: if it fails, the fallbacks of
+    ``allocations._send`` (less of the reply, then ``UNKNOWN``) go exactly as without them, and
+    the exchanges are written on their own afterwards (``_HeldExchanges.flush``).
+    """
+
+    def __init__(self, group: GroupCommit, held: _HeldExchanges):
+        self._group = group
+        self._held: _HeldExchanges | None = held
+
+    def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
+        held, self._held = self._held, None
+        if held is None:
+            return self._group.transition(reference, to_status, **kwargs)
+        kept = held.take()
+        try:
+            return self._group.transition(
+                reference, to_status, exchanges=tuple(map(asdict, kept)), **kwargs
+            )
+        except BaseException:
+            held.give_back(kept)  # written on their own by flush
+            raise
 
 
 NEXT_QUEUED = "(the next queued row)"  # what the feeder hands out on PostgreSQL
@@ -1009,6 +1070,7 @@ class _Job:
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
         self._feeder = _Feeder(self.ledger, batch_id)
+        self._local = threading.local()  # each worker thread's _HeldExchanges
         # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
         self._group = GroupCommit(self.ledger)
         self.absence_grace = absence_grace
@@ -1227,6 +1289,7 @@ class _Job:
         self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
     ) -> None:
         client = self.new_client()
+        held = self._local.held = _HeldExchanges(client)
         try:
             while not self.stop.is_set():
                 reference = feed.next()
@@ -1236,6 +1299,8 @@ class _Job:
                     work(client, reference)
                 except Exception:
                     log.exception("batch %s: row %s failed unexpectedly", self.batch_id, reference)
+                finally:
+                    held.flush()
         finally:
             client.close()
 
@@ -1249,8 +1314,10 @@ class _Job:
         reference, row = claimed
         with self._claimed_lock:
             self._claimed.add(reference)
+        # The outcome commits with this row's exchanges, in the group (one transaction for both).
+        recorder = _Recorder(self._group, self._local.held)
         row = allocations.send_claimed(
-            self.ledger, client, reference, actor=self.actor, row=row, recorder=self._group
+            self.ledger, client, reference, actor=self.actor, row=row, recorder=recorder
         )
         with self._streak_lock:
             if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:

@@ -22,6 +22,7 @@ from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
 from services.store.engine import Database, to_cents
+from services.store.exchanges import insert_exchanges
 from services.store.programmes import apply_move, programme_id_for, reserve_many
 from services.store.records import (
     AuditEvent,
@@ -226,6 +227,9 @@ class Move:
     enkash_message: str | None = None
     kind: AuditKind | None = None  # the audit event's kind; by default from the move itself
     before: Status | None = None  # set once it moved: the status it left
+    #: Calls to EnKash made for this move (``exchange_values`` fields): kept in the same
+    #: transaction, if and only if the move is made.
+    exchanges: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def audit_kind(self) -> AuditKind:
@@ -418,6 +422,7 @@ class TransactionStore(Database):
         enkash_code: str | None = None,
         enkash_message: str | None = None,
         kind: AuditKind | None = None,
+        exchanges: Sequence[Mapping[str, Any]] = (),
     ) -> LedgerRow:
         """Compare-and-set a row's status and record what EnKash said; returns the new row.
 
@@ -425,7 +430,8 @@ class TransactionStore(Database):
         a move asked for is not allowed or the row is not in ``from_statuses`` (it is then left
         untouched); ``UnknownReference`` (also a ``StatusConflict``) if there is no such row.
         ``kind`` is the audit event's kind; by default ``CANCELLED`` for a queued row that fails
-        unsent, ``CLAIM`` for a move to ``SENDING`` and ``OUTCOME`` otherwise.
+        unsent, ``CLAIM`` for a move to ``SENDING`` and ``OUTCOME`` otherwise. ``exchanges``:
+        the calls to EnKash that led to this move, kept with it (not kept when it raises).
         """
         move = Move(
             reference,
@@ -437,22 +443,25 @@ class TransactionStore(Database):
             enkash_code=enkash_code,
             enkash_message=enkash_message,
             kind=kind,
+            exchanges=tuple(exchanges),
         )
         extra = move.values()
         with self.writing() as conn:
             conflict = self._move(conn, move, extra, datetime.now(UTC))
             if conflict is not None:
                 raise conflict
+            insert_exchanges(conn, move.exchanges)
             return self._fetch(conn, reference)
 
     def transition_many(self, moves: list[Move]) -> list[LedgerRow | StatusConflict]:
         """Several ``transition`` calls committed in one transaction (a group commit).
 
         Returns, in order, each move's new row, or the ``StatusConflict`` it met (that move
-        changed nothing; the others still commit). A move that is not allowed or carries a result
-        for another reference raises before anything is written. Any other error (the database
-        refused a value, lost its connection) rolls the whole group back and raises: nothing of
-        it is written, and each move can be retried on its own with ``transition``.
+        changed nothing and its ``exchanges`` are not kept; the others still commit). A move that
+        is not allowed or carries a result for another reference raises before anything is
+        written. Any other error (the database refused a value, lost its connection) rolls the
+        whole group back and raises: nothing of it is written, and each move can be retried on
+        its own with ``transition``.
         """
         if not moves:
             return []
@@ -468,6 +477,15 @@ class TransactionStore(Database):
                     _event(m.reference, now, m.actor, m.before, m.to_status, m.detail, m.audit_kind)
                     for m, o in zip(moves, outcomes, strict=True)
                     if o is None
+                ],
+            )
+            insert_exchanges(
+                conn,
+                [
+                    kept
+                    for m, o in zip(moves, outcomes, strict=True)
+                    if o is None
+                    for kept in m.exchanges
                 ],
             )
             moved = [m.reference for m, o in zip(moves, outcomes, strict=True) if o is None]
