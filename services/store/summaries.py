@@ -12,8 +12,8 @@ redating, reset): each such write adds its deltas to the connection's tally (``c
 write helper (``Database.writing``) applies the tally as ONE upsert statement, run with its rows
 as parameters, just before commit (``flush``). The keys of that upsert are sorted, so on
 PostgreSQL two transactions touching the same summary rows lock them in the same order and cannot
-deadlock; and the upsert is the last
-statement of the transaction, so a transaction holding summary locks never waits for a ledger row.
+deadlock; and the upsert is the last statement of the transaction, so a transaction holding
+summary locks never waits for a ledger row.
 A move to SUCCEEDED also updates its card's row in ``card_balances`` (a second upsert, after the
 daily one, in card order, replacing only an older latest row).
 

@@ -54,10 +54,13 @@ ALLOWED_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
 )
 
 
+_AUDIT_INSERT = audit_events.insert()  # built once, run with the events as parameters
+
+
 def _audit(conn: Connection, events: list[dict[str, Any]]) -> None:
     """Append audit events: the only write to ``audit_events``, besides a sandbox reset."""
     if events:
-        conn.execute(audit_events.insert(), events)
+        conn.execute(_AUDIT_INSERT, events)
 
 
 def _event(
@@ -972,18 +975,16 @@ class TransactionStore(Database):
         """
         values: dict[str, Any] = {"status": to_status.value, "updated_at": now or datetime.now(UTC)}
         values.update(extra or {})
-        if to_status is Status.SENDING:
-            values["attempts"] = transactions.c.attempts + 1
+        sending = to_status is Status.SENDING
+        if sending:
             values["claimed_by"] = self.worker_id
-        t = transactions.c
+        statement = _cas_statement(tuple(values), sending)
+        params = {f"set_{name}": value for name, value in values.items()}
+        params["match_reference"] = reference
         for before in dict.fromkeys(from_statuses):
             # RETURNING what the programme's counters need: they move in this same transaction.
-            changed = conn.execute(
-                transactions.update()
-                .where(t.reference == reference, t.status == before.value)
-                .values(values)
-                .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
-            ).one_or_none()
+            params["match_status"] = before.value
+            changed = conn.execute(statement, params).one_or_none()
             if changed is not None:
                 apply_move(
                     conn,
@@ -1022,6 +1023,34 @@ class TransactionStore(Database):
                     ).scalars()
                 )
         return found
+
+
+_CAS_STATEMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
+
+
+def _cas_statement(columns: tuple[str, ...], sending: bool) -> Any:
+    """The compare-and-set UPDATE setting ``columns`` (bound as ``set_<column>``) on the row
+    ``match_reference`` while its status is ``match_status``; a claim (``sending``) also counts
+    the attempt. Built once per shape, so a move binds values instead of building SQL."""
+    key = (columns, sending)
+    found = _CAS_STATEMENTS.get(key)
+    if found is None:
+        t = transactions.c
+        values: dict[str, Any] = {
+            name: sa.bindparam(f"set_{name}", type_=t[name].type) for name in columns
+        }
+        if sending:
+            values["attempts"] = t.attempts + 1
+        found = _CAS_STATEMENTS[key] = (
+            transactions.update()
+            .where(
+                t.reference == sa.bindparam("match_reference"),
+                t.status == sa.bindparam("match_status"),
+            )
+            .values(values)
+            .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
+        )
+    return found
 
 
 def _move_kind(before: Status, after: Status) -> AuditKind:
