@@ -233,6 +233,7 @@ class Move:
     #: Calls to EnKash made for this move (``exchange_values`` fields): kept in the same
     #: transaction, if and only if the move is made.
     exchanges: tuple[Mapping[str, Any], ...] = ()
+    row: LedgerRow | None = None  # set once it moved: the row as the move left it
 
     @property
     def audit_kind(self) -> AuditKind:
@@ -454,7 +455,8 @@ class TransactionStore(Database):
             if conflict is not None:
                 raise conflict
             insert_exchanges(conn, move.exchanges)
-            return self._fetch(conn, reference)
+            assert move.row is not None  # it moved
+            return move.row
 
     def transition_many(self, moves: list[Move]) -> list[LedgerRow | StatusConflict]:
         """Several ``transition`` calls committed in one transaction (a group commit).
@@ -491,16 +493,11 @@ class TransactionStore(Database):
                     for kept in m.exchanges
                 ],
             )
-            moved = [m.reference for m, o in zip(moves, outcomes, strict=True) if o is None]
-            rows: dict[str, LedgerRow] = {}
-            for start in range(0, len(moved), 500):
-                found = conn.execute(
-                    sa.select(transactions).where(
-                        transactions.c.reference.in_(moved[start : start + 500])
-                    )
-                )
-                rows.update((r.reference, r) for r in map(ledger_row, found.mappings()))
-        return [rows[m.reference] if o is None else o for m, o in zip(moves, outcomes, strict=True)]
+        # Each moved row as its UPDATE returned it: no second read.
+        return [
+            o if o is not None else m.row  # type: ignore[misc]  # a moved move has its row
+            for m, o in zip(moves, outcomes, strict=True)
+        ]
 
     def _move(
         self,
@@ -513,9 +510,8 @@ class TransactionStore(Database):
     ) -> StatusConflict | None:
         """One move inside a write transaction: ``None`` when it moved (``move.before`` says
         from which status), else the conflict (nothing written)."""
-        move.before = self._cas(
-            conn, move.reference, move.from_statuses, move.to_status, extra, now
-        )
+        moved = self._cas_row(conn, move.reference, move.from_statuses, move.to_status, extra, now)
+        move.before, move.row = moved if moved is not None else (None, None)
         if move.before is None:
             current = self._status(conn, move.reference)
             if current is None:
@@ -973,6 +969,19 @@ class TransactionStore(Database):
         One UPDATE per from-status, so the audit event can name the exact status it left (the row
         lock of the first matching UPDATE makes the answer exact on PostgreSQL too).
         """
+        moved = self._cas_row(conn, reference, from_statuses, to_status, extra, now)
+        return moved[0] if moved is not None else None
+
+    def _cas_row(
+        self,
+        conn: Connection,
+        reference: str,
+        from_statuses: tuple[Status, ...],
+        to_status: Status,
+        extra: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Status, LedgerRow] | None:
+        """``_cas``, also returning the row as the UPDATE left it (``RETURNING``)."""
         values: dict[str, Any] = {"status": to_status.value, "updated_at": now or datetime.now(UTC)}
         values.update(extra or {})
         sending = to_status is Status.SENDING
@@ -982,10 +991,10 @@ class TransactionStore(Database):
         params = {f"set_{name}": value for name, value in values.items()}
         params["match_reference"] = reference
         for before in dict.fromkeys(from_statuses):
-            # RETURNING what the programme's counters need: they move in this same transaction.
             params["match_status"] = before.value
             changed = conn.execute(statement, params).one_or_none()
             if changed is not None:
+                # The programme's counters and the summaries move in this same transaction.
                 apply_move(
                     conn,
                     changed.programme_id,
@@ -995,7 +1004,7 @@ class TransactionStore(Database):
                     to_status,
                 )
                 summaries.move(conn, changed, before.value, to_status.value)
-                return before
+                return before, ledger_row(changed._mapping)
         return None
 
     @staticmethod
@@ -1048,7 +1057,7 @@ def _cas_statement(columns: tuple[str, ...], sending: bool) -> Any:
                 t.status == sa.bindparam("match_status"),
             )
             .values(values)
-            .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
+            .returning(transactions)  # the whole row: the counters, summaries and the caller
         )
     return found
 
