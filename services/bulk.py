@@ -837,7 +837,9 @@ class GroupCommit:
     is committed and gets its row (or its ``StatusConflict``) only then, exactly as with the
     ledger: a claim is durable before its call is made, an outcome before anyone is told. No
     timer: whoever finds nobody committing commits everything waiting, in one
-    ``Ledger.transition_many``; moves arriving meanwhile form the next group. If the group's
+    ``Ledger.transition_many``; moves arriving meanwhile form the next group, which the first
+    of their callers commits (woken by the one before). Each waiting caller is woken only once,
+    when its move is committed or its turn to commit has come. If the group's
     transaction fails, nothing of it was written and each move is retried on its own with
     ``Ledger.transition``, so one bad value (and the caller's fallbacks for it) cannot cost the
     others their outcome.
@@ -846,35 +848,44 @@ class GroupCommit:
     def __init__(self, ledger: Ledger, max_group: int = 64):
         self.ledger = ledger
         self.max_group = max_group
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
-        self._committing = False
+        self._committing = False  # a caller is committing; the others wait on their own signal
         self.groups = 0  # transactions committed (for tests and benchmarks)
 
     def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
         pending = _Pending(Move(reference, to_status, **kwargs))
-        with self._cond:
+        with self._lock:
             self._waiting.append(pending)
+            leads = not self._committing
+            self._committing = True
+        if not leads:
+            # Woken once: either its move is committed, or it is to commit the next group. Only
+            # the callers concerned are woken, not every waiting thread.
+            pending.signal.acquire()
+            if pending.done:
+                return pending.result()
+        try:
             while not pending.done:
-                if self._committing:
-                    self._cond.wait()
-                    continue
-                self._committing = True
-                group, self._waiting = (
-                    self._waiting[: self.max_group],
-                    self._waiting[self.max_group :],
-                )
-                self._cond.release()
+                with self._lock:
+                    group = self._waiting[: self.max_group]
+                    del self._waiting[: self.max_group]
                 try:
                     self._commit(group)
                 finally:
-                    self._cond.acquire()
+                    for other in group:
+                        if not other.done:  # only if _commit itself was interrupted
+                            other.error = RuntimeError("the group commit was interrupted")
+                            other.done = True
+                        if other is not pending:
+                            other.signal.release()
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].signal.release()  # it commits what came meanwhile
+                else:
                     self._committing = False
-                    self._cond.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.row is not None
-        return pending.row
+        return pending.result()
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -908,12 +919,27 @@ class GroupCommit:
             pending.done = True
 
 
+def _taken_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Pending:
     move: Move
     row: LedgerRow | None = None
     error: BaseException | None = None
     done: bool = False
+    # Released once to wake its caller (a lock: the cheapest one-shot signal between threads).
+    signal: threading.Lock = field(default_factory=_taken_lock)
+
+    def result(self) -> LedgerRow:
+        """The committed row, or the error the move met."""
+        if self.error is not None:
+            raise self.error
+        assert self.row is not None
+        return self.row
 
 
 class _HeldExchanges:
