@@ -1034,7 +1034,7 @@ class _Feeder:
             if claimed is None:
                 self._exhausted = True
                 return None
-            return claimed, None
+            return claimed.reference, claimed
         if group is None:
             return (reference, None) if self._ledger.claim(reference, actor=actor) else None
         try:

@@ -802,9 +802,9 @@ class TransactionStore(Database):
             )
             return list(found.scalars())
 
-    def claim_next_queued(self, batch_id: str, *, actor: str) -> str | None:
-        """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; its
-        reference, or ``None`` when none is left.
+    def claim_next_queued(self, batch_id: str, *, actor: str) -> LedgerRow | None:
+        """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; the row as
+        claimed (the sender needs no second read), or ``None`` when none is left.
 
         On PostgreSQL the row is picked with ``FOR UPDATE SKIP LOCKED``, so workers claiming at
         the same moment each get a different row instead of racing for the same one. On SQLite the
@@ -822,9 +822,10 @@ class TransactionStore(Database):
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             for reference in conn.execute(query).scalars():
-                before = self._cas(conn, reference, (Status.QUEUED,), Status.SENDING)
-                if before is None:
+                moved = self._cas_row(conn, reference, (Status.QUEUED,), Status.SENDING)
+                if moved is None:
                     return None
+                before, row = moved
                 now = datetime.now(UTC)
                 _audit(
                     conn,
@@ -840,7 +841,7 @@ class TransactionStore(Database):
                         )
                     ],
                 )
-                return reference
+                return row
             return None
 
     # --- reconciliation (services/allocations.py settle/resend, services/reconcile.py) ----------
