@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -51,7 +51,7 @@ from services.bulk_files import COLUMNS, Preview, RejectedRow, check_rows, parse
 from services.bulk_programmes import fit_programmes
 from services.config import Settings
 from services.employees import existing_holders_many
-from services.enkash import EnkashClient, EnkashError
+from services.enkash import EnkashClient, EnkashError, Exchange
 from services.errors import ApprovalRequired, Conflict, InvalidInput, NotFound
 from services.models import Allocation, Kind, ReasonCode, SettleOutcome, Status
 from services.spreadsheet import to_csv, to_xlsx
@@ -837,7 +837,9 @@ class GroupCommit:
     is committed and gets its row (or its ``StatusConflict``) only then, exactly as with the
     ledger: a claim is durable before its call is made, an outcome before anyone is told. No
     timer: whoever finds nobody committing commits everything waiting, in one
-    ``Ledger.transition_many``; moves arriving meanwhile form the next group. If the group's
+    ``Ledger.transition_many``; moves arriving meanwhile form the next group, which the first
+    of their callers commits (woken by the one before). Each waiting caller is woken only once,
+    when its move is committed or its turn to commit has come. If the group's
     transaction fails, nothing of it was written and each move is retried on its own with
     ``Ledger.transition``, so one bad value (and the caller's fallbacks for it) cannot cost the
     others their outcome.
@@ -846,35 +848,44 @@ class GroupCommit:
     def __init__(self, ledger: Ledger, max_group: int = 64):
         self.ledger = ledger
         self.max_group = max_group
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Pending] = []
-        self._committing = False
+        self._committing = False  # a caller is committing; the others wait on their own signal
         self.groups = 0  # transactions committed (for tests and benchmarks)
 
     def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
         pending = _Pending(Move(reference, to_status, **kwargs))
-        with self._cond:
+        with self._lock:
             self._waiting.append(pending)
+            leads = not self._committing
+            self._committing = True
+        if not leads:
+            # Woken once: either its move is committed, or it is to commit the next group. Only
+            # the callers concerned are woken, not every waiting thread.
+            pending.signal.acquire()
+            if pending.done:
+                return pending.result()
+        try:
             while not pending.done:
-                if self._committing:
-                    self._cond.wait()
-                    continue
-                self._committing = True
-                group, self._waiting = (
-                    self._waiting[: self.max_group],
-                    self._waiting[self.max_group :],
-                )
-                self._cond.release()
+                with self._lock:
+                    group = self._waiting[: self.max_group]
+                    del self._waiting[: self.max_group]
                 try:
                     self._commit(group)
                 finally:
-                    self._cond.acquire()
+                    for other in group:
+                        if not other.done:  # only if _commit itself was interrupted
+                            other.error = RuntimeError("the group commit was interrupted")
+                            other.done = True
+                        if other is not pending:
+                            other.signal.release()
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].signal.release()  # it commits what came meanwhile
+                else:
                     self._committing = False
-                    self._cond.notify_all()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.row is not None
-        return pending.row
+        return pending.result()
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -894,6 +905,7 @@ class GroupCommit:
                         result=move.result,
                         enkash_code=move.enkash_code,
                         enkash_message=move.enkash_message,
+                        exchanges=move.exchanges,
                     )
                 except Exception as error:
                     pending.error = error
@@ -907,12 +919,87 @@ class GroupCommit:
             pending.done = True
 
 
+def _taken_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Pending:
     move: Move
     row: LedgerRow | None = None
     error: BaseException | None = None
     done: bool = False
+    # Released once to wake its caller (a lock: the cheapest one-shot signal between threads).
+    signal: threading.Lock = field(default_factory=_taken_lock)
+
+    def result(self) -> LedgerRow:
+        """The committed row, or the error the move met."""
+        if self.error is not None:
+            raise self.error
+        assert self.row is not None
+        return self.row
+
+
+class _HeldExchanges:
+    """A worker thread's calls to EnKash, held to commit with the outcome they led to.
+
+    The client hands each exchange here instead of writing it in a transaction of its own; the
+    row's outcome takes them into its group commit (``_Recorder``). Whatever no outcome took (a
+    lookup's, or after a failed write) is written as before by ``flush`` after each row, so every
+    exchange is kept and keeping it never changes what is recorded for the row.
+    """
+
+    def __init__(self, client: EnkashClient):
+        self._keep = client.on_exchange
+        self._held: list[Exchange] = []
+        if self._keep is not None:
+            client.on_exchange = self._held.append
+
+    def take(self) -> list[Exchange]:
+        """The held exchanges, no longer held."""
+        taken, self._held[:] = list(self._held), []
+        return taken
+
+    def give_back(self, exchanges: list[Exchange]) -> None:
+        """Hold these again (their outcome was not written), before any held since."""
+        self._held[:0] = exchanges
+
+    def flush(self) -> None:
+        """Write what is still held, each on its own (errors logged, as the client does)."""
+        held, self._held[:] = list(self._held), []
+        for exchange in held:
+            try:
+                self._keep(exchange)  # type: ignore[misc]  # only held when there is a keeper
+            except Exception:
+                log.exception("could not keep the exchange for reference %s", exchange.reference)
+
+
+class _Recorder:
+    """Commits one row's outcome through the group, with the exchanges that led to it.
+
+    Only the first write attempt carries them: if it fails, the fallbacks of
+    ``allocations._send`` (less of the reply, then ``UNKNOWN``) go exactly as without them, and
+    the exchanges are written on their own afterwards (``_HeldExchanges.flush``).
+    """
+
+    def __init__(self, group: GroupCommit, held: _HeldExchanges):
+        self._group = group
+        self._held: _HeldExchanges | None = held
+
+    def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
+        held, self._held = self._held, None
+        if held is None:
+            return self._group.transition(reference, to_status, **kwargs)
+        kept = held.take()
+        try:
+            return self._group.transition(
+                reference, to_status, exchanges=tuple(map(asdict, kept)), **kwargs
+            )
+        except BaseException:
+            held.give_back(kept)  # written on their own by flush
+            raise
 
 
 NEXT_QUEUED = "(the next queued row)"  # what the feeder hands out on PostgreSQL
@@ -947,7 +1034,7 @@ class _Feeder:
             if claimed is None:
                 self._exhausted = True
                 return None
-            return claimed, None
+            return claimed.reference, claimed
         if group is None:
             return (reference, None) if self._ledger.claim(reference, actor=actor) else None
         try:
@@ -1009,6 +1096,7 @@ class _Job:
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
         self._feeder = _Feeder(self.ledger, batch_id)
+        self._local = threading.local()  # each worker thread's _HeldExchanges
         # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
         self._group = GroupCommit(self.ledger)
         self.absence_grace = absence_grace
@@ -1227,6 +1315,7 @@ class _Job:
         self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
     ) -> None:
         client = self.new_client()
+        held = self._local.held = _HeldExchanges(client)
         try:
             while not self.stop.is_set():
                 reference = feed.next()
@@ -1236,6 +1325,8 @@ class _Job:
                     work(client, reference)
                 except Exception:
                     log.exception("batch %s: row %s failed unexpectedly", self.batch_id, reference)
+                finally:
+                    held.flush()
         finally:
             client.close()
 
@@ -1249,8 +1340,10 @@ class _Job:
         reference, row = claimed
         with self._claimed_lock:
             self._claimed.add(reference)
+        # The outcome commits with this row's exchanges, in the group (one transaction for both).
+        recorder = _Recorder(self._group, self._local.held)
         row = allocations.send_claimed(
-            self.ledger, client, reference, actor=self.actor, row=row, recorder=self._group
+            self.ledger, client, reference, actor=self.actor, row=row, recorder=recorder
         )
         with self._streak_lock:
             if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:

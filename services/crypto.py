@@ -54,17 +54,19 @@ def compact_json(value: Any) -> str:
         # Points carry at most 2 decimals; quantize rather than let an exponent form ("1E+3") out.
         return format(value.quantize(_CENT), "f")
     if isinstance(value, dict):
-        items = (
-            f"{json.dumps(str(key), ensure_ascii=False)}:{compact_json(item)}"
-            for key, item in value.items()
-        )
+        items = (f"{_encode(str(key))}:{compact_json(item)}" for key, item in value.items())
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(compact_json(item) for item in value) + "]"
     if isinstance(value, float):
         raise TypeError("floats are not sent to EnKash; use Decimal for amounts")
     # str, int, bool, None: the standard encoder is exact for these.
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return _encode(value)
+
+
+# What ``json.dumps(value, ensure_ascii=False, allow_nan=False)`` writes, without building a new
+# encoder for every value (dumps does whenever an option differs from its defaults).
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def encrypt_text(plaintext: str, client_secret: str) -> str:

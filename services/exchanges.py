@@ -1,9 +1,10 @@
 """The exchange inspector's use cases: a transaction's calls to EnKash, and the support bundle.
 
 Every call made for a transaction (allocate, look-ups) is kept by the client's exchange hook
-(``services/enkash.py`` -> ``Ledger.record_exchange``), redacted. The support bundle is one JSON
-file to hand to EnKash support: the row, its audit trail, its reversal links and every exchange,
-with the request and reply as JSON objects where they are JSON.
+(``services/enkash.py`` -> ``Ledger.record_exchange``), redacted; a batch row's calls are kept in
+the same transaction as the outcome they led to (``services/bulk.py``, ``_HeldExchanges``). The
+support bundle is one JSON file to hand to EnKash support: the row, its audit trail, its reversal
+links and every exchange, with the request and reply as JSON objects where they are JSON.
 """
 
 from __future__ import annotations

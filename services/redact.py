@@ -28,6 +28,8 @@ MIN_SECRET_LENGTH = 4
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
 _pattern: re.Pattern[str] | None = None
+# (the remembered forms, their pattern) as one value, so a reader sees the two agree.
+_masking: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
 
 # Credentials by shape: an Authorization header's value, and name=value / "name": "value" pairs
 # whose name says it holds a secret (a form or JSON body echoed back).
@@ -41,6 +43,19 @@ _SHAPES = re.compile(
 )
 
 
+# Every credential shape above names one of these words. In ASCII text a case-insensitive match
+# of the shapes is exactly a match in the lowered text, so text without any of them is skipped
+# (the shapes' search costs far more than this check); other text is always searched.
+_SHAPE_WORDS = ("bearer", "basic", "token", "secret", "password")
+
+
+def _may_have_shape(text: str) -> bool:
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(word in lowered for word in _SHAPE_WORDS)
+
+
 def _forms(value: str) -> set[str]:
     forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
@@ -48,7 +63,7 @@ def _forms(value: str) -> set[str]:
 
 def remember(*values: str | SecretStr | None) -> None:
     """Add secret values this process holds; ``None`` and very short values are ignored."""
-    global _secrets, _pattern
+    global _secrets, _pattern, _masking
     found: set[str] = set()
     for value in values:
         if isinstance(value, SecretStr):
@@ -62,6 +77,7 @@ def remember(*values: str | SecretStr | None) -> None:
         # Longest first, so a value is masked whole before any shorter one inside it.
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
+        _masking = (tuple(ordered), _pattern)
 
 
 def redact(text: str | None) -> str:
@@ -69,7 +85,10 @@ def redact(text: str | None) -> str:
     if not text:
         return text or ""
     text = str(text)
-    pattern = _pattern
-    if pattern is not None:
+    forms, pattern = _masking
+    # Plain substring checks first: far cheaper than the pattern's search when none is there.
+    if pattern is not None and any(form in text for form in forms):
         text = pattern.sub(MASK, text)
+    if not _may_have_shape(text):
+        return text
     return _SHAPES.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + MASK, text)

@@ -260,6 +260,29 @@ def test_a_row_whose_outcome_could_not_be_written_is_settled_before_the_batch_fi
     assert any(detail.startswith("left in flight") for detail in trail)
     assert trail[-1].startswith("settled by lookup")
     assert_books_agree(ledger, desk.sandbox.store)
+    # Its allocate call is kept although no outcome carrying it could be written.
+    assert any(kept.endpoint.endswith("/allocate") for kept in ledger.exchanges_for(victim[0]))
+
+
+def test_a_batch_rows_exchange_commits_with_its_outcome_not_in_a_transaction_of_its_own(
+    desk, monkeypatch
+):
+    alone: list[str] = []
+    real = desk.ledger.record_exchange
+
+    def record_exchange(**fields):
+        alone.append(fields["reference"])
+        return real(**fields)
+
+    monkeypatch.setattr(desk.ledger, "record_exchange", record_exchange)
+    _, record = run(desk, creates(6), concurrency=3)
+    rows = desk.ledger.rows(batch_id=record.batch_id)
+    assert {row.status for row in rows} == {Status.SUCCEEDED}
+    assert alone == []  # every call went into the group commit with its row's outcome
+    for row in rows:
+        kept = desk.ledger.exchanges_for(row.reference)
+        assert [k.endpoint.rsplit("/", 1)[-1] for k in kept] == ["allocate"]
+        assert kept[0].http_status == 200 and row.reference in kept[0].request
 
 
 def test_a_row_in_flight_elsewhere_keeps_the_batch_unfinished_until_it_is_settled(desk):

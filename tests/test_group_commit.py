@@ -173,3 +173,61 @@ def test_a_failed_group_is_retried_move_by_move_and_only_the_bad_one_fails(
     assert ledger.get(bad).status is Status.SENDING
     with pytest.raises(StatusConflict):
         group.transition(good, Status.FAILED, actor="w", from_statuses=(Status.SENDING,))
+
+
+def test_one_group_commits_at_a_time_while_each_thread_moves_row_after_row(
+    ledger: Ledger, monkeypatch
+):
+    # As in a batch: every thread waits for its move, then makes its next one at once. Whoever
+    # is woken because its move was committed just returns; only the caller whose turn it is
+    # commits the next group, so two groups are never committed side by side.
+    threads_count, per_thread = 8, 4
+    references = _sending(ledger, threads_count * per_thread)
+    group = GroupCommit(ledger)
+    real_many = ledger.transition_many
+    lock = threading.Lock()
+    inside, overlaps = [0], [0]
+
+    def one_at_a_time(moves):
+        with lock:
+            inside[0] += 1
+            overlaps[0] += inside[0] > 1
+        try:
+            return real_many(moves)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ledger, "transition_many", one_at_a_time)
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads_count)
+
+    def send(mine: list[str]) -> None:
+        try:
+            start.wait()
+            for n, reference in enumerate(mine):
+                move = _succeeded(reference, n)
+                row = group.transition(
+                    reference,
+                    move.to_status,
+                    actor=move.actor,
+                    from_statuses=move.from_statuses,
+                    detail=move.detail,
+                    result=move.result,
+                )
+                assert row.status is Status.SUCCEEDED and row.reference == reference
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=send, args=(references[i::threads_count],))
+        for i in range(threads_count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors
+    assert overlaps == [0]
+    assert {ledger.get(r).status for r in references} == {Status.SUCCEEDED}

@@ -313,3 +313,30 @@ def test_redaction_masks_secrets_in_every_spelling_and_leaves_plain_words():
     )
     for words in ("Basic details missing", "Bearer token expired", "Invalid password: try again"):
         assert redact(words) == words
+
+
+def test_the_quick_checks_before_redaction_mask_what_the_full_search_masks():
+    # redact() skips its searches when plain substring checks find nothing to look for; whatever
+    # the spelling (letter case, a non-ASCII letter the case-blind search equates with an ASCII
+    # one), it must mask exactly what searching every text would.
+    from services import redact as redaction
+
+    redaction.remember("Quick-Check-Secret-91")
+    texts = [
+        "BEARER abcdef123456 and bearer xyz7890123",
+        '{"Access_Token": "t0k3n-value", "CLIENTSECRET": "s3cr3t"}',
+        "PassWord=hunter22&x=1",
+        "Baſic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",  # long s: the case-blind search matches "basic"
+        "basıc QWxhZGRpbjpvcGVuIHNlc2FtZQ==",  # dotless i, likewise
+        "Quick-Check-Secret-91 echoed, and Quick-Check-Secret-91%21 is not it",
+        "an ordinary reply: ok, balance 100.00",
+        "",
+    ]
+    for text in texts:
+        _, pattern = redaction._masking
+        full = pattern.sub(redaction.MASK, text) if pattern is not None and text else text
+        full = redaction._SHAPES.sub(
+            lambda m: (m.group(1) or m.group(2) or m.group(3)) + "[redacted]", full
+        )
+        assert redaction.redact(text) == full, text
+    assert "Quick-Check-Secret-91" not in redaction.redact("x Quick-Check-Secret-91 y")

@@ -7,11 +7,13 @@ deletes exchanges only: a ledger row and its audit trail are never touched by it
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from services.redact import redact
 from services.store.engine import Database
@@ -62,43 +64,53 @@ def _clip(text: str | None, limit: int) -> str:
 MAX_BODY = 64_000
 
 
+def exchange_values(
+    *,
+    reference: str,
+    at: datetime,
+    endpoint: str,
+    request: str,
+    reply: str,
+    http_status: int | None,
+    enkash_code: str | None,
+    enkash_message: str | None,
+    latency_ms: int | None,
+    encrypted: bool,
+    error: str = "",
+) -> dict[str, Any]:
+    """The ``exchanges`` row of one call, every text redacted again and clipped to fit."""
+    return {
+        "reference": reference[:64],
+        "at": at,
+        "endpoint": endpoint[:255],
+        "request": _clip(request, MAX_BODY),
+        "reply": _clip(reply, MAX_BODY),
+        "http_status": http_status,
+        "enkash_code": _clip(enkash_code, 200) if enkash_code is not None else None,
+        "enkash_message": _clip(enkash_message, 1000) if enkash_message is not None else None,
+        "latency_ms": latency_ms,
+        "encrypted": encrypted,
+        "error": _clip(error, 1000),
+    }
+
+
+def insert_exchanges(conn: Connection, kept: Sequence[Mapping[str, Any]]) -> None:
+    """Keep these exchanges (``exchange_values`` fields) inside the caller's write transaction:
+    a batch row's calls commit with its outcome (``TransactionStore.transition_many``)."""
+    if kept:
+        conn.execute(_INSERT, [exchange_values(**fields) for fields in kept])
+
+
+_INSERT = exchanges.insert()  # built once: executed with parameters, compiled once
+
+
 class ExchangeStore(Database):
     """Writes and reads of ``exchanges``; nothing here reads or writes ``transactions``."""
 
-    def record_exchange(
-        self,
-        *,
-        reference: str,
-        at: datetime,
-        endpoint: str,
-        request: str,
-        reply: str,
-        http_status: int | None,
-        enkash_code: str | None,
-        enkash_message: str | None,
-        latency_ms: int | None,
-        encrypted: bool,
-        error: str = "",
-    ) -> None:
-        """Keep one exchange (every text redacted again here)."""
+    def record_exchange(self, **fields: Any) -> None:
+        """Keep one exchange (``exchange_values`` fields; every text redacted again here)."""
         with self.writing() as conn:
-            conn.execute(
-                exchanges.insert().values(
-                    reference=reference[:64],
-                    at=at,
-                    endpoint=endpoint[:255],
-                    request=_clip(request, MAX_BODY),
-                    reply=_clip(reply, MAX_BODY),
-                    http_status=http_status,
-                    enkash_code=_clip(enkash_code, 200) if enkash_code is not None else None,
-                    enkash_message=_clip(enkash_message, 1000)
-                    if enkash_message is not None
-                    else None,
-                    latency_ms=latency_ms,
-                    encrypted=encrypted,
-                    error=_clip(error, 1000),
-                )
-            )
+            insert_exchanges(conn, [fields])
 
     def exchanges_for(self, reference: str) -> list[ExchangeRecord]:
         """Every exchange kept for a reference, oldest first."""

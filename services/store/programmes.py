@@ -260,19 +260,38 @@ def apply_move(
     """Move the counters for one row's status move (same transaction as the move)."""
     if programme_id is None or before == after:
         return
-    p = programmes.c
-    values: dict[str, Any] = {}
+    reserved = credited = returned = 0
     if transaction_type == "CR":
         was = before in IN_FLIGHT
         now = after in IN_FLIGHT
         if was and not now:
-            values["reserved_cents"] = p.reserved_cents - cents
+            reserved = cents
         if after is Status.SUCCEEDED:
-            values["credited_cents"] = p.credited_cents + cents
+            credited = cents
     elif after is Status.SUCCEEDED:
-        values["returned_cents"] = p.returned_cents + cents
-    if values:
-        conn.execute(programmes.update().where(p.id == programme_id).values(values))
+        returned = cents
+    if reserved or credited or returned:
+        conn.execute(
+            _COUNTERS,
+            {
+                "programme": programme_id,
+                "reserved": reserved,
+                "credited": credited,
+                "returned": returned,
+            },
+        )
+
+
+#: One programme's counters moved by a status move (built once: a move binds its deltas).
+_COUNTERS = (
+    programmes.update()
+    .where(programmes.c.id == sa.bindparam("programme"))
+    .values(
+        reserved_cents=programmes.c.reserved_cents - sa.bindparam("reserved", type_=sa.BigInteger),
+        credited_cents=programmes.c.credited_cents + sa.bindparam("credited", type_=sa.BigInteger),
+        returned_cents=programmes.c.returned_cents + sa.bindparam("returned", type_=sa.BigInteger),
+    )
+)
 
 
 def release_many(conn: Connection, totals: dict[int, int]) -> None:

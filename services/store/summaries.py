@@ -9,10 +9,11 @@ History and Overview read their totals, series and status breakdowns here instea
 holds. The summary is kept in the SAME transaction as every write that adds a row, changes its
 status or moves its creation time (``record_intent(s)``, the CAS moves, recovery, cancellation,
 redating, reset): each such write adds its deltas to the connection's tally (``count``), and the
-write helper (``Database.writing``) applies the tally as ONE upsert just before commit
-(``flush``). The keys of that upsert are sorted, so on PostgreSQL two transactions touching the
-same summary rows lock them in the same order and cannot deadlock; and the upsert is the last
-statement of the transaction, so a transaction holding summary locks never waits for a ledger row.
+write helper (``Database.writing``) applies the tally as ONE upsert statement, run with its rows
+as parameters, just before commit (``flush``). The keys of that upsert are sorted, so on
+PostgreSQL two transactions touching the same summary rows lock them in the same order and cannot
+deadlock; and the upsert is the last statement of the transaction, so a transaction holding
+summary locks never waits for a ledger row.
 A move to SUCCEEDED also updates its card's row in ``card_balances`` (a second upsert, after the
 daily one, in card order, replacing only an older latest row).
 
@@ -164,35 +165,29 @@ def flush(conn: Connection) -> None:
         for key, (n, c) in sorted(tally.items())
         if n or c
     ]
+    # Each upsert is one statement built once per dialect and run with the rows as parameters,
+    # in key order (an executemany runs them in that order): no per-transaction compile.
     if values:
-        conn.execute(_upsert(conn, values))
+        conn.execute(_statement(conn, _daily_upsert), values)
     # Then the card days, then the cards, each in key order: every transaction locks the three
     # tables in this order and each in key order, so no two can wait for each other in a circle.
     days = [
         {"day": day, "card_id": card, "rows": n} for (day, card), n in sorted(active.items()) if n
     ]
     if days:
-        statement = _insert(conn)(card_days).values(days)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["day", "card_id"],
-                set_={"rows": card_days.c.rows + statement.excluded.rows},
-            )
-        )
+        conn.execute(_statement(conn, _card_day_upsert), days)
     if cards:
         conn.execute(
-            _card_upsert(
-                conn,
-                [
-                    {
-                        "card_id": card,
-                        "updated_at": at,
-                        "last_id": row_id,
-                        "balance_after_cents": cents,
-                    }
-                    for card, (at, row_id, cents) in sorted(cards.items())
-                ],
-            )
+            _statement(conn, _card_upsert),
+            [
+                {
+                    "card_id": card,
+                    "updated_at": at,
+                    "last_id": row_id,
+                    "balance_after_cents": cents,
+                }
+                for card, (at, row_id, cents) in sorted(cards.items())
+            ],
         )
 
 
@@ -200,8 +195,28 @@ def _insert(conn: Connection) -> Any:
     return pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
 
 
-def _card_upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
-    statement = _insert(conn)(card_balances).values(values)
+_STATEMENTS: dict[tuple[str, Any], Any] = {}
+
+
+def _statement(conn: Connection, build: Any) -> Any:
+    """``build(insert)`` for this connection's dialect, built once per process."""
+    key = (conn.dialect.name, build)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        found = _STATEMENTS[key] = build(_insert(conn))
+    return found
+
+
+def _card_day_upsert(insert: Any) -> Any:
+    statement = insert(card_days)
+    return statement.on_conflict_do_update(
+        index_elements=["day", "card_id"],
+        set_={"rows": card_days.c.rows + statement.excluded.rows},
+    )
+
+
+def _card_upsert(insert: Any) -> Any:
+    statement = insert(card_balances)
     new, old = statement.excluded, card_balances.c
     return statement.on_conflict_do_update(
         index_elements=["card_id"],
@@ -218,8 +233,8 @@ def _card_upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
     )
 
 
-def _upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
-    statement = _insert(conn)(daily_totals).values(values)
+def _daily_upsert(insert: Any) -> Any:
+    statement = insert(daily_totals)
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
         set_={

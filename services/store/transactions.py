@@ -22,6 +22,7 @@ from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
 from services.store.engine import Database, to_cents
+from services.store.exchanges import insert_exchanges
 from services.store.programmes import apply_move, programme_id_for, reserve_many
 from services.store.records import (
     AuditEvent,
@@ -53,10 +54,13 @@ ALLOWED_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
 )
 
 
+_AUDIT_INSERT = audit_events.insert()  # built once, run with the events as parameters
+
+
 def _audit(conn: Connection, events: list[dict[str, Any]]) -> None:
     """Append audit events: the only write to ``audit_events``, besides a sandbox reset."""
     if events:
-        conn.execute(audit_events.insert(), events)
+        conn.execute(_AUDIT_INSERT, events)
 
 
 def _event(
@@ -226,6 +230,10 @@ class Move:
     enkash_message: str | None = None
     kind: AuditKind | None = None  # the audit event's kind; by default from the move itself
     before: Status | None = None  # set once it moved: the status it left
+    #: Calls to EnKash made for this move (``exchange_values`` fields): kept in the same
+    #: transaction, if and only if the move is made.
+    exchanges: tuple[Mapping[str, Any], ...] = ()
+    row: LedgerRow | None = None  # set once it moved: the row as the move left it
 
     @property
     def audit_kind(self) -> AuditKind:
@@ -418,6 +426,7 @@ class TransactionStore(Database):
         enkash_code: str | None = None,
         enkash_message: str | None = None,
         kind: AuditKind | None = None,
+        exchanges: Sequence[Mapping[str, Any]] = (),
     ) -> LedgerRow:
         """Compare-and-set a row's status and record what EnKash said; returns the new row.
 
@@ -425,7 +434,8 @@ class TransactionStore(Database):
         a move asked for is not allowed or the row is not in ``from_statuses`` (it is then left
         untouched); ``UnknownReference`` (also a ``StatusConflict``) if there is no such row.
         ``kind`` is the audit event's kind; by default ``CANCELLED`` for a queued row that fails
-        unsent, ``CLAIM`` for a move to ``SENDING`` and ``OUTCOME`` otherwise.
+        unsent, ``CLAIM`` for a move to ``SENDING`` and ``OUTCOME`` otherwise. ``exchanges``:
+        the calls to EnKash that led to this move, kept with it (not kept when it raises).
         """
         move = Move(
             reference,
@@ -437,22 +447,26 @@ class TransactionStore(Database):
             enkash_code=enkash_code,
             enkash_message=enkash_message,
             kind=kind,
+            exchanges=tuple(exchanges),
         )
         extra = move.values()
         with self.writing() as conn:
             conflict = self._move(conn, move, extra, datetime.now(UTC))
             if conflict is not None:
                 raise conflict
-            return self._fetch(conn, reference)
+            insert_exchanges(conn, move.exchanges)
+            assert move.row is not None  # it moved
+            return move.row
 
     def transition_many(self, moves: list[Move]) -> list[LedgerRow | StatusConflict]:
         """Several ``transition`` calls committed in one transaction (a group commit).
 
         Returns, in order, each move's new row, or the ``StatusConflict`` it met (that move
-        changed nothing; the others still commit). A move that is not allowed or carries a result
-        for another reference raises before anything is written. Any other error (the database
-        refused a value, lost its connection) rolls the whole group back and raises: nothing of
-        it is written, and each move can be retried on its own with ``transition``.
+        changed nothing and its ``exchanges`` are not kept; the others still commit). A move that
+        is not allowed or carries a result for another reference raises before anything is
+        written. Any other error (the database refused a value, lost its connection) rolls the
+        whole group back and raises: nothing of it is written, and each move can be retried on
+        its own with ``transition``.
         """
         if not moves:
             return []
@@ -470,16 +484,20 @@ class TransactionStore(Database):
                     if o is None
                 ],
             )
-            moved = [m.reference for m, o in zip(moves, outcomes, strict=True) if o is None]
-            rows: dict[str, LedgerRow] = {}
-            for start in range(0, len(moved), 500):
-                found = conn.execute(
-                    sa.select(transactions).where(
-                        transactions.c.reference.in_(moved[start : start + 500])
-                    )
-                )
-                rows.update((r.reference, r) for r in map(ledger_row, found.mappings()))
-        return [rows[m.reference] if o is None else o for m, o in zip(moves, outcomes, strict=True)]
+            insert_exchanges(
+                conn,
+                [
+                    kept
+                    for m, o in zip(moves, outcomes, strict=True)
+                    if o is None
+                    for kept in m.exchanges
+                ],
+            )
+        # Each moved row as its UPDATE returned it: no second read.
+        return [
+            o if o is not None else m.row  # type: ignore[misc]  # a moved move has its row
+            for m, o in zip(moves, outcomes, strict=True)
+        ]
 
     def _move(
         self,
@@ -492,9 +510,8 @@ class TransactionStore(Database):
     ) -> StatusConflict | None:
         """One move inside a write transaction: ``None`` when it moved (``move.before`` says
         from which status), else the conflict (nothing written)."""
-        move.before = self._cas(
-            conn, move.reference, move.from_statuses, move.to_status, extra, now
-        )
+        moved = self._cas_row(conn, move.reference, move.from_statuses, move.to_status, extra, now)
+        move.before, move.row = moved if moved is not None else (None, None)
         if move.before is None:
             current = self._status(conn, move.reference)
             if current is None:
@@ -785,9 +802,9 @@ class TransactionStore(Database):
             )
             return list(found.scalars())
 
-    def claim_next_queued(self, batch_id: str, *, actor: str) -> str | None:
-        """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; its
-        reference, or ``None`` when none is left.
+    def claim_next_queued(self, batch_id: str, *, actor: str) -> LedgerRow | None:
+        """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; the row as
+        claimed (the sender needs no second read), or ``None`` when none is left.
 
         On PostgreSQL the row is picked with ``FOR UPDATE SKIP LOCKED``, so workers claiming at
         the same moment each get a different row instead of racing for the same one. On SQLite the
@@ -805,9 +822,10 @@ class TransactionStore(Database):
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             for reference in conn.execute(query).scalars():
-                before = self._cas(conn, reference, (Status.QUEUED,), Status.SENDING)
-                if before is None:
+                moved = self._cas_row(conn, reference, (Status.QUEUED,), Status.SENDING)
+                if moved is None:
                     return None
+                before, row = moved
                 now = datetime.now(UTC)
                 _audit(
                     conn,
@@ -823,7 +841,7 @@ class TransactionStore(Database):
                         )
                     ],
                 )
-                return reference
+                return row
             return None
 
     # --- reconciliation (services/allocations.py settle/resend, services/reconcile.py) ----------
@@ -952,21 +970,32 @@ class TransactionStore(Database):
         One UPDATE per from-status, so the audit event can name the exact status it left (the row
         lock of the first matching UPDATE makes the answer exact on PostgreSQL too).
         """
+        moved = self._cas_row(conn, reference, from_statuses, to_status, extra, now)
+        return moved[0] if moved is not None else None
+
+    def _cas_row(
+        self,
+        conn: Connection,
+        reference: str,
+        from_statuses: tuple[Status, ...],
+        to_status: Status,
+        extra: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Status, LedgerRow] | None:
+        """``_cas``, also returning the row as the UPDATE left it (``RETURNING``)."""
         values: dict[str, Any] = {"status": to_status.value, "updated_at": now or datetime.now(UTC)}
         values.update(extra or {})
-        if to_status is Status.SENDING:
-            values["attempts"] = transactions.c.attempts + 1
+        sending = to_status is Status.SENDING
+        if sending:
             values["claimed_by"] = self.worker_id
-        t = transactions.c
+        statement = _cas_statement(tuple(values), sending)
+        params = {f"set_{name}": value for name, value in values.items()}
+        params["match_reference"] = reference
         for before in dict.fromkeys(from_statuses):
-            # RETURNING what the programme's counters need: they move in this same transaction.
-            changed = conn.execute(
-                transactions.update()
-                .where(t.reference == reference, t.status == before.value)
-                .values(values)
-                .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
-            ).one_or_none()
+            params["match_status"] = before.value
+            changed = conn.execute(statement, params).one_or_none()
             if changed is not None:
+                # The programme's counters and the summaries move in this same transaction.
                 apply_move(
                     conn,
                     changed.programme_id,
@@ -976,7 +1005,7 @@ class TransactionStore(Database):
                     to_status,
                 )
                 summaries.move(conn, changed, before.value, to_status.value)
-                return before
+                return before, ledger_row(changed._mapping)
         return None
 
     @staticmethod
@@ -1004,6 +1033,34 @@ class TransactionStore(Database):
                     ).scalars()
                 )
         return found
+
+
+_CAS_STATEMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
+
+
+def _cas_statement(columns: tuple[str, ...], sending: bool) -> Any:
+    """The compare-and-set UPDATE setting ``columns`` (bound as ``set_<column>``) on the row
+    ``match_reference`` while its status is ``match_status``; a claim (``sending``) also counts
+    the attempt. Built once per shape, so a move binds values instead of building SQL."""
+    key = (columns, sending)
+    found = _CAS_STATEMENTS.get(key)
+    if found is None:
+        t = transactions.c
+        values: dict[str, Any] = {
+            name: sa.bindparam(f"set_{name}", type_=t[name].type) for name in columns
+        }
+        if sending:
+            values["attempts"] = t.attempts + 1
+        found = _CAS_STATEMENTS[key] = (
+            transactions.update()
+            .where(
+                t.reference == sa.bindparam("match_reference"),
+                t.status == sa.bindparam("match_status"),
+            )
+            .values(values)
+            .returning(transactions)  # the whole row: the counters, summaries and the caller
+        )
+    return found
 
 
 def _move_kind(before: Status, after: Status) -> AuditKind:
