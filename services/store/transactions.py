@@ -22,7 +22,14 @@ from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
 from services.store.engine import Database, to_cents
-from services.store.programmes import apply_move, programme_id_for, reserve_many
+from services.store.programmes import (
+    IN_FLIGHT,
+    apply_move,
+    programme_id_for,
+    rebuild_operator_months,
+    release_operator_months,
+    reserve_rows,
+)
 from services.store.records import (
     AuditEvent,
     DuplicateReference,
@@ -103,6 +110,7 @@ def _tally_new(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
             row["status"],
             row["operator"],
             row["amount_cents"],
+            programme_id=row["programme_id"],
         )
 
 
@@ -269,10 +277,14 @@ class TransactionStore(Database):
         row_number: int | None = None,
         session_id: str | None = None,
         approved_by: str | None = None,
+        within_operator_limit: bool = False,
     ) -> LedgerRow:
         """Commit one intent (and its first audit event) before anything is sent.
 
         ``DuplicateReference`` if the reference is already in the ledger; nothing is written.
+        ``within_operator_limit``: a credit that would take ``operator`` past the programme's
+        monthly operator limit is refused (``OperatorLimitReached``, nothing written), checked
+        and counted in one statement in this transaction.
         """
         if status not in (Status.SENDING, Status.QUEUED):
             raise ValueError("an intent starts as SENDING (sent now) or QUEUED (a batch row)")
@@ -299,7 +311,7 @@ class TransactionStore(Database):
                 # when the budget is spent. Then the reservation, same transaction: a refusal
                 # (BudgetExceeded, ProgrammeClosed) rolls the intent back; nothing is recorded.
                 conn.execute(transactions.insert().values(values))
-                reserve_many(conn, credits)
+                reserve_rows(conn, [values], credits, within_operator_limit=within_operator_limit)
                 _tally_new(conn, [values])
                 _audit(
                     conn,
@@ -368,7 +380,7 @@ class TransactionStore(Database):
                 credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
                 conn.execute(transactions.insert(), rows)
-                reserve_many(conn, credits)
+                reserve_rows(conn, rows, credits)
                 _tally_new(conn, rows)
                 _audit(conn, events)
         except IntegrityError:
@@ -593,6 +605,7 @@ class TransactionStore(Database):
                         t.c.operator,
                         t.c.amount_cents,
                         t.c.card_id,
+                        t.c.programme_id,
                     ).where(t.c.reference.in_(chunk))
                 ):
                     cards.add(found.card_id)
@@ -609,6 +622,7 @@ class TransactionStore(Database):
                             found.amount_cents,
                             sign,
                             found.card_id,
+                            found.programme_id,
                         )
                     shifts[reference] = shift
                     moved.append(
@@ -621,8 +635,10 @@ class TransactionStore(Database):
                     .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
                     moved,
                 )
-                # New update times may change which row is a card's latest.
+                # New update times may change which row is a card's latest, new creation times
+                # which month an operator's credit counts in.
                 summaries.refresh_cards(conn, cards)
+                rebuild_operator_months(conn)
             events: list[dict[str, Any]] = []
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
@@ -964,7 +980,7 @@ class TransactionStore(Database):
                 transactions.update()
                 .where(t.reference == reference, t.status == before.value)
                 .values(values)
-                .returning(*summaries.counted_columns(), t.programme_id, t.transaction_type)
+                .returning(*summaries.counted_columns(), t.transaction_type)
             ).one_or_none()
             if changed is not None:
                 apply_move(
@@ -975,6 +991,8 @@ class TransactionStore(Database):
                     before,
                     to_status,
                 )
+                if before in IN_FLIGHT and to_status is Status.FAILED:
+                    release_operator_months(conn, [changed])
                 summaries.move(conn, changed, before.value, to_status.value)
                 return before
         return None
