@@ -82,3 +82,23 @@ def test_a_programme_filter_reads_the_daily_totals(app_desk, monkeypatch):
     assert reports["Q3"].burn_down[-1][1] == Decimal(4500)
     assert reports["DIWALI"].burn_per_day == Decimal("1.00")  # 30 net over 30 days
     assert not [q for q in queried if "FROM transactions" in q]
+
+
+def test_the_overview_lists_many_programmes_in_one_table(app, app_desk):
+    """Past ``CARD_LIMIT`` active programmes the Overview shows one row each (no card each)."""
+    from ui.programmes import CARD_LIMIT
+
+    _move(app_desk)
+    for i in range(CARD_LIMIT):
+        app_desk.ledger.create_programme(
+            code=f"P{i}", name=f"Programme {i}", budget=Decimal(100), actor="meera"
+        )
+    app.run()
+    assert not app.exception, app.exception
+    (table,) = [d for d in app.dataframe if "Burn per day" in d.value.columns]
+    rows = {r["Code"]: r for r in table.value.to_dict("records")}
+    assert len(rows) == CARD_LIMIT + 3  # General, Q3, Diwali and the new ones
+    assert (rows["Q3"]["Used"], rows["Q3"]["Remaining"]) == ("500.00", "4,500.00")
+    assert rows["Q3"]["Remaining, last 30 days"][-1] == 4500.0
+    assert rows["GENERAL"]["Budget"] == "no limit"
+    assert not [c for c in app.get("plotly_chart") if "overview_burn_" in c.proto.id]
