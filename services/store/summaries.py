@@ -47,6 +47,13 @@ from services.store.engine import UTCDateTime, on_every_write
 from services.store.programmes import operator_month_differences, rebuild_operator_months
 from services.store.schema import metadata, transactions
 
+if __name__ == "__main__":
+    # ``python -m`` runs this file a second time as ``__main__``, after the package imported it:
+    # defining the tables again would fail. The command line is the imported module's ``main``.
+    from services.store.summaries import main as _imported_main
+
+    sys.exit(_imported_main())
+
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 daily_totals = sa.Table(
@@ -427,8 +434,5 @@ def main(argv: Iterable[str] | None = None) -> int:
         ledger.dispose()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-else:
-    # Registered once, by the imported module (``python -m`` runs a second copy as __main__).
-    on_every_write(begin, flush)
+# Registered once, by the imported module (``python -m`` hands over to it above).
+on_every_write(begin, flush)
