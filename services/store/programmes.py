@@ -230,16 +230,18 @@ def _create_general(conn: Connection) -> int:
     )
 
 
-def _reserve_statement() -> Any:
+def _reserve_statement(by: str) -> Any:
     """The check and the reservation as ONE UPDATE, built once: it runs with every credit intent
-    (building the expression per call cost more than running it). RETURNING the operator limit
-    read under the same row lock, so the operator's monthly counter follows the limit in force."""
+    (building the expression per call cost more than running it). RETURNING the programme's id
+    and the operator limit read under the same row lock, so the operator's monthly counter
+    follows the limit in force. ``by``: ``"id"`` or ``"code"`` (a credit's intent reserves by
+    code: the reservation is also the programme's lookup, one statement instead of two)."""
     p = programmes.c
     cents, day = sa.bindparam("cents"), sa.bindparam("day", type_=sa.Date)
     return (
         programmes.update()
         .where(
-            p.id == sa.bindparam("pid"),
+            getattr(p, by) == sa.bindparam("key"),
             p.state == "active",
             sa.or_(p.starts_on.is_(None), p.starts_on <= day),
             sa.or_(p.ends_on.is_(None), p.ends_on >= day),
@@ -249,11 +251,12 @@ def _reserve_statement() -> Any:
             ),
         )
         .values(reserved_cents=p.reserved_cents + cents)
-        .returning(p.monthly_operator_limit_cents)
+        .returning(p.id, p.monthly_operator_limit_cents)
     )
 
 
-_RESERVE = _reserve_statement()
+_RESERVE = _reserve_statement("id")
+_RESERVE_BY_CODE = _reserve_statement("code")
 
 
 def reserve(
@@ -263,9 +266,9 @@ def reserve(
     ``ProgrammeClosed``) and leave it untouched. The check and the reservation are one UPDATE.
     Returns the programme's monthly operator limit in cents (``None``: no limit)."""
     day = day or today_ist()
-    changed = conn.execute(_RESERVE, {"pid": programme_id, "cents": cents, "day": day}).first()
+    changed = conn.execute(_RESERVE, {"key": programme_id, "cents": cents, "day": day}).first()
     if changed is not None:
-        return changed[0]  # type: ignore[no-any-return]
+        return changed[1]  # type: ignore[no-any-return]
     p = programmes.c
     found = conn.execute(sa.select(programmes).where(p.id == programme_id)).mappings().one()
     programme = programme_record(found)
@@ -278,6 +281,23 @@ def reserve(
         programme.remaining or Decimal(0),
         from_cents(cents),  # type: ignore[arg-type]
     )
+
+
+def reserve_by_code(
+    conn: Connection, code: str | None, cents: int, *, day: date | None = None
+) -> tuple[int, int | None]:
+    """``reserve`` for the programme with ``code`` (``None``: General) in one statement, which is
+    also its lookup: ``(programme id, monthly operator limit in cents or None)``. Raises as
+    ``reserve`` does, or ``UnknownProgramme``."""
+    day = day or today_ist()
+    wanted = (code or GENERAL_CODE).strip().upper()
+    changed = conn.execute(_RESERVE_BY_CODE, {"key": wanted, "cents": cents, "day": day}).first()
+    if changed is not None:
+        return int(changed[0]), changed[1]
+    # Refused, or no such programme (General is made again if a sandbox reset removed it): the
+    # id path says which, or reserves when General was just made.
+    programme_id = programme_id_for(conn, wanted)
+    return programme_id, reserve(conn, programme_id, cents, day=day)
 
 
 def reserve_many(
@@ -298,20 +318,25 @@ def month_of(moment: datetime) -> date:
     return day.replace(day=1)
 
 
-def reserve_rows(
+def reserve_rows(conn: Connection, rows: Iterable[Any], totals: dict[int, int]) -> None:
+    """Reserve new credit rows' budget (``reserve_many``) and count them in their operators'
+    months (``count_operator_months``): a batch's rows, all or none."""
+    count_operator_months(conn, rows, reserve_many(conn, totals))
+
+
+def count_operator_months(
     conn: Connection,
     rows: Iterable[Any],
-    totals: dict[int, int],
+    limits: dict[int, int | None],
     *,
     within_operator_limit: bool = False,
 ) -> None:
-    """Reserve the new credit rows' budget (``reserve_many``), then count them in their
-    operators' monthly counters where the programme has a monthly operator limit. With
+    """Count new credit rows in their operators' monthly counters where the programme has a
+    monthly operator limit (``limits``: as the reservation returned them). With
     ``within_operator_limit`` (a single credit from ``movements.request``) the counter moves only
     if it stays within the limit, in ONE conditional upsert: otherwise ``OperatorLimitReached``
-    and the intent's transaction rolls back. Same transaction as the rows' insert; locks the
-    programme rows, then the counters, each in key order (as every writer does)."""
-    limits = reserve_many(conn, totals)
+    and the intent's transaction rolls back. Same transaction as the rows' insert, after the
+    reservation: programme rows, then counters, each in key order (as every writer locks them)."""
     wanted: dict[tuple[int, str, date], int] = {}
     for row in rows:
         pid = row["programme_id"]

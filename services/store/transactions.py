@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from services.errors import Conflict
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
@@ -25,9 +26,11 @@ from services.store.engine import Database, to_cents
 from services.store.programmes import (
     IN_FLIGHT,
     apply_move,
+    count_operator_months,
     programme_id_for,
     rebuild_operator_months,
     release_operator_months,
+    reserve_by_code,
     reserve_rows,
 )
 from services.store.records import (
@@ -306,12 +309,29 @@ class TransactionStore(Database):
         )
         try:
             with self.writing() as conn:
-                credits = _assign_programmes(conn, [values], [allocation.programme])
-                # Inserted first: a repeated reference is a replay (DuplicateReference), even
-                # when the budget is spent. Then the reservation, same transaction: a refusal
-                # (BudgetExceeded, ProgrammeClosed) rolls the intent back; nothing is recorded.
-                conn.execute(transactions.insert().values(values))
-                reserve_rows(conn, [values], credits, within_operator_limit=within_operator_limit)
+                if values["transaction_type"] == "CR":
+                    # The reservation first, by code: it is the programme's lookup too, so the
+                    # budget check costs no statement of its own. A refusal (BudgetExceeded,
+                    # ProgrammeClosed) rolls back; a repeated reference is still a replay.
+                    try:
+                        pid, limit = reserve_by_code(
+                            conn, allocation.programme, values["amount_cents"]
+                        )
+                    except Conflict:
+                        if self._status(conn, allocation.reference) is not None:
+                            raise DuplicateReference(allocation.reference) from None
+                        raise
+                    values["programme_id"] = pid
+                    conn.execute(transactions.insert().values(values))
+                    count_operator_months(
+                        conn,
+                        [values],
+                        {pid: limit},
+                        within_operator_limit=within_operator_limit,
+                    )
+                else:
+                    _assign_programmes(conn, [values], [allocation.programme])
+                    conn.execute(transactions.insert().values(values))
                 _tally_new(conn, [values])
                 _audit(
                     conn,
