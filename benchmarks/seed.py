@@ -34,8 +34,17 @@ def _mobile(rng: random.Random) -> str:
     return str(rng.choice("9876")) + "".join(str(rng.randrange(10)) for _ in range(9))
 
 
-def generate(n: int, *, cards: int = 5000, months: int = 12, seed: int = 7, now=None):
-    """Yield ``n`` row dicts in creation order, ending about ``now``."""
+def generate(
+    n: int,
+    *,
+    cards: int = 5000,
+    months: int = 12,
+    seed: int = 7,
+    now=None,
+    programme_ids: list[int] | None = None,
+):
+    """Yield ``n`` row dicts in creation order, ending about ``now``; each row in one of
+    ``programme_ids`` (at random; none given: no programme)."""
     rng = random.Random(seed)
     now = now or datetime.now(UTC)
     start = now - timedelta(days=30.4 * months)
@@ -118,6 +127,7 @@ def generate(n: int, *, cards: int = 5000, months: int = 12, seed: int = 7, now=
             "created_at": created,
             "updated_at": created + timedelta(seconds=rng.random() * 3),
             "claimed_by": None,
+            "programme_id": rng.choice(programme_ids) if programme_ids else None,
         }
 
 
@@ -139,7 +149,7 @@ def bulk_insert(ledger: Ledger, rows, chunk: int = 50_000) -> int:
                         v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
                         if isinstance(v, datetime)
                         else v
-                        for v in (row[c] for c in COLUMNS)
+                        for v in (row.get(c) for c in COLUMNS)
                     )
                     for row in buffer
                 ]
@@ -153,7 +163,7 @@ def bulk_insert(ledger: Ledger, rows, chunk: int = 50_000) -> int:
                     copy_sql = f"COPY transactions ({','.join(COLUMNS)}) FROM STDIN"
                     with cursor.copy(copy_sql) as copy:
                         for row in buffer:
-                            copy.write_row([row[c] for c in COLUMNS])
+                            copy.write_row([row.get(c) for c in COLUMNS])
             total += len(buffer)
             buffer.clear()
 

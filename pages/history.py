@@ -10,10 +10,12 @@ from ui.format import plural, points
 from ui.glossary import status_glossary
 from ui.history import (
     aggregates,
+    by_programme,
     count_metric,
     detail_view,
     export_buttons,
     filter_bar,
+    grouped_by_programme,
     metric_row,
     money_metric,
     open_clicked_row,
@@ -86,6 +88,9 @@ with issued:
         config=_CHART_CONFIG,
     )
     st.caption(f"All time, including {points(data.opening)} issued before the period.")
+
+if grouped_by_programme():
+    by_programme(ledger, chosen, grain)
 
 held, outcomes = st.columns(2)
 with held:

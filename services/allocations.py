@@ -438,8 +438,12 @@ def submit(
     operator: str,
     session_id: str | None = None,
     settings: Settings | None = None,
+    within_operator_limit: bool = False,
 ) -> Outcome:
     """Record the intent, call EnKash once, record the outcome.
+
+    ``within_operator_limit``: a credit past the operator's monthly limit in its programme is
+    refused with ``OperatorLimitReached`` before anything is written or sent.
 
     A debit above the approval threshold of ``settings`` is refused with ``ApprovalRequired``
     before anything is written (without ``settings`` every debit is): this function never sends
@@ -460,7 +464,12 @@ def submit(
             "person's approval; ask for it with movements.request"
         )
     try:
-        ledger.record_intent(allocation, operator=operator, session_id=session_id)
+        ledger.record_intent(
+            allocation,
+            operator=operator,
+            session_id=session_id,
+            within_operator_limit=within_operator_limit,
+        )
     except DuplicateReference:
         existing = ledger.get(allocation.reference)
         assert existing is not None  # the unique constraint just said it exists

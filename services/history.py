@@ -177,9 +177,13 @@ d = daily_totals
 
 
 def summarised(f: HistoryFilter) -> bool:
-    """Whether the daily totals can answer for ``f``: they know days, kinds, statuses and
-    operators, not batches, sessions, employees or programmes (those filters read the rows)."""
-    return not (f.batch_id or f.session_id or f.employee or f.programmes)
+    """Whether the daily totals can answer for ``f``: they know days, kinds, statuses,
+    operators and programmes, not batches, sessions or employees (those filters read the rows)."""
+    return not (f.batch_id or f.session_id or f.employee)
+
+
+def _programme_ids(codes: Iterable[str]) -> Any:
+    return sa.select(programmes.c.id).where(programmes.c.code.in_(list(codes)))
 
 
 def summary_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
@@ -194,6 +198,8 @@ def summary_conditions(f: HistoryFilter, *, dates: bool = True) -> list[Any]:
         where.append(d.c.status.in_([s.value for s in f.statuses]))
     if f.operators:
         where.append(d.c.operator.in_(list(f.operators)))
+    if f.programmes:
+        where.append(d.c.programme_id.in_(_programme_ids(f.programmes)))
     return where
 
 
@@ -210,11 +216,11 @@ _S_ROWS = sa.func.coalesce(sa.func.sum(d.c.rows), 0)
 
 def _distinct_cards(conn: Connection, f: HistoryFilter) -> int:
     """Cards with a succeeded row in the period: from ``card_days`` (one row per card and day)
-    unless kinds or operators are chosen, else from the rows. Either way a hashed SELECT
+    unless kinds, operators or programmes are chosen, else from the rows. Either way a hashed SELECT
     DISTINCT in a subquery (count(DISTINCT) sorts: 3x slower on PostgreSQL)."""
     if f.statuses and Status.SUCCEEDED not in f.statuses:
         return 0
-    if f.kinds or f.operators:
+    if f.kinds or f.operators or f.programmes:
         cards = sa.select(t.c.card_id).where(
             *filter_conditions(f), _SUCCEEDED, t.c.card_id.is_not(None)
         )
@@ -312,6 +318,115 @@ def compare_totals(
             row = conn.execute(sa.select(*columns).where(*filter_conditions(each))).one()
             found.append(_totals_from(row))
     return found[0], (found[1] if other is not None else None)
+
+
+# --- by programme -------------------------------------------------------------------------------
+
+#: How the History page names rows that belong to no programme (reversals, rows written around
+#: the store): ``programme_id`` 0 in the daily totals.
+NO_PROGRAMME = "No programme"
+
+
+@dataclass(frozen=True)
+class ProgrammeTotals:
+    """One programme's figures in a period (points count succeeded rows only)."""
+
+    programme_id: int  # 0: rows without a programme
+    code: str
+    name: str
+    credited: Decimal
+    debited: Decimal
+    transactions: int
+
+    @property
+    def net(self) -> Decimal:
+        return self.credited - self.debited
+
+
+def programme_totals(ledger: Ledger, f: HistoryFilter) -> list[ProgrammeTotals]:
+    """Each programme's credited, debited and transactions for ``f``, largest credited first
+    (only programmes with rows in the period): the daily totals grouped by ``programme_id``
+    when they can answer, else the rows."""
+    return [
+        ProgrammeTotals(pid, code, name, *_money(c, b), n)
+        for (pid, code, name), (c, b, n) in sorted(
+            _by_programme(ledger, f, None).items(), key=lambda kv: (-kv[1][0], kv[0][2])
+        )
+    ]
+
+
+def programme_series(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity = Granularity.DAY
+) -> dict[tuple[int, str, str], list[SeriesPoint]]:
+    """Per programme (``(id, code, name)``) its points moved per IST bucket, every bucket of the
+    period present for every programme (one query however many programmes)."""
+    granularity = Granularity(granularity)
+    found = _by_programme(ledger, f, granularity)
+    per: dict[tuple[int, str, str], dict[date, SeriesPoint]] = {}
+    for (pid, code, name, bucket), (c, b, n) in found.items():
+        per.setdefault((pid, code, name), {})[bucket] = SeriesPoint(bucket, *_money(c, b), n)
+    if not per:
+        return {}
+    buckets = {b for points in per.values() for b in points}
+    first = bucket_start(f.start or min(buckets), granularity)
+    last = bucket_start(f.end or max(buckets), granularity)
+    zero = Decimal("0.00")
+    series: dict[tuple[int, str, str], list[SeriesPoint]] = {}
+    for key in sorted(per, key=lambda k: (k[0] == 0, k[2])):
+        filled, day = [], first
+        while day <= last:
+            filled.append(per[key].get(day, SeriesPoint(day, zero, zero, 0)))
+            day = _next_bucket(day, granularity)
+        series[key] = filled
+    return series
+
+
+def _money(credited: int, debited: int) -> tuple[Decimal, Decimal]:
+    return from_cents(credited), from_cents(debited)  # type: ignore[return-value]
+
+
+def _by_programme(
+    ledger: Ledger, f: HistoryFilter, granularity: Granularity | None
+) -> dict[tuple, tuple[int, int, int]]:
+    """Sums per (programme id, code, name[, bucket]): (credited, debited, transactions) cents."""
+    with ledger.engine.connect() as conn:
+        if summarised(f):
+            keys: list[Any] = [d.c.programme_id]
+            if granularity is not None:
+                keys.append(d.c.day)
+            query = (
+                sa.select(*keys, _S_CREDITED, _S_DEBITED, _S_ROWS)
+                .where(*summary_conditions(f))
+                .group_by(*keys)
+            )
+        else:
+            pid = sa.func.coalesce(t.c.programme_id, 0)
+            keys = [pid]
+            if granularity is not None:
+                keys.append(ist_bucket(conn.dialect.name, granularity))
+            query = (
+                sa.select(*keys, _CREDITED, _DEBITED, sa.func.count())
+                .where(*filter_conditions(f))
+                .group_by(*keys)
+            )
+        rows = conn.execute(query).all()
+        names = {
+            int(i): (c, n)
+            for i, c, n in conn.execute(
+                sa.select(programmes.c.id, programmes.c.code, programmes.c.name)
+            )
+        }
+    sums: dict[tuple, list[int]] = {}
+    for row in rows:
+        pid_value = int(row[0] or 0)
+        code, name = names.get(pid_value, ("", NO_PROGRAMME))
+        key: tuple = (pid_value, code, name)
+        if granularity is not None:
+            key += (bucket_start(_as_date(row[1]), granularity),)
+        entry = sums.setdefault(key, [0, 0, 0])
+        for i, value in enumerate(row[-3:]):
+            entry[i] += int(value)
+    return {k: (v[0], v[1], v[2]) for k, v in sums.items()}
 
 
 # --- series --------------------------------------------------------------------------------------

@@ -5,16 +5,14 @@ goes through ``request``, so the programme and approval rules are applied in the
 all of them: a credit from a closed or ended programme, or one its remaining budget cannot cover,
 is refused before anything is recorded or sent (the check and the reservation are one statement in
 the intent's transaction: ``services/store/programmes.py``); a credit past the operator's monthly
-limit in its programme, and a debit above the (programme's or global) approval threshold, wait for
-a second person.
+limit in its programme (checked and counted in that same transaction, one conditional upsert), and
+a debit above the (programme's or global) approval threshold, wait for a second person.
 ``allocations.submit`` enforces the same rule on its own (``ApprovalRequired``), so skipping this
 entry cannot send a debit above the threshold either; an approved debit is sent by
 ``approvals.send_approved``.
 """
 
 from __future__ import annotations
-
-from decimal import Decimal
 
 from services import allocations, approvals
 from services.allocations import Outcome
@@ -23,7 +21,7 @@ from services.enkash import EnkashClient
 from services.models import Allocation, Kind
 from services.numbers import points
 from services.store import GENERAL_CODE, Ledger, Programme, UnknownProgramme
-from services.store.programmes import ProgrammeClosed, today_ist
+from services.store.programmes import OperatorLimitReached, ProgrammeClosed, today_ist
 
 
 def needs_approval(
@@ -51,21 +49,11 @@ def programme_of(ledger: Ledger, allocation: Allocation) -> Programme:
     return found
 
 
-def over_operator_limit(
-    ledger: Ledger, allocation: Allocation, programme: Programme, operator: str
-) -> str | None:
-    """Why a credit waits for approval: past ``operator``'s monthly limit in the programme
-    (``None`` when there is no limit or it fits)."""
-    limit = programme.monthly_operator_limit
-    if allocation.kind is Kind.DEBIT or limit is None:
-        return None
-    spent = ledger.operator_month_credits(programme.id, operator)
-    if spent + allocation.amount <= limit:
-        return None
-    left = max(limit - spent, Decimal(0))
+def operator_limit_reason(refused: OperatorLimitReached, programme: Programme) -> str:
+    """Why a credit waits for approval: past its operator's monthly limit in the programme."""
     return (
-        f"past {operator}'s monthly limit of {points(limit)} points in {programme.name} "
-        f"({points(left)} left this month)"
+        f"past {refused.operator}'s monthly limit of {points(refused.limit)} points in "
+        f"{programme.name} ({points(refused.left)} left this month)"
     )
 
 
@@ -91,10 +79,25 @@ def request(
         why = programme.why_closed(today_ist())
         if why is not None:
             raise ProgrammeClosed(f"Not recorded, nothing sent: {why}.")
-        held = over_operator_limit(ledger, allocation, programme, operator)
-        if held is not None:
+        try:
+            # The operator's monthly limit is checked and counted in the intent's transaction
+            # (one conditional upsert): two credits at once cannot both slip under it.
+            return allocations.submit(
+                ledger,
+                client,
+                allocation,
+                operator=operator,
+                session_id=session_id,
+                settings=settings,
+                within_operator_limit=True,
+            )
+        except OperatorLimitReached as refused:
             return approvals.request_credit(
-                ledger, allocation, maker=operator, why=held, session_id=session_id
+                ledger,
+                allocation,
+                maker=operator,
+                why=operator_limit_reason(refused, programme),
+                session_id=session_id,
             )
     if needs_approval(allocation, settings, programme):
         return approvals.request_debit(ledger, allocation, maker=operator, session_id=session_id)

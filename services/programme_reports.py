@@ -41,11 +41,19 @@ class ProgrammeReport:
     burn_down: list[tuple[date, Decimal | None]]  # remaining at the end of each IST day
 
 
-def report(ledger: Ledger, programme: Programme, *, today: date | None = None) -> ProgrammeReport:
-    """Burn rate, projected exhaustion date and the last ``BURN_DAYS`` days of remaining budget."""
+def report(
+    ledger: Ledger,
+    programme: Programme,
+    *,
+    today: date | None = None,
+    days: list[history.SeriesPoint] | None = None,
+) -> ProgrammeReport:
+    """Burn rate, projected exhaustion date and the last ``BURN_DAYS`` days of remaining budget.
+    ``days``: the programme's last ``BURN_DAYS`` IST days, when the caller read them already."""
     today = today or history.ist_today()
-    f = HistoryFilter.last_days(BURN_DAYS, today, programmes=(programme.code,))
-    days = history.series(ledger, f, Granularity.DAY)
+    if days is None:
+        f = HistoryFilter.last_days(BURN_DAYS, today, programmes=(programme.code,))
+        days = history.series(ledger, f, Granularity.DAY)
     used = [(p.bucket, p.credited - p.debited) for p in days]
     burn = (sum((u for _, u in used), Decimal(0)) / BURN_DAYS).quantize(Decimal("0.01"))
     remaining = programme.remaining
@@ -63,8 +71,20 @@ def report(ledger: Ledger, programme: Programme, *, today: date | None = None) -
 
 
 def active_reports(ledger: Ledger, *, today: date | None = None) -> list[ProgrammeReport]:
-    """A report per active programme (General first)."""
-    return [report(ledger, p, today=today) for p in ledger.list_programmes(["active"])]
+    """A report per active programme (General first): every programme's last ``BURN_DAYS`` days
+    in ONE query of the daily totals (``history.programme_series``), not one per programme."""
+    today = today or history.ist_today()
+    active = ledger.list_programmes(["active"])
+    f = HistoryFilter.last_days(BURN_DAYS, today, programmes=tuple(p.code for p in active))
+    found = {
+        key[0]: days for key, days in history.programme_series(ledger, f, Granularity.DAY).items()
+    }
+    assert f.start is not None
+    zero = Decimal("0.00")
+    quiet = [
+        history.SeriesPoint(f.start + timedelta(days=i), zero, zero, 0) for i in range(BURN_DAYS)
+    ]
+    return [report(ledger, p, today=today, days=found.get(p.id, quiet)) for p in active]
 
 
 # --- the statement ------------------------------------------------------------------------------

@@ -105,6 +105,58 @@ def test_overspend_is_impossible_under_concurrency(ledger, client, sandbox):
     consistent(ledger)
 
 
+def test_one_operators_monthly_limit_holds_under_concurrency(ledger, client, sandbox):
+    """20 credits at once by one operator against a limit that fits exactly 7: 7 are sent and
+    13 wait for approval, on both databases (the check and the count are one statement)."""
+    card = open_card(ledger, client)
+    q3(ledger, "100000", monthly_operator_limit=Decimal(700))
+    before = sandbox.store.allocate_requests()
+    results: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(20)
+
+    def one_thread() -> None:
+        with client_for(sandbox, timeout=5) as own:
+            start.wait()
+            outcome = movements.request(ledger, own, credit(card, "100"), SETTINGS, operator="asha")
+            with lock:
+                results.append(outcome.status.value)
+
+    threads = [threading.Thread(target=one_thread) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == ["QUEUED"] * 13 + ["SUCCEEDED"] * 7
+    assert sandbox.store.allocate_requests() - before == 7
+    held = [a for a in approvals.pending(ledger) if a.subject_kind == "credit"]
+    assert len(held) == 13
+    assert all("past asha's monthly limit of 700.00 points" in a.reasons[0] for a in held)
+    consistent(ledger)
+    assert ledger.summary_differences() == []  # the operator's month counter included
+    # A rejected held credit gives its points back to the month; the counter follows the rows.
+    approvals.reject(ledger, held[0].id, approver="meera", comment="not this month")
+    consistent(ledger)
+    assert ledger.summary_differences() == []
+
+
+def test_the_operator_month_counter_follows_a_limit_set_later(ledger, client, sandbox):
+    card = open_card(ledger, client)
+    q3(ledger, "5000")
+    for _ in range(2):
+        movements.request(ledger, client, credit(card, "100"), SETTINGS, operator="asha")
+    ledger.update_programme("Q3", actor="meera", monthly_operator_limit=Decimal(250))
+    assert ledger.summary_differences() == []
+    held = movements.request(ledger, client, credit(card, "100"), SETTINGS, operator="asha")
+    assert held.status is Status.QUEUED  # 200 already this month + 100 > 250
+    assert (
+        movements.request(ledger, client, credit(card, "50"), SETTINGS, operator="ravi").status
+        is Status.SUCCEEDED
+    )
+    assert ledger.summary_differences() == []
+
+
 def test_a_refusal_says_how_much_is_left_and_records_nothing(ledger, client, sandbox):
     card = open_card(ledger, client)
     q3(ledger, "1300")

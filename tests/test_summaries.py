@@ -235,6 +235,27 @@ def test_the_rebuild_command_restores_a_corrupted_summary(tmp_path: Path, capsys
         ledger.dispose()
 
 
+def test_the_command_line_runs_as_a_module(tmp_path: Path):
+    """``python -m services.store.summaries`` (the README's command), not only ``main()``."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url)
+    try:
+        ledger.record_intent(allocation(Kind.CREDIT, 100), operator="asha")
+    finally:
+        ledger.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "services.store.summaries", "check", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "consistent"), done.stderr
+
+
 def test_a_new_ledger_and_an_upgraded_one_hold_the_same_totals(tmp_path: Path):
     from alembic import command
 

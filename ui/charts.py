@@ -7,8 +7,9 @@ than it shows. Points read in Indian grouping (12,34,567) on axes and in hovers;
 
 from __future__ import annotations
 
+import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 
@@ -125,6 +126,43 @@ def movement_figure(series: Sequence[SeriesPoint], granularity: Granularity) -> 
     _layout(figure, y_title="Points (debits below 0)", x_title=BUCKET_TITLE[granularity])
     _date_axis(figure, x, granularity)
     values, labels = indian_ticks(min(debited, default=0), max(credited, default=0))
+    figure.update_yaxes(tickvals=values, ticktext=labels, zeroline=True, zerolinecolor="#616161")
+    return figure
+
+
+def programme_figure(
+    by_programme: Mapping[tuple[int, str, str], Sequence[SeriesPoint]], granularity: Granularity
+) -> go.Figure:
+    """Net points issued per IST bucket, one stacked bar colour per programme (a programme that
+    took back more than it gave goes below the axis)."""
+    granularity = Granularity(granularity)
+    figure = go.Figure()
+    if not any(p.credited or p.debited for s in by_programme.values() for p in s):
+        return _empty(figure)
+    period = _PERIOD.get(granularity, {})
+    low = high = 0.0
+    x: list[date] = []
+    for (_, code, name), series in by_programme.items():
+        x = [p.bucket for p in series]
+        net = [float(p.net) for p in series]
+        low, high = min(low, *net), max(high, *net)
+        # Names are text people typed: plotly reads a few HTML tags in legends and hovers.
+        shown = html.escape(f"{name} ({code})" if code else name)
+        figure.add_bar(
+            **period,
+            x=x,
+            y=net,
+            name=shown,
+            customdata=[points(p.net) for p in series],
+            hovertemplate=(
+                f"{_HOVER_DATE[granularity]}<br>%{{fullData.name}}: net %{{customdata}}"
+                "<extra></extra>"
+            ),
+        )
+    figure.update_layout(barmode="relative")
+    _layout(figure, y_title="Net points issued", x_title=BUCKET_TITLE[granularity])
+    _date_axis(figure, x, granularity)
+    values, labels = indian_ticks(low, high)
     figure.update_yaxes(tickvals=values, ticktext=labels, zeroline=True, zerolinecolor="#616161")
     return figure
 

@@ -140,6 +140,60 @@ def recent_months(ledger: Ledger, months: int = 6) -> Recent:
     return _recent(ledger, history.change_marker(ledger), history.ist_today(), months)
 
 
+@dataclass(frozen=True)
+class ByProgramme:
+    totals: list[history.ProgrammeTotals]
+    series: dict[tuple[int, str, str], list[history.SeriesPoint]]
+
+
+@st.cache_data(ttl=_TTL, max_entries=32, show_spinner=False)
+def _by_programme(_ledger: Ledger, marker: tuple, key: str, _f: HistoryFilter, grain: str):
+    return ByProgramme(
+        history.programme_totals(_ledger, _f),
+        history.programme_series(_ledger, _f, Granularity(grain)),
+    )
+
+
+def grouped_by_programme() -> bool:
+    """Whether the filter bar's "Group by programme" is on."""
+    return bool(st.session_state.get("history_by_programme"))
+
+
+def by_programme(ledger: Ledger, f: HistoryFilter, grain: Granularity) -> None:
+    """The period per programme: net issued per bucket, stacked by programme, and a table of
+    each programme's totals (the daily totals grouped by programme; cached like the rest)."""
+    from ui import charts
+
+    data = _by_programme(ledger, history.change_marker(ledger), f.key(), f, grain.value)
+    st.subheader("By programme")
+    st.plotly_chart(
+        charts.programme_figure(data.series, grain),
+        key="chart_by_programme",
+        config={"displayModeBar": False},
+    )
+    if not data.totals:
+        st.info("No transactions match these filters.")
+        return
+    # Plain cells (st.dataframe renders no Markdown): programme names are text people typed.
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Programme": t.name,
+                    "Code": t.code,
+                    "Credited": points(t.credited),
+                    "Debited": points(t.debited),
+                    "Net issued": points(t.net),
+                    "Transactions": count(t.transactions),
+                }
+                for t in data.totals
+            ]
+        ),
+        hide_index=True,
+        key="history_programme_totals",
+    )
+
+
 def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, Granularity]:
     """The filters; ``None`` (with the reason shown by the field) when they do not make sense."""
     operators, batches = _choices(ledger, history.change_marker(ledger))
@@ -176,6 +230,11 @@ def filter_bar(ledger: Ledger, session_id: str) -> tuple[HistoryFilter | None, G
             "This session only",
             key="history_mine",
             help="Only transactions made in this browser tab's session.",
+        )
+        mine.toggle(
+            "Group by programme",
+            key="history_by_programme",
+            help="Chart and total the period per programme (read by by_programme below).",
         )
         kind_col, status_col, operator_col, batch_col, search_col = st.columns(5)
         kinds = kind_col.multiselect(

@@ -319,6 +319,45 @@ def edit_programme() -> None:
 # --- reports --------------------------------------------------------------------------------------
 
 
+#: Up to this many active programmes the Overview shows a card each (figures and a burn-down
+#: chart); more read as one table with a burn-down sparkline per row. Fifty cards would be a long
+#: scroll, and each plotly chart costs ~45 ms of CPU to build and send: 2 s for fifty.
+CARD_LIMIT = 6
+
+
+def _overview_table(reports: list[programme_reports.ProgrammeReport]) -> None:
+    """Every active programme as one row: the card's figures and its burn-down as a sparkline."""
+    rows = []
+    for report in reports:
+        p = report.programme
+        rows.append(
+            {
+                # Plain cells (st.dataframe renders no Markdown): names are text people typed.
+                "Programme": p.name,
+                "Code": p.code,
+                "Budget": _or_none(p.budget),
+                "Used": points(p.used),
+                "Reserved": points(p.reserved),
+                "Remaining": _or_none(p.remaining),
+                "Burn per day": points(report.burn_per_day),
+                "Runs out on": (
+                    f"{report.exhausts_on:%d %b %Y}" if report.exhausts_on is not None else ""
+                ),
+                "Remaining, last 30 days": [
+                    float(left) for _, left in report.burn_down if left is not None
+                ],
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="overview_programmes_table",
+        column_config={
+            "Remaining, last 30 days": st.column_config.AreaChartColumn(y_min=0),
+        },
+    )
+
+
 def overview_cards() -> None:
     """A card per active programme: budget, used, reserved, remaining, burn, exhaustion, chart."""
     from ui import charts
@@ -331,6 +370,9 @@ def overview_cards() -> None:
         f"Burn is what a programme used per day over the last {programme_reports.BURN_DAYS} "
         "days (credits less debits that succeeded); reserved is credits still in flight."
     )
+    if len(reports) > CARD_LIMIT:
+        _overview_table(reports)
+        return
     for report in reports:
         p = report.programme
         with st.container(border=True, key=f"overview_programme_{p.code}"):

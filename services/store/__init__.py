@@ -76,6 +76,7 @@ from services.store.schema import (
     batches,
     exchanges,
     metadata,
+    operator_months,
     programme_events,
     programmes,
     schedule_events,
@@ -140,6 +141,7 @@ __all__ = [
     "from_cents",
     "ledger_row",
     "metadata",
+    "operator_months",
     "programme_events",
     "programmes",
     "schedule_events",
@@ -215,6 +217,7 @@ class Ledger(
             conn.execute(
                 programmes.update().values(reserved_cents=0, credited_cents=0, returned_cents=0)
             )
+            conn.execute(operator_months.delete())
             conn.execute(daily_totals.delete())
             conn.execute(card_balances.delete())
             conn.execute(card_days.delete())

@@ -18,7 +18,7 @@ from services.redact import redact
 from services.store import summaries
 from services.store.bulk_rows import CorrectionRowsRefused, corrections_refused
 from services.store.engine import from_cents, to_cents
-from services.store.programmes import release_many, reserve_many
+from services.store.programmes import release_many, release_operator_months, reserve_rows
 from services.store.records import (
     BatchRecord,
     DuplicateBatchFile,
@@ -136,7 +136,7 @@ class BatchStore(TransactionStore):
                 if rows:
                     credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                     conn.execute(transactions.insert(), rows)
-                    reserve_many(conn, credits)  # all the file's credits fit, or none is queued
+                    reserve_rows(conn, rows, credits)  # all the file's credits fit, or none queued
                     _tally_new(conn, rows)
                     _audit(conn, events)
         except IntegrityError:
@@ -230,7 +230,6 @@ class BatchStore(TransactionStore):
                 )
                 .returning(
                     t.c.reference,
-                    t.c.programme_id,
                     t.c.transaction_type,
                     *summaries.counted_columns(),
                 )
@@ -245,6 +244,7 @@ class BatchStore(TransactionStore):
                     released[row.programme_id] = cents
                 summaries.move(conn, row, Status.QUEUED.value, Status.FAILED.value)
             release_many(conn, released)
+            release_operator_months(conn, found)
             _audit(
                 conn,
                 [

@@ -35,7 +35,13 @@ from services.errors import Conflict, NotFound
 from services.models import Status
 from services.numbers import figure, points
 from services.store.engine import Database, from_cents, to_cents
-from services.store.schema import GENERAL_CODE, programme_events, programmes, transactions
+from services.store.schema import (
+    GENERAL_CODE,
+    operator_months,
+    programme_events,
+    programmes,
+    transactions,
+)
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
@@ -80,6 +86,21 @@ class BudgetExceeded(Conflict):
         super().__init__(
             f"Not recorded, nothing sent: {name} has {points(remaining)} points left, "
             f"not enough for {points(amount)}."
+        )
+
+
+class OperatorLimitReached(Conflict):
+    """A credit would take its operator past the programme's monthly operator limit; nothing
+    was recorded (``services.movements.request`` holds it for approval instead)."""
+
+    def __init__(self, programme_id: int, operator: str, limit: Decimal, left: Decimal):
+        self.programme_id = programme_id
+        self.operator = operator
+        self.limit = limit
+        self.left = left
+        super().__init__(
+            f"Not recorded, nothing sent: past {operator}'s monthly limit of {points(limit)} "
+            f"points ({points(left)} left this month)."
         )
 
 
@@ -209,26 +230,46 @@ def _create_general(conn: Connection) -> int:
     )
 
 
-def reserve(conn: Connection, programme_id: int, cents: int, *, day: date | None = None) -> None:
-    """Reserve ``cents`` of the programme's budget, or raise (``BudgetExceeded``,
-    ``ProgrammeClosed``) and leave it untouched. The check and the reservation are one UPDATE."""
-    day = day or today_ist()
+def _reserve_statement(by: str) -> Any:
+    """The check and the reservation as ONE UPDATE, built once: it runs with every credit intent
+    (building the expression per call cost more than running it). RETURNING the programme's id
+    and the operator limit read under the same row lock, so the operator's monthly counter
+    follows the limit in force. ``by``: ``"id"`` or ``"code"`` (a credit's intent reserves by
+    code: the reservation is also the programme's lookup, one statement instead of two)."""
     p = programmes.c
-    fits = sa.or_(p.budget_cents.is_(None), p.budget_cents - p.reserved_cents - p.credited_cents
-                  + p.returned_cents >= cents)  # fmt: skip
-    changed = conn.execute(
+    cents, day = sa.bindparam("cents"), sa.bindparam("day", type_=sa.Date)
+    return (
         programmes.update()
         .where(
-            p.id == programme_id,
+            getattr(p, by) == sa.bindparam("key"),
             p.state == "active",
             sa.or_(p.starts_on.is_(None), p.starts_on <= day),
             sa.or_(p.ends_on.is_(None), p.ends_on >= day),
-            fits,
+            sa.or_(
+                p.budget_cents.is_(None),
+                p.budget_cents - p.reserved_cents - p.credited_cents + p.returned_cents >= cents,
+            ),
         )
         .values(reserved_cents=p.reserved_cents + cents)
+        .returning(p.id, p.monthly_operator_limit_cents)
     )
-    if changed.rowcount == 1:
-        return
+
+
+_RESERVE = _reserve_statement("id")
+_RESERVE_BY_CODE = _reserve_statement("code")
+
+
+def reserve(
+    conn: Connection, programme_id: int, cents: int, *, day: date | None = None
+) -> int | None:
+    """Reserve ``cents`` of the programme's budget, or raise (``BudgetExceeded``,
+    ``ProgrammeClosed``) and leave it untouched. The check and the reservation are one UPDATE.
+    Returns the programme's monthly operator limit in cents (``None``: no limit)."""
+    day = day or today_ist()
+    changed = conn.execute(_RESERVE, {"key": programme_id, "cents": cents, "day": day}).first()
+    if changed is not None:
+        return changed[1]  # type: ignore[no-any-return]
+    p = programmes.c
     found = conn.execute(sa.select(programmes).where(p.id == programme_id)).mappings().one()
     programme = programme_record(found)
     why = programme.why_closed(day)
@@ -242,11 +283,226 @@ def reserve(conn: Connection, programme_id: int, cents: int, *, day: date | None
     )
 
 
-def reserve_many(conn: Connection, totals: dict[int, int], *, day: date | None = None) -> None:
-    """Reserve each programme's total (a batch queues its credits all or none)."""
+def reserve_by_code(
+    conn: Connection, code: str | None, cents: int, *, day: date | None = None
+) -> tuple[int, int | None]:
+    """``reserve`` for the programme with ``code`` (``None``: General) in one statement, which is
+    also its lookup: ``(programme id, monthly operator limit in cents or None)``. Raises as
+    ``reserve`` does, or ``UnknownProgramme``."""
+    day = day or today_ist()
+    wanted = (code or GENERAL_CODE).strip().upper()
+    changed = conn.execute(_RESERVE_BY_CODE, {"key": wanted, "cents": cents, "day": day}).first()
+    if changed is not None:
+        return int(changed[0]), changed[1]
+    # Refused, or no such programme (General is made again if a sandbox reset removed it): the
+    # id path says which, or reserves when General was just made.
+    programme_id = programme_id_for(conn, wanted)
+    return programme_id, reserve(conn, programme_id, cents, day=day)
+
+
+def reserve_many(
+    conn: Connection, totals: dict[int, int], *, day: date | None = None
+) -> dict[int, int | None]:
+    """Reserve each programme's total (a batch queues its credits all or none); returns each
+    reserved programme's monthly operator limit (cents, ``None``: none)."""
+    limits: dict[int, int | None] = {}
     for programme_id, cents in sorted(totals.items()):  # one lock order: no deadlock
         if cents:
-            reserve(conn, programme_id, cents, day=day)
+            limits[programme_id] = reserve(conn, programme_id, cents, day=day)
+    return limits
+
+
+def month_of(moment: datetime) -> date:
+    """The first IST day of the month of an aware instant (the operator limit's month)."""
+    day = moment.astimezone(IST).date()
+    return day.replace(day=1)
+
+
+def reserve_rows(conn: Connection, rows: Iterable[Any], totals: dict[int, int]) -> None:
+    """Reserve new credit rows' budget (``reserve_many``) and count them in their operators'
+    months (``count_operator_months``): a batch's rows, all or none."""
+    count_operator_months(conn, rows, reserve_many(conn, totals))
+
+
+def count_operator_months(
+    conn: Connection,
+    rows: Iterable[Any],
+    limits: dict[int, int | None],
+    *,
+    within_operator_limit: bool = False,
+) -> None:
+    """Count new credit rows in their operators' monthly counters where the programme has a
+    monthly operator limit (``limits``: as the reservation returned them). With
+    ``within_operator_limit`` (a single credit from ``movements.request``) the counter moves only
+    if it stays within the limit, in ONE conditional upsert: otherwise ``OperatorLimitReached``
+    and the intent's transaction rolls back. Same transaction as the rows' insert, after the
+    reservation: programme rows, then counters, each in key order (as every writer locks them)."""
+    wanted: dict[tuple[int, str, date], int] = {}
+    for row in rows:
+        pid = row["programme_id"]
+        if row["transaction_type"] == "CR" and limits.get(pid) is not None:
+            key = (pid, row["operator"], month_of(row["created_at"]))
+            wanted[key] = wanted.get(key, 0) + row["amount_cents"]
+    for (pid, operator, month), cents in sorted(wanted.items()):
+        limit = limits[pid]
+        assert limit is not None
+        if within_operator_limit:
+            _take_within_limit(conn, pid, operator, month, cents, limit)
+        else:
+            conn.execute(_add_month(conn), _month_values(pid, operator, month, cents))
+
+
+def _month_values(pid: int, operator: str, month: date, cents: int) -> dict[str, Any]:
+    return {"programme_id": pid, "operator": operator, "month": month, "credited_cents": cents}
+
+
+def _insert(conn: Connection) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+_ADDS: dict[str, Any] = {}
+
+
+def _add_month(conn: Connection, limit: bool = False) -> Any:
+    """``INSERT ... ON CONFLICT DO UPDATE SET credited_cents = credited_cents + new`` (with
+    ``limit``: ``WHERE credited_cents + new <= :limit``), built once per dialect."""
+    key = f"{conn.dialect.name}:{limit}"
+    if key not in _ADDS:
+        statement = _insert(conn)(operator_months)
+        total = operator_months.c.credited_cents + statement.excluded.credited_cents
+        _ADDS[key] = statement.on_conflict_do_update(
+            index_elements=["programme_id", "operator", "month"],
+            set_={"credited_cents": total},
+            where=(total <= sa.bindparam("limit")) if limit else None,
+        ).returning(operator_months.c.credited_cents)
+    return _ADDS[key]
+
+
+def _take_within_limit(
+    conn: Connection, pid: int, operator: str, month: date, cents: int, limit: int
+) -> None:
+    # PostgreSQL: the upsert takes the counter row's lock and re-evaluates its WHERE on the
+    # newest version; a first insert racing another waits for it, then updates. SQLite: the
+    # write helper's BEGIN IMMEDIATE serialises writers. Either way: never past the limit.
+    if cents <= limit:
+        values = _month_values(pid, operator, month, cents)
+        # RETURNING, not rowcount: drivers count an upsert's rows differently.
+        moved = conn.execute(_add_month(conn, limit=True), {**values, "limit": limit}).first()
+        if moved is not None:
+            return
+    m = operator_months.c
+    spent = conn.execute(
+        sa.select(m.credited_cents).where(
+            m.programme_id == pid, m.operator == operator, m.month == month
+        )
+    ).scalar_one_or_none()
+    raise OperatorLimitReached(
+        pid,
+        operator,
+        from_cents(limit),  # type: ignore[arg-type]
+        from_cents(max(limit - int(spent or 0), 0)),  # type: ignore[arg-type]
+    )
+
+
+def release_operator_months(conn: Connection, rows: Iterable[Any]) -> None:
+    """In-flight credits that end ``FAILED`` give their points back to their operator's month
+    (an UPDATE of existing counters only: a programme without a limit keeps none)."""
+    gone: dict[tuple[int, str, date], int] = {}
+    for row in rows:
+        if row.transaction_type == "CR" and row.programme_id is not None:
+            key = (row.programme_id, row.operator, month_of(row.created_at))
+            gone[key] = gone.get(key, 0) + row.amount_cents
+    m = operator_months.c
+    for (pid, operator, month), cents in sorted(gone.items()):
+        conn.execute(
+            operator_months.update()
+            .where(m.programme_id == pid, m.operator == operator, m.month == month)
+            .values(credited_cents=m.credited_cents - cents)
+        )
+
+
+def _month_sql(dialect: str) -> Any:
+    """SQL for the first IST day of a stored UTC time's month (as ``month_of``)."""
+    column = transactions.c.created_at
+    if dialect == "sqlite":
+        return sa.func.date(
+            column, sa.literal_column("'+330 minutes'"), sa.literal_column("'start of month'")
+        )
+    local = sa.func.timezone(sa.literal_column("'Asia/Kolkata'"), column)
+    return sa.cast(sa.func.date_trunc("month", local), sa.Date)
+
+
+def _months_from_rows(conn: Connection, programme_ids: list[int] | None) -> Any:
+    """Per (programme with a limit, operator, month): its credits in flight or SUCCEEDED."""
+    t = transactions.c
+    month = _month_sql(conn.dialect.name).label("month")
+    limited = sa.select(programmes.c.id).where(
+        programmes.c.monthly_operator_limit_cents.is_not(None)
+    )
+    if programme_ids is not None:
+        limited = limited.where(programmes.c.id.in_(programme_ids))
+    return (
+        sa.select(t.programme_id, t.operator, month, sa.func.sum(t.amount_cents))
+        .where(
+            t.programme_id.in_(limited),
+            t.transaction_type == "CR",
+            t.status.in_([*_IN_FLIGHT, Status.SUCCEEDED.value]),
+        )
+        .group_by(t.programme_id, t.operator, month)
+    )
+
+
+def rebuild_operator_months(conn: Connection, programme_ids: list[int] | None = None) -> None:
+    """Recompute the operator-month counters from the rows (a limit newly set, redated demo
+    rows, ``summaries rebuild``); programmes without a limit keep none."""
+    query = _months_from_rows(conn, programme_ids)
+    if programme_ids is None:
+        conn.execute(operator_months.delete())
+    else:
+        conn.execute(
+            operator_months.delete().where(operator_months.c.programme_id.in_(programme_ids))
+        )
+    conn.execute(
+        operator_months.insert().from_select(
+            ["programme_id", "operator", "month", "credited_cents"], query
+        )
+    )
+
+
+def operator_month_differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
+    """Where the operator-month counters disagree with the rows: ``(key, kept, rows)``."""
+    m = operator_months.c
+    raw = {
+        (int(pid), op, _as_date(month)): int(c)
+        for pid, op, month, c in conn.execute(_months_from_rows(conn, None))
+    }
+    limited = sa.select(programmes.c.id).where(
+        programmes.c.monthly_operator_limit_cents.is_not(None)
+    )
+    kept = {
+        (int(pid), op, _as_date(month)): int(c)
+        for pid, op, month, c in conn.execute(
+            sa.select(m.programme_id, m.operator, m.month, m.credited_cents).where(
+                m.programme_id.in_(limited)
+            )
+        )
+        if c
+    }
+    return [
+        (("operator month", *key), kept.get(key, 0), raw.get(key, 0))
+        for key in sorted(set(raw) | set(kept))
+        if kept.get(key, 0) != raw.get(key, 0)
+    ]
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def apply_move(
@@ -449,6 +705,10 @@ class ProgrammeStore(Database):
                 f"{_describe(c, current[c])} -> {_describe(c, v).split(' ', 1)[-1]}"
                 for c, v in changed.items()
             )
+            if "monthly_operator_limit_cents" in changed:
+                # Counters are kept only under a limit: count this programme's months afresh
+                # (after the UPDATE took its row lock, so no credit intent is half counted).
+                rebuild_operator_months(conn, [current["id"]])
             _audit(conn, current["id"], actor, "edited", detail)
             return programme_record(
                 conn.execute(sa.select(programmes).where(p.id == current["id"])).mappings().one()
@@ -560,22 +820,3 @@ class ProgrammeStore(Database):
                     sa.select(p.id, p.reserved_cents, p.credited_cents, p.returned_cents)
                 )
             }
-
-    def operator_month_credits(
-        self, programme_id: int, operator: str, *, day: date | None = None
-    ) -> Decimal:
-        """Points an operator credited (in flight or succeeded) from a programme this IST month."""
-        day = day or today_ist()
-        start = datetime(day.year, day.month, 1, tzinfo=IST)
-        t = transactions.c
-        with self.reading() as conn:
-            cents = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(t.amount_cents), 0)).where(
-                    t.programme_id == programme_id,
-                    t.operator == operator,
-                    t.transaction_type == "CR",
-                    t.status.in_([*_IN_FLIGHT, Status.SUCCEEDED.value]),
-                    t.created_at >= start,
-                )
-            ).scalar_one()
-        return from_cents(int(cents))  # type: ignore[return-value]

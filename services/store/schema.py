@@ -286,6 +286,20 @@ programmes = sa.Table(
     sa.UniqueConstraint("code", name="uq_programmes_code"),
 )
 
+# Each operator's credits from a programme per IST month (in flight or SUCCEEDED), for programmes
+# with a monthly operator limit (v9). A credit from the Credit form takes its share with ONE
+# conditional upsert (``... WHERE credited_cents + amount <= limit``) in its intent's transaction
+# (services/store/programmes.py), so two credits at once cannot both pass the limit.
+operator_months = sa.Table(
+    "operator_months",
+    metadata,
+    sa.Column("programme_id", sa.Integer, nullable=False),
+    sa.Column("operator", sa.String(200), nullable=False),
+    sa.Column("month", sa.Date, nullable=False),  # the first IST day of the month
+    sa.Column("credited_cents", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("programme_id", "operator", "month", name="pk_operator_months"),
+)
+
 # Every change to a programme (created, edited, budget raised, closed): who, when, what.
 programme_events = sa.Table(
     "programme_events",

@@ -1,6 +1,6 @@
 """Summaries of the ledger kept with every write: daily totals and each card's latest balance.
 
-``daily_totals``: per IST day x kind x status x operator, how many rows and how many points.
+``daily_totals``: per IST day x kind x status x operator x programme, how many rows and points.
 ``card_balances``: each card's latest SUCCEEDED row and the balance after it.
 ``card_days``: which cards had a SUCCEEDED row on each IST day (distinct employees of a period).
 
@@ -26,8 +26,10 @@ difference. From the command line::
 
 (``DATABASE_URL`` defaults to the environment's, else the dashboard's SQLite ledger.)
 
-Not here yet: a programme dimension (a ``programme_id`` key column can be added when programmes
-exist; every reader sums over the keys it does not filter on).
+Every reader sums over the keys it does not filter on (a programme's figures filter on
+``programme_id``; 0 stands for a row without a programme: a reversal, or a write around the store).
+The programmes' per-operator monthly counters (``operator_months``, kept by
+``services/store/programmes.py``) are checked and rebuilt here too.
 """
 
 from __future__ import annotations
@@ -43,7 +45,15 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
 from services.store.engine import UTCDateTime, on_every_write
+from services.store.programmes import operator_month_differences, rebuild_operator_months
 from services.store.schema import metadata, transactions
+
+if __name__ == "__main__":
+    # ``python -m`` runs this file a second time as ``__main__``, after the package imported it:
+    # defining the tables again would fail. The command line is the imported module's ``main``.
+    from services.store.summaries import main as _imported_main
+
+    sys.exit(_imported_main())
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
@@ -54,9 +64,14 @@ daily_totals = sa.Table(
     sa.Column("kind", sa.String(8), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("operator", sa.String(200), nullable=False),
+    # ``transactions.programme_id`` (v9; 0: none). Last in the key: the readers that do not
+    # filter on it still seek by day first.
+    sa.Column("programme_id", sa.Integer, nullable=False, server_default="0"),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
-    sa.PrimaryKeyConstraint("day", "kind", "status", "operator", name="pk_daily_totals"),
+    sa.PrimaryKeyConstraint(
+        "day", "kind", "status", "operator", "programme_id", name="pk_daily_totals"
+    ),
 )
 
 # Each card's latest SUCCEEDED row (by update time, then id) and the balance EnKash reported after
@@ -83,12 +98,12 @@ card_days = sa.Table(
     sa.PrimaryKeyConstraint("day", "card_id", name="pk_card_days"),
 )
 
-KEY = ("day", "kind", "status", "operator")
+KEY = ("day", "kind", "status", "operator", "programme_id")
 _TALLY = "points_desk_daily_tally"
 _CARDS = "points_desk_card_tally"
 _ACTIVE = "points_desk_active_tally"
 
-Key = tuple[date, str, str, str]
+Key = tuple[date, str, str, str, int]
 
 
 def ist_day(moment: datetime) -> date:
@@ -112,11 +127,12 @@ def count(
     amount_cents: int,
     sign: int = 1,
     card_id: str | None = None,
+    programme_id: int | None = None,
 ) -> None:
     """Add (``sign`` 1) or remove (-1) one ledger row in this transaction's tally."""
     tally: dict[Key, list[int]] = conn.info.setdefault(_TALLY, {})
     day = ist_day(created_at)
-    key = (day, str(kind), str(status), str(operator))
+    key = (day, str(kind), str(status), str(operator), int(programme_id or 0))
     entry = tally.setdefault(key, [0, 0])
     entry[0] += sign
     entry[1] += sign * int(amount_cents)
@@ -130,8 +146,9 @@ def move(conn: Connection, found: Any, before: str, after: str) -> None:
     if before == after:
         return
     row = (found.created_at, found.kind)
-    count(conn, *row, before, found.operator, found.amount_cents, -1, found.card_id)
-    count(conn, *row, after, found.operator, found.amount_cents, 1, found.card_id)
+    rest = (found.card_id, found.programme_id)
+    count(conn, *row, before, found.operator, found.amount_cents, -1, *rest)
+    count(conn, *row, after, found.operator, found.amount_cents, 1, *rest)
     if after == "SUCCEEDED" and found.card_id is not None:
         cards: dict[str, tuple[datetime, int, int | None]] = conn.info.setdefault(_CARDS, {})
         latest = (found.updated_at, int(found.id), found.balance_after_cents)
@@ -152,6 +169,7 @@ def counted_columns() -> list[sa.Column[Any]]:
         t.c.card_id,
         t.c.updated_at,
         t.c.balance_after_cents,
+        t.c.programme_id,
     ]
 
 
@@ -255,14 +273,16 @@ def ist_day_sql(dialect: str, column: Any = transactions.c.created_at) -> Any:
 def _raw_query(dialect: str) -> Any:
     t = transactions
     day = ist_day_sql(dialect).label("day")
+    programme = sa.func.coalesce(t.c.programme_id, 0).label("programme_id")
     return sa.select(
         day,
         t.c.kind,
         t.c.status,
         t.c.operator,
+        programme,
         sa.func.count().label("rows"),
         sa.func.coalesce(sa.func.sum(t.c.amount_cents), 0).label("amount_cents"),
-    ).group_by(day, t.c.kind, t.c.status, t.c.operator)
+    ).group_by(day, t.c.kind, t.c.status, t.c.operator, programme)
 
 
 def _latest_query(cards: list[str] | None = None) -> Any:
@@ -307,20 +327,29 @@ def refresh_cards(conn: Connection, cards: Iterable[str]) -> None:
         conn.execute(card_balances.insert().from_select(_CARD_COLUMNS, _latest_query(chunk)))
 
 
-def rebuild_in(conn: Connection) -> int:
-    """Recompute the whole summary from ``transactions`` inside ``conn``'s write transaction."""
+def rebuild_daily_in(conn: Connection) -> int:
+    """Recompute ``daily_totals`` from ``transactions`` (v9's migration fills it with this)."""
     conn.execute(daily_totals.delete())
     select = _raw_query(conn.dialect.name)
-    conn.execute(
-        daily_totals.insert().from_select(
-            ["day", "kind", "status", "operator", "rows", "amount_cents"], select
-        )
-    )
+    conn.execute(daily_totals.insert().from_select([*KEY, "rows", "amount_cents"], select))
+    return int(conn.execute(sa.select(sa.func.count()).select_from(daily_totals)).scalar_one())
+
+
+def rebuild_cards_in(conn: Connection) -> None:
+    """Recompute ``card_balances`` and ``card_days`` from ``transactions``."""
     conn.execute(card_balances.delete())
     conn.execute(card_balances.insert().from_select(_CARD_COLUMNS, _latest_query()))
     conn.execute(card_days.delete())
     conn.execute(card_days.insert().from_select(["day", "card_id", "rows"], _days_query(conn)))
-    return int(conn.execute(sa.select(sa.func.count()).select_from(daily_totals)).scalar_one())
+
+
+def rebuild_in(conn: Connection) -> int:
+    """Recompute the whole summary from ``transactions`` inside ``conn``'s write transaction
+    (and the programmes' operator-month counters); returns the daily totals' row count."""
+    found = rebuild_daily_in(conn)
+    rebuild_cards_in(conn)
+    rebuild_operator_months(conn)
+    return found
 
 
 def _as_date(value: Any) -> date:
@@ -335,14 +364,14 @@ def differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
     """Every key where the summary and the raw rows disagree: ``(key, summary, raw)``; a card's
     key is ``("card", card_id)`` with its (updated_at, id, balance) kept and from the rows."""
     raw: dict[Key, tuple[int, int]] = {}
-    for day, kind, status, operator, n, cents in conn.execute(_raw_query(conn.dialect.name)):
-        raw[(_as_date(day), kind, status, operator)] = (int(n), int(cents))
+    for day, kind, status, operator, pid, n, cents in conn.execute(_raw_query(conn.dialect.name)):
+        raw[(_as_date(day), kind, status, operator, int(pid))] = (int(n), int(cents))
     kept: dict[Key, tuple[int, int]] = {}
-    for day, kind, status, operator, n, cents in conn.execute(
+    for day, kind, status, operator, pid, n, cents in conn.execute(
         sa.select(daily_totals.c[KEY], daily_totals.c.rows, daily_totals.c.amount_cents)
     ):
         if n or cents:  # a key whose rows all moved on keeps a zero row
-            kept[(_as_date(day), kind, status, operator)] = (int(n), int(cents))
+            kept[(_as_date(day), kind, status, operator, int(pid))] = (int(n), int(cents))
     zero = (0, 0)
     found: list[tuple[Any, Any, Any]] = [
         (key, kept.get(key, zero), raw.get(key, zero))
@@ -372,7 +401,7 @@ def differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
         for key in sorted(set(raw_days) | set(kept_days))
         if kept_days.get(key, 0) != raw_days.get(key, 0)
     ]
-    return found
+    return found + operator_month_differences(conn)
 
 
 class SummaryStore:
@@ -420,8 +449,5 @@ def main(argv: Iterable[str] | None = None) -> int:
         ledger.dispose()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-else:
-    # Registered once, by the imported module (``python -m`` runs a second copy as __main__).
-    on_every_write(begin, flush)
+# Registered once, by the imported module (``python -m`` hands over to it above).
+on_every_write(begin, flush)

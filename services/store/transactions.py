@@ -18,12 +18,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from services.errors import Conflict
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
 from services.store.engine import Database, to_cents
 from services.store.exchanges import insert_exchanges
-from services.store.programmes import apply_move, programme_id_for, reserve_many
+from services.store.programmes import (
+    IN_FLIGHT,
+    apply_move,
+    count_operator_months,
+    programme_id_for,
+    rebuild_operator_months,
+    release_operator_months,
+    reserve_by_code,
+    reserve_rows,
+)
 from services.store.records import (
     AuditEvent,
     DuplicateReference,
@@ -107,6 +117,7 @@ def _tally_new(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
             row["status"],
             row["operator"],
             row["amount_cents"],
+            programme_id=row["programme_id"],
         )
 
 
@@ -277,10 +288,14 @@ class TransactionStore(Database):
         row_number: int | None = None,
         session_id: str | None = None,
         approved_by: str | None = None,
+        within_operator_limit: bool = False,
     ) -> LedgerRow:
         """Commit one intent (and its first audit event) before anything is sent.
 
         ``DuplicateReference`` if the reference is already in the ledger; nothing is written.
+        ``within_operator_limit``: a credit that would take ``operator`` past the programme's
+        monthly operator limit is refused (``OperatorLimitReached``, nothing written), checked
+        and counted in one statement in this transaction.
         """
         if status not in (Status.SENDING, Status.QUEUED):
             raise ValueError("an intent starts as SENDING (sent now) or QUEUED (a batch row)")
@@ -302,12 +317,29 @@ class TransactionStore(Database):
         )
         try:
             with self.writing() as conn:
-                credits = _assign_programmes(conn, [values], [allocation.programme])
-                # Inserted first: a repeated reference is a replay (DuplicateReference), even
-                # when the budget is spent. Then the reservation, same transaction: a refusal
-                # (BudgetExceeded, ProgrammeClosed) rolls the intent back; nothing is recorded.
-                conn.execute(transactions.insert().values(values))
-                reserve_many(conn, credits)
+                if values["transaction_type"] == "CR":
+                    # The reservation first, by code: it is the programme's lookup too, so the
+                    # budget check costs no statement of its own. A refusal (BudgetExceeded,
+                    # ProgrammeClosed) rolls back; a repeated reference is still a replay.
+                    try:
+                        pid, limit = reserve_by_code(
+                            conn, allocation.programme, values["amount_cents"]
+                        )
+                    except Conflict:
+                        if self._status(conn, allocation.reference) is not None:
+                            raise DuplicateReference(allocation.reference) from None
+                        raise
+                    values["programme_id"] = pid
+                    conn.execute(transactions.insert().values(values))
+                    count_operator_months(
+                        conn,
+                        [values],
+                        {pid: limit},
+                        within_operator_limit=within_operator_limit,
+                    )
+                else:
+                    _assign_programmes(conn, [values], [allocation.programme])
+                    conn.execute(transactions.insert().values(values))
                 _tally_new(conn, [values])
                 _audit(
                     conn,
@@ -376,7 +408,7 @@ class TransactionStore(Database):
                 credits = _assign_programmes(conn, rows, [a.programme for a, _ in allocations])
                 # executemany: one statement, many parameter sets; 50k rows take seconds.
                 conn.execute(transactions.insert(), rows)
-                reserve_many(conn, credits)
+                reserve_rows(conn, rows, credits)
                 _tally_new(conn, rows)
                 _audit(conn, events)
         except IntegrityError:
@@ -610,6 +642,7 @@ class TransactionStore(Database):
                         t.c.operator,
                         t.c.amount_cents,
                         t.c.card_id,
+                        t.c.programme_id,
                     ).where(t.c.reference.in_(chunk))
                 ):
                     cards.add(found.card_id)
@@ -626,6 +659,7 @@ class TransactionStore(Database):
                             found.amount_cents,
                             sign,
                             found.card_id,
+                            found.programme_id,
                         )
                     shifts[reference] = shift
                     moved.append(
@@ -638,8 +672,10 @@ class TransactionStore(Database):
                     .values(created_at=sa.bindparam("created"), updated_at=sa.bindparam("updated")),
                     moved,
                 )
-                # New update times may change which row is a card's latest.
+                # New update times may change which row is a card's latest, new creation times
+                # which month an operator's credit counts in.
                 summaries.refresh_cards(conn, cards)
+                rebuild_operator_months(conn)
             events: list[dict[str, Any]] = []
             for start in range(0, len(references), 500):
                 chunk = references[start : start + 500]
@@ -1004,6 +1040,8 @@ class TransactionStore(Database):
                     before,
                     to_status,
                 )
+                if before in IN_FLIGHT and to_status is Status.FAILED:
+                    release_operator_months(conn, [changed])
                 summaries.move(conn, changed, before.value, to_status.value)
                 return before, ledger_row(changed._mapping)
         return None

@@ -46,9 +46,11 @@ def upgrade() -> None:
         sa.Column("rows", sa.BigInteger, nullable=False),
         sa.PrimaryKeyConstraint("day", "card_id", name="pk_card_days"),
     )
-    from services.store.summaries import rebuild_in
+    # The card tables are filled here; ``daily_totals`` by v9_programme_sums, which rebuilds it
+    # with its programme key (today's code fills the table as v9 shapes it, not as this one).
+    from services.store.summaries import rebuild_cards_in
 
-    rebuild_in(op.get_bind())
+    rebuild_cards_in(op.get_bind())
 
 
 def downgrade() -> None:
