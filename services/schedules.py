@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -159,6 +160,9 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
     }
 
 
+_ROW_LINE = re.compile(r"\s*(?P<card>[^,\s]+)\s*[,\s]\s*(?P<amount>[^\s,][^\s]*)\s*")
+
+
 def rows_from_text(
     text: str, kind: Kind | str, reason: str, settings: Settings
 ) -> tuple[list[dict[str, Any]], dict[int, str]]:
@@ -174,13 +178,15 @@ def rows_from_text(
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        parts = [part for part in line.replace(",", " ").replace("\t", " ").split() if part]
-        if len(parts) != 2:
+        # Only the first comma or space separates: the amount may be grouped the Indian way
+        # ("EKC04AZHXP, 1,00,000"), and its commas are not separators.
+        found = _ROW_LINE.fullmatch(line)
+        if found is None:
             problems[number] = "Write a card id and an amount, like EKC04AZHXP, 500"
             continue
         try:
-            card_id = parse_card_id(parts[0])
-            amount = parse_points(parts[1], settings.points_desk_max_points)
+            card_id = parse_card_id(found["card"])
+            amount = parse_points(found["amount"], settings.points_desk_max_points)
         except ValueError as error:
             problems[number] = str(error)
             continue

@@ -117,4 +117,3 @@ def test_a_monthly_allowance_is_approved_by_a_second_person_and_shows_in_the_run
             cells = maker.get_by_test_id("stDataFrame").locator("[role=gridcell]")
             assert "Monthly allowance" in cells.all_inner_texts()
             screenshot(maker, "screens/schedule-runway-phone")
-

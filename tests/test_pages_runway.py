@@ -39,7 +39,11 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     # The run's label, supplied by people, reads as typed in the alert (escaped Markdown).
     assert any("\\*Big\\* \\[bonus\\]" in w for w in warnings), warnings
     text = page_text(at)
-    assert "shown here only: no webhook or e-mail is configured" in text
+    # Where delivery stands is said once for the alerts shown, not under each of them.
+    delivery = [c.value for c in at.caption if "no webhook or e-mail is configured" in c.value]
+    assert delivery == ["Every alert above: shown here only: no webhook or e-mail is configured"]
+    # Nothing went out in the last 30 days: no made-up "less the schedules' pace" arithmetic.
+    assert "and no other spending (no points went out, net, in the last 30 days)" in text
     assert "Runway" in [h.value for h in at.subheader]
     assert "At this pace the pool runs out on" in text
     horizons = at.table[0].value

@@ -145,3 +145,23 @@ def test_rows_the_text_box_cannot_hold_are_never_changed_silently_by_an_edit(app
         "credit",
         "debit",
     ]
+
+
+def test_the_edit_tab_offers_the_first_schedule_once_there_is_one(app, app_desk):
+    # The page was first drawn with nothing to edit; the schedule set up next is offered at once.
+    card = a_card(app_desk)
+    app.switch_page(SCHEDULES).run()
+    assert "No schedule runs now." in page_text(app)
+    fill(app, rows=f"{card}, 500")
+    (record,) = app_desk.ledger.list_schedules()
+    assert app.selectbox(key="edit_sched_choice").value == record.id
+    assert app.text_area(key="edit_sched_rows").value == f"{card}, 500.00"
+    assert "No schedule runs now." not in page_text(app)
+
+
+def test_rows_with_indian_grouped_amounts_are_set_up(app, app_desk):
+    card = a_card(app_desk)
+    app.switch_page(SCHEDULES).run()
+    fill(app, rows=f"{card}, 1,00,000")
+    (record,) = app_desk.ledger.list_schedules()
+    assert [r.amount for r in app_desk.ledger.schedule_rows(record.id, 1)] == [Decimal("100000")]

@@ -410,3 +410,25 @@ def test_a_run_whose_rows_failed_is_reported_for_the_alerts(desk):
         (failed,) = schedules.failed_runs(desk.ledger, since=ist(2027, 1, 11))
         assert (failed.schedule_id, failed.label, failed.failed_rows) == (record.id, "One-off", 1)
         assert failed.batch_id == run.batch_id and failed.due_at == ist(2027, 1, 11, 9)
+
+
+def test_typed_rows_take_amounts_grouped_the_indian_way():
+    settings = load_settings()
+    rows, wrong = schedules.rows_from_text(
+        "EKC04AZHXP, 1,00,000\nekc9qw2ert\t2,500.50\nEKC7PL3MNB 750",
+        Kind.CREDIT,
+        "allowance",
+        settings,
+    )
+    assert wrong == {}
+    assert [(r["card_id"], r["amount_cents"]) for r in rows] == [
+        ("EKC04AZHXP", 10_000_000),
+        ("EKC9QW2ERT", 250_050),
+        ("EKC7PL3MNB", 75_000),
+    ]
+    # Still one card and one amount a line: a stray third part or an empty amount is refused.
+    _, wrong = schedules.rows_from_text(
+        "EKC04AZHXP, 500 600\nEKC04AZHXP,,500\nEKC04AZHXP, 1,5", Kind.CREDIT, "", settings
+    )
+    assert set(wrong) == {1, 2, 3}
+    assert wrong[1].startswith("Write a card id and an amount")

@@ -76,18 +76,35 @@ def _shortfalls(found: runway.Runway) -> pd.DataFrame:
     )
 
 
+def _pace_words(found: runway.Runway) -> str:
+    """How the projection spends the pool, in words that hold whatever the burn was (a burn
+    below the schedules' own pace is not "a negative other spending")."""
+    days = runway.BURN_DAYS
+    if found.burn_per_day <= 0:
+        return (
+            f"the scheduled runs on their days, and no other spending (no points went out, net, "
+            f"in the last {days} days)."
+        )
+    if not found.ad_hoc_per_day:
+        return (
+            f"the scheduled runs on their days, and no other spending: the last {days} days' "
+            f"burn of {points(found.burn_per_day)} a day is within the schedules' own pace of "
+            f"{points(found.scheduled_per_day)} a day."
+        )
+    return (
+        f"the scheduled runs on their days, plus {points(found.ad_hoc_per_day)} points a day of "
+        f"other spending (the last {days} days' burn of {points(found.burn_per_day)} a day, "
+        f"less the schedules' own pace of {points(found.scheduled_per_day)} a day)."
+    )
+
+
 def runway_section(found: runway.Runway | None) -> None:
     """The runway, or a line saying why there is none (EnKash did not give the pool)."""
     st.subheader("Runway")
     if found is None:
         st.info("The runway needs the pool balance, and EnKash did not give it just now.")
         return
-    st.caption(
-        f"From the pool of {points(found.pool_balance)}: the scheduled runs on their days, plus "
-        f"{points(found.ad_hoc_per_day)} points a day of other spending (the last "
-        f"{runway.BURN_DAYS} days' burn of {points(found.burn_per_day)} a day, less the "
-        f"schedules' own pace of {points(found.scheduled_per_day)} a day)."
-    )
+    st.caption(f"From the pool of {points(found.pool_balance)}: {_pace_words(found)}")
     table, chart = st.columns([2, 3])
     with table:
         st.table(_horizons(found))

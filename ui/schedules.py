@@ -266,7 +266,9 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     if repeat != Repeat.ONCE.value:
         end_col, count_col = st.columns(2)
         with end_col:
-            st.date_input("Until (IST, optional)", key=f"{prefix}_end_on", value=None)
+            st.date_input(
+                "Until (IST, optional)", key=f"{prefix}_end_on", value=None, format="DD/MM/YYYY"
+            )
             _error(prefix, "end_on")
         with count_col:
             st.number_input("Number of runs (0: no limit)", 0, 1000, key=f"{prefix}_count", step=1)
@@ -446,6 +448,10 @@ def edit_schedule() -> None:
         s.id: s
         for s in desk().ledger.list_schedules(states=("pending_approval", "active", "paused"))
     }
+    # A choice made when there was nothing to choose (None), or of a schedule that has ended
+    # since, would keep the form empty: the first open schedule is chosen instead.
+    if st.session_state.get("edit_sched_choice") not in open_ones:
+        st.session_state.pop("edit_sched_choice", None)
     chosen = st.selectbox(
         "Schedule",
         list(open_ones),
