@@ -53,6 +53,8 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     assert short["Run"].tolist()[0] == HOSTILE  # a plain-text cell: as typed
     # Nothing is left after the first: each later run is short by all of it.
     assert short["Pool short by"].tolist() == ["50,00,000.00"] + ["1,000.00"] * 4
+    # No programme is short: its empty columns are not shown (they push the rest off a phone).
+    assert "Programme short by" not in short.columns and "Why" not in short.columns
     # Five runs will not fit: three alerts are shown, then how many more.
     assert sum("Scheduled run will not fit" in w for w in warnings) == 3
     assert "… and 2 more alerts like these (every run is listed under Runway below)." in warnings
@@ -72,7 +74,17 @@ def test_the_bulk_confirm_step_shows_the_pre_flight(app, app_desk):
     text = page_text(app)
     # No batch has finished yet: the duration is an estimate, and says so.
     assert "Expected to take **about 1 s**" in text
-    assert "estimate: " in text
+    assert "estimate: " in text  # how it was worked out, in a caption of its own
+    assert "Expected to take **about 1 s**, at about " in text
+    assert "rows a second (" not in text  # no brackets in brackets on the line itself
     # 5 creates of 100 .. 500 = 1,500 from the sandbox's 1,00,00,000.
     assert "Pool after: **99,98,500.00** points (now 1,00,00,000.00)" in text
     assert "Need approval: no row" in text
+
+
+def test_the_rows_needing_approval_read_as_words():
+    from ui.preflight import _rows
+
+    assert _rows([9]) == "row 9"
+    assert _rows([2, 5, 7]) == "rows 2, 5 and 7"
+    assert _rows(list(range(1, 13))) == "rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more"

@@ -90,7 +90,10 @@ def test_a_late_run_waits_on_the_page_and_a_person_skips_it(app, app_desk):
     assert run.state == "waiting"
 
     app.run()
-    assert "waiting for a person" in page_text(app)
+    # Said in one sentence, with what to do: never a raw state with a bracketed note.
+    text = page_text(app)
+    assert "was not sent: no worker reached it in time" in text
+    assert "Send it now, or skip it." in text and "(late) (" not in text
     app.button(key=f"sched_skip_{run.id}").click().run()
     assert not app.exception, app.exception
     assert app_desk.ledger.schedule_run(run.id).state == "skipped"

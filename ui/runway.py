@@ -58,7 +58,7 @@ def _horizons(found: runway.Runway) -> pd.DataFrame:
 
 def _shortfalls(found: runway.Runway) -> pd.DataFrame:
     # Plain-text cells: labels and programme names are shown as typed, never read as Markdown.
-    return pd.DataFrame(
+    table = pd.DataFrame(
         [
             {
                 "Run": s.run.label,
@@ -74,6 +74,9 @@ def _shortfalls(found: runway.Runway) -> pd.DataFrame:
             for s in found.shortfalls
         ]
     )
+    # A column with nothing in it (no programme is short, say) only pushes the rest off a phone.
+    empty = [c for c in ("Pool short by", "Programme short by", "Why") if not table[c].any()]
+    return table.drop(columns=empty)
 
 
 def _pace_words(found: runway.Runway) -> str:

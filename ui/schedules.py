@@ -163,10 +163,16 @@ def schedule_list() -> None:
                     width="stretch",
                 )
             for run in waiting if may_move else []:
-                st.markdown(
-                    f"Run due **{ist(run.due_at)}**: {md(_RUN_STATES[run.state])} ({md(run.note)})"
-                )
-                left, right = st.columns(2)
+                # One sentence, not a state with a note in brackets: what happened, then what to do.
+                if run.state == "refused":
+                    why = "was refused by the programme" + (f": {md(run.note)}" if run.note else "")
+                else:  # late: the note ("due more than 24 hours ago: not sent late") is said here
+                    why = (
+                        "was not sent: no worker reached it in time, and a run that late never "
+                        "sends on its own"
+                    )
+                st.markdown(f"Run due **{ist(run.due_at)}** {why}. Send it now, or skip it.")
+                left, right, _ = st.columns([1, 1, 3])
                 left.button(
                     "Send now", key=f"sched_send_{run.id}", on_click=_run_act,
                     args=("send", run.id),
