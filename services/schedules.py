@@ -410,13 +410,23 @@ def edit(
     rule: Rule,
     rows: Sequence[dict[str, Any]],
     now: datetime | None = None,
+    seen: ScheduleRecord | None = None,
 ) -> ScheduleRecord:
     """Change the future runs (rows, rule, name). A schedule not yet approved is changed in
     place (and still waits for approval); an approved one gets a pending version that a second
     person approves, while the approved version keeps running. Runs already made keep the rows
-    they were sent with. The programme does not change: set up a new schedule for another."""
+    they were sent with. The programme does not change: set up a new schedule for another.
+
+    ``seen``: the schedule as the person found it when they began editing. If someone else
+    changed it since (another edit, an approval), nothing is saved (``Conflict``): two people
+    editing at once never silently replace each other's change."""
     now = now or datetime.now(UTC)
     record = _get(ledger, schedule_id)
+    if seen is not None and _edited_since(seen, record):
+        raise Conflict(
+            "Someone else changed this schedule since you opened it; nothing was saved. "
+            "The form now shows their version."
+        )
     label, _ = _check(
         ledger, label=label, programme=record.programme, rule=rule, rows=rows, now=now
     )
@@ -456,6 +466,19 @@ def edit(
     if not changed:
         raise Conflict("Someone changed this schedule meanwhile; look again before editing.")
     return _get(ledger, schedule_id)
+
+
+def _edited_since(seen: ScheduleRecord, now: ScheduleRecord) -> bool:
+    """Whether what an edit was based on changed: a new approved or pending version, a change in
+    place before approval, or a new name. (A worker moving ``next_due_at`` on is no change.)"""
+    if (now.version, now.pending_version, now.label) != (
+        seen.version,
+        seen.pending_version,
+        seen.label,
+    ):
+        return True
+    # Edits before approval change in place, under the same version: their time tells them.
+    return now.state == PENDING_APPROVAL and now.updated_at != seen.updated_at
 
 
 def pause(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:

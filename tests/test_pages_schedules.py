@@ -168,3 +168,38 @@ def test_rows_with_indian_grouped_amounts_are_set_up(app, app_desk):
     fill(app, rows=f"{card}, 1,00,000")
     (record,) = app_desk.ledger.list_schedules()
     assert [r.amount for r in app_desk.ledger.schedule_rows(record.id, 1)] == [Decimal("100000")]
+
+
+def test_two_people_editing_one_schedule_never_replace_each_others_change(desk_env):
+    from tests.auth_support import signed_in_app, write_secrets
+    from ui.context import _desk
+
+    write_secrets(desk_env)
+    neha = signed_in_app("neha")
+    neha.switch_page(SCHEDULES).run()
+    fill(neha, label="Weekly", rows="EKC04AZHXP, 100", repeat="weekly")
+    ledger = _desk().ledger
+    (record,) = ledger.list_schedules()
+    schedules.approve(ledger, record.id, approver="vikram")
+
+    # Both open the edit form on the approved version.
+    asha = signed_in_app("asha")
+    asha.switch_page(SCHEDULES).run()
+    neha.run()
+    for person in (asha, neha):
+        assert person.text_area(key="edit_sched_rows").value == "EKC04AZHXP, 100.00"
+
+    asha.text_area(key="edit_sched_rows").input("EKC04AZHXP, 900")
+    asha.button(key="edit_sched_submit").click().run()
+    assert ledger.get_schedule(record.id).pending_version == 2
+
+    neha.text_area(key="edit_sched_rows").input("EKC04AZHXP, 700")
+    neha.button(key="edit_sched_submit").click().run()
+    assert not neha.exception, neha.exception
+    assert "Someone else changed this schedule since you opened it" in page_text(neha)
+    now = ledger.get_schedule(record.id)
+    assert now.pending_version == 2  # asha's change still waits, untouched
+    assert [r.amount for r in ledger.schedule_rows(record.id, 2)] == [Decimal("900")]
+    # The form now starts from the change that waits, so a further edit builds on it.
+    neha.run()
+    assert neha.text_area(key="edit_sched_rows").value == "EKC04AZHXP, 900.00"

@@ -432,3 +432,26 @@ def test_typed_rows_take_amounts_grouped_the_indian_way():
     )
     assert set(wrong) == {1, 2, 3}
     assert wrong[1].startswith("Write a card id and an amount")
+
+
+def test_an_edit_based_on_what_someone_else_changed_since_saves_nothing(desk):
+    card_ids = cards(desk, 1)
+    record = monthly(desk, card_ids)  # approved
+    rule = schedules.rule_of(record)
+    first = schedules.edit(
+        desk.ledger, record.id, actor="asha", label="Monthly allowance", rule=rule,
+        rows=rows(card_ids, amount="900"), seen=record,
+    )  # fmt: skip
+    assert first.pending_version == 2
+    with pytest.raises(Conflict, match="Someone else changed this schedule"):
+        schedules.edit(
+            desk.ledger, record.id, actor="neha", label="Monthly allowance", rule=rule,
+            rows=rows(card_ids, amount="700"), seen=record,  # opened before asha's edit
+        )  # fmt: skip
+    assert desk.ledger.get_schedule(record.id).pending_version == 2
+    # Built on the change that waits, the edit is saved.
+    again = schedules.edit(
+        desk.ledger, record.id, actor="neha", label="Monthly allowance", rule=rule,
+        rows=rows(card_ids, amount="700"), seen=first,
+    )  # fmt: skip
+    assert again.pending_version == 3

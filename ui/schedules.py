@@ -11,7 +11,7 @@ import streamlit as st
 
 from services import bulk, schedules
 from services.bulk_files import BulkFileError
-from services.errors import PointsDeskError
+from services.errors import Conflict, PointsDeskError
 from services.models import Kind
 from services.recurrence import IST, WEEKDAYS, Repeat, Rule
 from services.schedules import ScheduleView
@@ -396,10 +396,14 @@ def _load(schedule_id: str) -> None:
     record = desk().ledger.get_schedule(schedule_id)
     if record is None:
         return
-    rule = schedules.rule_of(record)
-    rows = desk().ledger.schedule_rows(record.id, record.version)
+    # An edit waiting for approval is the latest word: a further edit starts from it, not from
+    # the approved version (which would quietly drop the waiting change).
+    rule = schedules.pending_rule(record) or schedules.rule_of(record)
+    rows = desk().ledger.schedule_rows(record.id, record.pending_version or record.version)
     state = st.session_state
-    state["edit_sched_label"] = record.label
+    state["edit_sched_label"] = (
+        str(record.pending.get("label") or record.label) if record.pending_version else record.label
+    )
     state["edit_sched_repeat"] = rule.repeat.value
     state["edit_sched_start_on"] = rule.start_on
     state["edit_sched_time"] = rule.time_of_day
@@ -418,6 +422,7 @@ def _load(schedule_id: str) -> None:
     state["edit_sched_reason"] = rows[0].reason if plain and rows else ""
     state["edit_sched_rows"] = "\n".join(f"{r.card_id}, {r.amount}" for r in rows) if plain else ""
     state["edit_sched_loaded"] = schedule_id
+    state["edit_sched_seen"] = record  # what this person's edit is based on
     state.pop("edit_sched_errors", None)
 
 
@@ -429,8 +434,19 @@ def _save(schedule_id: str) -> None:
         return
     try:
         saved = schedules.edit(
-            desk().ledger, schedule_id, actor=operator(), label=label, rule=rule, rows=rows
+            desk().ledger,
+            schedule_id,
+            actor=operator(),
+            label=label,
+            rule=rule,
+            rows=rows,
+            seen=st.session_state.get("edit_sched_seen"),
         )
+    except Conflict as error:
+        set_error(error)
+        # The next run loads what is there now, so the person edits the latest version.
+        st.session_state.pop("edit_sched_loaded", None)
+        return
     except PointsDeskError as error:
         _fail(prefix, error)
         return
