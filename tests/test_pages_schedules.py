@@ -158,6 +158,11 @@ def test_the_edit_tab_offers_the_first_schedule_once_there_is_one(app, app_desk)
     fill(app, rows=f"{card}, 500")
     (record,) = app_desk.ledger.list_schedules()
     assert app.selectbox(key="edit_sched_choice").value == record.id
+    # The state says it waits; the approval column says what is missing (not the same words).
+    summary = app.dataframe[0].value
+    assert summary[["State", "Approval"]].values.tolist() == [
+        ["waiting for approval", "needs a second person"]
+    ]
     assert app.text_area(key="edit_sched_rows").value == f"{card}, 500.00"
     assert "No schedule runs now." not in page_text(app)
 

@@ -102,7 +102,10 @@ def _summary(view: ScheduleView) -> dict[str, Any]:
         "Next run": ist(view.next_run) if record.state in _RUNS_LATER else "—",
         "Total per run": points(view.total),
         "State": _STATES.get(record.state, record.state),
-        "Approval": view.approval,
+        # "waiting for approval" is already the State: say what is missing instead.
+        "Approval": "needs a second person"
+        if record.state == "pending_approval"
+        else view.approval,
         "Set up by": record.maker,
         "Programme": record.programme,
         "Rows": len(view.rows),
