@@ -53,7 +53,9 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     assert short["Run"].tolist()[0] == HOSTILE  # a plain-text cell: as typed
     # Nothing is left after the first: each later run is short by all of it.
     assert short["Pool short by"].tolist() == ["50,00,000.00"] + ["1,000.00"] * 4
-    # No programme is short: its empty columns are not shown (they push the rest off a phone).
+    # No programme is short: the warning names only the pool, and the programme's empty
+    # columns are not shown (they push the rest off a phone).
+    assert "5 scheduled runs do not fit the pool:" in warnings, warnings
     assert "Programme short by" not in short.columns and "Why" not in short.columns
     # Five runs will not fit: three alerts are shown, then how many more.
     assert sum("Scheduled run will not fit" in w for w in warnings) == 3

@@ -101,6 +101,21 @@ def _pace_words(found: runway.Runway) -> str:
     )
 
 
+def _shortfall_words(found: runway.Runway) -> str:
+    """'2 scheduled runs do not fit the pool:' naming only what they do not fit."""
+    many = len(found.shortfalls)
+    pool = any(s.pool_shortfall for s in found.shortfalls)
+    budget = any(s.programme_shortfall for s in found.shortfalls)
+    what = (
+        "the pool or their programme's budget"
+        if pool and budget
+        else ("the pool" if pool or not budget else "their programme's budget")
+    )
+    if many == 1:
+        what = what.replace("their", "its")
+    return f"{many:,} scheduled " + ("run does" if many == 1 else "runs do") + f" not fit {what}:"
+
+
 def runway_section(found: runway.Runway | None) -> None:
     """The runway, or a line saying why there is none (EnKash did not give the pool)."""
     st.subheader("Runway")
@@ -121,10 +136,11 @@ def runway_section(found: runway.Runway | None) -> None:
     with chart:
         st.plotly_chart(runway_figure(found.daily), key="overview_runway", config=_CHART_CONFIG)
     if found.shortfalls:
-        st.warning(
-            f"{len(found.shortfalls):,} scheduled "
-            + ("run does" if len(found.shortfalls) == 1 else "runs do")
-            + " not fit the pool or its programme's budget:",
-            icon="📉",
+        st.warning(_shortfall_words(found), icon="📉")
+        st.dataframe(
+            _shortfalls(found),
+            hide_index=True,
+            key="overview_runway_short",
+            # On a phone the table scrolls sideways: the run's name stays in view.
+            column_config={"Run": st.column_config.TextColumn(width="medium", pinned=True)},
         )
-        st.dataframe(_shortfalls(found), hide_index=True, key="overview_runway_short")

@@ -127,6 +127,9 @@ def schedule_list() -> None:
         hide_index=True,
         width="stretch",
         key="schedules_table",
+        # On a phone the table scrolls sideways: the name stays in view, and is no wider than
+        # it needs to be for the next run and total to show beside it.
+        column_config={"Name": st.column_config.TextColumn(width="medium", pinned=True)},
     )
     may_move, may_approve = allowed("move"), allowed("approve")
     for view in found:
@@ -156,7 +159,10 @@ def schedule_list() -> None:
                 actions.append(("Resume", "resume", False))
             if may_move and record.state in ("pending_approval", "active", "paused"):
                 actions.append(("Cancel schedule", "cancel", False))
-            for column, (label, action, primary) in zip(st.columns(4), actions, strict=False):
+            # No row of empty columns when there is nothing to do (on a phone they stack into a
+            # blank gap).
+            columns = st.columns(4) if actions else []
+            for column, (label, action, primary) in zip(columns, actions, strict=False):
                 column.button(
                     label,
                     key=f"sched_{action}_{record.id}",
