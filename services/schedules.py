@@ -434,7 +434,9 @@ def edit(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(PENDING_APPROVAL,),
-            where={"version": record.version},
+            # Compare-and-set on what the person saw, not only on what was read just now.
+            where={"version": record.version}
+            | ({"updated_at": seen.updated_at} if seen is not None else {}),
             rows=rows,
             rows_version=record.version,
             label=label,
@@ -448,7 +450,8 @@ def edit(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(ACTIVE, PAUSED),
-            where={"pending_version": record.pending_version},
+            where={"pending_version": record.pending_version}
+            | ({"version": seen.version} if seen is not None else {}),
             rows=rows,
             rows_version=version,
             pending_version=version,

@@ -455,3 +455,23 @@ def test_an_edit_based_on_what_someone_else_changed_since_saves_nothing(desk):
         rows=rows(card_ids, amount="700"), seen=first,
     )  # fmt: skip
     assert again.pending_version == 3
+
+
+def test_two_edits_before_approval_based_on_the_same_look_save_only_the_first(desk):
+    card_ids = cards(desk, 1)
+    rule = Rule(Repeat.MONTHLY, date(2027, 1, 10), time(9, 0), day_of_month=10)
+    record = schedules.create(
+        desk.ledger, label="Allowance", programme="BONUS", rule=rule,
+        rows=rows(card_ids), maker="asha",
+    )  # fmt: skip
+    schedules.edit(
+        desk.ledger, record.id, actor="asha", label="Allowance", rule=rule,
+        rows=rows(card_ids, amount="900"), seen=record,
+    )  # fmt: skip
+    with pytest.raises(Conflict, match="Someone else changed this schedule"):
+        schedules.edit(
+            desk.ledger, record.id, actor="neha", label="Allowance", rule=rule,
+            rows=rows(card_ids, amount="700"), seen=record,
+        )  # fmt: skip
+    now = desk.ledger.get_schedule(record.id)
+    assert [r.amount for r in desk.ledger.schedule_rows(record.id, now.version)] == [Decimal("900")]

@@ -244,7 +244,9 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     # Defaults a person expects: today in India, 09:00 (not the server's clock and minute).
     state.setdefault(f"{prefix}_start_on", datetime.now(UTC).astimezone(IST).date())
     state.setdefault(f"{prefix}_time", time(9, 0))
-    st.text_input("Name", key=f"{prefix}_label", max_chars=100, placeholder="Monthly allowance")
+    st.text_input(
+        "Name", key=f"{prefix}_label", max_chars=100, placeholder="e.g. Monthly allowance"
+    )
     _error(prefix, "label")
     if with_programme:
         programme_select(f"{prefix}_programme")
