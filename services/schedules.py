@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -159,6 +160,9 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
     }
 
 
+_ROW_LINE = re.compile(r"\s*(?P<card>[^,\s]+)\s*[,\s]\s*(?P<amount>[^\s,][^\s]*)\s*")
+
+
 def rows_from_text(
     text: str, kind: Kind | str, reason: str, settings: Settings
 ) -> tuple[list[dict[str, Any]], dict[int, str]]:
@@ -174,13 +178,15 @@ def rows_from_text(
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        parts = [part for part in line.replace(",", " ").replace("\t", " ").split() if part]
-        if len(parts) != 2:
+        # Only the first comma or space separates: the amount may be grouped the Indian way
+        # ("EKC04AZHXP, 1,00,000"), and its commas are not separators.
+        found = _ROW_LINE.fullmatch(line)
+        if found is None:
             problems[number] = "Write a card id and an amount, like EKC04AZHXP, 500"
             continue
         try:
-            card_id = parse_card_id(parts[0])
-            amount = parse_points(parts[1], settings.points_desk_max_points)
+            card_id = parse_card_id(found["card"])
+            amount = parse_points(found["amount"], settings.points_desk_max_points)
         except ValueError as error:
             problems[number] = str(error)
             continue
@@ -404,13 +410,23 @@ def edit(
     rule: Rule,
     rows: Sequence[dict[str, Any]],
     now: datetime | None = None,
+    seen: ScheduleRecord | None = None,
 ) -> ScheduleRecord:
     """Change the future runs (rows, rule, name). A schedule not yet approved is changed in
     place (and still waits for approval); an approved one gets a pending version that a second
     person approves, while the approved version keeps running. Runs already made keep the rows
-    they were sent with. The programme does not change: set up a new schedule for another."""
+    they were sent with. The programme does not change: set up a new schedule for another.
+
+    ``seen``: the schedule as the person found it when they began editing. If someone else
+    changed it since (another edit, an approval), nothing is saved (``Conflict``): two people
+    editing at once never silently replace each other's change."""
     now = now or datetime.now(UTC)
     record = _get(ledger, schedule_id)
+    if seen is not None and _edited_since(seen, record):
+        raise Conflict(
+            "Someone else changed this schedule since you opened it; nothing was saved. "
+            "The form now shows their version."
+        )
     label, _ = _check(
         ledger, label=label, programme=record.programme, rule=rule, rows=rows, now=now
     )
@@ -418,7 +434,9 @@ def edit(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(PENDING_APPROVAL,),
-            where={"version": record.version},
+            # Compare-and-set on what the person saw, not only on what was read just now.
+            where={"version": record.version}
+            | ({"updated_at": seen.updated_at} if seen is not None else {}),
             rows=rows,
             rows_version=record.version,
             label=label,
@@ -432,7 +450,8 @@ def edit(
         changed = ledger.update_schedule(
             schedule_id,
             from_states=(ACTIVE, PAUSED),
-            where={"pending_version": record.pending_version},
+            where={"pending_version": record.pending_version}
+            | ({"version": seen.version} if seen is not None else {}),
             rows=rows,
             rows_version=version,
             pending_version=version,
@@ -450,6 +469,19 @@ def edit(
     if not changed:
         raise Conflict("Someone changed this schedule meanwhile; look again before editing.")
     return _get(ledger, schedule_id)
+
+
+def _edited_since(seen: ScheduleRecord, now: ScheduleRecord) -> bool:
+    """Whether what an edit was based on changed: a new approved or pending version, a change in
+    place before approval, or a new name. (A worker moving ``next_due_at`` on is no change.)"""
+    if (now.version, now.pending_version, now.label) != (
+        seen.version,
+        seen.pending_version,
+        seen.label,
+    ):
+        return True
+    # Edits before approval change in place, under the same version: their time tells them.
+    return now.state == PENDING_APPROVAL and now.updated_at != seen.updated_at
 
 
 def pause(ledger: Ledger, schedule_id: str, *, actor: str) -> ScheduleRecord:

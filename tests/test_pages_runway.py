@@ -39,7 +39,11 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     # The run's label, supplied by people, reads as typed in the alert (escaped Markdown).
     assert any("\\*Big\\* \\[bonus\\]" in w for w in warnings), warnings
     text = page_text(at)
-    assert "shown here only: no webhook or e-mail is configured" in text
+    # Where delivery stands is said once for the alerts shown, not under each of them.
+    delivery = [c.value for c in at.caption if "no webhook or e-mail is configured" in c.value]
+    assert delivery == ["Every alert above: shown here only: no webhook or e-mail is configured"]
+    # Nothing went out in the last 30 days: no made-up "less the schedules' pace" arithmetic.
+    assert "and no other spending (no points went out, net, in the last 30 days)" in text
     assert "Runway" in [h.value for h in at.subheader]
     assert "At this pace the pool runs out on" in text
     horizons = at.table[0].value
@@ -49,6 +53,10 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     assert short["Run"].tolist()[0] == HOSTILE  # a plain-text cell: as typed
     # Nothing is left after the first: each later run is short by all of it.
     assert short["Pool short by"].tolist() == ["50,00,000.00"] + ["1,000.00"] * 4
+    # No programme is short: the warning names only the pool, and the programme's empty
+    # columns are not shown (they push the rest off a phone).
+    assert "5 scheduled runs do not fit the pool:" in warnings, warnings
+    assert "Programme short by" not in short.columns and "Why" not in short.columns
     # Five runs will not fit: three alerts are shown, then how many more.
     assert sum("Scheduled run will not fit" in w for w in warnings) == 3
     assert "… and 2 more alerts like these (every run is listed under Runway below)." in warnings
@@ -68,7 +76,17 @@ def test_the_bulk_confirm_step_shows_the_pre_flight(app, app_desk):
     text = page_text(app)
     # No batch has finished yet: the duration is an estimate, and says so.
     assert "Expected to take **about 1 s**" in text
-    assert "estimate: " in text
+    assert "estimate: " in text  # how it was worked out, in a caption of its own
+    assert "Expected to take **about 1 s**, at about " in text
+    assert "rows a second (" not in text  # no brackets in brackets on the line itself
     # 5 creates of 100 .. 500 = 1,500 from the sandbox's 1,00,00,000.
     assert "Pool after: **99,98,500.00** points (now 1,00,00,000.00)" in text
     assert "Need approval: no row" in text
+
+
+def test_the_rows_needing_approval_read_as_words():
+    from ui.preflight import _rows
+
+    assert _rows([9]) == "row 9"
+    assert _rows([2, 5, 7]) == "rows 2, 5 and 7"
+    assert _rows(list(range(1, 13))) == "rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more"

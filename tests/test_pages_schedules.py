@@ -90,7 +90,10 @@ def test_a_late_run_waits_on_the_page_and_a_person_skips_it(app, app_desk):
     assert run.state == "waiting"
 
     app.run()
-    assert "waiting for a person" in page_text(app)
+    # Said in one sentence, with what to do: never a raw state with a bracketed note.
+    text = page_text(app)
+    assert "was not sent: no worker reached it in time" in text
+    assert "Send it now, or skip it." in text and "(late) (" not in text
     app.button(key=f"sched_skip_{run.id}").click().run()
     assert not app.exception, app.exception
     assert app_desk.ledger.schedule_run(run.id).state == "skipped"
@@ -145,3 +148,63 @@ def test_rows_the_text_box_cannot_hold_are_never_changed_silently_by_an_edit(app
         "credit",
         "debit",
     ]
+
+
+def test_the_edit_tab_offers_the_first_schedule_once_there_is_one(app, app_desk):
+    # The page was first drawn with nothing to edit; the schedule set up next is offered at once.
+    card = a_card(app_desk)
+    app.switch_page(SCHEDULES).run()
+    assert "No schedule runs now." in page_text(app)
+    fill(app, rows=f"{card}, 500")
+    (record,) = app_desk.ledger.list_schedules()
+    assert app.selectbox(key="edit_sched_choice").value == record.id
+    # The state says it waits; the approval column says what is missing (not the same words).
+    summary = app.dataframe[0].value
+    assert summary[["State", "Approval"]].values.tolist() == [
+        ["waiting for approval", "needs a second person"]
+    ]
+    assert app.text_area(key="edit_sched_rows").value == f"{card}, 500.00"
+    assert "No schedule runs now." not in page_text(app)
+
+
+def test_rows_with_indian_grouped_amounts_are_set_up(app, app_desk):
+    card = a_card(app_desk)
+    app.switch_page(SCHEDULES).run()
+    fill(app, rows=f"{card}, 1,00,000")
+    (record,) = app_desk.ledger.list_schedules()
+    assert [r.amount for r in app_desk.ledger.schedule_rows(record.id, 1)] == [Decimal("100000")]
+
+
+def test_two_people_editing_one_schedule_never_replace_each_others_change(desk_env):
+    from tests.auth_support import signed_in_app, write_secrets
+    from ui.context import _desk
+
+    write_secrets(desk_env)
+    neha = signed_in_app("neha")
+    neha.switch_page(SCHEDULES).run()
+    fill(neha, label="Weekly", rows="EKC04AZHXP, 100", repeat="weekly")
+    ledger = _desk().ledger
+    (record,) = ledger.list_schedules()
+    schedules.approve(ledger, record.id, approver="vikram")
+
+    # Both open the edit form on the approved version.
+    asha = signed_in_app("asha")
+    asha.switch_page(SCHEDULES).run()
+    neha.run()
+    for person in (asha, neha):
+        assert person.text_area(key="edit_sched_rows").value == "EKC04AZHXP, 100.00"
+
+    asha.text_area(key="edit_sched_rows").input("EKC04AZHXP, 900")
+    asha.button(key="edit_sched_submit").click().run()
+    assert ledger.get_schedule(record.id).pending_version == 2
+
+    neha.text_area(key="edit_sched_rows").input("EKC04AZHXP, 700")
+    neha.button(key="edit_sched_submit").click().run()
+    assert not neha.exception, neha.exception
+    assert "Someone else changed this schedule since you opened it" in page_text(neha)
+    now = ledger.get_schedule(record.id)
+    assert now.pending_version == 2  # asha's change still waits, untouched
+    assert [r.amount for r in ledger.schedule_rows(record.id, 2)] == [Decimal("900")]
+    # The form now starts from the change that waits, so a further edit builds on it.
+    neha.run()
+    assert neha.text_area(key="edit_sched_rows").value == "EKC04AZHXP, 900.00"

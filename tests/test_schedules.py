@@ -410,3 +410,68 @@ def test_a_run_whose_rows_failed_is_reported_for_the_alerts(desk):
         (failed,) = schedules.failed_runs(desk.ledger, since=ist(2027, 1, 11))
         assert (failed.schedule_id, failed.label, failed.failed_rows) == (record.id, "One-off", 1)
         assert failed.batch_id == run.batch_id and failed.due_at == ist(2027, 1, 11, 9)
+
+
+def test_typed_rows_take_amounts_grouped_the_indian_way():
+    settings = load_settings()
+    rows, wrong = schedules.rows_from_text(
+        "EKC04AZHXP, 1,00,000\nekc9qw2ert\t2,500.50\nEKC7PL3MNB 750",
+        Kind.CREDIT,
+        "allowance",
+        settings,
+    )
+    assert wrong == {}
+    assert [(r["card_id"], r["amount_cents"]) for r in rows] == [
+        ("EKC04AZHXP", 10_000_000),
+        ("EKC9QW2ERT", 250_050),
+        ("EKC7PL3MNB", 75_000),
+    ]
+    # Still one card and one amount a line: a stray third part or an empty amount is refused.
+    _, wrong = schedules.rows_from_text(
+        "EKC04AZHXP, 500 600\nEKC04AZHXP,,500\nEKC04AZHXP, 1,5", Kind.CREDIT, "", settings
+    )
+    assert set(wrong) == {1, 2, 3}
+    assert wrong[1].startswith("Write a card id and an amount")
+
+
+def test_an_edit_based_on_what_someone_else_changed_since_saves_nothing(desk):
+    card_ids = cards(desk, 1)
+    record = monthly(desk, card_ids)  # approved
+    rule = schedules.rule_of(record)
+    first = schedules.edit(
+        desk.ledger, record.id, actor="asha", label="Monthly allowance", rule=rule,
+        rows=rows(card_ids, amount="900"), seen=record,
+    )  # fmt: skip
+    assert first.pending_version == 2
+    with pytest.raises(Conflict, match="Someone else changed this schedule"):
+        schedules.edit(
+            desk.ledger, record.id, actor="neha", label="Monthly allowance", rule=rule,
+            rows=rows(card_ids, amount="700"), seen=record,  # opened before asha's edit
+        )  # fmt: skip
+    assert desk.ledger.get_schedule(record.id).pending_version == 2
+    # Built on the change that waits, the edit is saved.
+    again = schedules.edit(
+        desk.ledger, record.id, actor="neha", label="Monthly allowance", rule=rule,
+        rows=rows(card_ids, amount="700"), seen=first,
+    )  # fmt: skip
+    assert again.pending_version == 3
+
+
+def test_two_edits_before_approval_based_on_the_same_look_save_only_the_first(desk):
+    card_ids = cards(desk, 1)
+    rule = Rule(Repeat.MONTHLY, date(2027, 1, 10), time(9, 0), day_of_month=10)
+    record = schedules.create(
+        desk.ledger, label="Allowance", programme="BONUS", rule=rule,
+        rows=rows(card_ids), maker="asha",
+    )  # fmt: skip
+    schedules.edit(
+        desk.ledger, record.id, actor="asha", label="Allowance", rule=rule,
+        rows=rows(card_ids, amount="900"), seen=record,
+    )  # fmt: skip
+    with pytest.raises(Conflict, match="Someone else changed this schedule"):
+        schedules.edit(
+            desk.ledger, record.id, actor="neha", label="Allowance", rule=rule,
+            rows=rows(card_ids, amount="700"), seen=record,
+        )  # fmt: skip
+    now = desk.ledger.get_schedule(record.id)
+    assert [r.amount for r in desk.ledger.schedule_rows(record.id, now.version)] == [Decimal("900")]

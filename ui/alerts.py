@@ -41,6 +41,7 @@ def alert_banner(found: alerts.Evaluation) -> None:
     order = {kind: i for i, kind in enumerate(alerts.KINDS)}
     shown: dict[str, int] = {}
     hidden: dict[str, int] = {}
+    banners: list[tuple[alerts.Alert, str]] = []
     for alert in sorted(found.alerts, key=lambda a: (order.get(a.kind, 99), a.key)):
         # A long list of runs would bury the rest: a few of each kind, then how many more.
         shown[alert.kind] = shown.get(alert.kind, 0) + 1
@@ -53,11 +54,20 @@ def alert_banner(found: alerts.Evaluation) -> None:
             delivery = said[alert.key]
         else:
             delivery = "not delivered yet: a worker sends it at its next alerts pass"
+        banners.append((alert, delivery))
+    # Where delivery stands is said once when it is the same for every alert shown, not
+    # repeated under each banner.
+    once = len({delivery for _, delivery in banners}) == 1
+    for alert, delivery in banners:
         st.warning(f"**{md(alert.title)}**  \n{md(alert.detail)}", icon=_ICONS.get(alert.kind, "⚠️"))
-        st.caption(md(delivery))
+        if not once:
+            st.caption(md(delivery))
     for kind, more in hidden.items():
         st.warning(
             f"… and {more:,} more alerts like these"
             + (" (every run is listed under Runway below)." if kind == "run_wont_fit" else "."),
             icon=_ICONS.get(kind, "⚠️"),
         )
+    if once:
+        words = banners[0][1]
+        st.caption(md(f"Every alert above: {words}" if len(banners) > 1 else words))

@@ -27,8 +27,13 @@ def rows_of(preview: Preview) -> list[preflight.PlannedRow]:
 
 
 def _rows(numbers: Sequence[int]) -> str:
-    shown = ", ".join(str(n) for n in numbers[:10])
-    return shown + (f" and {len(numbers) - 10:,} more" if len(numbers) > 10 else "")
+    """``row 9`` or ``rows 2, 5 and 7`` (the first ten, then how many more)."""
+    if len(numbers) == 1:
+        return f"row {numbers[0]}"
+    shown = [str(n) for n in numbers[:10]]
+    if len(numbers) > 10:
+        return f"rows {', '.join(shown)} and {len(numbers) - 10:,} more"
+    return f"rows {', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def preflight_lines(
@@ -52,9 +57,10 @@ def preflight_lines(
     except PointsDeskError:
         st.caption("The pre-flight figures could not be worked out just now.")
         return None
+    # The pace's working (often long, with its own brackets) goes in a caption below.
     lines = [
-        f"Expected to take **{preflight.duration_words(found.expected_seconds)}** at "
-        f"{found.rate.rows_per_second:,.1f} rows a second ({md(found.rate.note)})"
+        f"Expected to take **{preflight.duration_words(found.expected_seconds)}**, at about "
+        f"{found.rate.rows_per_second:,.1f} rows a second"
     ]
     if found.pool_after is None:
         lines.append("Pool after: not known (EnKash did not say what it holds now)")
@@ -72,14 +78,15 @@ def preflight_lines(
         lines.append(
             f"Need approval: **all {found.rows:,} rows** (the batch waits for a second person)"
             + (
-                f"; debits above their limit: rows {_rows(found.approval_rows)}"
+                f"; debits above their limit: {_rows(found.approval_rows)}"
                 if found.approval_rows
                 else ""
             )
         )
     elif found.approval_rows:
-        lines.append(f"Need approval: rows {_rows(found.approval_rows)} (debits above their limit)")
+        lines.append(f"Need approval: {_rows(found.approval_rows)} (debits above their limit)")
     else:
         lines.append("Need approval: no row")
     st.markdown("  \n".join(lines))
+    st.caption(f"How long: {md(found.rate.note)}.")
     return found

@@ -58,7 +58,7 @@ def _horizons(found: runway.Runway) -> pd.DataFrame:
 
 def _shortfalls(found: runway.Runway) -> pd.DataFrame:
     # Plain-text cells: labels and programme names are shown as typed, never read as Markdown.
-    return pd.DataFrame(
+    table = pd.DataFrame(
         [
             {
                 "Run": s.run.label,
@@ -74,6 +74,46 @@ def _shortfalls(found: runway.Runway) -> pd.DataFrame:
             for s in found.shortfalls
         ]
     )
+    # A column with nothing in it (no programme is short, say) only pushes the rest off a phone.
+    empty = [c for c in ("Pool short by", "Programme short by", "Why") if not table[c].any()]
+    return table.drop(columns=empty)
+
+
+def _pace_words(found: runway.Runway) -> str:
+    """How the projection spends the pool, in words that hold whatever the burn was (a burn
+    below the schedules' own pace is not "a negative other spending")."""
+    days = runway.BURN_DAYS
+    if found.burn_per_day <= 0:
+        return (
+            f"the scheduled runs on their days, and no other spending (no points went out, net, "
+            f"in the last {days} days)."
+        )
+    if not found.ad_hoc_per_day:
+        return (
+            f"the scheduled runs on their days, and no other spending: the last {days} days' "
+            f"burn of {points(found.burn_per_day)} a day is within the schedules' own pace of "
+            f"{points(found.scheduled_per_day)} a day."
+        )
+    return (
+        f"the scheduled runs on their days, plus {points(found.ad_hoc_per_day)} points a day of "
+        f"other spending (the last {days} days' burn of {points(found.burn_per_day)} a day, "
+        f"less the schedules' own pace of {points(found.scheduled_per_day)} a day)."
+    )
+
+
+def _shortfall_words(found: runway.Runway) -> str:
+    """'2 scheduled runs do not fit the pool:' naming only what they do not fit."""
+    many = len(found.shortfalls)
+    pool = any(s.pool_shortfall for s in found.shortfalls)
+    budget = any(s.programme_shortfall for s in found.shortfalls)
+    what = (
+        "the pool or their programme's budget"
+        if pool and budget
+        else ("the pool" if pool or not budget else "their programme's budget")
+    )
+    if many == 1:
+        what = what.replace("their", "its")
+    return f"{many:,} scheduled " + ("run does" if many == 1 else "runs do") + f" not fit {what}:"
 
 
 def runway_section(found: runway.Runway | None) -> None:
@@ -82,12 +122,7 @@ def runway_section(found: runway.Runway | None) -> None:
     if found is None:
         st.info("The runway needs the pool balance, and EnKash did not give it just now.")
         return
-    st.caption(
-        f"From the pool of {points(found.pool_balance)}: the scheduled runs on their days, plus "
-        f"{points(found.ad_hoc_per_day)} points a day of other spending (the last "
-        f"{runway.BURN_DAYS} days' burn of {points(found.burn_per_day)} a day, less the "
-        f"schedules' own pace of {points(found.scheduled_per_day)} a day)."
-    )
+    st.caption(f"From the pool of {points(found.pool_balance)}: {_pace_words(found)}")
     table, chart = st.columns([2, 3])
     with table:
         st.table(_horizons(found))
@@ -101,10 +136,11 @@ def runway_section(found: runway.Runway | None) -> None:
     with chart:
         st.plotly_chart(runway_figure(found.daily), key="overview_runway", config=_CHART_CONFIG)
     if found.shortfalls:
-        st.warning(
-            f"{len(found.shortfalls):,} scheduled "
-            + ("run does" if len(found.shortfalls) == 1 else "runs do")
-            + " not fit the pool or its programme's budget:",
-            icon="📉",
+        st.warning(_shortfall_words(found), icon="📉")
+        st.dataframe(
+            _shortfalls(found),
+            hide_index=True,
+            key="overview_runway_short",
+            # On a phone the table scrolls sideways: the run's name stays in view.
+            column_config={"Run": st.column_config.TextColumn(width="medium", pinned=True)},
         )
-        st.dataframe(_shortfalls(found), hide_index=True, key="overview_runway_short")

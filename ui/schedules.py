@@ -11,7 +11,7 @@ import streamlit as st
 
 from services import bulk, schedules
 from services.bulk_files import BulkFileError
-from services.errors import PointsDeskError
+from services.errors import Conflict, PointsDeskError
 from services.models import Kind
 from services.recurrence import IST, WEEKDAYS, Repeat, Rule
 from services.schedules import ScheduleView
@@ -102,7 +102,10 @@ def _summary(view: ScheduleView) -> dict[str, Any]:
         "Next run": ist(view.next_run) if record.state in _RUNS_LATER else "—",
         "Total per run": points(view.total),
         "State": _STATES.get(record.state, record.state),
-        "Approval": view.approval,
+        # "waiting for approval" is already the State: say what is missing instead.
+        "Approval": "needs a second person"
+        if record.state == "pending_approval"
+        else view.approval,
         "Set up by": record.maker,
         "Programme": record.programme,
         "Rows": len(view.rows),
@@ -124,6 +127,9 @@ def schedule_list() -> None:
         hide_index=True,
         width="stretch",
         key="schedules_table",
+        # On a phone the table scrolls sideways: the name stays in view, and is no wider than
+        # it needs to be for the next run and total to show beside it.
+        column_config={"Name": st.column_config.TextColumn(width="medium", pinned=True)},
     )
     may_move, may_approve = allowed("move"), allowed("approve")
     for view in found:
@@ -153,7 +159,10 @@ def schedule_list() -> None:
                 actions.append(("Resume", "resume", False))
             if may_move and record.state in ("pending_approval", "active", "paused"):
                 actions.append(("Cancel schedule", "cancel", False))
-            for column, (label, action, primary) in zip(st.columns(4), actions, strict=False):
+            # No row of empty columns when there is nothing to do (on a phone they stack into a
+            # blank gap).
+            columns = st.columns(4) if actions else []
+            for column, (label, action, primary) in zip(columns, actions, strict=False):
                 column.button(
                     label,
                     key=f"sched_{action}_{record.id}",
@@ -163,10 +172,16 @@ def schedule_list() -> None:
                     width="stretch",
                 )
             for run in waiting if may_move else []:
-                st.markdown(
-                    f"Run due **{ist(run.due_at)}**: {md(_RUN_STATES[run.state])} ({md(run.note)})"
-                )
-                left, right = st.columns(2)
+                # One sentence, not a state with a note in brackets: what happened, then what to do.
+                if run.state == "refused":
+                    why = "was refused by the programme" + (f": {md(run.note)}" if run.note else "")
+                else:  # late: the note ("due more than 24 hours ago: not sent late") is said here
+                    why = (
+                        "was not sent: no worker reached it in time, and a run that late never "
+                        "sends on its own"
+                    )
+                st.markdown(f"Run due **{ist(run.due_at)}** {why}. Send it now, or skip it.")
+                left, right, _ = st.columns([1, 1, 3])
                 left.button(
                     "Send now", key=f"sched_send_{run.id}", on_click=_run_act,
                     args=("send", run.id),
@@ -229,7 +244,9 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     # Defaults a person expects: today in India, 09:00 (not the server's clock and minute).
     state.setdefault(f"{prefix}_start_on", datetime.now(UTC).astimezone(IST).date())
     state.setdefault(f"{prefix}_time", time(9, 0))
-    st.text_input("Name", key=f"{prefix}_label", max_chars=100, placeholder="Monthly allowance")
+    st.text_input(
+        "Name", key=f"{prefix}_label", max_chars=100, placeholder="e.g. Monthly allowance"
+    )
     _error(prefix, "label")
     if with_programme:
         programme_select(f"{prefix}_programme")
@@ -266,7 +283,9 @@ def _fields(prefix: str, *, with_programme: bool) -> None:
     if repeat != Repeat.ONCE.value:
         end_col, count_col = st.columns(2)
         with end_col:
-            st.date_input("Until (IST, optional)", key=f"{prefix}_end_on", value=None)
+            st.date_input(
+                "Until (IST, optional)", key=f"{prefix}_end_on", value=None, format="DD/MM/YYYY"
+            )
             _error(prefix, "end_on")
         with count_col:
             st.number_input("Number of runs (0: no limit)", 0, 1000, key=f"{prefix}_count", step=1)
@@ -388,10 +407,14 @@ def _load(schedule_id: str) -> None:
     record = desk().ledger.get_schedule(schedule_id)
     if record is None:
         return
-    rule = schedules.rule_of(record)
-    rows = desk().ledger.schedule_rows(record.id, record.version)
+    # An edit waiting for approval is the latest word: a further edit starts from it, not from
+    # the approved version (which would quietly drop the waiting change).
+    rule = schedules.pending_rule(record) or schedules.rule_of(record)
+    rows = desk().ledger.schedule_rows(record.id, record.pending_version or record.version)
     state = st.session_state
-    state["edit_sched_label"] = record.label
+    state["edit_sched_label"] = (
+        str(record.pending.get("label") or record.label) if record.pending_version else record.label
+    )
     state["edit_sched_repeat"] = rule.repeat.value
     state["edit_sched_start_on"] = rule.start_on
     state["edit_sched_time"] = rule.time_of_day
@@ -410,6 +433,7 @@ def _load(schedule_id: str) -> None:
     state["edit_sched_reason"] = rows[0].reason if plain and rows else ""
     state["edit_sched_rows"] = "\n".join(f"{r.card_id}, {r.amount}" for r in rows) if plain else ""
     state["edit_sched_loaded"] = schedule_id
+    state["edit_sched_seen"] = record  # what this person's edit is based on
     state.pop("edit_sched_errors", None)
 
 
@@ -421,8 +445,19 @@ def _save(schedule_id: str) -> None:
         return
     try:
         saved = schedules.edit(
-            desk().ledger, schedule_id, actor=operator(), label=label, rule=rule, rows=rows
+            desk().ledger,
+            schedule_id,
+            actor=operator(),
+            label=label,
+            rule=rule,
+            rows=rows,
+            seen=st.session_state.get("edit_sched_seen"),
         )
+    except Conflict as error:
+        set_error(error)
+        # The next run loads what is there now, so the person edits the latest version.
+        st.session_state.pop("edit_sched_loaded", None)
+        return
     except PointsDeskError as error:
         _fail(prefix, error)
         return
@@ -446,6 +481,10 @@ def edit_schedule() -> None:
         s.id: s
         for s in desk().ledger.list_schedules(states=("pending_approval", "active", "paused"))
     }
+    # A choice made when there was nothing to choose (None), or of a schedule that has ended
+    # since, would keep the form empty: the first open schedule is chosen instead.
+    if st.session_state.get("edit_sched_choice") not in open_ones:
+        st.session_state.pop("edit_sched_choice", None)
     chosen = st.selectbox(
         "Schedule",
         list(open_ones),
