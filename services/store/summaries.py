@@ -9,8 +9,8 @@ History and Overview read their totals, series and status breakdowns here instea
 holds. The summary is kept in the SAME transaction as every write that adds a row, changes its
 status or moves its creation time (``record_intent(s)``, the CAS moves, recovery, cancellation,
 redating, reset): each such write adds its deltas to the connection's tally (``count``), and the
-write helper (``Database.writing``) applies the tally as ONE upsert just before commit
-(``flush``). The keys of that upsert are sorted, so on PostgreSQL two transactions touching the
+write helper (``Database.writing``) applies the tally just before commit (``flush``): one upsert
+statement run for each key. The keys are sorted, so on PostgreSQL two transactions touching the
 same summary rows lock them in the same order and cannot deadlock; and the upsert is the last
 statement of the transaction, so a transaction holding summary locks never waits for a ledger row.
 A move to SUCCEEDED also updates its card's row in ``card_balances`` (a second upsert, after the
@@ -155,7 +155,7 @@ def counted_columns() -> list[sa.Column[Any]]:
 
 
 def flush(conn: Connection) -> None:
-    """Apply this transaction's tally as one upsert, its keys in order (called by ``writing``)."""
+    """Apply this transaction's tally, its keys in order (called by ``writing``)."""
     tally: dict[Key, list[int]] = conn.info.pop(_TALLY, None) or {}
     cards: dict[str, tuple[datetime, int, int | None]] = conn.info.pop(_CARDS, None) or {}
     active: dict[tuple[date, str], int] = conn.info.pop(_ACTIVE, None) or {}
@@ -164,35 +164,30 @@ def flush(conn: Connection) -> None:
         for key, (n, c) in sorted(tally.items())
         if n or c
     ]
+    # Each upsert is one statement built once per dialect and run with every key's values
+    # (executemany, in key order): a multi-row VALUES statement is compiled again on every
+    # call, which cost more than the rest of a write transaction.
     if values:
-        conn.execute(_upsert(conn, values))
+        conn.execute(_statements(conn)[0], values)
     # Then the card days, then the cards, each in key order: every transaction locks the three
     # tables in this order and each in key order, so no two can wait for each other in a circle.
     days = [
         {"day": day, "card_id": card, "rows": n} for (day, card), n in sorted(active.items()) if n
     ]
     if days:
-        statement = _insert(conn)(card_days).values(days)
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["day", "card_id"],
-                set_={"rows": card_days.c.rows + statement.excluded.rows},
-            )
-        )
+        conn.execute(_statements(conn)[1], days)
     if cards:
         conn.execute(
-            _card_upsert(
-                conn,
-                [
-                    {
-                        "card_id": card,
-                        "updated_at": at,
-                        "last_id": row_id,
-                        "balance_after_cents": cents,
-                    }
-                    for card, (at, row_id, cents) in sorted(cards.items())
-                ],
-            )
+            _statements(conn)[2],
+            [
+                {
+                    "card_id": card,
+                    "updated_at": at,
+                    "last_id": row_id,
+                    "balance_after_cents": cents,
+                }
+                for card, (at, row_id, cents) in sorted(cards.items())
+            ],
         )
 
 
@@ -200,8 +195,32 @@ def _insert(conn: Connection) -> Any:
     return pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
 
 
-def _card_upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
-    statement = _insert(conn)(card_balances).values(values)
+_STATEMENTS: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def _statements(conn: Connection) -> tuple[Any, Any, Any]:
+    """The three upserts of ``flush`` for this connection's dialect: daily totals, card days,
+    card balances (each takes one key's values; ``flush`` runs it for every key)."""
+    found = _STATEMENTS.get(conn.dialect.name)
+    if found is None:
+        found = _STATEMENTS[conn.dialect.name] = (
+            _upsert(conn),
+            _days_upsert(conn),
+            _card_upsert(conn),
+        )
+    return found
+
+
+def _days_upsert(conn: Connection) -> Any:
+    statement = _insert(conn)(card_days)
+    return statement.on_conflict_do_update(
+        index_elements=["day", "card_id"],
+        set_={"rows": card_days.c.rows + statement.excluded.rows},
+    )
+
+
+def _card_upsert(conn: Connection) -> Any:
+    statement = _insert(conn)(card_balances)
     new, old = statement.excluded, card_balances.c
     return statement.on_conflict_do_update(
         index_elements=["card_id"],
@@ -218,8 +237,8 @@ def _card_upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
     )
 
 
-def _upsert(conn: Connection, values: list[dict[str, Any]]) -> Any:
-    statement = _insert(conn)(daily_totals).values(values)
+def _upsert(conn: Connection) -> Any:
+    statement = _insert(conn)(daily_totals)
     return statement.on_conflict_do_update(
         index_elements=list(KEY),
         set_={
