@@ -87,7 +87,12 @@ def _demo_data(data_dir: Path, employees: int) -> None:
         desk = Desk(load_settings())
         try:
             report = demo.load(
-                desk.ledger, desk.new_client, desk.settings, desk.sandbox.store, employees
+                desk.ledger,
+                desk.new_client,
+                desk.settings,
+                desk.sandbox.store,
+                employees,
+                runner=desk.runner,
             )
         finally:
             desk.close()

@@ -101,8 +101,9 @@ if the_desk.is_sandbox and allowed("move"):
         show_notices()
         st.caption(
             "Load demo data: a believable programme sent through the real allocate flow to the "
-            "sandbox, then spread over the last six months. Reset clears the sandbox and the "
-            "ledger together, so they never disagree."
+            "sandbox (monthly files through the bulk runner, single credits and debits as the "
+            "forms send them), then spread over the last six months. Reset clears the sandbox "
+            "and the ledger together, so they never disagree."
         )
         size, load, reset = st.columns([1, 1, 1], vertical_alignment="bottom")
         people = size.number_input(
@@ -116,6 +117,7 @@ if the_desk.is_sandbox and allowed("move"):
                     the_desk.settings,
                     the_desk.sandbox.store,
                     int(people),
+                    runner=the_desk.runner,
                 )
             st.cache_data.clear()
             forget_pool()
