@@ -407,25 +407,11 @@ def load(
     started = time.monotonic()
     people = plan(employees, months=months, seed=seed, now=now)
     runner = runner or bulk.BatchRunner(ledger, new_client, settings)
-    local = threading.local()
-    clients: list[EnkashClient] = []
-    clients_lock = threading.Lock()
     when_of: dict[str, datetime] = {}
     batch_times: dict[str, datetime] = {}
     outcomes: dict[str, int] = defaultdict(int)
     count_lock = threading.Lock()
     report = DemoReport(employees=len(people))
-
-    def client() -> EnkashClient:
-        if not hasattr(local, "client"):
-            local.client = new_client()
-            with clients_lock:
-                clients.append(local.client)
-        return local.client
-
-    @contextmanager
-    def lend() -> Iterator[EnkashClient]:
-        yield client()
 
     def record(person: _Person, step: _Step, row: Any) -> None:
         with count_lock:
@@ -436,10 +422,11 @@ def load(
         elif step.kind is Kind.CREATE:
             person.dead = True
 
-    def single(person: _Person, step: _Step) -> None:
+    def single(clients: _ThreadClients, person: _Person, step: _Step) -> None:
+        client = clients.get()
         done = movements.request(
             ledger,
-            client(),
+            client,
             _allocation(person, step, allocations.new_reference("DM")),
             settings,
             operator=step.operator,
@@ -451,7 +438,7 @@ def load(
             held = approvals.for_subject(ledger, "debit", done.row.reference)
             assert held is not None
             checker = _other_operator(step.operator)
-            done = approvals.approve(ledger, held.id, approver=checker, client=client()).outcome
+            done = approvals.approve(ledger, held.id, approver=checker, client=client).outcome
             assert done is not None
         record(person, step, done.row)
 
@@ -462,7 +449,8 @@ def load(
         if not members:
             return
         content = to_csv(list(COLUMNS), [_csv_row(p, s) for p, s in members])
-        preview = bulk.preview_upload(ledger, lend, settings, file.name, content)
+        with _ThreadClients(new_client) as clients:
+            preview = bulk.preview_upload(ledger, clients.lend, settings, file.name, content)
         if preview.rejected:  # the plan only writes rows a manager's file could carry
             raise RuntimeError(f"demo file {file.name}: rows refused: {preview.rejected[:3]}")
         record_ = bulk.queue_batch(
@@ -481,6 +469,9 @@ def load(
             bulk.start_batch(ledger, settings, batch_id, actor=checker)
         runner.start(batch_id, actor=file.operator)
         runner.wait(batch_id)
+        sent = ledger.get_batch(batch_id)
+        if sent is None or sent.state != "finished":  # paused: EnKash unreachable, say
+            raise RuntimeError(f"demo file {file.name} stopped: {sent and sent.note}")
         by_number = {n: ps for n, ps in enumerate(members, start=2)}  # row 1 is the header
         for row in ledger.rows(batch_id=batch_id):
             person, step = by_number[row.row_number]  # type: ignore[index]
@@ -488,20 +479,21 @@ def load(
         batch_times[batch_id] = file.when
         report.batches.append(batch_id)
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo") as pool:
-            for file, members in _stages(people):
-                if file is not None:
-                    send_file(file, members)
-                    continue
-                for wave in _waves(members):
-                    due = [(p, s) for p, s in wave if not p.dead and p.card_id]
-                    report.singles += len(due)
-                    for future in [pool.submit(single, p, s) for p, s in due]:
-                        future.result()
-    finally:
-        for each in clients:
-            each.close()
+    for file, members in _stages(people):
+        if file is not None:
+            send_file(file, members)
+            continue
+        # Clients of this run of single movements only: a connection left idle while a file
+        # is sent would be closed by the server, and a POST on it has an unknown outcome.
+        with (
+            _ThreadClients(new_client) as clients,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo") as pool,
+        ):
+            for wave in _waves(members):
+                due = [(p, s) for p, s in wave if not p.dead and p.card_id]
+                report.singles += len(due)
+                for future in [pool.submit(single, clients, p, s) for p, s in due]:
+                    future.result()
     _redate(ledger, when_of, batch_times)
     sandbox.redate(when_of)
     report.outcomes = dict(outcomes)
@@ -509,6 +501,35 @@ def load(
     report.seconds = time.monotonic() - started
     report.mismatched_cards = disagreements(ledger, sandbox)
     return report
+
+
+class _ThreadClients:
+    """One EnKash client per thread, all closed together at the end of a ``with`` block."""
+
+    def __init__(self, new_client: Callable[[], EnkashClient]):
+        self._new_client = new_client
+        self._local = threading.local()
+        self._made: list[EnkashClient] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> EnkashClient:
+        if not hasattr(self._local, "client"):
+            self._local.client = self._new_client()
+            with self._lock:
+                self._made.append(self._local.client)
+        return self._local.client
+
+    @contextmanager
+    def lend(self) -> Iterator[EnkashClient]:
+        """This thread's client for a ``with`` block (``bulk.preview_upload``'s factory)."""
+        yield self.get()
+
+    def __enter__(self) -> _ThreadClients:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for client in self._made:
+            client.close()
 
 
 def _other_operator(operator: str) -> str:
