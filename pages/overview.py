@@ -2,15 +2,9 @@
 
 import streamlit as st
 
-from services import demo
-from ui import charts
 from ui.access import allowed, require
 from ui.context import desk
 from ui.format import count, points
-from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
-from ui.notice import set_notice, show_notices
-from ui.programmes import overview_cards
-from ui.sandbox_faults import fault_controls
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -48,6 +42,22 @@ else:
         "own figures below. Separately, employees redeemed "
         f"{points(details.current_month_redemption)} points this month.",
     )
+
+# What the rest of the page needs (pandas, Plotly's figures, the bulk flow behind the demo data)
+# is imported only now: on a fresh server these imports take a second or more, and the title and
+# the pool are already on their way to the browser meanwhile.
+from services import demo  # noqa: E402
+from ui import charts  # noqa: E402
+from ui.history import (  # noqa: E402
+    count_metric,
+    metric_row,
+    money_metric,
+    month_to_date,
+    recent_months,
+)
+from ui.notice import set_notice, show_notices  # noqa: E402
+from ui.programmes import overview_cards  # noqa: E402
+from ui.sandbox_faults import fault_controls  # noqa: E402
 
 now, before, period = month_to_date(the_desk.ledger)
 st.subheader("This month in Points Desk")
