@@ -47,7 +47,7 @@ else:
 # is imported only now: on a fresh server these imports take a second or more, and the title and
 # the pool are already on their way to the browser meanwhile.
 from services import demo  # noqa: E402
-from ui import charts  # noqa: E402
+from ui import charts, first_paint  # noqa: E402
 from ui.history import (  # noqa: E402
     count_metric,
     metric_row,
@@ -85,24 +85,30 @@ count_metric(
 )
 
 recent = recent_months(the_desk.ledger, months=6)
+charts_later = first_paint.later("overview")  # the numbers above first, then the charts
 moved, held = st.columns(2)
 with moved:
     st.subheader("Points moved per month")
-    st.plotly_chart(
-        charts.movement_figure(recent.series, recent.grain),
-        key="overview_movement",
-        config=_CHART_CONFIG,
-    )
+    if charts_later:
+        first_paint.placeholder()
+    else:
+        st.plotly_chart(
+            charts.movement_figure(recent.series, recent.grain),
+            key="overview_movement",
+            config=_CHART_CONFIG,
+        )
 with held:
     st.subheader("Largest balances")
-    if recent.balances.cards:
+    if not recent.balances.cards:
+        st.info("No card has a known balance yet. Create an account to get started.")
+    elif charts_later:
+        first_paint.placeholder()
+    else:
         st.plotly_chart(
             charts.balances_figure(recent.balances), key="overview_balances", config=_CHART_CONFIG
         )
         if note := charts.others_note(recent.balances):
             st.caption(note)
-    else:
-        st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
 overview_cards()
 
