@@ -16,6 +16,11 @@ and prints the first session after the server started (cold) apart from the othe
 p50/p95). The baseline is the same run against a second server with the shared pool cache off
 (``POINTS_DESK_POOL_CACHE_SECONDS=0``: every session asks EnKash itself), and the ratios are
 warm baseline / warm. Targets: warm pool under 1 s, cold pool under 2 s.
+
+``--floor`` also opens the same number of sessions on a page that is nothing but Streamlit: a
+title and a "Pool balance" metric in the sidebar and the main area, with no Python work at all.
+Its figures are what a fresh browser needs for Streamlit's own front end (scripts, fonts, the
+websocket) on this machine right now: Points Desk cannot open faster than that.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, running_dashboard
+import requests
+
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, free_port, running_dashboard
 
 TARGET_WARM = 1.0
 TARGET_COLD = 2.0
@@ -87,7 +97,12 @@ def _demo_data(data_dir: Path, employees: int) -> None:
         desk = Desk(load_settings())
         try:
             report = demo.load(
-                desk.ledger, desk.new_client, desk.settings, desk.sandbox.store, employees
+                desk.ledger,
+                desk.new_client,
+                desk.settings,
+                desk.sandbox.store,
+                employees,
+                runner=desk.runner,
             )
         finally:
             desk.close()
@@ -115,6 +130,68 @@ def measure(sessions: int, extra_env: dict[str, str], employees: int) -> list[di
                 browser.close()
 
 
+FLOOR_PAGE = """
+import streamlit as st
+
+st.set_page_config(page_title="floor", layout="wide")
+st.sidebar.metric("Pool balance", "1,23,456.00")
+st.title("Overview")
+st.columns(3)[0].metric("Pool balance", "1,23,456.00", border=True)
+"""
+
+
+@contextmanager
+def _floor_page() -> Iterator[str]:
+    """A Streamlit server for FLOOR_PAGE; yields its URL."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "floor.py").write_text(FLOOR_PAGE)
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "floor.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if requests.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def measure_floor(sessions: int) -> list[dict[str, float]]:
+    from playwright.sync_api import sync_playwright
+
+    with _floor_page() as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            return [_open_one(browser, url) for _ in range(sessions)]
+        finally:
+            browser.close()
+
+
 def _report(name: str, runs: list[dict[str, float]]) -> dict[str, float]:
     cold, warm = runs[0], runs[1:]
     print(f"\n{name}: {len(runs)} new sessions")
@@ -135,11 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--employees", type=int, default=300, help="demo data loaded first (0: an empty desk)"
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a page that is nothing but Streamlit"
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(f"no chromium at {CHROMIUM}", file=sys.stderr)
         return 2
+    print(f"load average {os.getloadavg()[0]:.1f} before the sessions")
     now = _report("Points Desk", measure(args.sessions, {}, args.employees))
+    if args.floor:
+        floor = _report("Floor: a page that is only Streamlit", measure_floor(args.sessions))
+        print(
+            "\nPoints Desk / floor, warm p50: "
+            + ", ".join(f"{what} {now[what] / floor[what]:.2f}x" for what in ("title", "pool"))
+        )
     if not args.no_baseline:
         base = _report(
             "Baseline (pool cache off)",

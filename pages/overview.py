@@ -2,17 +2,10 @@
 
 import streamlit as st
 
-from services import demo
-from ui import charts
 from ui.access import allowed, require
 from ui.alerts import alert_banner, current_alerts
 from ui.context import desk
 from ui.format import count, points
-from ui.history import count_metric, metric_row, money_metric, month_to_date, recent_months
-from ui.notice import set_notice, show_notices
-from ui.programmes import overview_cards
-from ui.runway import runway_section
-from ui.sandbox_faults import fault_controls
 from ui.sidebar import forget_pool, mode_banner, pool_details
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -54,6 +47,23 @@ else:
 found_alerts = current_alerts(details.available_balance if details is not None else None)
 alert_banner(found_alerts)
 
+# What the rest of the page needs (pandas, Plotly's figures, the bulk flow behind the demo data)
+# is imported only now: on a fresh server these imports take a second or more, and the title and
+# the pool are already on their way to the browser meanwhile.
+from services import demo  # noqa: E402
+from ui import charts, first_paint  # noqa: E402
+from ui.history import (  # noqa: E402
+    count_metric,
+    metric_row,
+    money_metric,
+    month_to_date,
+    recent_months,
+)
+from ui.notice import set_notice, show_notices  # noqa: E402
+from ui.programmes import overview_cards  # noqa: E402
+from ui.runway import runway_section  # noqa: E402
+from ui.sandbox_faults import fault_controls  # noqa: E402
+
 now, before, period = month_to_date(the_desk.ledger)
 st.subheader("This month in Points Desk")
 st.caption(
@@ -80,26 +90,32 @@ count_metric(
 )
 
 recent = recent_months(the_desk.ledger, months=6)
+charts_later = first_paint.later("overview")  # the numbers above first, then the charts
 moved, held = st.columns(2)
 with moved:
     st.subheader("Points moved per month")
-    st.plotly_chart(
-        charts.movement_figure(recent.series, recent.grain),
-        key="overview_movement",
-        config=_CHART_CONFIG,
-    )
+    if charts_later:
+        first_paint.placeholder()
+    else:
+        st.plotly_chart(
+            charts.movement_figure(recent.series, recent.grain),
+            key="overview_movement",
+            config=_CHART_CONFIG,
+        )
 with held:
     st.subheader("Largest balances")
-    if recent.balances.cards:
+    if not recent.balances.cards:
+        st.info("No card has a known balance yet. Create an account to get started.")
+    elif charts_later:
+        first_paint.placeholder()
+    else:
         st.plotly_chart(
             charts.balances_figure(recent.balances), key="overview_balances", config=_CHART_CONFIG
         )
         if note := charts.others_note(recent.balances):
             st.caption(note)
-    else:
-        st.info("No card has a known balance yet. Create an account to get started.")
 st.page_link("pages/history.py", label="Full history, filters and export", icon="📈")
-runway_section(found_alerts.runway)
+runway_section(found_alerts.runway, chart_later=charts_later)
 overview_cards()
 
 if the_desk.is_sandbox and allowed("move"):
@@ -107,8 +123,9 @@ if the_desk.is_sandbox and allowed("move"):
         show_notices()
         st.caption(
             "Load demo data: a believable programme sent through the real allocate flow to the "
-            "sandbox, then spread over the last six months. Reset clears the sandbox and the "
-            "ledger together, so they never disagree."
+            "sandbox (monthly files through the bulk runner, single credits and debits as the "
+            "forms send them), then spread over the last six months. Reset clears the sandbox "
+            "and the ledger together, so they never disagree."
         )
         size, load, reset = st.columns([1, 1, 1], vertical_alignment="bottom")
         people = size.number_input(
@@ -122,6 +139,7 @@ if the_desk.is_sandbox and allowed("move"):
                     the_desk.settings,
                     the_desk.sandbox.store,
                     int(people),
+                    runner=the_desk.runner,
                 )
             st.cache_data.clear()
             forget_pool()

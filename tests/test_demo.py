@@ -9,7 +9,7 @@ import pytest
 
 from services import demo
 from services.desk import Desk
-from services.models import Kind, Status
+from services.models import AuditKind, Kind, Status
 
 
 @pytest.fixture
@@ -84,3 +84,50 @@ def test_the_overview_button_loads_demo_data(app, app_desk):
     assert "sandbox and ledger balances agree" in app.success[0].value
     assert app_desk.ledger.rows()
     assert demo.disagreements(app_desk.ledger, app_desk.sandbox.store) == []
+
+
+def test_demo_data_goes_through_the_ledger_as_intents_files_and_single_movements(
+    sandbox_desk: Desk,
+):
+    """Every demo movement is an intent in the ledger first, its reference is the one EnKash
+    committed, the files are real batches (Recent batches lists them, dated in the past), and
+    the summaries equal the rows."""
+    report = demo.load(
+        sandbox_desk.ledger,
+        sandbox_desk.new_client,
+        sandbox_desk.settings,
+        sandbox_desk.sandbox.store,
+        30,
+        seed=11,
+        runner=sandbox_desk.runner,
+    )
+    ledger, store = sandbox_desk.ledger, sandbox_desk.sandbox.store
+    rows = ledger.rows()
+    assert report.agrees and len(rows) == report.transactions
+    # Intent first: each row's audit trail opens with its INTENT event, then a claim and an
+    # outcome (a held debit: an approval between them).
+    for row in rows:
+        kinds = [event.kind for event in ledger.audit_trail(row.reference)]
+        assert kinds[0] is AuditKind.INTENT, (row.reference, kinds)
+        assert AuditKind.OUTCOME in kinds, (row.reference, kinds)
+        assert row.status in (Status.SUCCEEDED, Status.FAILED)
+    # References are EnKash's: each succeeded row is exactly one committed sandbox transaction
+    # under the same reference, on the same card, for the same points; refusals are not there.
+    at_enkash = {t["pgReferenceNumber"]: t for t in store.transactions()}
+    succeeded = {r.reference: r for r in rows if r.status is Status.SUCCEEDED}
+    assert set(at_enkash) == set(succeeded)
+    for reference, row in succeeded.items():
+        assert at_enkash[reference]["enKashCardId"] == row.card_id
+        assert at_enkash[reference]["amount"] == row.amount
+        assert at_enkash[reference]["enkashCardTxnId"] == row.transaction_id
+    # Files went through the bulk flow: real batches, finished, listed, dated when planned.
+    batches = ledger.list_batches(limit=100)
+    assert {b.batch_id for b in batches} == set(report.batches) and len(batches) >= 6
+    assert all(b.state == "finished" for b in batches)
+    assert min(b.created_at for b in batches) < datetime.now(UTC) - timedelta(days=90)
+    in_files = [r for r in rows if r.batch_id]
+    assert {r.batch_id for r in in_files} == set(report.batches)
+    assert len(in_files) + report.singles == len(rows) and report.singles > 0
+    assert {r.kind for r in in_files} == {Kind.CREATE, Kind.CREDIT}
+    # The summaries (daily totals, card days, card balances) equal the rows.
+    assert ledger.summary_differences() == []

@@ -783,8 +783,8 @@ def batch_history() -> None:
     records: list[BatchRecord] = ledger.list_batches(limit=10)
     if desk().is_sandbox:
         st.caption(
-            "Demo data (Overview → Load demo data) sends its bulk rows as single transactions, "
-            "so they are not listed here: find them on the History page."
+            "Demo data (Overview → Load demo data) sends its monthly files as batches: they are "
+            "listed here with the dates they were planned for."
         )
     if not records:
         st.caption("No batches yet.")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from services import runway
 from ui.charts import NET_COLOUR, indian_ticks
+from ui.first_paint import placeholder
 from ui.format import ist, points
 
 _CHART_CONFIG = {"displayModeBar": False}
@@ -116,8 +117,10 @@ def _shortfall_words(found: runway.Runway) -> str:
     return f"{many:,} scheduled " + ("run does" if many == 1 else "runs do") + f" not fit {what}:"
 
 
-def runway_section(found: runway.Runway | None) -> None:
-    """The runway, or a line saying why there is none (EnKash did not give the pool)."""
+def runway_section(found: runway.Runway | None, *, chart_later: bool = False) -> None:
+    """The runway, or a line saying why there is none (EnKash did not give the pool).
+    ``chart_later``: the session's first drawing, the projection chart comes in the next run
+    (``ui/first_paint.py``)."""
     st.subheader("Runway")
     if found is None:
         st.info("The runway needs the pool balance, and EnKash did not give it just now.")
@@ -134,7 +137,10 @@ def runway_section(found: runway.Runway | None) -> None:
         else:
             st.markdown(f"The pool lasts past the next {runway.HORIZONS[-1]} days at this pace.")
     with chart:
-        st.plotly_chart(runway_figure(found.daily), key="overview_runway", config=_CHART_CONFIG)
+        if chart_later:
+            placeholder()
+        else:
+            st.plotly_chart(runway_figure(found.daily), key="overview_runway", config=_CHART_CONFIG)
     if found.shortfalls:
         st.warning(_shortfall_words(found), icon="📉")
         st.dataframe(

@@ -174,7 +174,7 @@ def counted_columns() -> list[sa.Column[Any]]:
 
 
 def flush(conn: Connection) -> None:
-    """Apply this transaction's tally as one upsert, its keys in order (called by ``writing``)."""
+    """Apply this transaction's tally, its keys in order (called by ``writing``)."""
     tally: dict[Key, list[int]] = conn.info.pop(_TALLY, None) or {}
     cards: dict[str, tuple[datetime, int, int | None]] = conn.info.pop(_CARDS, None) or {}
     active: dict[tuple[date, str], int] = conn.info.pop(_ACTIVE, None) or {}
