@@ -3,6 +3,7 @@
 import streamlit as st
 
 from services.bulk import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from services.numbers import plural
 from ui import bulk as ui
 from ui.access import require
 from ui.notice import show_notices
@@ -63,7 +64,7 @@ if uploaded is not None:
             help="0 means no cap. Lower it if EnKash asks partners to slow down.",
         )
         if st.button(
-            f"Send {preview.totals.valid:,} rows…",
+            f"Send {plural(preview.totals.valid, 'row')}…",
             type="primary",
             key="bulk_send",
             disabled=not sendable,

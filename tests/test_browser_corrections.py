@@ -109,7 +109,7 @@ def test_reverse_a_credit_with_approval_then_fix_a_refused_batch_row(tmp_path: P
         wait_idle(maker)
         maker.locator("input[type=file]").set_input_files(str(fixed))
         wait_idle(maker)
-        maker.get_by_role("button", name="Send 1 rows…").click()
+        maker.get_by_role("button", name="Send 1 row…").click()
         maker.get_by_role("button", name="Send now").click()
         maker.get_by_text("1 of 1 rows done").wait_for(timeout=60_000)
         wait_idle(maker)

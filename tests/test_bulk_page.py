@@ -323,6 +323,9 @@ def test_a_file_debiting_one_card_heavily_says_it_waits_and_why(app, app_desk):
     app.button(key="bulk_send").click().run()
     expected = "holds a debit of 99,999 points (row 2), above the 10,000 debit limit"
     assert expected in page_text(app)
+    # The button says what it does: nothing is sent now, the batch waits for a second person.
+    assert app.button(key="bulk_confirm").label == "Queue for approval"
+    assert app.button(key="bulk_send").label == "Send 1 row…"
     app.button(key="bulk_confirm").click().run()
     assert not app.exception, app.exception
     assert expected in page_text(app)

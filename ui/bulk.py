@@ -19,6 +19,7 @@ from services.bulk_files import (
 )
 from services.errors import ApprovalRequired, NotFound, PointsDeskError
 from services.models import Kind, Status
+from services.numbers import plural
 from services.store import BatchRecord, DuplicateBatchFile
 from ui.context import desk, operator, session_id
 from ui.format import ist, points
@@ -388,9 +389,9 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     # (A mark left by an earlier file, when its dialog was not rerun, must not close this one.)
     totals = preview.totals
     st.markdown(
-        f"**{totals.valid:,} rows** from {code(preview.file.name)}  \n"
-        f"Credits: **{points(totals.credit_points)}** points ({totals.credit_rows:,} rows)  \n"
-        f"Debits: **{points(totals.debit_points)}** points ({totals.debit_rows:,} rows)  \n"
+        f"**{plural(totals.valid, 'row')}** from {code(preview.file.name)}  \n"
+        f"Credits: **{points(totals.credit_points)}** points ({plural(totals.credit_rows, 'row')})  \n"
+        f"Debits: **{points(totals.debit_points)}** points ({plural(totals.debit_rows, 'row')})  \n"
         f"Net from the pool: **{points(totals.net_points)}** points"
     )
     if totals.rejected:
@@ -438,7 +439,7 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     send, back = st.columns(2)
     send.button(
-        "Send now",
+        "Queue for approval" if why else "Send now",
         type="primary",
         key="bulk_confirm",
         on_click=_confirm,
