@@ -208,3 +208,20 @@ def test_two_people_editing_one_schedule_never_replace_each_others_change(desk_e
     # The form now starts from the change that waits, so a further edit builds on it.
     neha.run()
     assert neha.text_area(key="edit_sched_rows").value == "EKC04AZHXP, 900.00"
+
+
+def test_the_form_shows_each_runs_pre_flight_before_it_is_set_up(app, app_desk):
+    card = a_card(app_desk)
+    app_desk.ledger.create_programme(
+        code="BONUS", name="Bonus", budget=Decimal("1000"), actor="finance"
+    )
+    app.switch_page(SCHEDULES).run()
+    assert "Each run, were it sent now" not in page_text(app)  # no rows yet: nothing to weigh
+    app.selectbox(key="new_sched_programme").select("BONUS")
+    app.text_area(key="new_sched_rows").input(f"{card}, 600\n{card}, 150").run()
+    assert not app.exception, app.exception
+    text = page_text(app)
+    assert "Each run, were it sent now" in text
+    assert "Bonus: **250.00** left after (now 1,000.00)" in text  # 1,000 less 750 a run
+    assert "Pool after:" in text and "Need approval: no row" in text
+    assert app_desk.ledger.list_schedules() == []  # the pre-flight records nothing

@@ -4,15 +4,18 @@ actions) and the forms that set a schedule up or change its future runs."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from services import bulk, schedules
+from services.bulk import DEFAULT_CONCURRENCY
 from services.bulk_files import BulkFileError
 from services.errors import Conflict, PointsDeskError
 from services.models import Kind
+from services.preflight import PlannedRow
 from services.recurrence import IST, WEEKDAYS, Repeat, Rule
 from services.schedules import ScheduleView
 from ui.access import allowed
@@ -21,7 +24,9 @@ from ui.auth import auth_config, current_person
 from ui.context import desk, operator
 from ui.format import ist, points
 from ui.notice import error_message, set_error, set_notice, show_notices
+from ui.preflight import preflight_lines
 from ui.programmes import programme_select
+from ui.sidebar import pool_details
 from ui.text import code, md
 
 _REPEATS = {
@@ -332,12 +337,23 @@ def _read(prefix: str) -> tuple[str, Rule, list[dict[str, Any]], dict[str, str]]
     problems: dict[str, str] = {}
     upload = state.get(f"{prefix}_file")
     if upload is not None:
-        try:
-            preview = bulk.preview_upload(
-                the_desk.ledger, the_desk.client, the_desk.settings, upload.name, upload.getvalue()
-            )
-        except BulkFileError as error:
-            return "", rule, [], {"rows": error_message(error)}
+        # One check per uploaded file: the form reruns on every widget change (the pre-flight
+        # reads the rows too), and checking a file asks EnKash about its new accounts.
+        checked = state.get(f"{prefix}_checked")
+        if checked is not None and checked[0] == upload.file_id:
+            preview = checked[1]
+        else:
+            try:
+                preview = bulk.preview_upload(
+                    the_desk.ledger,
+                    the_desk.client,
+                    the_desk.settings,
+                    upload.name,
+                    upload.getvalue(),
+                )
+            except BulkFileError as error:
+                return "", rule, [], {"rows": error_message(error)}
+            state[f"{prefix}_checked"] = (upload.file_id, preview)
         rows = schedules.rows_from_preview(preview)
         if preview.rejected:
             first = preview.rejected[0]
@@ -396,9 +412,32 @@ def _create() -> None:
     )
 
 
+def _preflight(prefix: str, programme: str | None) -> None:
+    """What one run would do if it were sent now (services/preflight.py), once the form names
+    its rows: how long it takes, the pool and the programme's budget after, rows that need
+    approval. Nothing while a row is wrong (the form says what)."""
+    _, _, rows, problems = _read(prefix)
+    if problems or not rows:
+        return
+    planned = [
+        PlannedRow(number, Kind(row["kind"]), Decimal(row["amount_cents"]) / 100, programme)
+        for number, row in enumerate(rows, start=1)
+    ]
+    details = pool_details()
+    with st.container(border=True):
+        st.markdown("**Each run, were it sent now**")
+        preflight_lines(
+            planned,
+            pool_balance=details.available_balance if details is not None else None,
+            concurrency=DEFAULT_CONCURRENCY,
+            rate_limit=None,
+        )
+
+
 def new_schedule() -> None:
     """The form that sets a schedule up (it then waits for approval)."""
     _fields("new_sched", with_programme=True)
+    _preflight("new_sched", st.session_state.get("new_sched_programme") or None)
     st.button("Set up schedule", key="new_sched_submit", type="primary", on_click=_create)
 
 
@@ -503,6 +542,7 @@ def edit_schedule() -> None:
             icon="📄",
         )
     _fields("edit_sched", with_programme=False)
+    _preflight("edit_sched", open_ones[chosen].programme)
     st.button(
         "Save future runs", key="edit_sched_submit", type="primary", on_click=_save,
         args=(chosen,),
