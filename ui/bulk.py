@@ -388,10 +388,11 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
         st.rerun()  # the callback queued it: close the dialog and show the live batch
     # (A mark left by an earlier file, when its dialog was not rerun, must not close this one.)
     totals = preview.totals
+    credits, debits = plural(totals.credit_rows, "row"), plural(totals.debit_rows, "row")
     st.markdown(
         f"**{plural(totals.valid, 'row')}** from {code(preview.file.name)}  \n"
-        f"Credits: **{points(totals.credit_points)}** points ({plural(totals.credit_rows, 'row')})  \n"
-        f"Debits: **{points(totals.debit_points)}** points ({plural(totals.debit_rows, 'row')})  \n"
+        f"Credits: **{points(totals.credit_points)}** points ({credits})  \n"
+        f"Debits: **{points(totals.debit_points)}** points ({debits})  \n"
         f"Net from the pool: **{points(totals.net_points)}** points"
     )
     if totals.rejected:
