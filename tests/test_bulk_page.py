@@ -229,7 +229,7 @@ def test_approve_a_large_batch_in_a_browser(tmp_path: Path):
         page.get_by_text("Fits the pool").wait_for()
         page.get_by_role("button", name="Send 5 rows…").click()
         page.get_by_text("it waits for a second person's approval").wait_for()
-        page.get_by_role("button", name="Send now").click()
+        page.get_by_role("button", name="Queue for approval").click()
         page.get_by_text("Awaiting approval").first.wait_for()
         wait_idle(page)
         screenshot(page, "screens/bulk-awaiting-approval")
@@ -372,7 +372,8 @@ def _walk(node):
 
 def test_recent_batches_say_where_demo_batches_are(app, app_desk):
     app.switch_page(BULK).run()
-    assert "Demo data (Overview → Load demo data) sends its bulk rows as single" in page_text(app)
+    expected = "Demo data (Overview → Load demo data) sends its monthly files as batches"
+    assert expected in page_text(app)
 
 
 def test_the_batch_panel_explains_its_statuses(app, app_desk):

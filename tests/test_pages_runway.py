@@ -32,6 +32,8 @@ def test_the_overview_shows_the_runway_and_an_active_alert(desk_env, monkeypatch
     monkeypatch.setattr(schedules, "upcoming_runs", upcoming)
     at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
     at.run()
+    # A later look at the page in this session: its charts are drawn (ui/first_paint.py).
+    at.session_state["_first_paint_done"] = {"overview"}
     at.switch_page("pages/overview.py").run()
     assert not at.exception, at.exception
     warnings = [w.value for w in at.warning]

@@ -147,8 +147,11 @@ def play(ledger: Ledger, steps: list[tuple]) -> None:
         elif what == "cancel" and batches:
             ledger.cancel_queued(batches[-1], actor="asha", code="CANCELLED", message="stopped")
         elif what == "redate" and (reference := pick(step[1])):
-            when = datetime.now(UTC) + timedelta(days=step[2])
-            ledger.redate({reference: when.replace(hour=step[3], minute=45)})
+            now = datetime.now(UTC)
+            when = (now + timedelta(days=step[2])).replace(hour=step[3], minute=45)
+            # Demo data is spread over the past: a row never has a creation time still to come
+            # (day 0 at 23:45 is tomorrow in India for most of the day).
+            ledger.redate({reference: min(when, now)})
         elif what == "crash" and (reference := pick(step[1])):
             with pytest.raises(Crash), ledger.writing() as conn:
                 ledger._cas(conn, reference, (Status.QUEUED, Status.SENDING), Status.UNKNOWN)
