@@ -66,7 +66,14 @@ def dashboard(data_dir: Path, database_url: str | None = None) -> Desk:
     return Desk(settings)
 
 
-def spawn_worker(data_dir: Path, name: str, database_url: str | None = None) -> subprocess.Popen:
+def spawn_worker(
+    data_dir: Path,
+    name: str,
+    database_url: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """``python -m services.worker`` on ``data_dir``'s ledger (or ``database_url``), with a short
+    heartbeat and poll and ``extra`` settings, logging to ``<name>.log``."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -82,6 +89,7 @@ def spawn_worker(data_dir: Path, name: str, database_url: str | None = None) -> 
     )
     if database_url:
         env["DATABASE_URL"] = database_url
+    env.update(extra or {})
     log = (data_dir / f"{name}.log").open("w")
     argv = ["-m", "services.worker", "--wait-seconds", "30", "--absence-grace-seconds", "0.3"]
     return subprocess.Popen(

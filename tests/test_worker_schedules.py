@@ -7,10 +7,8 @@ twice (counted at the sandbox's store) and without making any occurrence a secon
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -23,12 +21,12 @@ from services.models import Kind, Status
 from services.recurrence import IST, Repeat, Rule
 from tests.fault_support import assert_books_agree, create
 from tests.test_worker import (
-    STALE_SECONDS,
     assert_settled_by_lookup_first,
     dashboard,
     stop,
     wait_for,
 )
+from tests.test_worker import spawn_worker as spawn_any_worker
 
 PROJECT = Path(__file__).resolve().parent.parent
 CARDS = 10
@@ -37,25 +35,8 @@ ROWS_PER_CARD = 4  # 40 rows an occurrence
 
 def spawn_worker(data_dir: Path, name: str) -> subprocess.Popen:
     """``python -m services.worker`` with a catch-up window long enough for months of outage."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("ENKASH_", "POINTS_DESK_")) and key != "DATABASE_URL"
-    }
-    env.update(
-        PYTHONPATH=str(PROJECT),
-        POINTS_DESK_DATA_DIR=str(data_dir),
-        POINTS_DESK_SECRETS_FILE=str(data_dir / "no-secrets.toml"),
-        POINTS_DESK_WORKER_STALE_SECONDS=str(STALE_SECONDS),
-        POINTS_DESK_WORKER_POLL_SECONDS="0.2",
-        POINTS_DESK_SETTLE_INTERVAL_SECONDS="0",
-        POINTS_DESK_SCHEDULE_CATCH_UP_HOURS=str(24 * 100),
-    )
-    log = (data_dir / f"{name}.log").open("w")
-    argv = ["-m", "services.worker", "--wait-seconds", "30", "--absence-grace-seconds", "0.3"]
-    return subprocess.Popen(
-        [sys.executable, *argv], cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    extra = {"POINTS_DESK_SCHEDULE_CATCH_UP_HOURS": str(24 * 100)}
+    return spawn_any_worker(data_dir, name, extra=extra)
 
 
 def two_months_back(today: date) -> date:
