@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from services import approvals
+from services import approvals, schedules
+from services.numbers import plural
 from ui.access import require
 from ui.approvals import decided_table, last_result, open_sandbox, request_card
 from ui.context import desk
@@ -25,6 +26,16 @@ st.caption(
 )
 
 last_result()
+schedules_waiting = schedules.waiting_count(desk().ledger)
+if schedules_waiting:
+    # Schedules are approved where they are read (their runs, rows and changes): say so here.
+    st.info(
+        f"{plural(schedules_waiting, 'schedule decision')} (a new schedule, an edit of its future "
+        f"runs, or a late run) {'waits' if schedules_waiting == 1 else 'wait'} on the Schedules "
+        "page.",
+        icon="🗓️",
+    )
+    st.page_link("pages/schedules.py", label="Open Schedules", icon="🗓️")
 
 waiting = approvals.pending(desk().ledger)
 st.subheader(f"Waiting for a decision ({len(waiting)})")

@@ -105,3 +105,18 @@ def test_a_reject_without_a_comment_is_said_under_that_comment_box(app, app_desk
     assert approvals.get(app_desk.ledger, 2).pending  # nothing decided
     app.run()  # said once: the next run has it no more
     assert not [e for e in app.error if said in str(e.value)]
+
+
+def test_the_approvals_page_points_to_schedules_waiting_for_a_decision(app, app_desk):
+    from tests.test_pages_schedules import SCHEDULES, a_card, fill
+
+    app.switch_page("pages/approvals.py").run()
+    assert "on the Schedules page" not in page_text(app)
+    card = a_card(app_desk)
+    app.switch_page(SCHEDULES).run()
+    fill(app, rows=f"{card}, 500")
+    assert app_desk.ledger.list_schedules()[0].state == "pending_approval"
+    app.switch_page("pages/approvals.py").run()
+    assert not app.exception, app.exception
+    assert "1 schedule decision (a new schedule" in page_text(app)
+    assert "a late run) waits on the Schedules page." in page_text(app)
