@@ -267,6 +267,22 @@ def test_one_sign_in_serves_many_calls(sandbox):
     assert len(session.sent) == 6
 
 
+def test_the_embedded_sandbox_is_reached_directly_whatever_proxy_the_environment_names(
+    sandbox, monkeypatch
+):
+    # A proxy that answers nothing: a loopback call that went through it would fail.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    config = sandbox_enkash_config(sandbox.url, sandbox.identity)
+    client = EnkashClient(config)
+    assert client.allocate(create()).card_id
+    # A real EnKash host still honours the environment (proxies, CA bundles).
+    remote = EnkashClient(dataclasses.replace(config, base_url="https://enkash.example.com/"))
+    assert remote._session.trust_env
+
+
 def test_an_expired_token_is_replaced_before_the_call(sandbox):
     sandbox.knobs.token_lifetime_seconds = 1
     client, session = make_client(sandbox)
