@@ -19,7 +19,10 @@ plus the peak Python memory (tracemalloc) of an uncached History render, each fi
 the smallest size, and the load average (the machine is shared: compare ratios within one run).
 Verdict: uncached History and Overview < 0.5 s at 1M rows (< 1 s at 10M) and <= 3x the smallest
 size. PostgreSQL is ``POINTS_DESK_TEST_PG_URL`` or postgres@127.0.0.1:5432/test, in its own
-schema that is dropped afterwards; skipped with the reason when unreachable.
+schema that is dropped afterwards; skipped with the reason when unreachable. ``--keep`` seeds
+PostgreSQL into a schema named after the size (``keep_hist_<size>``), leaves it there and reuses
+it on the next run; ``--pg-url`` picks the database. ``--statements`` prints the statements each
+uncached render spends its SQL time in (``benchmarks/statements.py``).
 """
 
 from __future__ import annotations
@@ -98,7 +101,23 @@ def _pages(ledger: Ledger) -> tuple[float, float]:
     return first_s, time.perf_counter() - started
 
 
-def measure(size: int, backend: str) -> dict:
+def _seeded(ledger: Ledger, size: int) -> bool:
+    """Whether a kept schema already holds the ``size`` seeded rows (then it is reused)."""
+    from services.store import transactions
+
+    with ledger.reading() as conn:
+        found = conn.execute(sa.select(sa.func.count()).select_from(transactions)).scalar_one()
+    return found == size
+
+
+def measure(
+    size: int,
+    backend: str,
+    *,
+    pg_url: str = PG_URL,
+    keep: bool = False,
+    statements: bool = False,
+) -> dict:
     """Seed ``size`` rows on ``backend`` and time Overview and History."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -108,12 +127,14 @@ def measure(size: int, backend: str) -> dict:
     if backend == "sqlite":
         url, app_url = f"sqlite:///{data_dir / 'ledger.db'}", None
     else:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        url = PG_URL
-        app_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        keep = keep and backend == "postgresql"
+        schema = f"keep_hist_{size}" if keep else f"bench_{uuid.uuid4().hex[:8]}"
+        url = pg_url
+        app_url = f"{pg_url}?options=-csearch_path%3D{schema}"
     ledger = Ledger(url, schema=schema)
     started = time.perf_counter()
-    bulk_insert(ledger, generate(size))
+    if not (keep and _seeded(ledger, size)):
+        bulk_insert(ledger, generate(size))
     seeded = time.perf_counter() - started
     page_first, page_deep = _pages(ledger)
     ledger.dispose()
@@ -124,10 +145,20 @@ def measure(size: int, backend: str) -> dict:
         at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=300)
         at.run()  # the overview page opens first (and the Desk with its pool is made)
         overview = _uncached(at)
+        if statements:
+            from benchmarks.statements import Statements
+
+            with Statements() as found:
+                _uncached(at)
+            found.report(f"{backend} {size:,} rows, the Overview's statements", runs=3)
         at.switch_page("pages/history.py")
         cold = _timed(at)
         assert at.metric, "the History page showed no figures"
         uncached = _uncached(at)
+        if statements:
+            with Statements() as found:
+                _uncached(at)
+            found.report(f"{backend} {size:,} rows, History's statements", runs=3)
         warm = statistics.median(_timed(at) for _ in range(3))
         st.cache_data.clear()
         tracemalloc.start()
@@ -141,8 +172,8 @@ def measure(size: int, backend: str) -> dict:
             _desk().close()
         finally:
             st.cache_resource.clear()
-        if schema is not None:
-            engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+        if schema is not None and not keep:
+            engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
             with engine.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             engine.dispose()
@@ -165,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,1000000")
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--keep", action="store_true", help="keep and reuse the seeded schemas")
+    parser.add_argument("--statements", action="store_true", help="print the slowest SQL")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     import logging
@@ -188,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         base = None
         for size in sizes:
-            figures = measure(size, backend)
+            figures = measure(
+                size, backend, pg_url=args.pg_url, keep=args.keep, statements=args.statements
+            )
             base = base or figures
             history_ratio = figures["uncached_s"] / base["uncached_s"]
             overview_ratio = figures["overview_s"] / base["overview_s"]

@@ -14,7 +14,11 @@ programmes (50, General included) over N ledger rows spread across them, seeded 
 ``benchmarks.history`` (straight into the table, summaries rebuilt, the programmes' counters set
 from the rows), under ``AppTest`` after ``st.cache_data.clear()`` (every query runs; the median of
 3), and prints the seconds, with the programme cards' query alone (``active_reports``). Target:
-under 1 s. ``--intents 0`` skips the insertion part.
+under 1 s. ``--intents 0`` skips the insertion part. ``--statements`` also prints the statements
+an uncached render spends its SQL time in (``benchmarks/statements.py``). ``--keep`` seeds
+PostgreSQL into a schema named after the size (``keep_prog_<rows>_<programmes>``), leaves it
+there and reuses it on the next run (seeding 1M rows takes minutes); ``--pg-url`` picks the
+database (default ``POINTS_DESK_TEST_PG_URL``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from benchmarks.seed import bulk_insert, generate
 from services.models import Allocation
@@ -96,7 +102,24 @@ def _seed_programmes(ledger: Ledger, rows: int, count: int) -> int:
     return len(ids)
 
 
-def overview(backend: str, rows: int, count: int) -> None:
+def _seeded(ledger: Ledger, rows: int) -> bool:
+    """Whether a kept schema already holds the ``rows`` seeded rows (then it is reused)."""
+    from services.store import transactions
+
+    with ledger.reading() as conn:
+        found = conn.execute(sa.select(sa.func.count()).select_from(transactions)).scalar_one()
+    return found == rows
+
+
+def overview(
+    backend: str,
+    rows: int,
+    count: int,
+    *,
+    pg_url: str = PG_URL,
+    keep: bool = False,
+    statements: bool = False,
+) -> None:
     """Seed, then time the Overview (uncached, median of 3) and its programme cards' query."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -109,12 +132,15 @@ def overview(backend: str, rows: int, count: int) -> None:
     if backend == "sqlite":
         url, app_url = f"sqlite:///{data_dir / 'ledger.db'}", None
     else:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        url, app_url = PG_URL, f"{PG_URL}?options=-csearch_path%3D{schema}"
+        schema = f"keep_prog_{rows}_{count}" if keep else f"bench_{uuid.uuid4().hex[:8]}"
+        url, app_url = pg_url, f"{pg_url}?options=-csearch_path%3D{schema}"
     ledger = Ledger(url, schema=schema)
     try:
         started = time.perf_counter()
-        made = _seed_programmes(ledger, rows, count)
+        if keep and _seeded(ledger, rows):
+            made = len(ledger.list_programmes(["active"]))
+        else:
+            made = _seed_programmes(ledger, rows, count)
         seeded = time.perf_counter() - started
         cards = []
         for _ in range(3):
@@ -130,12 +156,18 @@ def overview(backend: str, rows: int, count: int) -> None:
         (table,) = [d for d in at.dataframe if "Burn per day" in d.value.columns]
         assert len(table.value) == made, f"{len(table.value)} rows for {made} programmes"
         page = _uncached(at)
+        if statements:
+            from benchmarks.statements import Statements
+
+            with Statements() as found:
+                _uncached(at)
+            found.report(f"{backend}, the Overview's statements", runs=3)
         from ui.context import _desk
 
         _desk().close()
         st.cache_resource.clear()
     finally:
-        if schema is not None:
+        if schema is not None and not keep:
             with ledger.writing() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         ledger.dispose()
@@ -154,14 +186,26 @@ def main() -> None:
     parser.add_argument("--overview-rows", type=int, default=0)
     parser.add_argument("--programmes", type=int, default=50)
     parser.add_argument("--no-pg", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--pg-url", default=PG_URL)
+    parser.add_argument("--keep", action="store_true", help="keep and reuse the seeded schema")
+    parser.add_argument("--statements", action="store_true", help="print the slowest SQL")
     args = parser.parse_args()
     if args.overview_rows:
         import logging
 
         logging.disable(logging.INFO)
-        overview("sqlite", args.overview_rows, args.programmes)
+        if not args.no_sqlite:
+            overview("sqlite", args.overview_rows, args.programmes, statements=args.statements)
         if not args.no_pg and pg_unreachable() is None:
-            overview("postgresql", args.overview_rows, args.programmes)
+            overview(
+                "postgresql",
+                args.overview_rows,
+                args.programmes,
+                pg_url=args.pg_url,
+                keep=args.keep,
+                statements=args.statements,
+            )
     if not args.intents:
         return
     with tempfile.TemporaryDirectory() as folder:

@@ -2,7 +2,8 @@
 
 ``daily_totals``: per IST day x kind x status x operator x programme, how many rows and points.
 ``card_balances``: each card's latest SUCCEEDED row and the balance after it.
-``card_days``: which cards had a SUCCEEDED row on each IST day (distinct employees of a period).
+``card_days``: which cards had a SUCCEEDED row on each IST day (distinct employees of a period);
+a day a card no longer has a row on is deleted, never kept as zero.
 
 History and Overview read their totals, series and status breakdowns here instead of scanning
 ``transactions``: a year is a few thousand summary rows however many millions of ledger rows it
@@ -194,6 +195,12 @@ def flush(conn: Connection) -> None:
     ]
     if days:
         conn.execute(_statement(conn, _card_day_upsert), days)
+        # A card day whose rows all left it (a redated or reset row) goes, in this transaction:
+        # with no zero rows kept, the distinct cards of a period are an index-only range scan
+        # of ``pk_card_days`` (no ``rows > 0`` test against the table). Rare: only removals.
+        emptied = [{"day": v["day"], "card_id": v["card_id"]} for v in days if v["rows"] < 0]
+        if emptied:
+            conn.execute(_EMPTY_CARD_DAY, emptied)
     if cards:
         conn.execute(
             _statement(conn, _card_upsert),
@@ -231,6 +238,14 @@ def _card_day_upsert(insert: Any) -> Any:
         index_elements=["day", "card_id"],
         set_={"rows": card_days.c.rows + statement.excluded.rows},
     )
+
+
+# Already locked by the upsert just before it, in the same key order: no new lock order.
+_EMPTY_CARD_DAY = card_days.delete().where(
+    card_days.c.day == sa.bindparam("day"),
+    card_days.c.card_id == sa.bindparam("card_id"),
+    card_days.c.rows == 0,
+)
 
 
 def _card_upsert(insert: Any) -> Any:
@@ -389,17 +404,17 @@ def differences(conn: Connection) -> list[tuple[Any, Any, Any]]:
         if kept_cards.get(card) != raw_cards.get(card)
     ]
     raw_days = {(_as_date(d), c): int(n) for d, c, n in conn.execute(_days_query(conn))}
+    # A kept zero row differs too: the readers count every card day there is (no rows > 0 test).
     kept_days = {
         (_as_date(d), c): int(n)
         for d, c, n in conn.execute(
             sa.select(card_days.c.day, card_days.c.card_id, card_days.c.rows)
         )
-        if n
     }
     found += [
         (("card day", *key), kept_days.get(key, 0), raw_days.get(key, 0))
         for key in sorted(set(raw_days) | set(kept_days))
-        if kept_days.get(key, 0) != raw_days.get(key, 0)
+        if kept_days.get(key) != raw_days.get(key)
     ]
     return found + operator_month_differences(conn)
 
