@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -146,7 +147,7 @@ def holder_warning(row: LedgerRow, reported: CardHolder | None) -> str:
 
 def describe(
     row: LedgerRow, *, replayed: bool = False, reported: CardHolder | None = None
-) -> Outcome:
+) -> Called:
     """Turn a ledger row into the words the page shows.
 
     ``reported`` is the holder EnKash's success reply names: the headline names them, and a
@@ -259,15 +260,39 @@ def _send(
     left out; if even that fails, the row becomes ``UNKNOWN`` and a lookup settles it. Only a row
     another caller moved meanwhile (``StatusConflict``) is left as they left it.
     """
+    return _call(client, allocation, actor).record(ledger)
+
+
+@dataclass(frozen=True)
+class Called:
+    """A call made to EnKash for a claimed row, its outcome not yet committed."""
+
+    confirmed: bool  # EnKash confirmed the allocation
+    #: Commits the outcome, given the ledger (or anything with ``Ledger.transition``'s
+    #: signature); returns the row and the holder EnKash's reply names, as ``_send`` does.
+    record: Callable[[Any], tuple[LedgerRow, CardHolder | None]]
+
+
+def _call(client: EnkashClient, allocation: Allocation, actor: str) -> Called:
+    """Call EnKash for a row already in ``SENDING``; what commits the outcome is returned."""
     reference = allocation.reference
     started = time.monotonic()
     try:
         result: AllocationResult = client.allocate(allocation)
     except Exception as error:
         status, detail, code, message = _failure(error, reference)
-        return _record_failure(ledger, reference, status, actor, detail, code, message), None
+        return Called(
+            False,
+            lambda ledger: (
+                _record_failure(ledger, reference, status, actor, detail, code, message),
+                None,
+            ),
+        )
     log.info("allocated %s in %.0f ms", reference, (time.monotonic() - started) * 1000)
-    return _record_success(ledger, reference, result, actor), reported_holder(result)
+    return Called(
+        True,
+        lambda ledger: (_record_success(ledger, reference, result, actor), reported_holder(result)),
+    )
 
 
 def _record_success(
@@ -439,7 +464,7 @@ def submit(
     session_id: str | None = None,
     settings: Settings | None = None,
     within_operator_limit: bool = False,
-) -> Outcome:
+) -> Called:
     """Record the intent, call EnKash once, record the outcome.
 
     ``within_operator_limit``: a credit past the operator's monthly limit in its programme is
@@ -494,11 +519,27 @@ def send_claimed(
     commit); the ledger itself by default. Either way the outcome is committed before this
     returns.
     """
+    called = call_claimed(ledger, client, reference, actor=actor, row=row)
+    return called.record(recorder or ledger)[0]
+
+
+def call_claimed(
+    ledger: Ledger,
+    client: EnkashClient,
+    reference: str,
+    *,
+    actor: str,
+    row: LedgerRow | None = None,
+) -> Called:
+    """``send_claimed`` in two steps: make the call now, and return what commits its outcome
+    (given the ledger or a recorder). The batch worker sends its next row while this one's
+    outcome is being committed; until then the row stays ``SENDING``, which is what a crash in
+    between leaves for a lookup to settle."""
     if row is None or row.reference != reference:
         row = ledger.get(reference)
     if row is None or row.status is not Status.SENDING:
         raise StatusConflict(f"{reference} is not claimed for sending")
-    return _send(recorder or ledger, client, allocation_from_row(row), actor)[0]
+    return _call(client, allocation_from_row(row), actor)
 
 
 # --- settling unknown outcomes --------------------------------------------------------------------
@@ -737,7 +778,7 @@ def resend(
     *,
     actor: str,
     absence_grace: timedelta = ABSENCE_GRACE,
-) -> Outcome:
+) -> Called:
     """Resend an ``UNKNOWN`` row with the same reference, once a lookup has proved it absent.
 
     Refused (``NotProvenAbsent``) unless the row's latest audit event is a lookup that proved the

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,7 @@ CANCELLED_MESSAGE = "Cancelled before sending: nothing was sent and no points mo
 HEARTBEAT_SECONDS = 1.0
 STALE_AFTER_SECONDS = 10.0  # a running batch whose heartbeat is older has no live worker
 NOT_SENT_PAUSE_AFTER = 3  # consecutive "EnKash unreachable" rows before the batch pauses itself
+LOGIN_REFUSED_PAUSE = "paused: EnKash refused the sign-in; fix the credentials, then resume"
 SETTLE_ROUNDS = 3  # how often unknown rows looked up too early are tried again, a grace apart
 ACTIVE_STATES = ("queued", "running", "paused")
 
@@ -943,33 +945,39 @@ class _Pending:
 
 
 class _HeldExchanges:
-    """A worker thread's calls to EnKash, held to commit with the outcome they led to.
+    """A sending thread's calls to EnKash, held to commit with the outcome they led to.
 
     The client hands each exchange here instead of writing it in a transaction of its own; the
-    row's outcome takes them into its group commit (``_Recorder``). Whatever no outcome took (a
-    lookup's, or after a failed write) is written as before by ``flush`` after each row, so every
-    exchange is kept and keeping it never changes what is recorded for the row.
+    sender takes those of each row's call to commit with its outcome (``_Recorder``). Whatever
+    no outcome took (a sign-in's, or after a failed write) is written as before by ``flush``, so
+    every exchange is kept and keeping it never changes what is recorded for the row.
     """
 
     def __init__(self, client: EnkashClient):
         self._keep = client.on_exchange
         self._held: list[Exchange] = []
+        self._lock = threading.Lock()  # the outcome is committed by another thread
         if self._keep is not None:
-            client.on_exchange = self._held.append
+            client.on_exchange = self._hold
+
+    def _hold(self, exchange: Exchange) -> None:
+        with self._lock:
+            self._held.append(exchange)
 
     def take(self) -> list[Exchange]:
         """The held exchanges, no longer held."""
-        taken, self._held[:] = list(self._held), []
+        with self._lock:
+            taken, self._held[:] = list(self._held), []
         return taken
 
     def give_back(self, exchanges: list[Exchange]) -> None:
         """Hold these again (their outcome was not written), before any held since."""
-        self._held[:0] = exchanges
+        with self._lock:
+            self._held[:0] = exchanges
 
     def flush(self) -> None:
         """Write what is still held, each on its own (errors logged, as the client does)."""
-        held, self._held[:] = list(self._held), []
-        for exchange in held:
+        for exchange in self.take():
             try:
                 self._keep(exchange)  # type: ignore[misc]  # only held when there is a keeper
             except Exception:
@@ -977,28 +985,28 @@ class _HeldExchanges:
 
 
 class _Recorder:
-    """Commits one row's outcome through the group, with the exchanges that led to it.
+    """Commits one row's outcome through the group, with the exchanges of its call.
 
     Only the first write attempt carries them: if it fails, the fallbacks of
     ``allocations._send`` (less of the reply, then ``UNKNOWN``) go exactly as without them, and
-    the exchanges are written on their own afterwards (``_HeldExchanges.flush``).
+    the exchanges go back to ``held``, to be written on their own (``_HeldExchanges.flush``).
     """
 
-    def __init__(self, group: GroupCommit, held: _HeldExchanges):
+    def __init__(self, group: GroupCommit, kept: list[Exchange], held: _HeldExchanges):
         self._group = group
-        self._held: _HeldExchanges | None = held
+        self._kept: list[Exchange] | None = kept
+        self._held = held
 
     def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
-        held, self._held = self._held, None
-        if held is None:
+        kept, self._kept = self._kept, None
+        if kept is None:
             return self._group.transition(reference, to_status, **kwargs)
-        kept = held.take()
         try:
             return self._group.transition(
                 reference, to_status, exchanges=tuple(map(asdict, kept)), **kwargs
             )
         except BaseException:
-            held.give_back(kept)  # written on their own by flush
+            self._held.give_back(kept)
             raise
 
 
@@ -1022,6 +1030,9 @@ class _Feeder:
         self._lock = threading.Lock()
         self._exhausted = False
         self._skip_locked = ledger.engine.dialect.name == "postgresql"
+        #: Whether a thread may claim its next row with its last outcome (a named reference and a
+        #: CAS); PostgreSQL's SKIP LOCKED claim picks the row in its own transaction instead.
+        self.claims_ahead = not self._skip_locked
 
     def claim(
         self, reference: str, *, actor: str, group: GroupCommit | None = None
@@ -1099,6 +1110,7 @@ class _Job:
         self._local = threading.local()  # each worker thread's _HeldExchanges
         # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
         self._group = GroupCommit(self.ledger)
+        self._pool = ThreadPoolExecutor(1)  # the send phase's commit threads (``_phase``)
         self.absence_grace = absence_grace
         self.in_flight_limit = in_flight_limit
         self.thread = threading.Thread(target=self._run, name=f"batch-{batch_id}", daemon=True)
@@ -1116,7 +1128,7 @@ class _Job:
             self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
             self._take_later()  # step 3 looks at every unknown row again
             # 2. Send the queue.
-            self._phase(workers, limiter, self._send_one, self._feeder)
+            self._phase(workers, limiter, None, self._feeder)
             # Rows this job claimed whose outcome could not be written are not in flight any more:
             # they become UNKNOWN now, so the wait below is only for other workers' calls.
             self._recover_stranded()
@@ -1227,20 +1239,27 @@ class _Job:
         self,
         workers: int,
         limiter: RateLimiter,
-        work: Callable[[EnkashClient, str], None],
+        work: Callable[[EnkashClient, str], None] | None,
         feed: Any,
     ) -> None:
+        """Run ``workers`` threads over ``feed``, each doing ``work`` per reference (``None``:
+        the send phase, ``_sender``), heartbeating until all have returned."""
         if self.stop.is_set():
             return
         threads = [
             threading.Thread(
-                target=self._worker,
-                args=(limiter, work, feed),
+                target=self._worker if work is not None else self._sender,
+                args=(limiter, work, feed) if work is not None else (limiter, feed),
                 name=f"batch-{self.batch_id}-{n}",
                 daemon=True,
             )
             for n in range(workers)
         ]
+        if work is None:
+            # The senders' claims and outcomes are committed on these threads (``_sender``).
+            self._pool = ThreadPoolExecutor(
+                2 * workers, thread_name_prefix=f"commit-{self.batch_id}"
+            )
         for thread in threads:
             thread.start()
         last_beat = 0.0
@@ -1252,6 +1271,8 @@ class _Job:
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                 last_beat = time.monotonic()
                 self._heartbeat()
+        if work is None:
+            self._pool.shutdown(wait=True)  # every sender waited for its own commits already
 
     def _heartbeat(self) -> None:
         """Say this worker is alive; notice a pause or cancel made by another tab or process."""
@@ -1330,21 +1351,122 @@ class _Job:
         finally:
             client.close()
 
-    def _send_one(self, client: EnkashClient, reference: str) -> None:
-        if client.login_refused:
-            self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
+    def _sender(self, limiter: RateLimiter, feed: _Feeder) -> None:
+        """A sending thread, pipelined so it never waits for the ledger between two calls.
+
+        While a row's call is in flight, the claim of the thread's next row is committed (the
+        claim is durable before that row's call, as always) and the outcome of its last row is
+        committed (the row stays ``SENDING`` until then, which is what a crash leaves for a lookup
+        to settle either way). Both go through the job's group commit, on the job's commit
+        threads. On PostgreSQL the next row is claimed after the call instead (``SKIP LOCKED``
+        picks it in a transaction of its own). A row claimed and not sent because the batch
+        stopped first goes back to the queue (``Ledger.release_unsent``).
+        """
+        client = self.new_client()
+        held = self._local.held = _HeldExchanges(client)
+        current: tuple[str, LedgerRow | None] | None = None  # claimed, to send next
+        claiming: Future | None = None  # the claim of the row after it
+        recording: Future | None = None  # the outcome of the last row sent
+        try:
+            current = self._claim_next(feed)
+            while current is not None and not self.stop.is_set():
+                if client.login_refused:
+                    self._pause(LOGIN_REFUSED_PAUSE)
+                    break
+                if not limiter.wait(self.stop):
+                    break
+                following = feed.next() if feed.claims_ahead and not self.stop.is_set() else None
+                if following is not None:
+                    claiming = self._pool.submit(self._claim, following)
+                reference, row = current
+                current = None  # from here on it may be sent: never released
+                try:
+                    outcome = allocations.call_claimed(
+                        self.ledger, client, reference, actor=self.actor, row=row
+                    )
+                except Exception:
+                    log.exception("batch %s: row %s failed unexpectedly", self.batch_id, reference)
+                else:
+                    kept = held.take()
+                    if recording is not None:
+                        recording.result()  # long since committed: one outcome in hand at most
+                    recording = self._pool.submit(self._record, outcome, kept, held)
+                    if not outcome.confirmed:
+                        # A failure may pause the batch (EnKash unreachable, sign-in refused):
+                        # known before the next call, as when each outcome was waited for.
+                        recording.result()
+                held.flush()
+                if claiming is not None:
+                    current, claiming = claiming.result(), None
+                if current is None:
+                    current = self._claim_next(feed)
+        finally:
+            if recording is not None:
+                recording.result()
+            if claiming is not None:
+                current = claiming.result() or current
+            if current is not None:
+                self._release(current[0])
+            held.flush()
+            client.close()
+
+    def _claim(self, reference: str) -> tuple[str, LedgerRow | None] | None:
+        """Claim this row for the calling sender (on a commit thread): (reference, row), or
+        ``None`` if someone else has it (or it was cancelled)."""
+        try:
+            claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
+        except Exception:
+            log.exception("batch %s: could not claim %s", self.batch_id, reference)
+            return None  # still QUEUED: the batch is not finished until it is sent
+        if claimed is not None:
+            with self._claimed_lock:
+                self._claimed.add(claimed[0])
+        return claimed
+
+    def _claim_next(self, feed: _Feeder) -> tuple[str, LedgerRow | None] | None:
+        """Claim the feed's next row that nobody else has, or ``None`` once the feed is empty or
+        the batch stopped."""
+        while not self.stop.is_set():
+            reference = feed.next()
+            if reference is None:
+                return None
+            claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
+            if claimed is not None:
+                with self._claimed_lock:
+                    self._claimed.add(claimed[0])
+                return claimed
+            # another worker (thread, process or replica) has it, or it was cancelled
+        return None
+
+    def _release(self, reference: str) -> None:
+        """Hand back a row claimed ahead and never sent (nothing was called for it)."""
+        try:
+            released = self.ledger.release_unsent(
+                reference,
+                actor=self.actor,
+                detail="claimed, not sent: the batch stopped first",
+                cancelled_code=CANCELLED,
+                cancelled_message=CANCELLED_MESSAGE,
+            )
+        except Exception:
+            # Left SENDING: once this job's threads are done it is settled by lookup, as any row
+            # whose outcome is not known (_recover_stranded), so it is still sent at most once.
+            log.exception("batch %s: could not hand %s back", self.batch_id, reference)
             return
-        claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
-        if claimed is None:
-            return  # another worker (thread, process or replica) has it, or it was cancelled
-        reference, row = claimed
-        with self._claimed_lock:
-            self._claimed.add(reference)
-        # The outcome commits with this row's exchanges, in the group (one transaction for both).
-        recorder = _Recorder(self._group, self._local.held)
-        row = allocations.send_claimed(
-            self.ledger, client, reference, actor=self.actor, row=row, recorder=recorder
-        )
+        if released is not None:
+            with self._claimed_lock:
+                self._claimed.discard(reference)
+
+    def _record(
+        self, outcome: allocations.Called, kept: list[Exchange], held: _HeldExchanges
+    ) -> None:
+        """Commit one row's outcome (on a commit thread), with its call's exchanges; pause the
+        batch if EnKash keeps being unreachable or refuses the sign-in."""
+        try:
+            row, _ = outcome.record(_Recorder(self._group, kept, held))
+        except Exception:
+            log.exception("batch %s: an outcome could not be recorded", self.batch_id)
+            return
         with self._streak_lock:
             if row.status is Status.FAILED and row.enkash_code == allocations.NOT_SENT:
                 self._not_sent_streak += 1
@@ -1354,7 +1476,7 @@ class _Job:
         if streak >= NOT_SENT_PAUSE_AFTER:
             self._pause("paused: EnKash could not be reached; resume when it is back")
         elif row.enkash_code == allocations.LOGIN_REFUSED:
-            self._pause("paused: EnKash refused the sign-in; fix the credentials, then resume")
+            self._pause(LOGIN_REFUSED_PAUSE)
 
     def _settle_one(self, client: EnkashClient, reference: str) -> None:
         grace = self.absence_grace

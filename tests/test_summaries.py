@@ -76,6 +76,8 @@ _steps = st.one_of(
     st.tuples(st.just("group"), st.lists(st.integers(0, 50), min_size=1, max_size=4)),
     st.tuples(st.just("recover")),
     st.tuples(st.just("cancel")),
+    st.tuples(st.just("release"), st.integers(0, 50)),
+    st.tuples(st.just("cancel-batch")),
     st.tuples(st.just("redate"), st.integers(0, 50), st.integers(-400, 0), st.integers(0, 23)),
     st.tuples(st.just("crash"), st.integers(0, 50)),
 )
@@ -116,7 +118,14 @@ def play(ledger: Ledger, steps: list[tuple]) -> None:
         elif what == "batch":
             batch = f"B{next(_serial):06d}"
             made = [(allocation(k, c), n) for n, (k, c) in enumerate(step[1], 1)]
-            ledger.record_intents(made, operator="ops-bot", batch_id=batch)
+            ledger.create_batch(
+                batch_id=batch,
+                file_name=f"{batch}.csv",
+                file_digest=batch,
+                operator="ops-bot",
+                allocations=made,
+                concurrency=4,
+            )
             references.extend(a.reference for a, _ in made)
             batches.append(batch)
         elif what == "claim" and (reference := pick(step[1])):
@@ -146,6 +155,16 @@ def play(ledger: Ledger, steps: list[tuple]) -> None:
             ledger.recover_interrupted(actor="startup", stale_after=timedelta(0))
         elif what == "cancel" and batches:
             ledger.cancel_queued(batches[-1], actor="asha", code="CANCELLED", message="stopped")
+        elif what == "cancel-batch" and batches:  # a released row of it is then cancelled too
+            ledger.update_batch(batches[-1], state="cancelled")
+        elif what == "release" and (reference := pick(step[1])):  # claimed ahead, not sent
+            ledger.release_unsent(
+                reference,
+                actor="w1",
+                detail="claimed, not sent",
+                cancelled_code="CANCELLED",
+                cancelled_message="stopped",
+            )
         elif what == "redate" and (reference := pick(step[1])):
             now = datetime.now(UTC)
             when = (now + timedelta(days=step[2])).replace(hour=step[3], minute=45)

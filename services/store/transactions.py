@@ -43,7 +43,7 @@ from services.store.records import (
     audit_event,
     ledger_row,
 )
-from services.store.schema import audit_events, transactions, workers
+from services.store.schema import audit_events, batches, transactions, workers
 
 #: A worker whose heartbeat is older than this is taken for dead (its SENDING rows get settled).
 WORKER_STALE_AFTER = timedelta(seconds=30)
@@ -837,6 +837,78 @@ class TransactionStore(Database):
                 .limit(limit)
             )
             return list(found.scalars())
+
+    def release_unsent(
+        self,
+        reference: str,
+        *,
+        actor: str,
+        detail: str,
+        cancelled_code: str,
+        cancelled_message: str,
+    ) -> Status | None:
+        """Hand a row this process claimed, and never sent, back: to the queue (``SENDING`` ->
+        ``QUEUED``), or, if its batch was cancelled meanwhile, to ``FAILED`` with
+        ``cancelled_code`` as a cancel leaves every unsent row. The claim's attempt is taken
+        back. Returns the status it moved to, or ``None`` if it is not ``SENDING`` any more.
+
+        Only the claimer can know no call was made, so this is not an allowed ``transition``:
+        the batch worker claims each thread's next row while the last one is in flight and, if
+        the batch stops before that row is sent, releases it here. The row must still be
+        ``SENDING`` and claimed by this process (``worker_id``). The batch row is locked first,
+        so a cancel either sees the row back in the queue or is seen here.
+        """
+        t = transactions.c
+        now = datetime.now(UTC)
+        with self.writing() as conn:
+            batch_id = conn.execute(
+                sa.select(t.batch_id).where(t.reference == reference)
+            ).scalar_one_or_none()
+            state = (
+                conn.execute(
+                    sa.select(batches.c.state)
+                    .where(batches.c.batch_id == batch_id)
+                    .with_for_update()
+                ).scalar_one_or_none()
+                if batch_id is not None
+                else None
+            )
+            values: dict[str, Any] = {
+                "attempts": sa.case((t.attempts > 0, t.attempts - 1), else_=0),
+                "claimed_by": None,
+                "updated_at": now,
+            }
+            if state == "cancelled":
+                to_status, kind = Status.FAILED, AuditKind.CANCELLED
+                values.update(enkash_code=cancelled_code, enkash_message=redact(cancelled_message))
+                detail = f"{detail}; its batch was cancelled"
+            else:
+                to_status, kind = Status.QUEUED, AuditKind.NOTE
+            changed = conn.execute(
+                transactions.update()
+                .where(
+                    t.reference == reference,
+                    t.status == Status.SENDING.value,
+                    t.claimed_by == self.worker_id,
+                )
+                .values(status=to_status.value, **values)
+                .returning(transactions)
+            ).one_or_none()
+            if changed is None:
+                return None
+            apply_move(
+                conn,
+                changed.programme_id,
+                changed.transaction_type,
+                changed.amount_cents,
+                Status.SENDING,
+                to_status,
+            )
+            if to_status is Status.FAILED:
+                release_operator_months(conn, [changed])
+            summaries.move(conn, changed, Status.SENDING.value, to_status.value)
+            _audit(conn, [_event(reference, now, actor, Status.SENDING, to_status, detail, kind)])
+            return to_status
 
     def claim_next_queued(self, batch_id: str, *, actor: str) -> LedgerRow | None:
         """Claim (``QUEUED`` -> ``SENDING``) the batch's next queued row in row order; the row as
