@@ -119,9 +119,25 @@ def search(
     found, note = find_employees(ledger, client if exact else None, text, limit=limit)
     if exact and len(found) == 1 and _is_key_of(found[0], kind, text):
         return SearchResult(text, kind, Answer.EMPLOYEE, employees=tuple(found), note=note)
+    if not found and kind is QueryKind.TEXT and client is not None and _CARD_SHAPE.fullmatch(text):
+        # Nothing here by that name: it may be a card id with no digit, made outside Points
+        # Desk. EnKash is asked only now, so typing a name costs no call to EnKash.
+        held = _card_at_enkash(client, text)
+        if held is not None:
+            return SearchResult(text, QueryKind.CARD_ID, Answer.EMPLOYEE, employees=(held,))
     if not found:
         return SearchResult(text, kind, Answer.NOTHING, note=note)
     return SearchResult(text, kind, Answer.MATCHES, employees=tuple(found), note=note)
+
+
+def _card_at_enkash(client: EnkashClient, text: str) -> EmployeeSummary | None:
+    """The card EnKash knows by exactly this id, if any (a failed lookup finds nothing)."""
+    card = text.upper()
+    try:
+        holders = [h for h in client.search_users(card_id=card) if h.card_id.upper() == card]
+    except EnkashError:
+        return None
+    return _summary_of(holders[0]) if len(holders) == 1 else None
 
 
 def _is_key_of(summary: EmployeeSummary, kind: QueryKind, text: str) -> bool:

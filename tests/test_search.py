@@ -9,6 +9,7 @@ import pytest
 from services import search
 from services.allocations import new_reference, submit
 from services.models import Allocation, Kind, Status
+from services.sandbox.store import SandboxStore
 from services.search import Answer, QueryKind, classify
 from tests.test_allocations import SETTINGS
 from tests.test_employees import RAHUL, ZOYA, create_of, open_card
@@ -71,8 +72,16 @@ def test_an_exact_card_email_or_mobile_opens_the_employee(ledger, client, how):
     assert found.employee.card_id == card and found.employee.first_name == "Zoya"
 
 
-def test_a_card_made_outside_points_desk_is_found_at_enkash(ledger, client):
+@pytest.mark.parametrize("card_id", ["EKC04AZHXP", "EKCTMOWZAQ"])  # with digits, and without
+def test_a_card_made_outside_points_desk_is_found_at_enkash(ledger, client, monkeypatch, card_id):
+    unused_id = SandboxStore._unused_id
+
+    def chosen(db, table, column, prefix, *args):
+        return card_id if prefix == "EKC" else unused_id(db, table, column, prefix, *args)
+
+    monkeypatch.setattr(SandboxStore, "_unused_id", staticmethod(chosen))
     made = client.allocate(create_of(ZOYA))  # straight at EnKash: the ledger never saw it
+    assert made.card_id == card_id
     found = search.search(ledger, client, made.card_id)
     assert found.answer is Answer.EMPLOYEE and found.employee.card_id == made.card_id
     assert found.employee.balance == Decimal("100.00")
