@@ -17,8 +17,9 @@ writes meanwhile), and time, with the default filters (History: the last 90 IST 
 
 plus the peak Python memory (tracemalloc) of an uncached History render, each figure's ratio to
 the smallest size, and the load average (the machine is shared: compare ratios within one run).
-Verdict: uncached History and Overview < 0.5 s at 1M rows (< 1 s at 10M) and <= 3x the smallest
-size. PostgreSQL is ``POINTS_DESK_TEST_PG_URL`` or postgres@127.0.0.1:5432/test, in its own
+Verdict: uncached History and Overview < 0.5 s at 1M rows and <= 3x the smallest size there,
+< 1 s at 10M (the issue's targets; the ratio is not a target at 10M).
+PostgreSQL is ``POINTS_DESK_TEST_PG_URL`` or postgres@127.0.0.1:5432/test, in its own
 schema that is dropped afterwards; skipped with the reason when unreachable. ``--keep`` seeds
 PostgreSQL into a schema named after the size (``keep_hist_<size>``), leaves it there and reuses
 it on the next run; ``--pg-url`` picks the database. ``--statements`` prints the statements each
@@ -230,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
             overview_ratio = figures["overview_s"] / base["overview_s"]
             memory_ratio = figures["peak_mb"] / base["peak_mb"]
             limit = target_seconds(size)
+            # The ratio target is the 1M render against the 10k one; at 10M only the time counts.
             met = (
                 figures["uncached_s"] < limit
                 and figures["overview_s"] < limit
-                and history_ratio <= TARGET_RATIO
-                and overview_ratio <= TARGET_RATIO
+                and (
+                    size > 1_000_000
+                    or (history_ratio <= TARGET_RATIO and overview_ratio <= TARGET_RATIO)
+                )
             )
             ok &= met
             print(
@@ -246,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(
-        "target: uncached History and Overview < 0.5 s (1 s beyond 1M rows) and "
-        f"<= {TARGET_RATIO:.0f}x the smallest size ({'met' if ok else 'missed'})"
+        "target: uncached History and Overview < 0.5 s up to 1M rows and <= "
+        f"{TARGET_RATIO:.0f}x the smallest size there; < 1 s beyond 1M "
+        f"({'met' if ok else 'missed'})"
     )
     return 0 if ok else 1
 

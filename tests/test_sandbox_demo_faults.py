@@ -64,6 +64,8 @@ def test_bad_scripted_fault_settings_are_refused(sandbox, changes):
 
 def test_the_overview_turns_a_fault_on_for_the_next_calls_and_off(app, app_desk):
     knobs = app_desk.sandbox.knobs
+    app.session_state["_first_paint_done"] = {"overview"}  # the tools come with the charts
+    app.run()
     app.selectbox(key="sandbox_fault").set_value("Timeout after commit")
     app.number_input(key="sandbox_fault_calls").set_value(3)
     app.button(key="sandbox_fault_on").click().run()
