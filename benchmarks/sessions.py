@@ -68,8 +68,19 @@ async def _fill(page, label: str, value: str) -> None:
 
 
 async def _choose(page, key: str, option: str) -> None:
-    await page.locator(f".st-key-{key}").click()
-    await page.get_by_role("option", name=option, exact=True).click()
+    """Pick ``option`` in a selectbox. A re-run landing while its list is open closes the list,
+    so a list that does not show its option within a few seconds is opened again."""
+    choice = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(5):
+        await page.locator(f".st-key-{key}").click()
+        try:
+            await choice.click(timeout=5_000)
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+            await page.keyboard.press("Escape")
+            await _idle(page)
 
 
 async def one_session(browser, url: str, n: int, args, timings: dict[str, list[float]]) -> None:
@@ -129,7 +140,7 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
 
         await _open(page, url, "Bulk allocation")
         started = time.perf_counter()
-        await page.get_by_role("button", name="Open").first.click()
+        await page.get_by_role("button", name="Open", exact=True).first.click()
         await page.locator(".st-key-bulk_batch_panel").wait_for()
         timings["open batch"].append(time.perf_counter() - started)
         await page.wait_for_timeout(3000)  # watch it move for a few polls
@@ -192,7 +203,9 @@ async def sessions_run(url: str, args) -> dict[str, list[float]]:
             await browser.close()
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
-        print(f"{len(failed)} session(s) failed; the first: {failed[0]!r}")
+        print(f"{len(failed)} session(s) failed:")
+        for reason in dict.fromkeys(repr(error).splitlines()[0][:200] for error in failed):
+            print(f"  {reason}")
     return timings
 
 
@@ -204,7 +217,7 @@ def start_batch(url: str, data_dir: Path, rows: int, args) -> dict:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(600_000)
+            page.set_default_timeout(120_000)
             page.goto(url)
             page.wait_for_selector(IDLE)
             page.get_by_role("link", name="Bulk allocation").click()
@@ -216,6 +229,8 @@ def start_batch(url: str, data_dir: Path, rows: int, args) -> dict:
             send = page.get_by_role("button", name=f"Send {rows:,} rows…")
             send.wait_for()
             speed = page.locator(".st-key-bulk_concurrency input")
+            if not speed.is_visible():
+                page.get_by_text("Advanced", exact=True).click()  # the speed settings' expander
             speed.fill(str(args.concurrency))
             speed.press("Tab")
             page.wait_for_selector(IDLE)

@@ -51,3 +51,29 @@ def test_with_the_cache_off_every_session_asks(desk_env, monkeypatch):
     calls = _pool_lookups(_desk(), monkeypatch)
     _new_session()
     assert len(calls) >= 1
+
+
+def test_sessions_that_need_the_pool_at_once_share_one_lookup(app, app_desk, monkeypatch):
+    """After points move, every open session redraws its pool: they ask EnKash once between
+    them (each waits for the one look-up in flight), not once each."""
+    import threading
+
+    from ui import sidebar
+
+    calls = _pool_lookups(app_desk, monkeypatch)
+    app_desk.sandbox.knobs.latency_ms = 200  # a look-up takes a while, as EnKash's does
+    sidebar.forget_pool()
+    answers: list = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(sidebar.pool_details())) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(answers) == 8 and all(a is not None for a in answers)
+    assert len({a.available_balance for a in answers}) == 1
+    assert len(calls) == 1
+    # Asking afresh (the sidebar's refresh button) still asks EnKash.
+    sidebar.pool_details(fresh=True)
+    assert len(calls) == 2

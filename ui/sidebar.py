@@ -19,9 +19,11 @@ from ui.format import ist, points
 from ui.search import follow_search, search_box
 from ui.text import md
 
-# Per Desk (weakly: a closed Desk's pool goes with it): (when, details).
+# Per Desk (weakly: a closed Desk's pool goes with it): (when, details, read at).
 _SHARED_POOL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED_POOL_LOCK = threading.Lock()
+# Per Desk: held while one session asks EnKash for the pool; the others wait for its answer.
+_POOL_READS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def pool_details(*, fresh: bool = False) -> AccountDetails | None:
@@ -30,20 +32,33 @@ def pool_details(*, fresh: bool = False) -> AccountDetails | None:
     The pool is the company's, not the person's: one look-up serves every session of this
     process for ``POINTS_DESK_POOL_CACHE_SECONDS`` (a new session opens without waiting for
     EnKash), and points moved here forget it at once (``forget_pool``). ``fresh`` asks EnKash.
+    Sessions that need it at the same moment share one look-up: while one asks EnKash, the
+    others wait for its answer instead of each asking.
     """
     the_desk = desk()
     ttl = the_desk.settings.points_desk_pool_cache_seconds
+    asked = time.monotonic()
     with _SHARED_POOL_LOCK:
         cached = _SHARED_POOL.get(the_desk)
-    if not fresh and cached and time.monotonic() - cached[0] < ttl:
+        reading = _POOL_READS.setdefault(the_desk, threading.Lock())
+    if not fresh and cached and asked - cached[0] < ttl:
         return cached[1]
-    try:
-        with the_desk.client() as client:
-            details = client.account_details()
-    except EnkashError:
-        return None  # not kept: the next page asks again
-    with _SHARED_POOL_LOCK:
-        _SHARED_POOL[the_desk] = (time.monotonic(), details, datetime.now(UTC))
+    with reading:
+        with _SHARED_POOL_LOCK:
+            cached = _SHARED_POOL.get(the_desk)
+        # Another session read it meanwhile: since the last move (forget_pool empties the
+        # cache, and a read that a move overtook is not kept); asked afresh, after this asked.
+        if cached and (cached[3] >= asked if fresh else time.monotonic() - cached[0] < ttl):
+            return cached[1]
+        started, generation = time.monotonic(), _FORGOTTEN[0]
+        try:
+            with the_desk.client() as client:
+                details = client.account_details()
+        except EnkashError:
+            return None  # not kept: the next page asks again
+        with _SHARED_POOL_LOCK:
+            if _FORGOTTEN[0] == generation:  # not if points moved while EnKash was asked
+                _SHARED_POOL[the_desk] = (time.monotonic(), details, datetime.now(UTC), started)
     return details
 
 
