@@ -132,6 +132,10 @@ def test_on_a_phone_the_sidebar_closes_after_choosing_a_page(dashboard: str, bro
     assert not _sidebar_open(page)
     page.get_by_test_id("stExpandSidebarButton").click()
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="History").wait_for()
+    page.wait_for_function(  # it slides in: 0 px wide at the click, 300 px a moment later
+        "() => document.querySelector('[data-testid=stSidebar]').getBoundingClientRect().width > 0",
+        timeout=5_000,
+    )
     assert _sidebar_open(page)
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="History").click()
     wait_idle(page)
