@@ -140,7 +140,8 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
 
         await _open(page, url, "Bulk allocation")
         started = time.perf_counter()
-        await page.get_by_role("button", name="Open", exact=True).first.click()
+        # The batch's own button (the programme selectbox has an "Open" toggle of its own).
+        await page.locator("[class*='st-key-bulk_open_'] button").first.click()
         await page.locator(".st-key-bulk_batch_panel").wait_for()
         timings["open batch"].append(time.perf_counter() - started)
         await page.wait_for_timeout(3000)  # watch it move for a few polls
