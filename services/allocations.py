@@ -503,24 +503,10 @@ def submit(
     return describe(row, reported=reported)
 
 
-def send_claimed(
-    ledger: Ledger,
-    client: EnkashClient,
-    reference: str,
-    *,
-    actor: str,
-    row: LedgerRow | None = None,
-    recorder: Any = None,
-) -> LedgerRow:
-    """Send one row this caller has already claimed (``SENDING``); used by the batch worker.
-
-    ``row``: the claimed row as the claim returned it (saves reading it again). ``recorder``:
-    what commits the outcome, with ``Ledger.transition``'s signature (the batch job's group
-    commit); the ledger itself by default. Either way the outcome is committed before this
-    returns.
-    """
-    called = call_claimed(ledger, client, reference, actor=actor, row=row)
-    return called.record(recorder or ledger)[0]
+def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> LedgerRow:
+    """Send one row this caller has already claimed (``SENDING``), such as an approved debit,
+    and commit its outcome before returning. (The batch worker uses ``call_claimed``.)"""
+    return call_claimed(ledger, client, reference, actor=actor).record(ledger)[0]
 
 
 def call_claimed(

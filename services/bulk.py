@@ -18,7 +18,7 @@ The life of a batch (state in the ``batches`` table, rows in ``transactions``):
 3. The job belongs to a worker process, not to a browser tab. Its threads (each with its own
    EnKash client) claim rows with the ledger's compare-and-set (on PostgreSQL the next queued row
    is picked with ``FOR UPDATE SKIP LOCKED``, so several workers share a batch without racing)
-   and send them with ``allocations.send_claimed``, under a shared requests-per-second cap.
+   and send them with ``allocations.call_claimed``, under a shared requests-per-second cap.
 4. Before sending anything, and again after the queue is empty, rows of the batch that are
    ``UNKNOWN`` (a worker died mid-call; live workers mark those once its heartbeat is stale) are
    settled by looking the reference up; only a reference EnKash proves absent is sent again, with
@@ -1414,10 +1414,14 @@ class _Job:
         """Claim this row for the calling sender (on a commit thread): (reference, row), or
         ``None`` if someone else has it (or it was cancelled)."""
         try:
-            claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
+            return self._claim_one(reference)
         except Exception:
             log.exception("batch %s: could not claim %s", self.batch_id, reference)
             return None  # still QUEUED: the batch is not finished until it is sent
+
+    def _claim_one(self, reference: str) -> tuple[str, LedgerRow | None] | None:
+        """Claim this row through the group commit and remember it as this job's."""
+        claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
         if claimed is not None:
             with self._claimed_lock:
                 self._claimed.add(claimed[0])
@@ -1430,10 +1434,8 @@ class _Job:
             reference = feed.next()
             if reference is None:
                 return None
-            claimed = self._feeder.claim(reference, actor=self.actor, group=self._group)
+            claimed = self._claim_one(reference)
             if claimed is not None:
-                with self._claimed_lock:
-                    self._claimed.add(claimed[0])
                 return claimed
             # another worker (thread, process or replica) has it, or it was cancelled
         return None

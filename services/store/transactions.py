@@ -896,17 +896,7 @@ class TransactionStore(Database):
             ).one_or_none()
             if changed is None:
                 return None
-            apply_move(
-                conn,
-                changed.programme_id,
-                changed.transaction_type,
-                changed.amount_cents,
-                Status.SENDING,
-                to_status,
-            )
-            if to_status is Status.FAILED:
-                release_operator_months(conn, [changed])
-            summaries.move(conn, changed, Status.SENDING.value, to_status.value)
+            _counted(conn, changed, Status.SENDING, to_status)
             _audit(conn, [_event(reference, now, actor, Status.SENDING, to_status, detail, kind)])
             return to_status
 
@@ -1103,18 +1093,7 @@ class TransactionStore(Database):
             params["match_status"] = before.value
             changed = conn.execute(statement, params).one_or_none()
             if changed is not None:
-                # The programme's counters and the summaries move in this same transaction.
-                apply_move(
-                    conn,
-                    changed.programme_id,
-                    changed.transaction_type,
-                    changed.amount_cents,
-                    before,
-                    to_status,
-                )
-                if before in IN_FLIGHT and to_status is Status.FAILED:
-                    release_operator_months(conn, [changed])
-                summaries.move(conn, changed, before.value, to_status.value)
+                _counted(conn, changed, before, to_status)
                 return before, ledger_row(changed._mapping)
         return None
 
@@ -1143,6 +1122,22 @@ class TransactionStore(Database):
                     ).scalars()
                 )
         return found
+
+
+def _counted(conn: Connection, changed: Any, before: Status, after: Status) -> None:
+    """Move the programme's counters, the operator's month and the summaries for one row's
+    status move (``changed``: the row as its UPDATE returned it), in the move's transaction."""
+    apply_move(
+        conn,
+        changed.programme_id,
+        changed.transaction_type,
+        changed.amount_cents,
+        before,
+        after,
+    )
+    if before in IN_FLIGHT and after is Status.FAILED:
+        release_operator_months(conn, [changed])
+    summaries.move(conn, changed, before.value, after.value)
 
 
 _CAS_STATEMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
