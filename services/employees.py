@@ -66,16 +66,37 @@ def _ledger_exact(ledger: Ledger, key: dict[str, str]) -> list[EmployeeSummary]:
     return ledger.employees_by_cards(card for cards in by_contact.values() for card in cards)
 
 
+def _at_enkash(
+    client: EnkashClient, key: dict[str, str], known: dict[str, EmployeeSummary]
+) -> list[CardHolder]:
+    """What EnKash holds for an exact key (see ``find_employees``): by card id when the key is
+    one, or for each card of the ledger's that lacks a balance; the whole listing otherwise."""
+    if "card_id" in key or not known:
+        return client.search_users(**key)
+    return [
+        holder
+        for card_id, summary in known.items()
+        if summary.balance is None
+        for holder in client.search_users(card_id=card_id)
+    ]
+
+
 def find_employees(
     ledger: Ledger, client: EnkashClient | None, query: str, limit: int = 20
 ) -> tuple[list[EmployeeSummary], str | None]:
     """Matches for a search box, and a note when EnKash could not be asked.
 
     When the query is exactly an email, mobile or card id, the cards it is exactly the key of
-    (in the ledger, or at EnKash through its user search, so a card made outside Points Desk can
-    still be found) are the answer, alone: a card id must not also list everyone whose mobile
-    happens to contain its digits. Otherwise (or when nothing has that exact key) the ledger's
-    substring search answers (name, email, mobile or card id).
+    are the answer, alone: a card id must not also list everyone whose mobile happens to contain
+    its digits. Otherwise (or when nothing has that exact key) the ledger's substring search
+    answers (name, email, mobile or card id).
+
+    Which cards have the key: a card id is asked at EnKash (one card's record). An email or
+    mobile the ledger knows is answered by the ledger, and EnKash is asked only for a balance the
+    ledger lacks, card by card. EnKash's search has no email or mobile filter, so asking it by
+    email means fetching every card of the account: megabytes for a programme of 20,000
+    people, on every search. That listing is made only when the ledger knows no card with the
+    key, so a card made outside Points Desk can still be found.
     """
     query = query.strip()
     if not query:
@@ -87,7 +108,7 @@ def find_employees(
         found = {summary.card_id: summary for summary in _ledger_exact(ledger, key)}
         if client is not None:
             try:
-                _merge(found, client.search_users(**key))
+                _merge(found, _at_enkash(client, key, found))
             except EnkashError as error:
                 log.warning("EnKash user search failed: %s", error)
                 note = "EnKash's user search did not answer; showing what Points Desk knows."

@@ -558,8 +558,17 @@ class EnkashClient:
         if rows is None:
             raise OutcomeUnknown("EnKash's user search reply was not understood")
         holders = []
+        wanted_email = email.lower() if email else None
+        wanted_mobile = _national(mobile) if mobile else None
         for row in rows:
             if not isinstance(row, dict) or not _text(row.get("enKashCardId")):
+                continue
+            # Matched on the raw row first: a whole account's listing can be 20,000 cards.
+            if (
+                (card_id and _text(row.get("enKashCardId")) != card_id)
+                or (wanted_email and _text(row.get("email")).lower() != wanted_email)
+                or (wanted_mobile and _national(_text(row.get("mobile"))) != wanted_mobile)
+            ):
                 continue
             holders.append(
                 CardHolder(
@@ -573,13 +582,7 @@ class EnkashClient:
                     balance=_decimal(row.get("otbBalance")),
                 )
             )
-        return [
-            holder
-            for holder in holders
-            if (not card_id or holder.card_id == card_id)
-            and (not email or holder.email.lower() == email.lower())
-            and (not mobile or _national(holder.mobile) == _national(mobile))
-        ]
+        return holders
 
     # -- request bodies ------------------------------------------------------------------------
 

@@ -136,3 +136,57 @@ def test_an_exact_email_or_mobile_finds_only_its_card(ledger, client):
     ]
     # Not an exact key: a name still finds both by substring.
     assert len(find_employees(ledger, client, "zoya")[0]) == 2
+
+
+def _spy_on_search(client, monkeypatch) -> list[dict]:
+    """Every ``search_users`` call's filters; the real call still goes to the sandbox."""
+    calls: list[dict] = []
+    real = client.search_users
+
+    def search_users(**filters):
+        calls.append(filters)
+        return real(**filters)
+
+    monkeypatch.setattr(client, "search_users", search_users)
+    return calls
+
+
+def test_an_email_the_ledger_knows_asks_enkash_for_no_listing(ledger, client, monkeypatch):
+    # EnKash's search has no email filter: asking it means fetching every card of the account.
+    _card_in_ledger(ledger, "EKCZOYA001", ZOYA)
+    calls = _spy_on_search(client, monkeypatch)
+    matches, note = find_employees(ledger, client, "Zoya@Example.com")
+    assert [(m.card_id, m.balance) for m in matches] == [("EKCZOYA001", Decimal("100"))]
+    assert note is None and calls == []
+    assert [m.card_id for m in find_employees(ledger, client, "96000 98867")[0]] == ["EKCZOYA001"]
+    assert calls == []
+
+
+def test_an_email_the_ledger_does_not_know_is_looked_for_at_enkash(ledger, client, monkeypatch):
+    made_outside = client.allocate(create_of(RAHUL)).card_id  # straight at EnKash
+    calls = _spy_on_search(client, monkeypatch)
+    matches, _ = find_employees(ledger, client, "rahul@example.com")
+    assert [(m.card_id, m.first_name) for m in matches] == [(made_outside, "Rahul")]
+    assert calls == [{"email": "rahul@example.com"}]
+
+
+def test_a_ledger_card_without_a_known_balance_gets_it_from_enkash_by_card_id(
+    ledger, client, monkeypatch
+):
+    card = client.allocate(create_of(ZOYA, "250")).card_id
+    allocation = create_of(ZOYA)
+    ledger.record_intent(allocation, operator="t")
+    ledger.transition(
+        allocation.reference,
+        Status.SUCCEEDED,
+        actor="t",
+        from_statuses=(Status.SENDING,),
+        detail="test",
+        result=AllocationResult(
+            reference=allocation.reference, card_id=card, transaction_id="T1", balance_after=None
+        ),
+    )
+    calls = _spy_on_search(client, monkeypatch)
+    matches, _ = find_employees(ledger, client, "zoya@example.com")
+    assert [(m.card_id, m.balance) for m in matches] == [(card, Decimal("250.00"))]
+    assert calls == [{"card_id": card}]

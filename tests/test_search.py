@@ -12,7 +12,7 @@ from services.models import Allocation, Kind, Status
 from services.sandbox.store import SandboxStore
 from services.search import Answer, QueryKind, classify
 from tests.test_allocations import SETTINGS
-from tests.test_employees import RAHUL, ZOYA, create_of, open_card
+from tests.test_employees import RAHUL, ZOYA, create_of, open_card, person
 
 
 @pytest.mark.parametrize(
@@ -99,11 +99,20 @@ def test_a_name_or_part_of_a_number_lists_the_matches(ledger, client):
 
 
 def test_when_enkash_does_not_answer_the_ledger_still_does(ledger, client, sandbox):
-    card = open_card(ledger, client, ZOYA)
+    zoya = card = open_card(ledger, client, ZOYA)
+    n = 0
+    while not any(ch.isdigit() for ch in card):  # a card id without a digit reads as a name
+        n += 1
+        card = open_card(ledger, client, person("Zoya", f"zoya{n}@example.com", f"96000988{n:02d}"))
     sandbox.stop()
-    found = search.search(ledger, client, "zoya@example.com")
+    # A card id is always asked at EnKash: the ledger answers, and says EnKash did not.
+    found = search.search(ledger, client, card)
     assert found.answer is Answer.EMPLOYEE and found.employee.card_id == card
     assert "did not answer" in found.note
+    # An email the ledger knows is the ledger's to answer: EnKash is not asked at all.
+    found = search.search(ledger, client, "zoya@example.com")
+    assert found.answer is Answer.EMPLOYEE and found.employee.card_id == zoya
+    assert found.note is None
 
 
 def test_the_employee_record_has_enkash_balance_and_every_movement_newest_first(ledger, client):

@@ -760,7 +760,7 @@ class _Sandbox:
         body = to_json(
             {
                 "pool_balance": self.store.pool_balance(),
-                "cards": len(self.store.cards()),
+                "cards": self.store.card_count(),
                 "commit_count": self.store.commit_count(),
                 "allocate_requests": self.store.allocate_requests(),
                 "allocate_window": self.store.allocate_window(),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import string
@@ -130,16 +131,48 @@ class NeedsFields(Exception):
 
 
 def to_json(value: Any) -> str:
-    """JSON text in which every ``Decimal`` is a number with exactly two decimals."""
+    """JSON text in which every ``Decimal`` is a number with exactly two decimals.
+
+    The standard encoder writes the text (a whole account's card listing, 20,000 cards, is
+    encoded in C, not value by value): it hands each amount to ``default``, which gives it back
+    as a string holding a marker, and the markers' quotes are then taken off. When the text holds
+    more markers than there were amounts, an incoming string held one, and the value is written
+    value by value instead."""
+    amounts = 0
+
+    def amount(item: Any) -> str:
+        nonlocal amounts
+        if not isinstance(item, Decimal):
+            raise TypeError(f"{type(item).__name__} is not JSON")
+        if not item.is_finite():
+            raise ValueError("not a finite amount")
+        amounts += 1
+        return _MARKER + format(item.quantize(CENT), "f")
+
+    try:
+        text = json.dumps(value, default=amount, separators=(",", ":"))
+    except TypeError:  # a key the encoder does not take (the slow way writes str(key))
+        return _to_json_slowly(value)
+    if text.count(_MARKER_JSON) != amounts:
+        return _to_json_slowly(value)
+    return _MARKED.sub(r"\1", text)
+
+
+_MARKER = "\x00amount:"
+_MARKER_JSON = "\\u0000amount:"  # how json.dumps writes the marker
+_MARKED = re.compile(r'"\\u0000amount:(-?[0-9]+\.[0-9]{2})"')
+
+
+def _to_json_slowly(value: Any) -> str:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError("not a finite amount")
         return format(value.quantize(CENT), "f")
     if isinstance(value, dict):
-        items = (json.dumps(str(k)) + ":" + to_json(v) for k, v in value.items())
+        items = (json.dumps(str(k)) + ":" + _to_json_slowly(v) for k, v in value.items())
         return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ",".join(to_json(v) for v in value) + "]"
+        return "[" + ",".join(_to_json_slowly(v) for v in value) + "]"
     return json.dumps(value)
 
 
@@ -299,6 +332,10 @@ class SandboxStore:
         with self._lock:
             rows = self._db.execute("SELECT * FROM cards ORDER BY rowid").fetchall()
         return [self._card_dict(row) for row in rows]
+
+    def card_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM cards").fetchone()[0]
 
     def find_cards(
         self, card_id: str | None = None, email: str | None = None, mobile: str | None = None
