@@ -107,7 +107,10 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
         await _open(page, url, "Credit")
         for i in range(args.credits):
             if i:
-                await page.get_by_role("button", name="New credit").click()
+                again = page.get_by_role("button", name="New credit")
+                await again.click()
+                # Its re-run empties the form: typing before it lands would be wiped.
+                await again.wait_for(state="detached")
                 await _idle(page)
             await _fill(page, "Find the employee", email)
             await page.keyboard.press("Enter")

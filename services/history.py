@@ -624,6 +624,19 @@ class Balances:
         return len(self.top) + self.others_count
 
 
+def _not_an_index_key(column: Any, ledger: Ledger) -> Any:
+    """``column``, written so that SQLite cannot pick an index by it.
+
+    SQLite plans without statistics until ANALYZE has run, and a new ledger has none. For a
+    card's latest succeeded row it then picks the (status, updated_at) index, which walks every
+    succeeded row newest first until one is the card's: 1.1 s instead of 0.01 s for the
+    balances of 1,000 cards among 10,000 rows. ``status || ''`` is the same value but no index
+    key, so each card is one seek of its own rows. PostgreSQL keeps its statistics up to date
+    and is asked as written.
+    """
+    return column.op("||")("") if ledger.engine.dialect.name == "sqlite" else column
+
+
 def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> Balances:
     """Each card's known balance (the ``balance_after`` of its latest succeeded row, as
     ``Ledger.known_balance`` defines it) at the end of the period, largest first.
@@ -648,7 +661,7 @@ def balances(ledger: Ledger, f: HistoryFilter | None = None, top: int = 10) -> B
         sa.select(inner.c.balance_after_cents)
         .where(
             inner.c.card_id == cards_sub.c.card_id,
-            inner.c.status == Status.SUCCEEDED.value,
+            _not_an_index_key(inner.c.status, ledger) == Status.SUCCEEDED.value,
             *([inner.c.updated_at < high] if high is not None else []),
         )
         .order_by(inner.c.updated_at.desc(), inner.c.id.desc())

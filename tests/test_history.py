@@ -283,6 +283,40 @@ def test_the_period_aggregates_read_the_covering_index_not_the_table(tmp_path: P
         opened.dispose()
 
 
+def test_each_cards_balance_is_a_seek_of_its_own_rows_on_a_ledger_without_statistics(
+    tmp_path: Path,
+):
+    """A new ledger has no ANALYZE statistics. SQLite then answered each card's latest balance
+    by walking every succeeded row through the (status, updated_at) index: 1.1 s for the
+    balances of 1,000 cards among 10,000 rows, on every History filter by employee."""
+    opened = Ledger(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        put(opened, utc("2025-03-02 10:00:00"), "100", balance="100", name="Asha")
+        statements: list[tuple[str, object]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany):
+            if statement.lstrip().upper().startswith("SELECT"):
+                statements.append((statement, parameters))
+
+        sa.event.listen(opened.engine, "before_cursor_execute", keep)
+        found = history.balances(
+            opened, HistoryFilter(date(2025, 3, 1), date(2025, 3, 31), employee="ash"), top=10
+        )
+        sa.event.remove(opened.engine, "before_cursor_execute", keep)
+        assert [card.name for card in found.top] == ["Asha"]
+        with opened.engine.connect() as conn:
+            no_statistics = "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            assert conn.exec_driver_sql(no_statistics).scalar() == 0
+            statement, parameters = statements[0]
+            explain = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = [row[3] for row in explain]
+    finally:
+        opened.dispose()
+    latest = [line for line in plan if "latest" in line]
+    assert latest, plan
+    assert all("ix_transactions_card_latest (card_id=?)" in line for line in latest), plan
+
+
 def test_a_start_after_the_end_is_refused_in_words():
     with pytest.raises(ValueError, match="start date is after the end date"):
         HistoryFilter(date(2025, 2, 1), date(2025, 1, 1))
