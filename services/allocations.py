@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from services.enkash import (
     BusinessRefusal,
     EnkashClient,
     EnkashError,
+    Exchange,
     LoginRefused,
     NotSent,
     OutcomeUnknown,
@@ -259,8 +261,93 @@ def _send(
     ledger refuses, a database error), what can be stored is, and the audit trail says what was
     left out; if even that fails, the row becomes ``UNKNOWN`` and a lookup settles it. Only a row
     another caller moved meanwhile (``StatusConflict``) is left as they left it.
+
+    The call's exchanges (what was sent and answered, for the exchange inspector) are written
+    in the outcome's transaction, not in one of their own.
     """
-    return _call(client, allocation, actor).record(ledger)
+    held = HeldExchanges(client)
+    try:
+        called = _call(client, allocation, actor)
+    finally:
+        held.release()
+    try:
+        return called.record(WithExchanges(ledger, held.take(), held))
+    finally:
+        held.flush()
+
+
+class HeldExchanges:
+    """A client's calls to EnKash, held to commit with the outcome they led to.
+
+    The client hands each exchange here instead of writing it in a transaction of its own; the
+    caller takes those of each call to commit with its outcome (``WithExchanges``): one write
+    per movement instead of two. Whatever no outcome took (a sign-in's, or after a failed write)
+    is written as before by ``flush``, so every exchange is kept and keeping it never changes
+    what is recorded for the row. ``release`` gives the client its own keeper back.
+    """
+
+    def __init__(self, client: EnkashClient):
+        self._client = client
+        self._keep = client.on_exchange
+        self._held: list[Exchange] = []
+        self._lock = threading.Lock()  # the outcome is committed by another thread
+        if self._keep is not None:
+            client.on_exchange = self._hold
+
+    def _hold(self, exchange: Exchange) -> None:
+        with self._lock:
+            self._held.append(exchange)
+
+    def take(self) -> list[Exchange]:
+        """The held exchanges, no longer held."""
+        with self._lock:
+            taken, self._held[:] = list(self._held), []
+        return taken
+
+    def give_back(self, exchanges: list[Exchange]) -> None:
+        """Hold these again (their outcome was not written), before any held since."""
+        with self._lock:
+            self._held[:0] = exchanges
+
+    def release(self) -> None:
+        """Hand the client's exchanges to its own keeper again (what is held stays held)."""
+        if self._keep is not None:
+            self._client.on_exchange = self._keep
+
+    def flush(self) -> None:
+        """Write what is still held, each on its own (errors logged, as the client does)."""
+        for exchange in self.take():
+            try:
+                self._keep(exchange)  # type: ignore[misc]  # only held when there is a keeper
+            except Exception:
+                log.exception("could not keep the exchange for reference %s", exchange.reference)
+
+
+class WithExchanges:
+    """Commits one row's outcome, with the exchanges of its call, through ``ledger`` (a
+    ``Ledger``, or the batch job's group commit: anything with ``Ledger.transition``'s signature).
+
+    Only the first write attempt carries them: if it fails, the fallbacks of ``_record_success``
+    and ``_record_failure`` (less of the reply, then ``UNKNOWN``) go exactly as without them,
+    and the exchanges go back to ``held``, to be written on their own (``HeldExchanges.flush``).
+    """
+
+    def __init__(self, ledger: Any, kept: list[Exchange], held: HeldExchanges):
+        self._ledger = ledger
+        self._kept: list[Exchange] | None = kept
+        self._held = held
+
+    def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return self._ledger.transition(reference, to_status, **kwargs)
+        try:
+            return self._ledger.transition(
+                reference, to_status, exchanges=tuple(map(asdict, kept)), **kwargs
+            )
+        except BaseException:
+            self._held.give_back(kept)
+            raise
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -944,72 +944,6 @@ class _Pending:
         return self.row
 
 
-class _HeldExchanges:
-    """A sending thread's calls to EnKash, held to commit with the outcome they led to.
-
-    The client hands each exchange here instead of writing it in a transaction of its own; the
-    sender takes those of each row's call to commit with its outcome (``_Recorder``). Whatever
-    no outcome took (a sign-in's, or after a failed write) is written as before by ``flush``, so
-    every exchange is kept and keeping it never changes what is recorded for the row.
-    """
-
-    def __init__(self, client: EnkashClient):
-        self._keep = client.on_exchange
-        self._held: list[Exchange] = []
-        self._lock = threading.Lock()  # the outcome is committed by another thread
-        if self._keep is not None:
-            client.on_exchange = self._hold
-
-    def _hold(self, exchange: Exchange) -> None:
-        with self._lock:
-            self._held.append(exchange)
-
-    def take(self) -> list[Exchange]:
-        """The held exchanges, no longer held."""
-        with self._lock:
-            taken, self._held[:] = list(self._held), []
-        return taken
-
-    def give_back(self, exchanges: list[Exchange]) -> None:
-        """Hold these again (their outcome was not written), before any held since."""
-        with self._lock:
-            self._held[:0] = exchanges
-
-    def flush(self) -> None:
-        """Write what is still held, each on its own (errors logged, as the client does)."""
-        for exchange in self.take():
-            try:
-                self._keep(exchange)  # type: ignore[misc]  # only held when there is a keeper
-            except Exception:
-                log.exception("could not keep the exchange for reference %s", exchange.reference)
-
-
-class _Recorder:
-    """Commits one row's outcome through the group, with the exchanges of its call.
-
-    Only the first write attempt carries them: if it fails, the fallbacks of
-    ``allocations._send`` (less of the reply, then ``UNKNOWN``) go exactly as without them, and
-    the exchanges go back to ``held``, to be written on their own (``_HeldExchanges.flush``).
-    """
-
-    def __init__(self, group: GroupCommit, kept: list[Exchange], held: _HeldExchanges):
-        self._group = group
-        self._kept: list[Exchange] | None = kept
-        self._held = held
-
-    def transition(self, reference: str, to_status: Status, **kwargs: Any) -> LedgerRow:
-        kept, self._kept = self._kept, None
-        if kept is None:
-            return self._group.transition(reference, to_status, **kwargs)
-        try:
-            return self._group.transition(
-                reference, to_status, exchanges=tuple(map(asdict, kept)), **kwargs
-            )
-        except BaseException:
-            self._held.give_back(kept)
-            raise
-
-
 NEXT_QUEUED = "(the next queued row)"  # what the feeder hands out on PostgreSQL
 
 
@@ -1107,7 +1041,7 @@ class _Job:
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
         self._feeder = _Feeder(self.ledger, batch_id)
-        self._local = threading.local()  # each worker thread's _HeldExchanges
+        self._local = threading.local()  # each worker thread's allocations.HeldExchanges
         # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
         self._group = GroupCommit(self.ledger)
         self._pool = ThreadPoolExecutor(1)  # the send phase's commit threads (``_phase``)
@@ -1336,7 +1270,7 @@ class _Job:
         self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
     ) -> None:
         client = self.new_client()
-        held = self._local.held = _HeldExchanges(client)
+        held = self._local.held = allocations.HeldExchanges(client)
         try:
             while not self.stop.is_set():
                 reference = feed.next()
@@ -1363,7 +1297,7 @@ class _Job:
         stopped first goes back to the queue (``Ledger.release_unsent``).
         """
         client = self.new_client()
-        held = self._local.held = _HeldExchanges(client)
+        held = self._local.held = allocations.HeldExchanges(client)
         current: tuple[str, LedgerRow | None] | None = None  # claimed, to send next
         claiming: Future | None = None  # the claim of the row after it
         recording: Future | None = None  # the outcome of the last row sent
@@ -1460,12 +1394,12 @@ class _Job:
                 self._claimed.discard(reference)
 
     def _record(
-        self, outcome: allocations.Called, kept: list[Exchange], held: _HeldExchanges
+        self, outcome: allocations.Called, kept: list[Exchange], held: allocations.HeldExchanges
     ) -> None:
         """Commit one row's outcome (on a commit thread), with its call's exchanges; pause the
         batch if EnKash keeps being unreachable or refuses the sign-in."""
         try:
-            row, _ = outcome.record(_Recorder(self._group, kept, held))
+            row, _ = outcome.record(allocations.WithExchanges(self._group, kept, held))
         except Exception:
             log.exception("batch %s: an outcome could not be recorded", self.batch_id)
             return

@@ -39,6 +39,45 @@ def test_a_credit_keeps_its_exchange_with_request_reply_status_code_and_latency(
     assert not kept.encrypted and not kept.error
 
 
+def test_a_credit_is_two_writes_its_exchange_kept_with_its_outcome(sandbox, ledger, monkeypatch):
+    """The intent, then the outcome with the call's exchange in the same transaction: a
+    credit from the form takes the ledger's one writer twice, not three times."""
+    writes: list[str] = []
+    real_writing = ledger.writing
+
+    def writing():
+        writes.append("write")
+        return real_writing()
+
+    allocation = create("250")
+    with inspected(sandbox, ledger) as client:
+        kept_by = client.on_exchange
+        monkeypatch.setattr(ledger, "writing", writing)
+        outcome = allocations.submit(ledger, client, allocation, operator="asha")
+        assert client.on_exchange is kept_by  # the client's own keeper again afterwards
+    assert outcome.status is Status.SUCCEEDED
+    assert len(writes) == 2
+    [kept] = ledger.exchanges_for(allocation.reference)
+    assert kept.http_status == 200
+
+
+def test_an_exchange_whose_outcome_cannot_be_written_is_still_kept(sandbox, ledger, monkeypatch):
+    allocation = create("250")
+    real = ledger.transition
+
+    def transition(reference, to_status, **kwargs):
+        if kwargs.get("exchanges"):
+            raise RuntimeError("the database refused the write")
+        return real(reference, to_status, **kwargs)
+
+    with inspected(sandbox, ledger) as client:
+        monkeypatch.setattr(ledger, "transition", transition)
+        outcome = allocations.submit(ledger, client, allocation, operator="asha")
+    assert outcome.status is Status.SUCCEEDED  # written again, less of the reply
+    [kept] = ledger.exchanges_for(allocation.reference)
+    assert kept.http_status == 200
+
+
 def test_a_refusal_and_a_lookup_are_kept_too(sandbox, ledger):
     sandbox.knobs.refuse_with = "Card is blocked"
     allocation = create("100")
