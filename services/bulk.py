@@ -1059,10 +1059,12 @@ class _Job:
             workers = max(1, min(MAX_CONCURRENCY, record.concurrency))
             limiter = RateLimiter(record.rate_limit)
             # 1. Settle what a crash (or an earlier run) left unknown, before anything is resent.
-            self._phase(workers, limiter, self._settle_one, self._feed(self._unknown()))
+            unknown = self._unknown()
+            self._phase(min(workers, len(unknown)), limiter, self._settle_one, self._feed(unknown))
             self._take_later()  # step 3 looks at every unknown row again
-            # 2. Send the queue.
-            self._phase(workers, limiter, None, self._feeder)
+            # 2. Send the queue, with no more threads than rows (a small file starts quickly).
+            queued = self.ledger.batch_counts(self.batch_id)[Status.QUEUED]
+            self._phase(min(workers, queued), limiter, None, self._feeder)
             # Rows this job claimed whose outcome could not be written are not in flight any more:
             # they become UNKNOWN now, so the wait below is only for other workers' calls.
             self._recover_stranded()
@@ -1085,12 +1087,14 @@ class _Job:
     def _settle(self, workers: int, limiter: RateLimiter, references: list[str]) -> None:
         """Look these rows up (and resend proven absences); again, a grace apart, for those
         looked up too soon after their last attempt."""
-        self._phase(workers, limiter, self._settle_one, self._feed(references))
+        self._phase(
+            min(workers, len(references)), limiter, self._settle_one, self._feed(references)
+        )
         for _ in range(SETTLE_ROUNDS):
             later = self._take_later()
             if not later or not self._pause_for(self.absence_grace.total_seconds()):
                 break
-            self._phase(workers, limiter, self._settle_one, self._feed(later))
+            self._phase(min(workers, len(later)), limiter, self._settle_one, self._feed(later))
 
     def _recover_stranded(self) -> list[str]:
         """Rows of this batch left ``SENDING`` that nobody is sending any more become ``UNKNOWN``.
@@ -1177,8 +1181,9 @@ class _Job:
         feed: Any,
     ) -> None:
         """Run ``workers`` threads over ``feed``, each doing ``work`` per reference (``None``:
-        the send phase, ``_sender``), heartbeating until all have returned."""
-        if self.stop.is_set():
+        the send phase, ``_sender``), heartbeating until all have returned. No threads (and no
+        clients) for no work."""
+        if self.stop.is_set() or workers < 1:
             return
         threads = [
             threading.Thread(
