@@ -23,6 +23,7 @@ from typing import Any
 from services import numbers
 from services.config import Settings
 from services.enkash import (
+    NO_ANSWER,
     BusinessRefusal,
     EnkashClient,
     EnkashError,
@@ -192,9 +193,12 @@ def describe(
                 "a success. It is listed on the Reconcile page for investigation.",
                 replayed,
             )
+        unanswered = (row.enkash_message or "").startswith(NO_ANSWER)
         return Outcome(
             row,
-            "Outcome unknown: EnKash did not give a readable answer",
+            "Outcome unknown: EnKash did not answer in time"
+            if unanswered
+            else "Outcome unknown: EnKash did not give a readable answer",
             "The request may or may not have gone through. It will be settled by looking the "
             "reference up at EnKash, and it will not be sent again unless EnKash proves it never "
             "arrived. Do not retry it by hand.",

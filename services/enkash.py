@@ -133,6 +133,11 @@ class NotSent(EnkashError):
     """The request certainly did not reach EnKash (or was refused at the door): nothing moved."""
 
 
+#: How the message of a call that got no answer at all begins (a read timeout, a dropped
+#: connection): the outcome card says so rather than "no readable answer".
+NO_ANSWER = "No answer from EnKash"
+
+
 class OutcomeUnknown(EnkashError):
     """Sent, but no readable, trustworthy answer: settle it by looking the reference up."""
 
@@ -832,7 +837,7 @@ class EnkashClient:
                         reference,
                     )
                     raise OutcomeUnknown(
-                        f"No answer from EnKash after the request was sent "
+                        f"{NO_ANSWER} after the request was sent "
                         f"({_transport_reason(exc)}); it may or may not have been processed",
                         reference=reference,
                     ) from None

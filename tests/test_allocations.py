@@ -278,6 +278,21 @@ def test_error_after_commit_is_unknown_then_settles_as_succeeded_with_balance(
     assert "settled by lookup" in ledger.audit_trail(allocation.reference)[-1].detail
 
 
+def test_an_unknown_outcome_says_whether_enkash_answered_unreadably_or_not_at_all(
+    ledger, client, sandbox
+):
+    card = open_card(ledger, client, "1000")
+    sandbox.knobs.error_after_commit_rate = 1  # a 500: an answer, not a readable one
+    garbled = submit(ledger, client, credit(card, "10"), operator="asha", settings=SETTINGS)
+    assert garbled.headline == "Outcome unknown: EnKash did not give a readable answer"
+    reset_knobs(sandbox)
+    sandbox.knobs.drop_after_commit_rate = 1  # committed, then no answer within the timeout
+    silent = submit(ledger, client, credit(card, "20"), operator="asha", settings=SETTINGS)
+    assert silent.status is Status.UNKNOWN
+    assert silent.headline == "Outcome unknown: EnKash did not answer in time"
+    assert "Do not retry it by hand" in silent.explanation
+
+
 def test_fail_before_commit_is_proved_absent_then_resent_with_the_same_reference(
     ledger, client, sandbox
 ):
