@@ -85,9 +85,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(data_dir: Path) -> Iterator[tuple[str, dict]]:
-    """The dashboard and one worker process; yields (dashboard URL, run file)."""
-    env = _env(data_dir)
+def running_app(
+    data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Path]]:
+    """The dashboard and one worker process; yields (dashboard URL, data directory).
+    ``extra_env`` is added to both processes' environment (``_env``), e.g. a live EnKash."""
+    env = {**_env(data_dir), **(extra_env or {})}
     port = _free_port()
     dashboard = [
         sys.executable, "-m", "streamlit", "run", "app.py",

@@ -1,47 +1,134 @@
 """Many people at once: 10 browser sessions working while a 10,000-row batch sends.
 
     .venv/bin/python -m benchmarks.sessions [--sessions 10] [--credits 10] [--filters 5]
-        [--batch-rows 10000] [--latency-ms 100] [--concurrency 16]
+        [--batch-rows 10000] [--latency-ms 100] [--concurrency 16] [--alone-seconds 20]
+        [--enkash embedded|process]
 
-Starts, with a fresh data directory, the dashboard (``streamlit run app.py``, sandbox mode) and
-one worker process (benchmarks/bulk_real.py's ``running_app``). A first browser uploads a
-``--batch-rows`` file of new cards on the Bulk page and confirms it; the sandbox answers each
-call after ``--latency-ms``. After the batch has sent alone for a while, ``--sessions`` browser
-contexts in Debian's chromium (Playwright, one page each, all at once) each:
+Starts, with a fresh data directory, the dashboard (``streamlit run app.py``) and one worker
+process (benchmarks/bulk_real.py's ``running_app``). Where EnKash runs is ``--enkash``:
+
+- ``embedded`` (the default): sandbox mode. The EnKash sandbox runs inside the dashboard's
+  process and the worker sends to it there (it finds it through the run file), so the batch
+  shares the dashboard's GIL, which no real deployment does.
+- ``process``: as a deployment is, EnKash elsewhere. The sandbox is served on its own by
+  ``python -m services.sandbox`` (its own process, its state in the data directory), and the
+  dashboard and the worker run in live mode against it (``ENKASH_BASE_URL`` and the other
+  ``ENKASH_*`` settings, with the sandbox's identity). Live mode needs sign-in: the run's
+  secrets file holds one local account (role operator, a random password), and every browser
+  signs in on the sign-in page before anything is timed.
+
+A first browser uploads a ``--batch-rows`` file of new cards on the Bulk page and confirms it;
+the sandbox answers each call after ``--latency-ms`` (set through its ``/_sandbox/knobs``
+endpoint once the preview is on the page, in both topologies). After the batch has sent alone
+for ``--alone-seconds``, ``--sessions`` browser contexts in Debian's chromium (Playwright, one
+page each, all at once) each:
 
 - open an account for their own employee on Create account (1 movement),
 - credit it ``--credits`` times on Credit (each: "New credit", find the employee, points, click),
 - change History's filters ``--filters`` times (the employee search, kinds, statuses),
 - open the running batch on Bulk and wait for its live panel.
 
-Printed: p50 / p95 click-to-answer seconds per action (the click until the outcome or the
-re-run page is there), the dashboard's RSS growth per session (its process hosts the sandbox
-too), the batch's rate while the sessions ran against its rate alone, and whether every credit
-is in the ledger exactly once, succeeded. Targets: p95 < 1.5 s, RSS growth < 40 MB a session,
-batch rate >= 80% of its rate alone.
+Printed, under a header naming the topology: p50 / p95 click-to-answer seconds per action (the
+click until the outcome or the re-run page is there), the dashboard's RSS growth per session
+(with ``embedded`` its process hosts the sandbox too), the batch's rate while the sessions ran
+against its rate alone (commits counted at the sandbox: ``/_sandbox/stats``, with its control
+token), and whether every credit is in the ledger exactly once, succeeded. Targets: p95 < 1.5 s,
+RSS growth < 40 MB a session, batch rate >= 80% of its rate alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import re
+import secrets
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from benchmarks.bulk import bulk_file
-from benchmarks.bulk_real import PIDS, _admin, _sandbox, running_app
+from benchmarks.bulk_real import PIDS, _admin, _env, _process, _sandbox, running_app
+from services.auth import hash_password
+from services.sandbox.store import SandboxIdentity
 
 CHROMIUM = os.environ.get("POINTS_DESK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+
+TOPOLOGIES = {
+    "embedded": "EnKash sandbox embedded in the dashboard's process (sandbox mode)",
+    "process": "EnKash sandbox in its own process; dashboard and worker in live mode against it",
+}
+#: The local account every browser signs in with in live mode (``--enkash process``).
+Account = tuple[str, str]
+
+
+def _live_env(sandbox_url: str, identity: SandboxIdentity) -> dict[str, str]:
+    """The dashboard's and the worker's live settings for the standalone sandbox."""
+    return {
+        "ENKASH_BASE_URL": sandbox_url,
+        "ENKASH_PARTNER_ID": identity.partner_id,
+        "ENKASH_COMPANY_ID": identity.company_id,
+        "ENKASH_CARD_ACCOUNT_ID": identity.card_account_id,
+        "ENKASH_CLIENT_ID": identity.client_id,
+        "ENKASH_CLIENT_SECRET": identity.client_secret,
+        "ENKASH_USERNAME": identity.username,
+        "ENKASH_PASSWORD": identity.password,
+    }
+
+
+def _sandbox_url(process, log: Path, timeout: float = 60) -> str:
+    """The address a ``python -m services.sandbox --port 0`` prints once it listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(r"EnKash sandbox listening on (\S+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the EnKash sandbox did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_desk(data_dir: Path, enkash: str) -> Iterator[tuple[str, dict | None, Account | None]]:
+    """The dashboard and one worker, with EnKash where ``enkash`` says. Yields the dashboard's
+    URL, the sandbox's address and control token (``None`` for ``embedded``: the dashboard
+    writes its run file when it first serves a page) and the account to sign in with (``None``:
+    sandbox mode has no sign-in)."""
+    if enkash == "embedded":
+        with running_app(data_dir) as (url, _):
+            yield url, None, None
+        return
+    token = secrets.token_hex(24)  # hex: never starts with "-" (an option to argparse)
+    identity = SandboxIdentity()
+    command = [
+        sys.executable, "-m", "services.sandbox", "--host", "127.0.0.1", "--port", "0",
+        "--state", str(data_dir / "enkash-sandbox.db"), "--control-token", token,
+    ]  # fmt: skip
+    log = data_dir / "sandbox.log"
+    with _process(command, _env(data_dir), log) as sandbox:
+        info = {"url": _sandbox_url(sandbox, log), "control_token": token}
+        account = ("bench", secrets.token_hex(18))
+        secrets_file = data_dir / "secrets.toml"
+        secrets_file.write_text(
+            f"[points_desk.users.{account[0]}]\n"
+            'name = "Bench Operator"\n'
+            'roles = ["operator"]\n'
+            f'password_hash = "{hash_password(account[1])}"\n'
+        )
+        secrets_file.chmod(0o600)
+        env = {**_live_env(info["url"], identity), "POINTS_DESK_SECRETS_FILE": str(secrets_file)}
+        with running_app(data_dir, env) as (url, _):
+            yield url, info, account
 
 
 def rss_mb(pid: int) -> float:
@@ -83,7 +170,29 @@ async def _choose(page, key: str, option: str) -> None:
             await _idle(page)
 
 
-async def one_session(browser, url: str, n: int, args, timings: dict[str, list[float]]) -> None:
+async def _sign_in(page, account: Account) -> None:
+    """Live mode: sign in on the sign-in page (untimed, before the session's actions)."""
+    await page.get_by_label("Username").fill(account[0])
+    await page.get_by_label("Password", exact=True).fill(account[1])
+    button = page.get_by_role("button", name="Sign in")
+    await button.click()
+    await button.wait_for(state="detached")
+    await _idle(page)
+
+
+def _sign_in_sync(page, account: Account) -> None:
+    page.get_by_label("Username").fill(account[0])
+    page.get_by_label("Password", exact=True).fill(account[1])
+    button = page.get_by_role("button", name="Sign in")
+    button.click()
+    button.wait_for(state="detached")
+    page.wait_for_selector(CONNECTED)
+    page.wait_for_selector(IDLE)
+
+
+async def one_session(
+    browser, url: str, n: int, args, timings: dict[str, list[float]], account: Account | None
+) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(60_000)
@@ -91,6 +200,8 @@ async def one_session(browser, url: str, n: int, args, timings: dict[str, list[f
     try:
         await page.goto(url)
         await _idle(page)
+        if account is not None:
+            await _sign_in(page, account)
         await _open(page, url, "Create account")
         await _fill(page, "First name", name)
         await _choose(page, "new_title", "Ms")
@@ -187,7 +298,7 @@ class Sampler(threading.Thread):
         return (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
 
-async def sessions_run(url: str, args) -> dict[str, list[float]]:
+async def sessions_run(url: str, args, account: Account | None) -> dict[str, list[float]]:
     from playwright.async_api import async_playwright
 
     timings: dict[str, list[float]] = {
@@ -200,7 +311,10 @@ async def sessions_run(url: str, args) -> dict[str, list[float]]:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             results = await asyncio.gather(
-                *(one_session(browser, url, n, args, timings) for n in range(args.sessions)),
+                *(
+                    one_session(browser, url, n, args, timings, account)
+                    for n in range(args.sessions)
+                ),
                 return_exceptions=True,
             )
         finally:
@@ -213,8 +327,12 @@ async def sessions_run(url: str, args) -> dict[str, list[float]]:
     return timings
 
 
-def start_batch(url: str, data_dir: Path, rows: int, args) -> dict:
-    """Upload and confirm the batch in its own browser; return the sandbox's run file."""
+def start_batch(
+    url: str, data_dir: Path, rows: int, args, info: dict | None, account: Account | None
+) -> dict:
+    """Upload and confirm the batch in its own browser; return the sandbox's address and control
+    token (``info``, or with the embedded sandbox its run file) with ``commits_before``, the
+    sandbox's commit count just before the batch was sent."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -224,9 +342,12 @@ def start_batch(url: str, data_dir: Path, rows: int, args) -> dict:
             page.set_default_timeout(120_000)
             page.goto(url)
             page.wait_for_selector(IDLE)
+            if account is not None:
+                _sign_in_sync(page, account)
             page.get_by_role("link", name="Bulk allocation").click()
             page.wait_for_selector(IDLE)
-            info = _sandbox(data_dir)
+            if info is None:
+                info = _sandbox(data_dir)
             csv = data_dir / "batch.csv"
             csv.write_bytes(bulk_file(rows))
             page.locator("input[type='file']").set_input_files(str(csv))
@@ -239,6 +360,10 @@ def start_batch(url: str, data_dir: Path, rows: int, args) -> dict:
             speed.press("Tab")
             page.wait_for_selector(IDLE)
             _admin(info, "POST", "knobs", {"latency_ms": args.latency_ms})
+            # The count before the batch's first row: once the panel is up the worker may have
+            # sent many already, and a count taken then would put the batch's end past its last
+            # commit (a finished batch's idle tail would count as its rate).
+            info = {**info, "commits_before": _admin(info, "GET", "stats")["commit_count"]}
             send.click()
             page.get_by_role("dialog").get_by_role("button", name="Send now").click()
             page.locator(".st-key-bulk_batch_panel").wait_for()
@@ -256,24 +381,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--alone-seconds", type=float, default=20)
+    parser.add_argument(
+        "--enkash",
+        choices=tuple(TOPOLOGIES),
+        default="embedded",
+        help="embedded: the sandbox in the dashboard's process (sandbox mode); process: the "
+        "sandbox in its own process, the dashboard and the worker in live mode against it",
+    )
     args = parser.parse_args(argv)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    with tempfile.TemporaryDirectory() as tmp, running_app(Path(tmp)) as (url, data_dir):
-        before_commits = 0
-        info = start_batch(url, data_dir, args.batch_rows, args)
-        before_commits = _admin(info, "GET", "stats")["commit_count"]
+    print(f"topology (--enkash {args.enkash}): {TOPOLOGIES[args.enkash]}")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_desk(Path(tmp), args.enkash) as (url, info, account),
+    ):
+        data_dir = Path(tmp)
+        info = start_batch(url, data_dir, args.batch_rows, args, info, account)
+        before_commits = info["commits_before"]
         finished_at = before_commits + args.batch_rows
         sampler = Sampler(info)
         sampler.start()
-        alone_start = time.perf_counter()
-        time.sleep(args.alone_seconds)
-        rss_before = rss_mb(PIDS["dashboard"])
-        sessions_start = time.perf_counter()
-        timings = asyncio.run(sessions_run(url, args))
-        sessions_end = time.perf_counter()
-        rss_after = rss_mb(PIDS["dashboard"])
-        sampler.stop.set()
-        sampler.join()
+        try:
+            alone_start = time.perf_counter()
+            time.sleep(args.alone_seconds)
+            rss_before = rss_mb(PIDS["dashboard"])
+            sessions_start = time.perf_counter()
+            timings = asyncio.run(sessions_run(url, args, account))
+            sessions_end = time.perf_counter()
+            rss_after = rss_mb(PIDS["dashboard"])
+        finally:
+            sampler.stop.set()
+            sampler.join()
         alone = sampler.rate(alone_start + 2, sessions_start, finished_at)
         together = sampler.rate(sessions_start, sessions_end, finished_at)
         engine = sa.create_engine(f"sqlite:///{data_dir / 'ledger.db'}")
@@ -286,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             ).all()
         engine.dispose()
     print(
+        f"{TOPOLOGIES[args.enkash]} (--enkash {args.enkash}):\n"
         f"{args.sessions} sessions x ({args.credits} credits, {args.filters} History filter "
         f"changes, a look at the running {args.batch_rows:,}-row batch); sandbox latency "
         f"{args.latency_ms:.0f} ms, {args.concurrency} at a time; "
