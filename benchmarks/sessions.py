@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 
@@ -58,6 +59,7 @@ from benchmarks.bulk import bulk_file
 from benchmarks.bulk_real import PIDS, _admin, _env, _process, _sandbox, running_app
 from services.auth import hash_password
 from services.sandbox.store import SandboxIdentity
+from tests.test_no_leaks import live_env
 
 CHROMIUM = os.environ.get("POINTS_DESK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -70,20 +72,6 @@ TOPOLOGIES = {
 }
 #: The local account every browser signs in with in live mode (``--enkash process``).
 Account = tuple[str, str]
-
-
-def _live_env(sandbox_url: str, identity: SandboxIdentity) -> dict[str, str]:
-    """The dashboard's and the worker's live settings for the standalone sandbox."""
-    return {
-        "ENKASH_BASE_URL": sandbox_url,
-        "ENKASH_PARTNER_ID": identity.partner_id,
-        "ENKASH_COMPANY_ID": identity.company_id,
-        "ENKASH_CARD_ACCOUNT_ID": identity.card_account_id,
-        "ENKASH_CLIENT_ID": identity.client_id,
-        "ENKASH_CLIENT_SECRET": identity.client_secret,
-        "ENKASH_USERNAME": identity.username,
-        "ENKASH_PASSWORD": identity.password,
-    }
 
 
 def _sandbox_url(process, log: Path, timeout: float = 60) -> str:
@@ -126,7 +114,8 @@ def running_desk(data_dir: Path, enkash: str) -> Iterator[tuple[str, dict | None
             f'password_hash = "{hash_password(account[1])}"\n'
         )
         secrets_file.chmod(0o600)
-        env = {**_live_env(info["url"], identity), "POINTS_DESK_SECRETS_FILE": str(secrets_file)}
+        enkash = live_env(SimpleNamespace(url=info["url"], identity=identity))
+        env = {**enkash, "POINTS_DESK_SECRETS_FILE": str(secrets_file)}
         with running_app(data_dir, env) as (url, _):
             yield url, info, account
 

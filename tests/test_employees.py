@@ -98,7 +98,9 @@ def test_no_warning_when_enkash_names_the_person_whose_details_were_sent(ledger,
 # --- employee search ------------------------------------------------------------------------------
 
 
-def _card_in_ledger(ledger: Ledger, card_id: str, employee: Employee) -> None:
+def _card_in_ledger(
+    ledger: Ledger, card_id: str, employee: Employee, balance: Decimal | None = Decimal("100")
+) -> None:
     allocation = create_of(employee)
     ledger.record_intent(allocation, operator="t")
     ledger.transition(
@@ -111,7 +113,7 @@ def _card_in_ledger(ledger: Ledger, card_id: str, employee: Employee) -> None:
             reference=allocation.reference,
             card_id=card_id,
             transaction_id=f"T{card_id}",
-            balance_after=Decimal("100"),
+            balance_after=balance,
         ),
     )
 
@@ -174,18 +176,7 @@ def test_a_ledger_card_without_a_known_balance_gets_it_from_enkash_by_card_id(
     ledger, client, monkeypatch
 ):
     card = client.allocate(create_of(ZOYA, "250")).card_id
-    allocation = create_of(ZOYA)
-    ledger.record_intent(allocation, operator="t")
-    ledger.transition(
-        allocation.reference,
-        Status.SUCCEEDED,
-        actor="t",
-        from_statuses=(Status.SENDING,),
-        detail="test",
-        result=AllocationResult(
-            reference=allocation.reference, card_id=card, transaction_id="T1", balance_after=None
-        ),
-    )
+    _card_in_ledger(ledger, card, ZOYA, balance=None)  # a balance the ledger does not know
     calls = _spy_on_search(client, monkeypatch)
     matches, _ = find_employees(ledger, client, "zoya@example.com")
     assert [(m.card_id, m.balance) for m in matches] == [(card, Decimal("250.00"))]
