@@ -71,6 +71,10 @@ def shoot(browser, url: str, out: Path, pages, themes, sizes) -> list[Path]:
                 page.set_viewport_size({"width": width, "height": height})
                 page.goto(f"{url}/{path}")
                 wait_idle(page)
+                # A session's first look at a page draws its charts' places, and the charts
+                # themselves 2 s later (ui/first_paint.py): shoot the page with its charts.
+                page.get_by_text("Drawing the chart…").first.wait_for(state="detached")
+                wait_idle(page)
                 page.wait_for_timeout(400)  # charts draw after the script is done
                 # The page scrolls inside Streamlit's main block, not the document: grow the
                 # viewport to the content so the PNG holds the whole page.
