@@ -150,7 +150,7 @@ def holder_warning(row: LedgerRow, reported: CardHolder | None) -> str:
 
 def describe(
     row: LedgerRow, *, replayed: bool = False, reported: CardHolder | None = None
-) -> Called:
+) -> Outcome:
     """Turn a ledger row into the words the page shows.
 
     ``reported`` is the holder EnKash's success reply names: the headline names them, and a
@@ -555,7 +555,7 @@ def submit(
     session_id: str | None = None,
     settings: Settings | None = None,
     within_operator_limit: bool = False,
-) -> Called:
+) -> Outcome:
     """Record the intent, call EnKash once, record the outcome.
 
     ``within_operator_limit``: a credit past the operator's monthly limit in its programme is
@@ -597,7 +597,8 @@ def submit(
 def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> LedgerRow:
     """Send one row this caller has already claimed (``SENDING``), such as an approved debit,
     and commit its outcome before returning. (The batch worker uses ``call_claimed``.)"""
-    return call_claimed(ledger, client, reference, actor=actor).record(ledger)[0]
+    row = _claimed(ledger, reference)
+    return _send(ledger, client, allocation_from_row(row), actor)[0]
 
 
 def call_claimed(
@@ -612,11 +613,16 @@ def call_claimed(
     (given the ledger or a recorder). The batch worker sends its next row while this one's
     outcome is being committed; until then the row stays ``SENDING``, which is what a crash in
     between leaves for a lookup to settle."""
+    return _call(client, allocation_from_row(_claimed(ledger, reference, row)), actor)
+
+
+def _claimed(ledger: Ledger, reference: str, row: LedgerRow | None = None) -> LedgerRow:
+    """The row, claimed for sending (``row``: as the claim returned it, saves reading it)."""
     if row is None or row.reference != reference:
         row = ledger.get(reference)
     if row is None or row.status is not Status.SENDING:
         raise StatusConflict(f"{reference} is not claimed for sending")
-    return _call(client, allocation_from_row(row), actor)
+    return row
 
 
 # --- settling unknown outcomes --------------------------------------------------------------------
@@ -855,7 +861,7 @@ def resend(
     *,
     actor: str,
     absence_grace: timedelta = ABSENCE_GRACE,
-) -> Called:
+) -> Outcome:
     """Resend an ``UNKNOWN`` row with the same reference, once a lookup has proved it absent.
 
     Refused (``NotProvenAbsent``) unless the row's latest audit event is a lookup that proved the

@@ -1041,7 +1041,6 @@ class _Job:
         self._claimed: set[str] = set()  # rows this job's workers claimed for sending
         self._claimed_lock = threading.Lock()
         self._feeder = _Feeder(self.ledger, batch_id)
-        self._local = threading.local()  # each worker thread's allocations.HeldExchanges
         # Claims and outcomes of this job's threads are committed in groups (GroupCommit).
         self._group = GroupCommit(self.ledger)
         self._pool = ThreadPoolExecutor(1)  # the send phase's commit threads (``_phase``)
@@ -1275,7 +1274,6 @@ class _Job:
         self, limiter: RateLimiter, work: Callable[[EnkashClient, str], None], feed: Any
     ) -> None:
         client = self.new_client()
-        held = self._local.held = allocations.HeldExchanges(client)
         try:
             while not self.stop.is_set():
                 reference = feed.next()
@@ -1285,8 +1283,6 @@ class _Job:
                     work(client, reference)
                 except Exception:
                     log.exception("batch %s: row %s failed unexpectedly", self.batch_id, reference)
-                finally:
-                    held.flush()
         finally:
             client.close()
 
@@ -1302,7 +1298,7 @@ class _Job:
         stopped first goes back to the queue (``Ledger.release_unsent``).
         """
         client = self.new_client()
-        held = self._local.held = allocations.HeldExchanges(client)
+        held = allocations.HeldExchanges(client)
         current: tuple[str, LedgerRow | None] | None = None  # claimed, to send next
         claiming: Future | None = None  # the claim of the row after it
         recording: Future | None = None  # the outcome of the last row sent

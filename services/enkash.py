@@ -566,18 +566,18 @@ class EnkashClient:
         wanted_email = email.lower() if email else None
         wanted_mobile = _national(mobile) if mobile else None
         for row in rows:
-            if not isinstance(row, dict) or not _text(row.get("enKashCardId")):
-                continue
+            card = _text(row.get("enKashCardId")) if isinstance(row, dict) else ""
             # Matched on the raw row first: a whole account's listing can be 20,000 cards.
             if (
-                (card_id and _text(row.get("enKashCardId")) != card_id)
+                not card
+                or (card_id and card != card_id)
                 or (wanted_email and _text(row.get("email")).lower() != wanted_email)
                 or (wanted_mobile and _national(_text(row.get("mobile"))) != wanted_mobile)
             ):
                 continue
             holders.append(
                 CardHolder(
-                    card_id=_text(row.get("enKashCardId")),
+                    card_id=card,
                     email=_text(row.get("email")),
                     mobile=_text(row.get("mobile")),
                     title=_text(row.get("title")),

@@ -159,8 +159,8 @@ def to_json(value: Any) -> str:
 
 
 _MARKER = "\x00amount:"
-_MARKER_JSON = "\\u0000amount:"  # how json.dumps writes the marker
-_MARKED = re.compile(r'"\\u0000amount:(-?[0-9]+\.[0-9]{2})"')
+_MARKER_JSON = json.dumps(_MARKER)[1:-1]  # how json.dumps writes it: \u0000amount:
+_MARKED = re.compile('"' + re.escape(_MARKER_JSON) + r'(-?[0-9]+\.[0-9]{2})"')
 
 
 def _to_json_slowly(value: Any) -> str:
