@@ -995,6 +995,12 @@ def test_search_sends_only_documented_fields_and_filters_the_reply(recorder_fact
     cards = [
         {"enKashCardId": "EKC1", "email": "asha@example.com", "mobile": "9600098801"},
         {"enKashCardId": "EKC2", "email": "ravi@example.com", "mobile": "+91 96000 98802"},
+        # Odd rows a reply may hold: skipped or matched on what they have, never an error.
+        "not a card",
+        None,
+        {"email": "ravi@example.com", "mobile": "9600098802"},  # no card id
+        {"enKashCardId": "EKC3", "email": None, "mobile": 9600098803},
+        {"enKashCardId": "EKC4", "email": ["ravi@example.com"], "mobile": {"n": 1}},
     ]
     recorder = recorder_factory(
         lambda seen: (
@@ -1007,6 +1013,8 @@ def test_search_sends_only_documented_fields_and_filters_the_reply(recorder_fact
     assert [h.card_id for h in client.search_users(email="RAVI@example.com")] == ["EKC2"]
     assert [h.card_id for h in client.search_users(mobile="9600098802")] == ["EKC2"]
     assert client.search_users(mobile="9999999999") == []
+    assert [h.card_id for h in client.search_users(mobile="9600098803")] == ["EKC3"]
+    assert [h.card_id for h in client.search_users()] == ["EKC1", "EKC2", "EKC3", "EKC4"]
     for search in recorder.api():  # every search sends only the documented fields
         assert set(json.loads(search.body)) == {"companyId", "cardAccountId"}
 
@@ -1030,6 +1038,8 @@ def test_search_users_and_account_details(sandbox):
     )
     assert holder.user_id
     assert client.search_users(mobile="9999999999") == []
+    assert [h.card_id for h in client.search_users(mobile="9600098803")] == ["EKC3"]
+    assert [h.card_id for h in client.search_users()] == ["EKC1", "EKC2", "EKC3", "EKC4"]
     details = client.account_details()
     assert details.available_balance == Decimal("9999649.25")
     assert details.available_card_balance == Decimal("350.75")
