@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.sessions [--sessions 10] [--credits 10] [--filters 5]
         [--batch-rows 10000] [--latency-ms 100] [--concurrency 16] [--alone-seconds 20]
-        [--enkash embedded|process]
+        [--enkash embedded|process] [--think-seconds 0]
 
 Starts, with a fresh data directory, the dashboard (``streamlit run app.py``) and one worker
 process (benchmarks/bulk_real.py's ``running_app``). Where EnKash runs is ``--enkash``:
@@ -28,12 +28,25 @@ page each, all at once) each:
 - change History's filters ``--filters`` times (the employee search, kinds, statuses),
 - open the running batch on Bulk and wait for its live panel.
 
+With ``--think-seconds`` (default 0) each session pauses before each of those actions, for a
+random time around that mean (uniform between half and one and a half times it), as a person
+reads an answer and types the next one; without it the sessions are ten people with no pause at
+all, each clicking again the instant an answer appears.
+
 Printed, under a header naming the topology: p50 / p95 click-to-answer seconds per action (the
 click until the outcome or the re-run page is there), the dashboard's RSS growth per session
 (with ``embedded`` its process hosts the sandbox too), the batch's rate while the sessions ran
 against its rate alone (commits counted at the sandbox: ``/_sandbox/stats``, with its control
 token), and whether every credit is in the ledger exactly once, succeeded. Targets: p95 < 1.5 s,
 RSS growth < 40 MB a session, batch rate >= 80% of its rate alone.
+
+Also printed: the CPU the machine spent while the sessions ran (all of it, from /proc/stat, and
+the dashboard's, the worker's and an own-process sandbox's share; the rest is the browsers, the
+Playwright driver and this script), the CPU per timed action, and what the interactive response
+time law makes of it. With N sessions each waiting for its answer before its next action, think
+time Z and D CPU seconds of work (browser and server) per action on C cores, the mean response
+time is at least N * D / C - Z: once the cores are the bottleneck, no change to the server alone
+brings the answers under that.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import re
 import secrets
 import statistics
@@ -56,7 +70,15 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 
 from benchmarks.bulk import bulk_file
-from benchmarks.bulk_real import PIDS, _admin, _env, _process, _sandbox, running_app
+from benchmarks.bulk_real import (
+    PIDS,
+    _admin,
+    _env,
+    _process,
+    _sandbox,
+    cpu_seconds,
+    running_app,
+)
 from services.auth import hash_password
 from services.sandbox.store import SandboxIdentity
 from tests.test_no_leaks import live_env
@@ -104,6 +126,7 @@ def running_desk(data_dir: Path, enkash: str) -> Iterator[tuple[str, dict | None
     ]  # fmt: skip
     log = data_dir / "sandbox.log"
     with _process(command, _env(data_dir), log) as sandbox:
+        PIDS["sandbox"] = sandbox.pid
         info = {"url": _sandbox_url(sandbox, log), "control_token": token}
         account = ("bench", secrets.token_hex(18))
         secrets_file = data_dir / "secrets.toml"
@@ -185,6 +208,13 @@ async def one_session(
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(60_000)
+    rng = random.Random(n)
+
+    async def think() -> None:
+        """A person's pause before the next action (``--think-seconds``; none by default)."""
+        if args.think_seconds > 0:
+            await asyncio.sleep(args.think_seconds * rng.uniform(0.5, 1.5))
+
     name, email = f"Bench {_letters(n)}", f"session{n}@bench.example"  # names hold no digits
     try:
         await page.goto(url)
@@ -199,6 +229,7 @@ async def one_session(
         await _fill(page, "Mobile", f"97{n:08d}")
         await _fill(page, "First credit (points)", "100")
         await _fill(page, "Reason", f"session {n} opening")
+        await think()
         started = time.perf_counter()
         await page.get_by_role("button", name="Create account and credit").click()
         await page.get_by_text(f"100.00 points credited to {name}").wait_for()
@@ -218,6 +249,7 @@ async def one_session(
             amount = f"{10 + i}.{n:02d}"
             await _fill(page, "Points to credit", amount)
             await _fill(page, "Reason", f"session {n} credit {i}")
+            await think()
             started = time.perf_counter()
             await page.get_by_role("button", name="Credit points").click()
             await page.get_by_text(f"{amount} points credited to {name}").wait_for()
@@ -235,6 +267,7 @@ async def one_session(
         for key, text in changes[: args.filters]:
             field = page.locator(f".st-key-{key} input")
             await field.fill(text)
+            await think()
             started = time.perf_counter()
             await field.press("Enter")
             await page.wait_for_timeout(50)  # the re-run starts
@@ -242,6 +275,7 @@ async def one_session(
             timings["history filter"].append(time.perf_counter() - started)
 
         await _open(page, url, "Bulk allocation")
+        await think()
         started = time.perf_counter()
         # The batch's own button (the programme selectbox has an "Open" toggle of its own).
         await page.locator("[class*='st-key-bulk_open_'] button").first.click()
@@ -257,6 +291,38 @@ async def one_session(
         await context.close()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores have been busy since boot (/proc/stat: user, nice,
+    system, irq and softirq; idle, iowait and time taken by the hypervisor left out)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_report(
+    busy: float,
+    by_process: dict[str, float],
+    wall: float,
+    actions: int,
+    sessions: int,
+    think: float,
+) -> list[str]:
+    """Where the machine's CPU went while the sessions ran, and the response time law's floor."""
+    cores = os.cpu_count() or 1
+    rest = busy - sum(by_process.values())
+    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in by_process.items())
+    per_action = busy / max(1, actions)
+    floor = sessions * per_action / cores
+    return [
+        f"  CPU while the sessions ran: {busy:.0f} s of {cores * wall:.0f} s on {cores} cores "
+        f"({busy / (cores * wall):.0%} busy): {parts}, the rest (browsers, Playwright, this "
+        f"script) {rest:.0f} s",
+        f"  {per_action:.2f} s of CPU per timed action; response time law: each session spends "
+        f"at least {sessions} x {per_action:.2f} / {cores} = {floor:.1f} s per timed action "
+        f"(its answer, the untimed steps around it and {think:.1f} s of pauses on average)",
+    ]
+
+
 def _letters(n: int) -> str:
     return "".join(chr(65 + int(d)) for d in f"{n:02d}")
 
@@ -266,18 +332,53 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _processes() -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds so far (Linux /proc)."""
+    found = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:  # it exited meanwhile
+                continue
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rpartition(")")[2].split()
+            found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
 class Sampler(threading.Thread):
-    """The sandbox's commit count, once a second: the batch's progress over time."""
+    """Once a second: the sandbox's commit count (the batch's progress over time) and, while
+    ``watching`` is set, every process's CPU (a process that ends between two samples loses its
+    last second at most)."""
 
     def __init__(self, info: dict):
         super().__init__(daemon=True)
         self.info, self.points, self.stop = info, [], threading.Event()
+        self.watching = threading.Event()
+        self.first: dict[int, tuple[str, float]] = {}
+        self.last: dict[int, tuple[str, float]] = {}
 
     def run(self) -> None:
         while not self.stop.is_set():
             stats = _admin(self.info, "GET", "stats")
             self.points.append((time.perf_counter(), stats["commit_count"]))
+            if self.watching.is_set():
+                seen = _processes()
+                for pid, (name, _) in seen.items():
+                    self.first.setdefault(pid, (name, 0.0) if self.last else seen[pid])
+                self.last.update(seen)
             self.stop.wait(1.0)
+
+    def cpu_by_name(self, leave_out: set[int]) -> dict[str, float]:
+        """CPU seconds each kind of process spent while watched (``leave_out``: pids not to
+        count), most first."""
+        spent: dict[str, float] = {}
+        for pid, (name, cpu) in self.last.items():
+            if pid not in leave_out:
+                spent[name] = spent.get(name, 0.0) + cpu - self.first[pid][1]
+        return dict(sorted(spent.items(), key=lambda item: -item[1]))
 
     def rate(self, start: float, end: float, finished_at: int) -> float | None:
         inside = [(t, c) for t, c in self.points if start <= t <= end and c < finished_at]
@@ -371,6 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--alone-seconds", type=float, default=20)
     parser.add_argument(
+        "--think-seconds",
+        type=float,
+        default=0,
+        help="a person's mean pause before each action (0: none, every click follows the last "
+        "answer at once)",
+    )
+    parser.add_argument(
         "--enkash",
         choices=tuple(TOPOLOGIES),
         default="embedded",
@@ -394,9 +502,15 @@ def main(argv: list[str] | None = None) -> int:
             alone_start = time.perf_counter()
             time.sleep(args.alone_seconds)
             rss_before = rss_mb(PIDS["dashboard"])
+            cpu_before = {name: cpu_seconds(pid) for name, pid in PIDS.items()}
+            busy_before = machine_busy_seconds()
+            sampler.watching.set()
             sessions_start = time.perf_counter()
             timings = asyncio.run(sessions_run(url, args, account))
             sessions_end = time.perf_counter()
+            busy = machine_busy_seconds() - busy_before
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in PIDS.items()}
+            sampler.watching.clear()
             rss_after = rss_mb(PIDS["dashboard"])
         finally:
             sampler.stop.set()
@@ -417,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.sessions} sessions x ({args.credits} credits, {args.filters} History filter "
         f"changes, a look at the running {args.batch_rows:,}-row batch); sandbox latency "
         f"{args.latency_ms:.0f} ms, {args.concurrency} at a time; "
+        f"pauses {args.think_seconds:.1f} s on average before each action; "
         f"sessions took {sessions_end - sessions_start:.1f} s"
     )
     ok = True
@@ -427,6 +542,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {action:<15} n={len(values):>3}  p50 {statistics.median(values):6.2f} s  "
                 f"p95 {_percentile(values, 0.95):6.2f} s"
             )
+    for line in cpu_report(
+        busy,
+        cpu,
+        sessions_end - sessions_start,
+        len(every),
+        args.sessions,
+        args.think_seconds,
+    ):
+        print(line)
+    others = sampler.cpu_by_name(set(PIDS.values()))
+    print(
+        "    of the rest, by process name (sampled each second): "
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in list(others.items())[:5])
+    )
     p95 = _percentile(every, 0.95) if every else float("inf")
     ok &= p95 < 1.5
     growth = (rss_after - rss_before) / max(1, args.sessions)

@@ -171,8 +171,16 @@ st.columns(3)[0].metric("Pool balance", "1,23,456.00", border=True)
 @contextmanager
 def _floor_page() -> Iterator[str]:
     """A Streamlit server for FLOOR_PAGE; yields its URL."""
+    with bare_streamlit(FLOOR_PAGE) as (url, _):
+        yield url
+
+
+@contextmanager
+def bare_streamlit(source: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A Streamlit server for a page whose script is ``source`` (nothing of Points Desk);
+    yields its URL and its process."""
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "floor.py").write_text(FLOOR_PAGE)
+        (Path(folder) / "floor.py").write_text(source)
         port = free_port()
         process = subprocess.Popen(
             [
@@ -203,7 +211,7 @@ def _floor_page() -> Iterator[str]:
                         break
                 except requests.RequestException:
                     time.sleep(0.2)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             process.wait(timeout=10)
