@@ -582,6 +582,22 @@ def test_the_other_cards_are_a_note_not_a_bar(app, app_desk):
     assert any(c.startswith("12 cards hold 1,200.00 points") for c in notes)
 
 
+def test_names_on_the_balances_chart_are_text_and_a_long_one_is_shortened(app, app_desk):
+    """Plotly reads a few HTML tags in labels (bold, a link): a name is shown as typed."""
+    bold = "<b>Asha</b>"
+    linked = '<a href="https://evil.example">Ravi Shankar Subramanian</a>'
+    put(app_desk.ledger, recent(2), "300", card="EKCA0001", balance="300", name=bold)
+    put(app_desk.ledger, recent(2), "200", card="EKCA0002", balance="200", name=linked)
+    app.switch_page(HISTORY).run()
+    held = figure(app, "chart_balances")["data"][0]
+    assert held["y"][0] == "&lt;b&gt;Asha&lt;/b&gt; · 0001"
+    assert held["y"][1] == "&lt;a href=&quot;https://evil… · 0002"  # 22 characters of the name
+    assert [row[0] for row in held["customdata"]] == [
+        held["y"][0],
+        "&lt;a href=&quot;https://evil.example&quot;&gt;Ravi Shankar Subramanian&lt;/a&gt; · 0002",
+    ]
+
+
 def test_month_bars_span_their_month_and_the_axis_ends_after_the_last(app, seeded):
     app.switch_page(HISTORY).run()
     app.segmented_control(key="history_grain").set_value("month").run()

@@ -224,9 +224,24 @@ def others_note(balances: Balances) -> str | None:
     )
 
 
+_NAME_CHARS = 22  # of a name on the balances chart's axis
+
+
+def _shortened(text: str, most: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: most - 1].rstrip() + "…"
+
+
 def balances_figure(balances: Balances) -> go.Figure:
     """Largest balances first; the rest are a note under the chart (``others_note``)."""
-    names = [f"{card.name} · {card.card_id[-4:]}" for card in balances.top]
+    # Names are text people typed: plotly reads a few HTML tags in labels and hovers. A long one
+    # is shortened on the axis (its margin grows to the longest label, leaving a phone no room
+    # for the bars) and whole in the hover.
+    full = [html.escape(f"{card.name} · {card.card_id[-4:]}") for card in balances.top]
+    names = [
+        html.escape(f"{_shortened(card.name, _NAME_CHARS)} · {card.card_id[-4:]}")
+        for card in balances.top
+    ]
     values = [float(card.balance) for card in balances.top]
     texts = [points(card.balance) for card in balances.top]
     colours = [NET_COLOUR] * len(values)
@@ -243,8 +258,8 @@ def balances_figure(balances: Balances) -> go.Figure:
             textposition="inside",
             insidetextanchor="start",
             textfont={"color": "white"},
-            customdata=[points(v) for v in values],
-            hovertemplate="%{y}<br>%{customdata} points<extra></extra>",
+            customdata=[[name, points(v)] for name, v in zip(full, values, strict=True)],
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]} points<extra></extra>",
         )
     )
     upper = max(values, default=0)
