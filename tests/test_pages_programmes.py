@@ -279,3 +279,20 @@ def test_a_credit_past_the_monthly_limit_waits_and_the_approvals_page_says_why(a
     assert "Credit to **Mr Ravi**" in text and "programme **Q3 sales incentive**" in text
     assert "monthly limit of 100.00 points in Q3 sales incentive (50.00 left this month)" in text
     assert "Points to credit" in [m.label for m in app.metric]
+
+
+def test_a_programme_name_stays_text_in_every_label_of_the_programmes_page(app, app_desk):
+    """A name is typed by people: in the edit view's "Changes to …" and "Close …" labels (read
+    as Markdown by Streamlit) it is shown as typed, never as a link or an image."""
+    from tests.markdown_support import markdown_strings, problems
+
+    name = "PNAME [Verify](https://evil.example/p) ![](http://evil.example/t.png) **b**"
+    make_programme(app_desk, name=name)
+    app_desk.ledger.update_programme("Q3", actor="test", owner="Meera")  # one change to list
+    app.switch_page(PROGRAMMES).run()
+    app.selectbox(key="edit_prog_choice").select("Q3").run()
+    assert not app.exception, app.exception
+    labels = [s for s in markdown_strings(app) if "PNAME" in s]
+    assert any(s.startswith("Changes to") for s in labels)
+    assert any(s.startswith("Close") for s in labels)
+    assert {s: found for s in labels if (found := problems(s))} == {}

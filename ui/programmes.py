@@ -289,7 +289,8 @@ def edit_programme() -> None:
         )
     events = desk().ledger.programme_events(code)
     if events:
-        with st.expander(f"Changes to {active[code].name} ({len(events):,})"):
+        # Labels are read as Markdown: the name is escaped so it reads as typed.
+        with st.expander(f"Changes to {md(active[code].name)} ({len(events):,})"):
             # Plain-text cells: names and details are never read as Markdown.
             st.dataframe(
                 pd.DataFrame(
@@ -308,7 +309,7 @@ def edit_programme() -> None:
             )
     if code != GENERAL_CODE:
         st.button(
-            f"Close {active[code].name}",
+            f"Close {md(active[code].name)}",
             key="edit_prog_close",
             on_click=_close,
             args=(code,),
