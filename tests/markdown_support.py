@@ -43,13 +43,25 @@ def hostile(marker: str) -> str:
 
 def markdown_strings(at) -> Iterator[str]:
     """Every string of the last run that Streamlit would render as Markdown (main and sidebar;
-    dataframes and select options are plain text and are not included)."""
+    dataframes and select options are plain text and are not included; a static table's cells,
+    headers and index are Markdown)."""
     for node in at._tree:
         if getattr(node, "type", None) in _PLAIN_ELEMENTS:
             continue  # st.text and st.code show their text as typed: no Markdown is rendered
+        if getattr(node, "type", None) == "table":
+            yield from _table_strings(node.value)
+            continue
         proto = getattr(node, "proto", None)
         if proto is not None and hasattr(proto, "ListFields"):
             yield from _strings(proto)
+
+
+def _table_strings(frame) -> Iterator[str]:
+    """Every cell, column header and index label of an ``st.table`` (each rendered as Markdown)."""
+    for labels in (frame.columns, frame.index):
+        yield from (str(label) for label in labels)
+    for row in frame.itertuples(index=False):
+        yield from (str(cell) for cell in row)
 
 
 def _strings(message) -> Iterator[str]:

@@ -192,12 +192,13 @@ def _programme_totals(preview: Preview) -> None:
     """Per programme the file touches: its credits against what its budget has left."""
     if not preview.programmes:
         return
-    # A static table (plain text cells: programme names are never read as Markdown).
+    # A static table: st.table reads its cells and index as Markdown, so the programme's name
+    # (typed by people) is escaped to read as typed.
     st.table(
         pd.DataFrame(
             [
                 {
-                    "Programme": f"{t.name} ({t.code})",
+                    "Programme": md(f"{t.name} ({t.code})"),
                     "Credits": f"{points(t.credit_points)} ({t.credit_rows:,} rows)",
                     "Debits": f"{points(t.debit_points)} ({t.debit_rows:,} rows)",
                     "Remaining now": "no limit" if t.remaining is None else points(t.remaining),

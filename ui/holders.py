@@ -20,6 +20,7 @@ from services.store import EmployeeSummary
 from ui.context import desk
 from ui.format import mobile, points
 from ui.forms import FormFlow
+from ui.text import md
 
 _GOTO_CREDIT = "_goto_credit"
 _PLAIN_NAME = re.compile(r"[^\W\d_][\w .'-]{0,49}")
@@ -83,8 +84,10 @@ def render_existing_cards(
                 if holder.balance is not None:
                     st.caption(f"Known balance {points(Decimal(holder.balance))} points")
                 first = holder.first_name or ""
+                # A button's label is Markdown, and EnKash's name for the holder is its text: a
+                # name of letters can still hold a web address or underscores.
                 label = (
-                    f"Credit {first}'s card instead"
+                    f"Credit {md(first)}'s card instead"
                     if _PLAIN_NAME.fullmatch(first)
                     else "Credit this card instead"
                 )
