@@ -116,7 +116,21 @@ def find_employees(
             return list(found.values())[:limit], note
     for summary in ledger.find_employees(query, limit=limit):
         found.setdefault(summary.card_id, summary)
+    if not found and key is None and client is not None and _CARD_ID.fullmatch(query):
+        # A card id with no digit ("EKCKCGJCFU") reads as a name. Nothing here has that name,
+        # so it may be a card made outside Points Desk: EnKash is asked for it only now, so
+        # typing a name the ledger knows costs no call.
+        try:
+            _merge(found, holders_by_card(client, query.upper()))
+        except EnkashError as error:
+            log.warning("EnKash user search failed: %s", error)
+            note = "EnKash's user search did not answer; showing what Points Desk knows."
     return list(found.values())[:limit], note
+
+
+def holders_by_card(client: EnkashClient, card: str) -> list[CardHolder]:
+    """EnKash's record of the card with exactly this (upper-case) id, if it has one."""
+    return [h for h in client.search_users(card_id=card) if h.card_id.upper() == card]
 
 
 # --- an account about to be created: does the employee already have a card? --------------------

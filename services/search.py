@@ -16,9 +16,8 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from services.employees import _summary_of, exact_key, find_employees
+from services.employees import _summary_of, exact_key, find_employees, holders_by_card
 from services.enkash import EnkashClient, EnkashError
-from services.models import CardHolder
 from services.store import EmployeeSummary, Ledger, LedgerRow, ledger_row, transactions
 
 # A Points Desk reference (``allocations.new_reference``) or a batch row's (``<batch>-000012``).
@@ -134,15 +133,10 @@ def search(
 def _card_at_enkash(client: EnkashClient, text: str) -> EmployeeSummary | None:
     """The card EnKash knows by exactly this id, if any (a failed lookup finds nothing)."""
     try:
-        holders = _holders_at_enkash(client, text.upper())
+        holders = holders_by_card(client, text.upper())
     except EnkashError:
         return None
     return _summary_of(holders[0]) if len(holders) == 1 else None
-
-
-def _holders_at_enkash(client: EnkashClient, card: str) -> list[CardHolder]:
-    """EnKash's record of the card with exactly this (upper-case) id, if it has one."""
-    return [h for h in client.search_users(card_id=card) if h.card_id.upper() == card]
 
 
 def _is_key_of(summary: EmployeeSummary, kind: QueryKind, text: str) -> bool:
@@ -182,7 +176,7 @@ def employee(ledger: Ledger, client: EnkashClient | None, card_id: str) -> Emplo
     if not card or client is None:
         return EmployeeRecord(card, summary)
     try:
-        holders = _holders_at_enkash(client, card)
+        holders = holders_by_card(client, card)
     except EnkashError:
         return EmployeeRecord(
             card, summary, note="EnKash did not answer; the balance is what Points Desk knows."

@@ -181,3 +181,25 @@ def test_a_ledger_card_without_a_known_balance_gets_it_from_enkash_by_card_id(
     matches, _ = find_employees(ledger, client, "zoya@example.com")
     assert [(m.card_id, m.balance) for m in matches] == [(card, Decimal("250.00"))]
     assert calls == [{"card_id": card}]
+
+
+def test_a_card_id_without_a_digit_made_outside_points_desk_is_found_by_the_picker(
+    ledger, client, monkeypatch
+):
+    # EnKash's card ids are letters and digits; one with no digit ("EKCKCGJCFU") reads like a
+    # name. When the ledger has nobody by that name, EnKash is asked for it as a card id.
+    card, n = "EKC0", 0
+    while any(ch.isdigit() for ch in card):
+        n += 1
+        card = client.allocate(
+            create_of(person("Zoya", f"zoya{n}@example.com", f"96000988{n:02d}"))
+        ).card_id
+    calls = _spy_on_search(client, monkeypatch)
+    matches, note = find_employees(ledger, client, card.lower())
+    assert [(m.card_id, m.first_name) for m in matches] == [(card, "Zoya")] and note is None
+    assert calls == [{"card_id": card}]
+    # A name the ledger knows is answered by the ledger alone: no call to EnKash.
+    _card_in_ledger(ledger, "EKCRAHUL01", RAHUL)
+    calls.clear()
+    assert [m.card_id for m in find_employees(ledger, client, "Rahul")[0]] == ["EKCRAHUL01"]
+    assert calls == []

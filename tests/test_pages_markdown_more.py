@@ -340,8 +340,7 @@ def test_an_employees_name_from_enkash_stays_text_on_their_page_search_and_forms
 
     # Each one's page, and the credit form's match (EnKash's name is no first name Points Desk
     # would send, so the form says the card's details are incomplete).
-    # (Found by email: a card id EnKash made may have no digit, and the picker reads such a
-    # query as a name, which only the ledger is asked about.)
+    # (Found by email, the key a manager types most.)
     for marker, email in ((ENAME, "a1@example.com"), (ENAME2, "a2@example.com")):
         app.switch_page(EMPLOYEE)
         app.query_params["card"] = cards[marker]
