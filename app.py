@@ -6,10 +6,11 @@ import logging
 
 import streamlit as st
 
+from ui import first_paint
 from ui.access import allowed
 from ui.auth import sign_in_gate
 from ui.phone import close_sidebar_after_navigation
-from ui.sidebar import pool_generation, render_pool, render_sidebar, waiting_counts
+from ui.sidebar import pool_generation, render_pool, render_search, render_sidebar, waiting_counts
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -59,10 +60,12 @@ page = st.navigation(sections)
 close_sidebar_after_navigation(page.url_path)
 # The sidebar first, so a new session sees the pool balance without waiting for the page; if
 # the page moved points, the pool is drawn again afterwards with what the page just moved.
-pool = render_sidebar(st.sidebar.container())
+pool, search = render_sidebar(st.sidebar.container())
 shown = pool_generation()
+first_paint.begin_run()
 try:
     page.run()
 finally:
     if pool_generation() != shown:
         render_pool(pool, again=True)
+    render_search(search)  # after the page: see render_search

@@ -46,6 +46,19 @@ def app(desk_env: Path):
     return at
 
 
+def app_with_search():
+    """An ``AppTest`` of the real app as a browser shows it 2 s after a session's first look at
+    the Overview (the first-paint timer's run): its charts and the sidebar's search box drawn
+    (ui/first_paint.py). AppTest runs app.py, and so the sidebar, on its first run only."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
+    at.session_state["_first_paint_done"] = {"overview"}
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def assert_summaries_agree(ledger) -> None:
     """The daily totals and card tables equal what the rows say (checked after each test that
     moved points through the store, whatever path it took)."""

@@ -25,6 +25,8 @@ def test_the_search_box_opens_a_transaction_by_reference_and_an_employee_by_card
     with running_dashboard(tmp_path) as url, browser_page(1440, 900) as page:
         page.goto(url)
         wait_idle(page)
+        # A fresh session's first look at the Overview draws the box with the charts, 2 s later.
+        page.get_by_test_id("stSidebar").get_by_label("Search", exact=True).wait_for(timeout=10_000)
         _open(page, url, "Create account")
         _fill(page, "First name", "Ravi")
         _choose(page, "new_title", "Mr")

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from services import movements
 from services.allocations import new_reference
 from services.models import Allocation, Kind
+from tests.conftest import app_with_search
 from tests.test_employees import ZOYA as ZOYA_EMPLOYEE
 from tests.test_pages_money import CREDIT, page_text
 from tests.test_pages_person import ZOYA, open_zoya
@@ -30,6 +33,12 @@ def _move(app_desk, kind: Kind, amount: str, card: str | None = None):
             app_desk.ledger, client, allocation, app_desk.settings, operator="asha"
         )
     return outcome.row
+
+
+@pytest.fixture
+def app(desk_env):
+    """The app with the sidebar's search box (it comes with the Overview's charts)."""
+    return app_with_search()
 
 
 def _search(app, query: str):
@@ -113,3 +122,18 @@ def test_an_outcome_card_links_to_its_history_row(app, app_desk):
     credit = next(r for r in app_desk.ledger.rows() if r.kind.value == "credit")
     links = [p for p in app.get("page_link") if p.proto.label == "See it in History"]
     assert len(links) == 1 and f"ref={credit.reference}" in links[0].proto.query_string
+
+
+def test_the_search_box_comes_with_the_overviews_charts_in_a_sessions_first_look(desk_env):
+    """A fresh browser fetches the scripts of every kind of element before drawing them: the
+    first drawing leaves the box out (its place kept), and the timer's run 2 s later draws it."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import PROJECT
+
+    first = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
+    first.run()
+    assert not first.exception, first.exception
+    assert [box.key for box in first.sidebar.text_input] == []
+    assert "Pool balance" in [m.label for m in first.metric]  # the figures are not held back
+    assert [box.key for box in app_with_search().sidebar.text_input] == ["sidebar_search"]

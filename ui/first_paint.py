@@ -20,6 +20,17 @@ import streamlit as st
 FIRST_PAINT_SECONDS = 2.0
 
 _DRAWN = "_first_paint_done"  # session state: the pages whose charts this session may draw
+_ARMED = "_first_paint_armed"  # session state: this run left its charts for the next one
+
+
+def begin_run() -> None:
+    """Called before a page runs: nothing is left for a next run yet."""
+    st.session_state[_ARMED] = False
+
+
+def armed() -> bool:
+    """Whether this run left part of the page for the run its timer asks for (``later``)."""
+    return bool(st.session_state.get(_ARMED))
 
 
 def later(page: str) -> bool:
@@ -39,6 +50,7 @@ def later(page: str) -> bool:
         st.rerun()  # the whole page, now with its charts; a full run stops the timer
 
     ask_again()
+    st.session_state[_ARMED] = True
     return True
 
 

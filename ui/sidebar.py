@@ -12,7 +12,8 @@ import streamlit as st
 from services import approvals, schedules
 from services.enkash import EnkashError
 from services.models import AccountDetails, Status
-from ui.access import require_signed_in
+from ui import first_paint
+from ui.access import allowed, require_signed_in
 from ui.auth import current_person, sign_out
 from ui.context import desk
 from ui.format import ist, points
@@ -20,6 +21,7 @@ from ui.search import follow_search, search_box
 from ui.text import md
 
 # Per Desk (weakly: a closed Desk's pool goes with it): (when, details, read at).
+_SEARCH_HEIGHT = 68  # pixels: the search box with its label, kept free until it is drawn
 _SHARED_POOL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED_POOL_LOCK = threading.Lock()
 # Per Desk: held while one session asks EnKash for the pool; the others wait for its answer.
@@ -94,11 +96,12 @@ def mode_banner() -> None:
 
 
 def render_sidebar(slot=None):
-    """Search, mode, operator and pool balance, in ``slot`` (a sidebar container) or the
-    sidebar. Returns the pool's slot, for ``render_pool`` to redraw once points have moved."""
+    """Search's place, mode, operator and pool balance, in ``slot`` (a sidebar container) or
+    the sidebar. Returns the pool's slot, for ``render_pool`` to redraw once points have moved,
+    and the search box's, for ``render_search`` once the page has run."""
     the_desk = desk()
     with slot if slot is not None else st.sidebar:
-        search_box()
+        search = st.empty()
         if the_desk.is_sandbox:
             st.badge(
                 "Sandbox",
@@ -117,7 +120,22 @@ def render_sidebar(slot=None):
             st.button("Sign out", key="sidebar_sign_out", on_click=sign_out, type="tertiary")
         pool = st.empty()
     render_pool(pool)
-    return pool
+    return pool, search
+
+
+def render_search(slot) -> None:
+    """The search box, in its place at the top of the sidebar (an ``st.empty``).
+
+    Drawn after the page, and left out of a page's first drawing in a session whose charts
+    come a moment later (``ui/first_paint.py``): a fresh browser fetches the scripts of every
+    kind of element before it draws them, and the text box's are about twenty files, fetched
+    before the figures' own. The run with the charts draws it, 2 s later."""
+    if first_paint.armed():
+        if allowed("view"):
+            slot.container(height=_SEARCH_HEIGHT, border=False)  # its place: nothing jumps
+        return
+    with slot.container():
+        search_box()
 
 
 def render_pool(slot, *, again: bool = False) -> None:
