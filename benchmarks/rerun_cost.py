@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.bulk_real import PIDS, cpu_seconds, running_app
-from benchmarks.sessions import CHROMIUM, CHROMIUM_ARGS, IDLE
+from benchmarks.sessions import CHROMIUM, CHROMIUM_ARGS, IDLE, _processes
 from benchmarks.sessions_open import _demo_data, bare_streamlit
 
 BARE_PAGE = """
@@ -49,23 +49,16 @@ SETTLE_SECONDS = 1.0
 
 def _chromium() -> tuple[float, float]:
     """CPU seconds of chromium's processes so far: (the page's renderers, all of chromium)."""
-    tick = os.sysconf("SC_CLK_TCK")
     renderer = total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, (name, seconds) in _processes().items():
+        if not name.startswith("chrom"):
             continue
+        total += seconds
         try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
+            if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                renderer += seconds
         except OSError:  # it exited meanwhile
             continue
-        if not stat[stat.index("(") + 1 :].startswith("chrom"):
-            continue
-        fields = stat.rpartition(")")[2].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick
-        total += seconds
-        if b"--type=renderer" in command:
-            renderer += seconds
     return renderer, total
 
 

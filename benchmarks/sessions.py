@@ -78,6 +78,7 @@ from benchmarks.bulk_real import (
     _sandbox,
     cpu_seconds,
     running_app,
+    stat_cpu_seconds,
 )
 from services.auth import hash_password
 from services.sandbox.store import SandboxIdentity
@@ -335,7 +336,6 @@ def _percentile(values: list[float], q: float) -> float:
 def _processes() -> dict[int, tuple[str, float]]:
     """Every process's name and CPU seconds so far (Linux /proc)."""
     found = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -343,8 +343,7 @@ def _processes() -> dict[int, tuple[str, float]]:
             except OSError:  # it exited meanwhile
                 continue
             name = text[text.index("(") + 1 : text.rindex(")")]
-            fields = text.rpartition(")")[2].split()
-            found[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+            found[int(entry.name)] = (name, stat_cpu_seconds(text))
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from services.enkash import EnkashClient, EnkashError
@@ -12,7 +13,8 @@ from services.store import EmployeeSummary, Ledger
 
 log = logging.getLogger("points_desk.employees")
 
-_CARD_ID = re.compile(r"[A-Za-z]{2,5}[A-Za-z0-9]{4,28}")
+#: The shape of an EnKash card id (``EKC04AZHXP``); one with no digit also reads as a name.
+CARD_SHAPE = re.compile(r"[A-Za-z]{2,5}[A-Za-z0-9]{4,28}")
 
 
 def exact_key(query: str) -> dict[str, str] | None:
@@ -28,7 +30,7 @@ def exact_key(query: str) -> dict[str, str] | None:
             return {"mobile": parse_mobile(text)}
         except ValueError:
             return None
-    if _CARD_ID.fullmatch(text) and any(ch.isdigit() for ch in text):
+    if CARD_SHAPE.fullmatch(text) and any(ch.isdigit() for ch in text):
         return {"card_id": text.upper()}
     return None
 
@@ -107,25 +109,29 @@ def find_employees(
     if key is not None:
         found = {summary.card_id: summary for summary in _ledger_exact(ledger, key)}
         if client is not None:
-            try:
-                _merge(found, _at_enkash(client, key, found))
-            except EnkashError as error:
-                log.warning("EnKash user search failed: %s", error)
-                note = "EnKash's user search did not answer; showing what Points Desk knows."
+            note = _merge_from_enkash(found, lambda: _at_enkash(client, key, found))
         if found:
             return list(found.values())[:limit], note
     for summary in ledger.find_employees(query, limit=limit):
         found.setdefault(summary.card_id, summary)
-    if not found and key is None and client is not None and _CARD_ID.fullmatch(query):
+    if not found and key is None and client is not None and CARD_SHAPE.fullmatch(query):
         # A card id with no digit ("EKCKCGJCFU") reads as a name. Nothing here has that name,
         # so it may be a card made outside Points Desk: EnKash is asked for it only now, so
         # typing a name the ledger knows costs no call.
-        try:
-            _merge(found, holders_by_card(client, query.upper()))
-        except EnkashError as error:
-            log.warning("EnKash user search failed: %s", error)
-            note = "EnKash's user search did not answer; showing what Points Desk knows."
+        note = _merge_from_enkash(found, lambda: holders_by_card(client, query.upper()))
     return list(found.values())[:limit], note
+
+
+def _merge_from_enkash(
+    found: dict[str, EmployeeSummary], ask: Callable[[], list[CardHolder]]
+) -> str | None:
+    """``_merge`` what ``ask`` gets from EnKash into ``found``; the note to show if it failed."""
+    try:
+        _merge(found, ask())
+    except EnkashError as error:
+        log.warning("EnKash user search failed: %s", error)
+        return "EnKash's user search did not answer; showing what Points Desk knows."
+    return None
 
 
 def holders_by_card(client: EnkashClient, card: str) -> list[CardHolder]:

@@ -16,13 +16,18 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from services.employees import _summary_of, exact_key, find_employees, holders_by_card
+from services.employees import (
+    CARD_SHAPE,
+    _summary_of,
+    exact_key,
+    find_employees,
+    holders_by_card,
+)
 from services.enkash import EnkashClient, EnkashError
 from services.store import EmployeeSummary, Ledger, LedgerRow, ledger_row, transactions
 
 # A Points Desk reference (``allocations.new_reference``) or a batch row's (``<batch>-000012``).
 _REFERENCE = re.compile(r"PD\d{12}[0-9A-F]{8}|[A-Z0-9]{4,40}-\d{6}")
-_CARD_SHAPE = re.compile(r"[A-Za-z]{2,5}[A-Za-z0-9]{4,28}")
 MAX_QUERY = 200
 
 
@@ -110,7 +115,7 @@ def search(
             return SearchResult(text, kind, Answer.TRANSACTION, transaction=row)
         if kind is QueryKind.REFERENCE:
             return SearchResult(text, kind, Answer.NOTHING)
-    if kind is QueryKind.TEXT and _CARD_SHAPE.fullmatch(text):
+    if kind is QueryKind.TEXT and CARD_SHAPE.fullmatch(text):
         # A card id with no digit ("EKCKCGJCFU") looks like a name: the ledger decides.
         known = ledger.employee_by_card(text)
         if known is not None:
@@ -119,7 +124,7 @@ def search(
     found, note = find_employees(ledger, client if exact else None, text, limit=limit)
     if exact and len(found) == 1 and _is_key_of(found[0], kind, text):
         return SearchResult(text, kind, Answer.EMPLOYEE, employees=tuple(found), note=note)
-    if not found and kind is QueryKind.TEXT and client is not None and _CARD_SHAPE.fullmatch(text):
+    if not found and kind is QueryKind.TEXT and client is not None and CARD_SHAPE.fullmatch(text):
         # Nothing here by that name: it may be a card id with no digit, made outside Points
         # Desk. EnKash is asked only now, so typing a name costs no call to EnKash.
         held = _card_at_enkash(client, text)

@@ -35,28 +35,30 @@ def desk_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         st.cache_resource.clear()
 
 
+def run_app(**state):
+    """An ``AppTest`` of the real app (navigation, sidebar) after its first run, with ``state``
+    in its session state before that run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
+    for name, value in state.items():
+        at.session_state[name] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 @pytest.fixture
 def app(desk_env: Path):
     """An ``AppTest`` of the real app (navigation, sidebar) on the isolated Desk."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_app()
 
 
-def app_with_search():
+def app_with_search(**state):
     """An ``AppTest`` of the real app as a browser shows it 2 s after a session's first look at
     the Overview (the first-paint timer's run): its charts and the sidebar's search box drawn
     (ui/first_paint.py). AppTest runs app.py, and so the sidebar, on its first run only."""
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
-    at.session_state["_first_paint_done"] = {"overview"}
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return run_app(_first_paint_done={"overview"}, **state)
 
 
 def assert_summaries_agree(ledger) -> None:

@@ -11,12 +11,11 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from services import allocations, schedules
 from services.recurrence import IST, Repeat, Rule
 from services.sandbox.store import AllocationRequest
-from tests.conftest import PROJECT, app_with_search
+from tests.conftest import app_with_search
 from tests.fault_support import create
 from tests.markdown_support import hostile, markdown_strings, problems, shown
 from tests.test_pages_money import CREATE, CREDIT, fill_create
@@ -327,10 +326,7 @@ def test_an_employees_name_from_enkash_stays_text_on_their_page_search_and_forms
     searching.sidebar.text_input(key="sidebar_search").input("9600011111").run()
     found = searching.session_state["_search_result"]
     assert {e.card_id for e in found.employees} == {cards[ENAME], cards[ENAME2]}
-    fresh = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
-    fresh.session_state["_search_result"] = found
-    fresh.session_state["_first_paint_done"] = {"overview"}  # as the timer's run draws it
-    fresh.run()
+    fresh = app_with_search(_search_result=found)
     links = [p.proto.label for p in fresh.get("page_link")]
     assert [m for m in (ENAME, ENAME2) if any(m in label for label in links)] == [ENAME, ENAME2]
     screens.check(fresh, "sidebar search results")

@@ -10,7 +10,7 @@ import pytest
 from services import movements
 from services.allocations import new_reference
 from services.models import Allocation, Kind
-from tests.conftest import app_with_search
+from tests.conftest import app_with_search, run_app
 from tests.test_employees import ZOYA as ZOYA_EMPLOYEE
 from tests.test_pages_money import CREDIT, page_text
 from tests.test_pages_person import ZOYA, open_zoya
@@ -127,13 +127,7 @@ def test_an_outcome_card_links_to_its_history_row(app, app_desk):
 def test_the_search_box_comes_with_the_overviews_charts_in_a_sessions_first_look(desk_env):
     """A fresh browser fetches the scripts of every kind of element before drawing them: the
     first drawing leaves the box out (its place kept), and the timer's run 2 s later draws it."""
-    from streamlit.testing.v1 import AppTest
-
-    from tests.conftest import PROJECT
-
-    first = AppTest.from_file(str(PROJECT / "app.py"), default_timeout=30)
-    first.run()
-    assert not first.exception, first.exception
+    first = run_app()
     assert [box.key for box in first.sidebar.text_input] == []
     assert "Pool balance" in [m.label for m in first.metric]  # the figures are not held back
     assert [box.key for box in app_with_search().sidebar.text_input] == ["sidebar_search"]

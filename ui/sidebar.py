@@ -20,8 +20,8 @@ from ui.format import ist, points
 from ui.search import follow_search, search_box
 from ui.text import md
 
-# Per Desk (weakly: a closed Desk's pool goes with it): (when, details, read at).
 _SEARCH_HEIGHT = 68  # pixels: the search box with its label, kept free until it is drawn
+# Per Desk (weakly: a closed Desk's pool goes with it): (when, details, read at).
 _SHARED_POOL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SHARED_POOL_LOCK = threading.Lock()
 # Per Desk: held while one session asks EnKash for the pool; the others wait for its answer.
