@@ -20,9 +20,10 @@ st.caption(
 show_notices()
 ui.template_downloads()
 
-if st.session_state.get(ui.OPEN):
-    st.subheader("Batch")
-    ui.batch_panel(st.session_state[ui.OPEN])
+with st.container():  # drawn when empty too, so the upload below keeps its place
+    if st.session_state.get(ui.OPEN):
+        st.subheader("Batch")
+        ui.batch_panel(st.session_state[ui.OPEN])
 
 st.subheader("Upload a file")
 programme = programme_select("bulk_programme")

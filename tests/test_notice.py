@@ -96,3 +96,38 @@ def test_a_notice_from_a_callback_shows_once_and_escaped() -> None:
     )
     at.run()  # the next run of the page: already said
     assert not at.info and not at.error
+
+
+def _notice_then_text() -> None:
+    import streamlit as st
+
+    from ui.notice import set_notice, show_notices
+
+    st.button("act", key="act", on_click=lambda: set_notice("success", "Batch B1 is sending."))
+    show_notices()
+    st.markdown("Below the notices")
+
+
+def _path_of(node, text: str, path: tuple[int, ...] = ()) -> tuple[int, ...] | None:
+    """Where Streamlit put the element showing ``text``: its slot in each enclosing block."""
+    if getattr(node, "value", None) == text:
+        return path
+    for index, child in getattr(node, "children", {}).items():
+        found = _path_of(child, text, (*path, index))
+        if found is not None:
+            return found
+    return None
+
+
+def test_what_follows_the_notices_keeps_its_place_when_a_notice_goes() -> None:
+    """A notice that goes must not move the page below it: a moved element is shown in its new
+    slot and, until that run ends, in its old one too (a live batch panel drawn twice)."""
+    at = AppTest.from_function(_notice_then_text, default_timeout=30).run()
+    before = _path_of(at._tree, "Below the notices")
+    at.button(key="act").click().run()
+    assert len(at.success) == 1
+    with_notice = _path_of(at._tree, "Below the notices")
+    at.run()
+    assert not at.success
+    after = _path_of(at._tree, "Below the notices")
+    assert before is not None and before == with_notice == after

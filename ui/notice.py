@@ -61,9 +61,17 @@ def pending_notices() -> list[Notice]:
 
 
 def show_notices() -> None:
-    """Show every waiting notice, once."""
-    for notice in st.session_state.pop(_KEY, []):
-        getattr(st, notice.kind)(notice.markdown, icon=notice.icon)
+    """Show every waiting notice, once.
+
+    They go in one container that is drawn even when there is none, so what the page draws
+    below keeps its place when a notice goes on the next run. Otherwise everything below moves
+    up one slot, and for the length of that run the browser shows an element both in its new
+    slot and, not yet replaced, in its old one (a live batch panel twice, for instance).
+    """
+    notices = st.session_state.pop(_KEY, [])
+    with st.container():
+        for notice in notices:
+            getattr(st, notice.kind)(notice.markdown, icon=notice.icon)
 
 
 def error_kind(error: BaseException) -> Kind:
