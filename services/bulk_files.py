@@ -47,7 +47,7 @@ from pydantic import ValidationError
 from services.errors import InvalidInput
 from services.models import DEFAULT_MAX_POINTS, Allocation, Employee, Kind, field_errors
 from services.numbers import count, points
-from services.spreadsheet import to_csv
+from services.spreadsheet import restore, to_csv
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 50_000
@@ -71,8 +71,10 @@ COLUMNS = (
     "amount",
     "reason",
 )
-#: Columns a file may carry beyond the template's (old files without them stay valid).
-OPTIONAL_COLUMNS = ("programme",)
+#: Columns a file may carry beyond the template's (old files without them stay valid). A
+#: correction file's ``corrects`` is one: the rejected-rows file must keep it, or a fixed row would
+#: go out as a plain payment and the failed row it corrects could be paid again.
+OPTIONAL_COLUMNS = ("programme", "corrects")
 EMPLOYEE_COLUMNS = ("first_name", "title", "gender", "email", "mobile")
 REQUIRED_COLUMNS = ("kind", "amount")
 
@@ -271,6 +273,9 @@ class RawRow:
 
     number: int
     values: dict[str, str]
+    #: Filled cells beyond the header's last column: the row's values may have moved (an amount
+    #: written as 50,000 in a CSV splits into two cells), so the row is refused, not guessed.
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,9 @@ class ParsedFile:
     columns: dict[str, str]  # template column -> header as written in the file
     ignored: list[str]  # headers that match no template column
     encoding: str
+    #: A workbook's sheet that was read, and its other worksheets (not read), in their order.
+    sheet: str | None = None
+    other_sheets: tuple[str, ...] = ()
 
 
 def file_digest(content: bytes) -> str:
@@ -345,12 +353,24 @@ def _parse_file(
             "This is an old Excel (.xls) file or a password-protected workbook. Save it as Excel "
             "Workbook (.xlsx) without a password, or as CSV, first."
         )
-    if content.startswith(b"PK\x03\x04") or lower.endswith((".xlsx", ".xlsm")):
-        table, encoding = _xlsx_table(content, deadline, max_columns), "xlsx"
+    sheets: _Sheets | None = None
+    if content.startswith(b"PK\x03\x04"):
+        sheets = _Sheets()
+        table, encoding = _xlsx_table(content, deadline, max_columns, sheets), "xlsx"
     else:
-        text, encoding = decode_text(content)
-        table = _csv_table(text, max_columns)
-    return _from_table(name, file_digest(content), table, encoding, max_rows, max_columns, deadline)
+        try:
+            text, encoding = decode_text(content)
+        except BulkFileError:
+            if lower.endswith((".xlsx", ".xlsm")):  # neither a workbook nor text
+                raise BulkFileError(
+                    "The file could not be read as an Excel workbook (.xlsx): it is not a "
+                    "complete workbook file. Save it again from Excel, or as CSV."
+                ) from None
+            raise
+        table = _csv_table(text, max_columns)  # a CSV, whatever its name says
+    return _from_table(
+        name, file_digest(content), table, encoding, max_rows, max_columns, deadline, sheets
+    )
 
 
 @contextlib.contextmanager
@@ -474,20 +494,24 @@ def _csv_table(text: str, max_columns: int) -> Iterator[tuple[int, list[Any]]]:
     """``(row number, cells)``: the row number is the record, as Excel shows the file.
 
     A quote (``"``) opened in a cell and closed only rows later (or never) makes the csv reader
-    pour the following lines into that one cell. A cell holding a line break followed by the
-    delimiter is exactly that, so the file is refused, naming the row and line, rather than
-    silently losing the rows swallowed.
+    pour the following lines into that one cell. A line inside a cell that holds a whole row's
+    worth of delimiters (as many as the header has, less one) is exactly that, so the file is
+    refused, naming the row and line, rather than silently losing the rows swallowed. A cell of
+    a few lines of text (Alt+Enter in Excel), commas and all, is read as one cell.
     """
     delimiter = _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     number = 0
     line = 1  # the line of the file the next record starts on
+    a_row: int | None = None  # delimiters in a whole row: the header's columns, less one
     try:
         for cells in reader:
             number += 1
             for index, cell in enumerate(cells):
-                if ("\n" in cell or "\r" in cell) and delimiter in _after_first_break(cell):
+                if ("\n" in cell or "\r" in cell) and _swallowed(cell, delimiter, a_row, cells):
                     _unclosed_quote(number, line, reader.line_num, index, max_columns)
+            if a_row is None and any(cell.strip() for cell in cells):  # the header
+                a_row = max(1, max(i for i, cell in enumerate(cells) if cell.strip()))
             line = reader.line_num + 1
             yield number, cells
     except csv.Error as exc:
@@ -501,9 +525,17 @@ def _csv_table(text: str, max_columns: int) -> Iterator[tuple[int, list[Any]]]:
         raise BulkFileError(f"The CSV file is damaged near line {reader.line_num}: {exc}") from exc
 
 
-def _after_first_break(cell: str) -> str:
-    breaks = [at for at in (cell.find("\n"), cell.find("\r")) if at >= 0]
-    return cell[min(breaks) + 1 :] if breaks else ""
+def _swallowed(cell: str, delimiter: str, a_row: int | None, cells: list[str]) -> bool:
+    """Whether a cell with line breaks holds rows of the file: a line after a break has half a
+    row's delimiters or more (the last line swallowed may be cut short where the quote closes),
+    or the record came out wider than the header with a delimiter after a break. Before the
+    header is known, any delimiter after a break."""
+    after = cell.splitlines()[1:]
+    if a_row is None:
+        return any(delimiter in part for part in after)
+    return any(part.count(delimiter) >= max(2, (a_row + 1) // 2) for part in after) or (
+        len(cells) > a_row + 1 and any(delimiter in part for part in after)
+    )
 
 
 def _unclosed_quote(number: int, line: int, end: int, index: int, max_columns: int) -> None:
@@ -665,8 +697,20 @@ def _relationships(archive: zipfile.ZipFile, part: str) -> dict[str, tuple[str, 
     return found
 
 
-def _first_sheet(archive: zipfile.ZipFile) -> tuple[str, dict[str, tuple[str, str]], bool]:
-    """The sheet to read: the first visible worksheet that is not the template's guide.
+@dataclass
+class _Sheets:
+    """Which worksheet of a workbook was read, and the other ones, for the preview to name."""
+
+    read: str | None = None
+    others: tuple[str, ...] = ()
+
+
+def _first_sheet(
+    archive: zipfile.ZipFile, sheets: _Sheets
+) -> tuple[str, dict[str, tuple[str, str]], bool]:
+    """The sheet to read: the one Excel opens on (the active sheet) when it is a visible worksheet
+    and not the template's guide, else the first such sheet. ``sheets`` learns its name and the
+    other worksheets' names.
 
     Also the workbook's relationships (where the shared texts and styles are) and whether its
     dates count from 1904.
@@ -686,21 +730,31 @@ def _first_sheet(archive: zipfile.ZipFile) -> tuple[str, dict[str, tuple[str, st
         tag == "workbookPr" and attributes.get("date1904", "").lower() in ("1", "true")
         for tag, attributes in elements
     )
-    candidates: list[tuple[bool, str]] = []
+    active = next(
+        (attributes.get("activeTab", "0") for tag, attributes in elements if tag == "workbookView"),
+        "0",
+    )
+    # (position among the workbook's sheets, name, path, whether it is to be passed over)
+    candidates: list[tuple[int, str, str, bool]] = []
+    position = -1
     for tag, attributes in elements:
         if tag != "sheet":
             continue
+        position += 1
         relation = next((v for k, v in attributes.items() if _local(k) == "id"), "")
         kind, path = relations.get(relation, ("", ""))
         if not kind.endswith("/worksheet"):
             continue  # a chart sheet or a dangling entry
-        title = attributes.get("name", "").strip().lower()
+        title = attributes.get("name", "").strip()
         hidden = attributes.get("state", "visible") != "visible"
-        candidates.append((hidden or title == "how to fill", path))
+        candidates.append((position, title, path, hidden or title.lower() == "how to fill"))
     if not candidates:
         raise _damaged("it lists no worksheet")
-    chosen = next((path for skipped, path in candidates if not skipped), candidates[0][1])
-    return chosen, relations, date1904
+    usable = [c for c in candidates if not c[3]] or candidates[:1]
+    chosen = next((c for c in usable if str(c[0]) == active.strip()), usable[0])
+    sheets.read = chosen[1]
+    sheets.others = tuple(c[1] for c in usable if c is not chosen)
+    return chosen[2], relations, date1904
 
 
 def _date_styles(archive: zipfile.ZipFile, relations: dict[str, tuple[str, str]]) -> set[int]:
@@ -942,7 +996,7 @@ def _too_many_columns(row: int, max_columns: int) -> BulkFileError:
 
 
 def _xlsx_table(
-    content: bytes, deadline: _Deadline, max_columns: int
+    content: bytes, deadline: _Deadline, max_columns: int, sheets: _Sheets
 ) -> Iterator[tuple[int, list[Any]]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
@@ -952,7 +1006,7 @@ def _xlsx_table(
             "workbook file. Save it again from Excel, or as CSV."
         ) from exc
     with archive:
-        sheet, relations, date1904 = _first_sheet(archive)
+        sheet, relations, date1904 = _first_sheet(archive, sheets)
         shared = _SharedStrings()
         strings = next((p for t, p in relations.values() if t.endswith("/sharedStrings")), "")
         if strings:
@@ -972,11 +1026,15 @@ def _cell_text(value: Any) -> str:
         text = value[: MAX_CELL_CHARS + 1]
         if len(text) > MAX_CELL_CHARS:
             text = text[:MAX_CELL_CHARS] + "…"
-        return " ".join(text.replace("\ufeff", "").split())
+        # Points Desk's own files put a ' before text a spreadsheet would take for a formula; a
+        # file downloaded, fixed and uploaded again gets the text back as it was.
+        return restore(" ".join(text.replace("\ufeff", "").split()))
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
-        # Excel keeps numbers as binary floats: 9600098867.0 is a mobile, 1500.5 an amount.
+        # Excel keeps numbers as binary floats: 9600098867.0 is a mobile, 1500.5 an amount. It
+        # shows 15 significant digits, and so does this: =100*1.1 is 110, not 110.00000000000001.
+        value = float(f"{value:.15g}")
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -991,12 +1049,14 @@ def _from_table(
     max_rows: int,
     max_columns: int,
     deadline: _Deadline,
+    sheets: _Sheets | None = None,
 ) -> ParsedFile:
     rows: list[RawRow] = []
     columns: dict[str, int] = {}
     headers: dict[str, str] = {}
     ignored: list[str] = []
     header_seen = False
+    width = 0  # the header's last filled column
     for number, cells in table:
         deadline.check()
         if len(cells) > max_columns:
@@ -1008,7 +1068,8 @@ def _from_table(
             continue
         if not header_seen:
             header_seen = True
-            columns, headers, ignored = _read_header(texts)
+            columns, headers, ignored = _read_header(texts, sheets)
+            width = max(index for index, text in enumerate(texts) if text) + 1
             continue
         if len(rows) >= max_rows:
             raise BulkFileError(
@@ -1019,15 +1080,44 @@ def _from_table(
         values = {
             column: texts[index] if index < len(texts) else "" for column, index in columns.items()
         }
-        rows.append(RawRow(number, values))
+        rows.append(RawRow(number, values, tuple(text for text in texts[width:] if text)))
     if not header_seen:
-        raise BulkFileError("The file is empty.")
+        raise BulkFileError(f"{_sheet_named(sheets, 'The file')} is empty.{_others(sheets)}")
     if not rows:
-        raise BulkFileError("The file has a header row but no data rows.")
-    return ParsedFile(name, digest, rows, headers, ignored, encoding)
+        raise BulkFileError(
+            f"{_sheet_named(sheets, 'The file')} has a header row but no data rows."
+            f"{_others(sheets)}"
+        )
+    return ParsedFile(
+        name,
+        digest,
+        rows,
+        headers,
+        ignored,
+        encoding,
+        sheets.read if sheets else None,
+        sheets.others if sheets else (),
+    )
 
 
-def _read_header(texts: list[str]) -> tuple[dict[str, int], dict[str, str], list[str]]:
+def _sheet_named(sheets: _Sheets | None, otherwise: str) -> str:
+    return f'The sheet "{sheets.read}"' if sheets and sheets.read is not None else otherwise
+
+
+def _others(sheets: _Sheets | None) -> str:
+    """For a message about the sheet read: the workbook's other sheets, and how to choose one."""
+    if not sheets or not sheets.others:
+        return ""
+    names = ", ".join(f'"{name}"' for name in sheets.others)
+    return (
+        f" Points Desk reads the sheet the workbook was saved on; its other sheets ({names}) "
+        "were not read. Save the workbook with the sheet to send open, and upload it again."
+    )
+
+
+def _read_header(
+    texts: list[str], sheets: _Sheets | None = None
+) -> tuple[dict[str, int], dict[str, str], list[str]]:
     columns: dict[str, int] = {}
     headers: dict[str, str] = {}
     ignored: list[str] = []
@@ -1054,9 +1144,10 @@ def _read_header(texts: list[str]) -> tuple[dict[str, int], dict[str, str], list
             needed.append(f"card_id (or all of {', '.join(absent)})")
         found = ", ".join(f'"{t}"' for t in texts if t) or "none"
         unknown = f" Not recognised: {', '.join(repr(t) for t in ignored)}." if ignored else ""
+        where = f' in the sheet "{sheets.read}"' if sheets and sheets.read is not None else ""
         raise BulkFileError(
-            f"Missing column(s): {', '.join(needed)}. Columns found: {found}.{unknown} "
-            "Download the template to see the expected headers."
+            f"Missing column(s){where}: {', '.join(needed)}. Columns found: {found}.{unknown} "
+            f"Download the template to see the expected headers.{_others(sheets)}"
         )
     return columns, headers, ignored
 
@@ -1189,6 +1280,14 @@ def _check_row(
     values = raw.values
     if is_example_row(values):
         return None, {"row": EXAMPLE_REFUSED}
+    if raw.extra:
+        shown = ", ".join(f'"{text[:20]}"' for text in raw.extra[:3])
+        return None, {
+            "row": f"Has more cells than the header has columns (beyond it: {shown}), so its "
+            "values may have moved one column along. A number written with a comma (50,000) "
+            "becomes two cells in a CSV unless it is in quotes: remove the comma or quote the "
+            "value"
+        }
     errors: dict[str, str] = {}
     try:
         kind: Kind | None = _memo_kind(values.get("kind", ""), memo)
@@ -1314,6 +1413,12 @@ def check_rows(
             valid.append(ValidRow(raw.number, allocation, raw.values))
     totals = totals_of(len(parsed.rows), valid, len(rejected))
     warnings = []
+    if parsed.other_sheets:
+        others = ", ".join(f'"{name}"' for name in parsed.other_sheets)
+        warnings.append(
+            f'Read the sheet "{parsed.sheet}", the one the workbook was saved on; not read: '
+            f"{others}. To send another sheet, save the workbook with it open and upload again."
+        )
     if parsed.ignored:
         warnings.append("Ignored column(s): " + ", ".join(f'"{c}"' for c in parsed.ignored))
     if unknown_cards:

@@ -20,10 +20,21 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(value: Any) -> Any:
-    """A cell safe to open in a spreadsheet: text that could start a formula gets a leading '."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """A cell safe to open in a spreadsheet: text that could start a formula gets a leading '.
+
+    So does text that already starts with quotes before such a start, so that ``restore`` gives
+    back exactly the text neutralised, whatever it was.
+    """
+    if isinstance(value, str) and value.lstrip("'").startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def restore(text: str) -> str:
+    """The text ``neutralise`` was given: a cell of a file Points Desk wrote, read back."""
+    return (
+        text[1:] if text.startswith("'") and text.lstrip("'").startswith(_FORMULA_START) else text
+    )
 
 
 def to_csv(header: list[str], rows: Iterable[list[Any]]) -> bytes:

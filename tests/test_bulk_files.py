@@ -13,6 +13,8 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 
 from services import models
@@ -27,7 +29,7 @@ from services.bulk_files import (
     to_csv,
 )
 from services.models import Kind
-from services.spreadsheet import neutralise
+from services.spreadsheet import neutralise, restore
 
 HEADER = ",".join(COLUMNS)
 GOOD_CREATE = "create,Ravi,Mr,M,ravi@example.com,9600098867,,1500,Q3 incentive"
@@ -698,3 +700,158 @@ def test_each_distinct_employee_is_validated_once(monkeypatch):
     assert calls == ["ravi@example.com", "asha@example.com"]
     employees = {id(v.allocation.employee) for v in preview.valid[:3]}
     assert len(employees) == 1
+
+
+# --- files that moved, files sent back, workbooks of several sheets -------------------------------
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_not_shifted():
+    """50,000 written without quotes splits into two cells: the row would pay 50 with "000" as
+    its reason. It is refused, naming the cells beyond the header."""
+    preview = check_rows(
+        parse_file(
+            "commas.csv",
+            csv_bytes(
+                "credit,,,,,,EKC04AZHXP,1,500,Diwali bonus",
+                "credit,,,,,,EKC04AZHXQ,250,Diwali bonus,",  # an empty cell more: harmless
+            ),
+        )
+    )
+    (refused,) = preview.rejected
+    assert refused.number == 2
+    assert "more cells than the header" in refused.reason and '"Diwali bonus"' in refused.reason
+    assert "remove the comma or quote the value" in refused.reason
+    (ready,) = preview.valid
+    assert ready.number == 3 and ready.allocation.amount == Decimal("250")
+
+
+def test_a_cell_of_several_lines_with_commas_is_read_as_one_cell():
+    parsed = parse_file(
+        "lines.csv", csv_bytes('credit,,,,,,EKC04AZHXP,100,"Diwali\nand, after it, Q3"')
+    )
+    assert parsed.rows[0].values["reason"] == "Diwali and, after it, Q3"
+
+
+def _fixed(error_csv: bytes | str, **changes: str) -> bytes:
+    """The rejected-rows file as a manager sends it back: fixed, without its row and problem."""
+    text = error_csv.decode("utf-8-sig") if isinstance(error_csv, bytes) else error_csv
+    rows = list(csv.DictReader(io.StringIO(text)))
+    columns = [c for c in rows[0] if c not in ("row", "problem")]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(row | changes for row in rows)
+    return out.getvalue().encode()
+
+
+def test_the_rejected_rows_of_a_correction_file_keep_what_they_correct():
+    """Without ``corrects``, a fixed row would go out as a plain payment, and the failed row it
+    corrects could then be paid again from the correction file."""
+    header = f"{HEADER},corrects"
+    content = csv_bytes(
+        "credit,,,,,,EKC04AZHXP,700.001,Diwali,PD-B1-000002",
+        "credit,,,,,,EKC04AZHXQ,700,Diwali,PD-B1-000003",
+        header=header,
+    )
+    preview = check_rows(parse_file("corrections.csv", content))
+    rows = list(csv.DictReader(io.StringIO(error_file(preview).decode("utf-8-sig"))))
+    assert [(r["row"], r["corrects"]) for r in rows] == [("2", "PD-B1-000002")]
+    again = check_rows(parse_file("fixed.csv", _fixed(error_file(preview), amount="700")))
+    (row,) = again.valid
+    assert row.values["corrects"] == "PD-B1-000002"
+
+
+def test_a_rejected_row_downloaded_fixed_and_uploaded_reads_as_it_was_written():
+    """The rejected-rows file puts a ' before text that starts like a formula; reading the file
+    back takes it away again, so +asha@example.com does not become '+asha@example.com."""
+    content = csv_bytes("create,Asha,Dr,F,+asha@example.com,9600098867,,100,-5% adjustment")
+    preview = check_rows(parse_file("first.csv", content))
+    (rejected,) = preview.rejected
+    assert "title" in rejected.reason
+    text = error_file(preview).decode("utf-8-sig")
+    assert "'+asha@example.com" in text and "'-5% adjustment" in text  # safe to open
+    again = check_rows(parse_file("fixed.csv", _fixed(text, title="Ms")))
+    (row,) = again.valid
+    assert row.allocation.employee.email == "+asha@example.com"
+    assert row.allocation.reason == "-5% adjustment"
+
+
+@given(st.text())
+def test_restore_gives_back_whatever_text_was_neutralised(text):
+    assert restore(neutralise(text)) == text
+    assert not neutralise(text).startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+def _workbook(sheets: list[tuple[str, list[list[object]]]], active: int) -> bytes:
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    for title, rows in sheets:
+        sheet = workbook.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    workbook.active = active
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_a_workbook_is_read_on_the_sheet_it_was_saved_on_and_the_preview_names_it():
+    january = [list(COLUMNS), ["credit", "", "", "", "", "", "EKCJAN0001", 5000, "January"]]
+    february = [list(COLUMNS), ["credit", "", "", "", "", "", "EKCFEB0001", 100, "February"]]
+    content = _workbook([("January (paid)", january), ("February", february)], active=1)
+    parsed = parse_file("months.xlsx", content)
+    assert parsed.sheet == "February" and parsed.other_sheets == ("January (paid)",)
+    assert [r.values["card_id"] for r in parsed.rows] == ["EKCFEB0001"]
+    (warning,) = check_rows(parsed).warnings
+    assert warning.startswith('Read the sheet "February"') and '"January (paid)"' in warning
+    single = parse_file("one.xlsx", _workbook([("Rows", february)], active=0))
+    assert single.sheet == "Rows" and not check_rows(single).warnings
+
+
+def test_an_empty_sheet_read_names_the_sheets_that_were_not():
+    rows = [list(COLUMNS), ["credit", "", "", "", "", "", "EKC04AZHXP", 100, "Q3"]]
+    content = _workbook([("Sheet1", []), ("Rows", rows)], active=0)
+    with pytest.raises(BulkFileError) as error:
+        parse_file("two.xlsx", content)
+    assert str(error.value).startswith('The sheet "Sheet1" is empty.')
+    assert 'its other sheets ("Rows") were not read' in str(error.value)
+
+
+def _rewritten(workbook: bytes, part: str, changes: dict[bytes, bytes]) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(workbook))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == part:
+                for old, new in changes.items():
+                    assert old in data
+                    data = data.replace(old, new)
+            target.writestr(item, data)
+    return out.getvalue()
+
+
+def test_a_number_a_formula_made_reads_as_excel_shows_it():
+    """=100*1.1 is saved by Excel as 110.00000000000001 (17 digits) and shown as 110."""
+    content = xlsx_bytes(
+        [
+            list(COLUMNS),
+            ["credit", "", "", "", "", "", "EKC04AZHXP", 111, "Q3"],
+            ["credit", "", "", "", "", "", "EKC04AZHXQ", 222, "Q3"],
+        ]
+    )
+    saved = {"111": "110.00000000000001", "222": "0.30000000000000004"}  # as Excel writes them
+    content = _rewritten(
+        content,
+        "xl/worksheets/sheet1.xml",
+        {f"<v>{k}</v>".encode(): f"<v>{v}</v>".encode() for k, v in saved.items()},
+    )
+    preview = check_rows(parse_file("formulas.xlsx", content))
+    assert [r.allocation.amount for r in preview.valid] == [Decimal("110"), Decimal("0.3")]
+
+
+def test_a_csv_named_xlsx_is_read_as_the_csv_it_is():
+    parsed = parse_file("renamed.xlsx", csv_bytes(GOOD_CREATE))
+    assert parsed.encoding == "utf-8" and parsed.rows[0].values["first_name"] == "Ravi"
+    with pytest.raises(BulkFileError, match="not a complete workbook file"):
+        parse_file("broken.xlsx", b"\x00\x01\x02binary" * 10)
