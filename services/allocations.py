@@ -33,7 +33,7 @@ from services.enkash import (
     OutcomeUnknown,
     ReferenceMismatch,
 )
-from services.errors import ApprovalRequired, NotFound
+from services.errors import ApprovalRequired, Conflict, NotFound
 from services.models import (
     Allocation,
     AllocationResult,
@@ -589,9 +589,40 @@ def submit(
     except DuplicateReference:
         existing = ledger.get(allocation.reference)
         assert existing is not None  # the unique constraint just said it exists
-        return describe(existing, replayed=True)
+        return replay(existing, allocation)
     row, reported = _send(ledger, client, allocation, operator)
     return describe(row, reported=reported)
+
+
+class ReferenceReused(Conflict):
+    """The reference is in the ledger for another transaction (a second tab of one form, say):
+    nothing was recorded or sent for this one."""
+
+
+def same_intent(row: LedgerRow, allocation: Allocation) -> bool:
+    """Whether ``row`` is what ``allocation`` asks for: the same kind, points, reason and person
+    (the card; for a new account, the email and mobile)."""
+    asked = (allocation.kind, allocation.amount, allocation.reason)
+    if (row.kind, row.amount, row.reason) != asked:
+        return False
+    if allocation.kind is Kind.CREATE:
+        employee = allocation.employee
+        return employee is not None and (row.email, row.mobile) == (employee.email, employee.mobile)
+    return row.card_id == allocation.card_id
+
+
+def replay(existing: LedgerRow, allocation: Allocation) -> Outcome:
+    """The outcome of a reference already in the ledger, when ``allocation`` repeats it (a
+    double click, a reload); ``ReferenceReused`` when it asks for something else under it."""
+    if same_intent(existing, allocation):
+        return describe(existing, replayed=True)
+    whom = existing.card_id or existing.email or "a new account"
+    raise ReferenceReused(
+        f"Not sent: this form's reference {existing.reference} was already used, in another tab "
+        f"or window of this form, for a {existing.kind.value} of {figure(existing.amount)} "
+        f"points ({whom}). Nothing was sent for this one. The form has a new reference now: "
+        "check the details and send again."
+    )
 
 
 def send_claimed(ledger: Ledger, client: EnkashClient, reference: str, *, actor: str) -> LedgerRow:

@@ -73,9 +73,13 @@ def request(
     debit is held for a second person (``approvals.request_debit``); a credit past the operator's
     monthly limit is held too (``approvals.request_credit``, its points reserved); otherwise the
     intent is recorded with its reservation and sent (``allocations.submit``). Repeating a
-    reference replays its outcome; nothing is sent twice."""
+    reference replays its outcome; nothing is sent twice. A reference already used for another
+    transaction (a second tab of the same form) is refused with ``ReferenceReused``."""
     programme = programme_of(ledger, allocation)
-    if allocation.kind is not Kind.DEBIT and ledger.get(allocation.reference) is None:
+    existing = ledger.get(allocation.reference)
+    if existing is not None:
+        allocations.replay(existing, allocation)  # refuses another transaction under it
+    elif allocation.kind is not Kind.DEBIT:
         why = programme.why_closed(today_ist())
         if why is not None:
             raise ProgrammeClosed(f"Not recorded, nothing sent: {why}.")

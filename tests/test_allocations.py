@@ -18,6 +18,7 @@ from services.allocations import (
     PROVED_ABSENT,
     REFERENCE_MISMATCH,
     NotProvenAbsent,
+    ReferenceReused,
     proof_of_absence,
     resend,
     settle,
@@ -107,6 +108,24 @@ def test_submit_records_the_intent_then_the_confirmed_outcome(ledger, client, sa
     again = submit(ledger, client, allocation, operator="asha", settings=SETTINGS)
     assert again.replayed and again.status is Status.SUCCEEDED
     assert sandbox.store.allocate_requests() == 1
+
+
+def test_another_transaction_under_a_used_reference_is_refused_not_replayed(
+    ledger, client, sandbox
+):
+    first = create("1500")
+    submit(ledger, client, first, operator="asha", session_id="s1")
+    for changed in (
+        first.model_copy(update={"amount": Decimal("5000")}),
+        first.model_copy(update={"reason": "Another reason"}),
+        first.model_copy(
+            update={"employee": first.employee.model_copy(update={"email": "x@example.com"})}
+        ),
+    ):
+        with pytest.raises(ReferenceReused, match="was already used, in another tab"):
+            submit(ledger, client, changed, operator="asha", settings=SETTINGS)
+    assert submit(ledger, client, first, operator="asha", settings=SETTINGS).replayed
+    assert sandbox.store.allocate_requests() == 1 and len(ledger.rows()) == 1
 
 
 def test_a_business_refusal_is_failed_and_moves_nothing(ledger, client, sandbox):

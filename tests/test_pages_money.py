@@ -21,7 +21,8 @@ def fill_create(at, **overrides):
         **overrides,
     }
     for key, value in values.items():
-        at.text_input(key=key).input(value)
+        if key not in ("title", "gender"):
+            at.text_input(key=key).input(value)
     at.selectbox(key="new_title").select(overrides.get("title", "Mr"))
     at.selectbox(key="new_gender").select(overrides.get("gender", "M"))
     return at
@@ -112,6 +113,38 @@ def test_a_second_tab_on_the_same_form_replays_instead_of_sending(app, app_desk)
     text = page_text(second)
     assert "already submitted" in text or reference in text
     assert app_desk.sandbox.store.commit_count() == 1
+
+
+def test_a_twin_tab_asking_for_another_transaction_under_a_used_reference_sends_nothing(
+    app, app_desk
+):
+    """Two tabs of one form share its reference until one sends. The other, filled in with
+    something else, is not shown the first one's outcome as its own: it is told, sends nothing,
+    and gets a new reference with what was typed kept."""
+    from streamlit.testing.v1 import AppTest
+
+    app.switch_page(CREATE).run()
+    reference = app.query_params["create_ref"]
+    twin = AppTest.from_file(app._script_path, default_timeout=30)
+    twin.query_params["create_ref"] = reference
+    twin.run()
+    twin.query_params["create_ref"] = reference
+    twin.switch_page(CREATE).run()
+    fill_create(app)
+    app.button(key="create_submit").click().run()
+    asha = {"new_first_name": "Asha", "new_email": "asha@example.com", "new_amount": "5000"}
+    fill_create(twin, **asha, new_mobile="9600098868", title="Ms", gender="F")
+    twin.button(key="create_submit").click().run()
+    assert not twin.exception, twin.exception
+    assert not twin.success
+    assert "was already used, in another tab or window of this form" in twin.error[0].value
+    assert app_desk.sandbox.store.commit_count() == 1
+    renewed = twin.query_params["create_ref"]
+    assert renewed != reference and twin.text_input(key="new_amount").value == "5000"
+    twin.button(key="create_submit").click().run()
+    assert "5,000.00 points credited to Asha" in twin.success[0].value
+    assert sorted(row.amount for row in app_desk.ledger.rows()) == [1500, 5000]
+    assert app_desk.ledger.get(renewed).first_name == "Asha"
 
 
 def test_credit_beyond_the_pool_is_refused_in_words(app, app_desk):

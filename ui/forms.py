@@ -3,7 +3,8 @@
 A reference is minted when the form is first shown and kept (in session state and in the URL's
 query string) until the manager starts a new transaction. A double click, a rerun, a reload or a
 duplicated tab therefore all carry the same reference, and the ledger refuses to send a reference
-twice: they can never make a second transaction.
+twice: they can never make a second transaction. A duplicated tab that asks for something else
+under the reference its twin already used is told so, and its form gets a new reference.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from services import movements
-from services.allocations import Outcome, new_reference
+from services.allocations import Outcome, ReferenceReused, new_reference
 from services.approvals import describe_row
 from services.models import Allocation, field_errors
 from services.store import UnknownProgramme
@@ -175,6 +176,12 @@ class FormFlow:
             # (a budget refusal says how much is left).
             self._state.pop("pending", None)
             self._state["errors"] = {"programme": str(refused)}
+            return None
+        except ReferenceReused as reused:
+            # Another tab of this form sent its reference first, for something else: this one
+            # gets a new reference, keeps what was typed, and says why nothing was sent.
+            self.start_new(keep_values=True)
+            self._state["errors"] = {"__all__": str(reused)}
             return None
         self._state["outcome"] = outcome
         self._state.pop("pending", None)
