@@ -151,24 +151,47 @@ class FailedRun:
 
 # --- single-value parsers, shared by the models, forms and the CSV importer ---------------------
 
-_AMOUNT_TEXT = re.compile(r"^\d+(\.\d+)?$")
+_AMOUNT_TEXT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _NAME_SEPARATORS = frozenset(" .'-")
 _CARD_ID = re.compile(r"[A-Z0-9]{4,32}")
 # Zero-width joiners shape Indic scripts and emoji; every other format character (bidi controls,
-# zero-width space, word joiner, byte-order mark, soft hyphen, ...) is invisible and refused.
-_JOINERS = frozenset("\u200c\u200d")
+# zero-width space, word joiner, byte-order mark, soft hyphen, ...) is invisible and refused, and
+# so is every Default_Ignorable_Code_Point of Unicode (DerivedCoreProperties.txt), which shows
+# nothing either: Hangul fillers, the combining grapheme joiner, variation selectors, tags, ...
+_JOINERS = frozenset("\u200c\u200d\ufe0e\ufe0f")  # and the text/emoji presentation selectors
+_DEFAULT_IGNORABLE = re.compile(
+    r"[\u00AD\u034F\u061C\u115F\u1160\u17B4\u17B5\u180B-\u180F\u200B-\u200F\u202A-\u202E"
+    r"\u2060-\u206F\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8\U0001BCA0-\U0001BCA3"
+    r"\U0001D173-\U0001D17A\U000E0000-\U000E0FFF]"
+)
 _LINE_WHITESPACE = frozenset("\t\n\r")
 
 
+def _refuse_other_digits(text: str, subject: str) -> None:
+    """Refuse a digit of another script (Bengali ৪, fullwidth １, superscript ¹, ...): it may look
+    like one of 0–9, but EnKash, the ledger and the duplicate checks read it as another character.
+    ``subject`` begins the message: ``"Mobile has"``, ``"Points have"``."""
+    if text.isascii():
+        return
+    for char in text:
+        if char.isdigit() and char not in "0123456789":
+            raise ValueError(
+                f'{subject} "{char}" ({unicodedata.name(char, f"U+{ord(char):04X}")}), which is '
+                "not one of the digits 0–9: type the number again"
+            )
+
+
 # Commas only as thousands (1,500,000) or Indian (15,00,000) grouping, before any decimal point.
-_GROUPED = re.compile(r"^(?:\d{1,3}(?:,\d{3})+|\d{1,2}(?:,\d{2})*,\d{3})(?:\.\d*)?$")
+_GROUPED = re.compile(
+    r"^(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,2}(?:,[0-9]{2})*,[0-9]{3})(?:\.[0-9]*)?$"
+)
 
 
 def _ungroup(text: str) -> str:
     """``1,50,000`` -> ``150000``; a comma anywhere else may be a decimal comma: refused."""
     if _GROUPED.match(text):
         return text.replace(",", "")
-    if re.fullmatch(r"\d+,\d+", text):
+    if re.fullmatch(r"[0-9]+,[0-9]+", text):
         decimal, whole = text.replace(",", "."), text.replace(",", "")
         raise ValueError(f"{text} is ambiguous: write {decimal} or {whole}")
     raise ValueError(
@@ -197,6 +220,7 @@ def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
         text = value.strip().replace("_", "")
         if not text:
             raise ValueError("Enter the number of points")
+        _refuse_other_digits(text, "Points have")
         if text.startswith("-"):
             raise ValueError("Points must be more than zero")
         if "," in text:
@@ -221,7 +245,7 @@ def parse_points(value: Any, maximum: Decimal = DEFAULT_MAX_POINTS) -> Decimal:
 _MOBILE_MESSAGE = "Enter a 10-digit Indian mobile number, like 96000 98867"
 _IN = phonenumbers.PhoneMetadata.metadata_for_region("IN")
 # The shapes a file or form usually holds: 10 digits, after +91 / 91 / 0, spaces or hyphens.
-_PLAIN_MOBILE = re.compile(r"(?:\+?91|0)?([6-9]\d{9})")
+_PLAIN_MOBILE = re.compile(r"(?:\+?91|0)?([6-9][0-9]{9})")
 _SEPARATORS = str.maketrans("", "", " -")
 
 
@@ -271,10 +295,15 @@ def _plain_mobile(text: str) -> str | None:
 
 
 def parse_mobile(value: Any) -> str:
-    """An Indian mobile number as the 10-digit national number EnKash expects."""
+    """An Indian mobile number as the 10-digit national number EnKash expects.
+
+    It is written with the digits 0–9 only: another script's digit is refused by name (a full parse
+    would quietly read it as 0–9), and so are letters (it would read them as a keypad's digits).
+    """
     text = str(value or "").strip()
     if not text:
         raise ValueError("Enter a mobile number")
+    _refuse_other_digits(text, "Mobile has")
     plain = _plain_mobile(text)
     if plain is not None:
         return plain
@@ -282,6 +311,8 @@ def parse_mobile(value: Any) -> str:
 
 
 def _parse_mobile_fully(text: str) -> str:
+    if any(char.isalpha() for char in text):
+        raise ValueError(_MOBILE_MESSAGE)
     try:
         number = phonenumbers.parse(text, "IN")
     except phonenumbers.NumberParseException as exc:
@@ -314,19 +345,66 @@ def _domain_ok(domain: str) -> str:
     return validate_email(f"a@{domain}", check_deliverability=False).domain
 
 
+# Scripts written together in one word (Unicode TR39's "highly restrictive" level): Chinese,
+# Japanese and Korean mix ideographs with kana, bopomofo or hangul, and with Latin.
+_WRITTEN_TOGETHER = frozenset({"LATIN", "CJK", "HIRAGANA", "KATAKANA", "BOPOMOFO", "HANGUL"})
+# Letters that belong to a script; modifier letters (Lm: the length mark ー, the iteration mark 々)
+# are shared by several.
+_SCRIPT_LETTERS = frozenset({"Lu", "Ll", "Lt", "Lo"})
+
+
+def _script_mix(part: str) -> str:
+    """``""`` if the letters of ``part`` (a local part or one domain label) are of one script;
+    else which scripts it mixes, naming the first letter of the rarer one. A letter's script is
+    the first word of its Unicode name (LATIN, CYRILLIC, GREEK, DEVANAGARI, ...)."""
+    letters: dict[str, list[str]] = {}
+    for char in part:
+        if unicodedata.category(char) in _SCRIPT_LETTERS:
+            script = unicodedata.name(char, "").partition(" ")[0]
+            letters.setdefault(script, []).append(char)
+    if len(letters) < 2 or letters.keys() <= _WRITTEN_TOGETHER:
+        return ""
+    main = max(letters, key=lambda script: len(letters[script]))
+    odd = min(
+        (s for s in letters if s != main and not {main, s} <= _WRITTEN_TOGETHER),
+        key=lambda script: len(letters[script]),
+    )
+    char = letters[odd][0]
+    return f'{main.title()} and {odd.title()} letters ("{char}" is {unicodedata.name(char)})'
+
+
 def parse_email(value: Any) -> str:
-    """A syntactically valid email address, normalised to lower case."""
+    """A syntactically valid email address, normalised to lower case.
+
+    Invisible characters are refused by name, and so is a local part or domain label that mixes
+    letters of different scripts (``exаmple`` with a Cyrillic ``а``): it may be a look-alike of
+    another address. A label wholly in one script (``भारत``, ``пример``) is accepted.
+    """
     text = str(value or "").strip()
     if not text:
         raise ValueError("Enter an email address")
+    hidden = _hidden_characters(text, joiners=False)
+    if hidden:
+        raise ValueError(
+            f"Email contains control or invisible characters ({hidden}); type it again without them"
+        )
     local, at, domain = text.rpartition("@")
     try:
         if at and len(local) <= 64 and len(text) <= 254 and _PLAIN_LOCAL.fullmatch(local):
-            return f"{local}@{_domain_ok(domain)}".lower()
-        checked = validate_email(text, check_deliverability=False)
+            address = f"{local}@{_domain_ok(domain)}"
+        else:
+            address = validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"Not a valid email address: {exc}") from exc
-    return checked.normalized.lower()
+    if not address.isascii():
+        local, _, domain = address.rpartition("@")
+        for part in (local, *domain.split(".")):
+            mix = _script_mix(part)
+            if mix:
+                raise ValueError(
+                    f"Email mixes {mix}: it may be a look-alike of another address; type it again"
+                )
+    return address.lower()
 
 
 def parse_first_name(value: Any) -> str:
@@ -334,8 +412,9 @@ def parse_first_name(value: Any) -> str:
 
     Vowel signs and viramas of Indian scripts (अनिल, தமிழ், ਗੁਰਮੀਤ) are combining marks, as are
     decomposed accents (José); a mark must follow a letter or another mark. Digits, emoji,
-    symbols, control characters and invisible ones (bidi controls, zero-width characters) are
-    refused. The name is stored in its composed (NFC) form.
+    symbols, control characters and invisible ones (bidi controls, zero-width characters, the
+    Hangul filler, the combining grapheme joiner, ...) are refused. The name is stored in its
+    composed (NFC) form.
     """
     raw = unicodedata.normalize("NFC", str(value or ""))
     hidden = _hidden_characters(raw, joiners=False)
@@ -370,16 +449,20 @@ def _is_name(text: str) -> bool:
 
 
 def _hidden_characters(text: str, *, joiners: bool = True) -> str:
-    """The control, surrogate and invisible format characters in ``text``, as ``U+0000, ...``.
+    """The control, surrogate, format and default-ignorable characters in ``text``, as
+    ``U+0000, ...``.
 
     Tabs and line breaks (``\\t \\n \\r``) are whitespace, not reported. ``joiners`` allows
-    ZWNJ/ZWJ (U+200C/D), which shape Indian scripts and emoji in free text.
+    ZWNJ/ZWJ (U+200C/D), which shape Indian scripts and emoji in free text, and the variation
+    selectors U+FE0E/F that a phone keyboard types after an emoji ("❤️").
     """
+    if text.isascii() and text.isprintable():  # the common case, and nothing to find
+        return ""
     found: list[str] = []
     for char in text:
-        if char in _LINE_WHITESPACE:
+        if char in _LINE_WHITESPACE or (joiners and char in _JOINERS):
             continue
-        if unicodedata.category(char) in ("Cc", "Cs", "Cf") and not (joiners and char in _JOINERS):
+        if unicodedata.category(char) in ("Cc", "Cs", "Cf") or _DEFAULT_IGNORABLE.match(char):
             code = f"U+{ord(char):04X}"
             if code not in found:
                 found.append(code)
@@ -390,9 +473,10 @@ def parse_free_text(value: Any, label: str, max_length: int) -> str:
     """Free text a person types that reaches the ledger (a reason, an approval comment).
 
     Runs of whitespace (tabs and line breaks too) become one space. Other control characters
-    (U+0000 to U+001F, U+007F to U+009F), surrogates and invisible format characters (bidi controls,
-    zero-width space, byte-order mark) are refused with a message naming them: they break
-    spreadsheet exports and PostgreSQL (NUL), and can disguise what a report says.
+    (U+0000 to U+001F, U+007F to U+009F), surrogates and invisible characters (bidi controls,
+    zero-width space, byte-order mark, Hangul filler, variation selectors) are refused with a
+    message naming them: they break spreadsheet exports and PostgreSQL (NUL), and can disguise
+    what a report says.
     """
     raw = str(value or "")
     hidden = _hidden_characters(raw)
@@ -409,9 +493,11 @@ def parse_free_text(value: Any, label: str, max_length: int) -> str:
 
 def parse_card_id(value: Any) -> str | None:
     """An EnKash card id (``EKC04AZHXP``), upper-cased; ``None`` when empty."""
-    text = str(value or "").strip().upper()
+    text = str(value or "").strip()
     if not text:
         return None
+    # ASCII first: upper-casing "ſ" or "ı" would make the S or I of another card's id.
+    text = text.upper() if text.isascii() else text
     if not _CARD_ID.fullmatch(text):
         raise ValueError("A card id is letters and digits, like EKC04AZHXP")
     return text

@@ -1,5 +1,6 @@
 """Validation a program manager meets on every form and CSV row."""
 
+import re
 import unicodedata
 from decimal import Decimal
 
@@ -15,12 +16,60 @@ from services.models import (
     Kind,
     Title,
     field_errors,
+    parse_card_id,
     parse_email,
     parse_first_name,
     parse_free_text,
     parse_mobile,
     parse_points,
 )
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt), as inclusive ranges.
+DEFAULT_IGNORABLE = [
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+]
+IGNORABLE = "".join(chr(code) for low, high in DEFAULT_IGNORABLE for code in range(low, high + 1))
+
+# Decimal digits of every script but 0-9 (Bengali ৪, Devanagari ४, fullwidth １, ...).
+OTHER_DIGITS = st.characters(categories=["Nd"], exclude_characters="0123456789")
+
+
+def _letters_of(script: str) -> list[str]:
+    """Every upper- or lower-case letter of the Basic Multilingual Plane whose Unicode name starts
+    with ``script``, in its composed form."""
+    return [
+        char
+        for char in map(chr, range(0x10000))
+        if unicodedata.category(char) in ("Lu", "Ll")
+        and unicodedata.name(char, "").startswith(f"{script} ")
+        and unicodedata.normalize("NFC", char) == char
+    ]
+
+
+def _refusal(parse, text: str) -> str:
+    """The message ``parse`` refuses ``text`` with; ``""`` if it accepts it."""
+    try:
+        parse(text)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
 
 GOOD_EMPLOYEE = {
     "email": "ravi@example.com",
@@ -100,6 +149,32 @@ def test_a_comma_that_is_not_digit_grouping_is_refused_not_dropped(text, message
         parse_points(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "char", "name"),
+    [
+        ("৪00", "৪", "BENGALI DIGIT FOUR"),
+        ("１００", "１", "FULLWIDTH DIGIT ONE"),
+        ("1,৪00", "৪", "BENGALI DIGIT FOUR"),
+        ("1,500.٥", "٥", "ARABIC-INDIC DIGIT FIVE"),
+        ("1²", "²", "SUPERSCRIPT TWO"),
+    ],
+)
+def test_a_digit_of_another_script_in_points_is_refused_by_name(text, char, name):
+    with pytest.raises(ValueError) as caught:
+        parse_points(text)
+    assert str(caught.value) == (
+        f'Points have "{char}" ({name}), which is not one of the digits 0–9: type the number again'
+    )
+
+
+@given(st.integers(min_value=1, max_value=999_999), st.data(), OTHER_DIGITS)
+def test_any_digit_but_0_to_9_anywhere_in_points_is_refused_by_name(number, data, digit):
+    text = f"{number:,}"
+    at = data.draw(st.sampled_from([i for i, char in enumerate(text) if char.isdigit()]))
+    with pytest.raises(ValueError, match=re.escape(f'"{digit}" ({unicodedata.name(digit)})')):
+        parse_points(text[:at] + digit + text[at + 1 :])
+
+
 def test_the_maximum_is_configurable():
     assert parse_points("5000", Decimal("5000")) == Decimal("5000.00")
     with pytest.raises(ValueError, match="At most 4,999"):
@@ -135,6 +210,38 @@ def test_every_accepted_mobile_is_ten_digits_starting_6_to_9(number):
     assert parse_mobile(f"+91 {parsed}") == parsed
 
 
+def test_a_mobile_with_a_bengali_digit_is_refused_naming_it():
+    with pytest.raises(ValueError) as caught:
+        parse_mobile("96000988৪7")
+    assert str(caught.value) == (
+        'Mobile has "৪" (BENGALI DIGIT FOUR), which is not one of the digits 0–9: type the number '
+        "again"
+    )
+
+
+@given(
+    st.sampled_from(["", "+91 ", "0"]),
+    st.from_regex(r"[6-9][0-9]{9}", fullmatch=True),
+    st.integers(min_value=0, max_value=9),
+    OTHER_DIGITS,
+)
+def test_any_digit_but_0_to_9_anywhere_in_a_mobile_is_refused_by_name(prefix, digits, at, digit):
+    from services.models import _plain_mobile
+
+    text = prefix + digits[:at] + digit + digits[at + 1 :]
+    assert _plain_mobile(text) is None
+    with pytest.raises(
+        ValueError, match=re.escape(f'Mobile has "{digit}" ({unicodedata.name(digit)})')
+    ):
+        parse_mobile(text)
+
+
+@pytest.mark.parametrize("text", ["+91 96000 ABCDE", "9600O98867", "96000 98867 ext 5"])
+def test_letters_in_a_mobile_are_refused_not_read_as_keypad_digits(text):
+    with pytest.raises(ValueError, match="10-digit Indian mobile"):
+        parse_mobile(text)
+
+
 # --- email, names, choices ---------------------------------------------------------------------
 
 
@@ -148,6 +255,113 @@ def test_email_is_trimmed_and_lower_cased():
 def test_bad_emails_are_refused(text):
     with pytest.raises(ValueError):
         parse_email(text)
+
+
+def test_a_look_alike_email_with_a_cyrillic_letter_is_refused_naming_it():
+    with pytest.raises(ValueError) as caught:
+        parse_email("аsha@example.com")  # the first letter is Cyrillic
+    assert str(caught.value) == (
+        'Email mixes Latin and Cyrillic letters ("а" is CYRILLIC SMALL LETTER A): it may be a '
+        "look-alike of another address; type it again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "mix"),
+    [
+        ("admin@exаmple.com", "Latin and Cyrillic"),
+        ("admin@xn--exmple-4nf.com", "Latin and Cyrillic"),  # the same domain, written as ASCII
+        ("ravi@еxample.сom", "Latin and Cyrillic"),
+        ("pаypal@example.com", "Latin and Cyrillic"),
+        ("rаvi@example.com", "Latin and Cyrillic"),
+        ("Ravi@εxample.com", "Latin and Greek"),
+        ("пpивет@example.com", "Cyrillic and Latin"),  # the second letter is Latin
+        ("ravi@ex-ample.ցom", "Latin and Armenian"),
+        ("ｒavi@example.com", "Latin and Fullwidth"),
+    ],
+)
+def test_a_local_part_or_domain_label_mixing_scripts_is_refused(text, mix):
+    assert _refusal(parse_email, text).startswith(f"Email mixes {mix} letters")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a@भारत.com",  # wholly Devanagari
+        "ravi@пример.рф",  # wholly Cyrillic
+        "अनिल@भारत.भारत",
+        "παράδειγμα@δοκιμή.gr",
+        "a@お名前.com",  # Japanese mixes kana and ideographs in one word
+        "a@jr東日本.jp",  # and Latin with them
+        "a@한국어.kr",
+        "josé.müller@bücher.de",
+        "ravi@ｅxample.com",  # IDNA reads a fullwidth letter in a domain as plain Latin
+    ],
+)
+def test_an_address_whose_parts_are_each_in_one_script_is_accepted(text):
+    assert parse_email(text) == _full_email(text)
+
+
+_LATIN = _letters_of("LATIN")
+_LOOK_ALIKE_SCRIPTS = {script: _letters_of(script) for script in ("CYRILLIC", "GREEK", "ARMENIAN")}
+
+
+@given(
+    st.text(st.sampled_from(_LATIN), min_size=1, max_size=12),
+    st.lists(
+        st.text(st.sampled_from(_LATIN + list("0123456789")), min_size=1, max_size=12),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(["com", "in", "co.in", "org"]),
+)
+def test_any_valid_email_in_latin_letters_is_accepted_as_email_validator_reads_it(
+    local, labels, tld
+):
+    text = f"{local}@{'.'.join(labels)}.{tld}"
+    expected = _full_email(text)
+    if expected is not None:
+        assert parse_email(text) == expected
+
+
+@given(
+    st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz"), min_size=2, max_size=12),
+    st.sampled_from(sorted(_LOOK_ALIKE_SCRIPTS)),
+    st.data(),
+    st.booleans(),
+)
+def test_one_letter_of_another_script_in_a_latin_word_is_refused(word, script, data, in_domain):
+    letter = data.draw(st.sampled_from(_LOOK_ALIKE_SCRIPTS[script]))
+    at = data.draw(st.integers(min_value=0, max_value=len(word)))
+    mixed = word[:at] + letter + word[at:]
+    text = f"ravi@{mixed}.com" if in_domain else f"{mixed}@example.com"
+    message = _refusal(parse_email, text)
+    if _full_email(text) is None:  # not an address at all (a letter IDNA disallows): refused
+        assert message
+    elif in_domain:  # IDNA may fold the letter (to lower case, or a ligature to two letters)
+        latin, other = "Latin", script.title()
+        assert re.match(f"Email mixes ({latin} and {other}|{other} and {latin}) letters", message)
+    else:
+        assert message.startswith(
+            f'Email mixes Latin and {script.title()} letters ("{letter}" is '
+            f"{unicodedata.name(letter)})"
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("\u3164@example.com", "U+3164"),
+        ("ravi\u034f@example.com", "U+034F"),
+        ("ravi@exa\u3164mple.com", "U+3164"),  # IDNA would drop it: refused as typed
+        ("ra\ufe0fvi@example.com", "U+FE0F"),
+        ("ravi\u00ad@example.com", "U+00AD"),
+    ],
+)
+def test_an_invisible_character_in_an_email_is_refused_naming_it(text, code):
+    assert _refusal(parse_email, text) == (
+        f"Email contains control or invisible characters ({code}); type it again without them"
+    )
 
 
 def test_names_are_trimmed_and_inner_spaces_collapsed():
@@ -234,8 +448,50 @@ def test_control_bidi_and_zero_width_characters_are_refused_in_names(char):
         parse_first_name(f"अनि{char}ल")
 
 
-_NAME_LETTERS = st.characters(categories=["Lu", "Ll", "Lo"])
-_NAME_MARKS = st.characters(categories=["Mn", "Mc"])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("\u3164", "U+3164"),  # HANGUL FILLER, a letter that shows nothing: the name looks blank
+        ("Ravi\u034f", "U+034F"),  # COMBINING GRAPHEME JOINER, a mark that shows nothing
+        ("Ra\u115fvi", "U+115F"),
+        ("\uffa0", "U+FFA0"),
+        ("Ravi\ufe0f", "U+FE0F"),
+        ("Ravi\U000e0041", "U+E0041"),
+    ],
+)
+def test_a_name_with_a_character_that_shows_nothing_is_refused_naming_it(text, code):
+    assert _refusal(parse_first_name, text) == (
+        f"First name contains control or invisible characters ({code}); type it again without them"
+    )
+
+
+def test_every_default_ignorable_character_is_refused_by_code_in_names_reasons_and_emails():
+    def reason(text):
+        return parse_free_text(text, "Reason", 200)
+
+    for char in IGNORABLE:
+        named = f"invisible characters (U+{ord(char):04X})"
+        assert named in _refusal(parse_first_name, f"Ra{char}vi"), named
+        assert named in _refusal(parse_email, f"ra{char}vi@example.com"), named
+        assert named in _refusal(parse_email, f"ravi@exa{char}mple.com"), named
+        if char not in "\u200c\u200d\ufe0e\ufe0f":  # they shape scripts and emoji in free text
+            assert named in _refusal(reason, f"Q3 {char}bonus"), named
+
+
+def test_an_emoji_typed_on_a_phone_is_kept_in_a_reason():
+    assert (
+        parse_free_text("Diwali \u2764\ufe0f bonus", "Reason", 200) == "Diwali \u2764\ufe0f bonus"
+    )
+
+
+@pytest.mark.parametrize("typed", ["ekc04azhx\u017f", "EKC04AZH\u0131P", "ＥＫＣ04AZHXP"])
+def test_a_card_id_with_a_letter_that_upper_cases_into_ascii_is_refused(typed):
+    with pytest.raises(ValueError, match="A card id is letters and digits"):
+        parse_card_id(typed)
+
+
+_NAME_LETTERS = st.characters(categories=["Lu", "Ll", "Lo"], exclude_characters=IGNORABLE)
+_NAME_MARKS = st.characters(categories=["Mn", "Mc"], exclude_characters=IGNORABLE)
 
 
 @given(
@@ -332,8 +588,15 @@ def test_tabs_and_line_breaks_in_a_reason_become_spaces_and_joiners_are_kept():
         parse_free_text("x" * 11, "Comment", 10)
 
 
-@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cf", "Cs"]), max_size=200))
-def test_any_reason_without_control_or_format_characters_is_accepted(text):
+@given(
+    st.text(
+        st.characters(
+            codec="utf-8", exclude_categories=["Cc", "Cf", "Cs"], exclude_characters=IGNORABLE
+        ),
+        max_size=200,
+    )
+)
+def test_any_reason_without_control_format_or_ignorable_characters_is_accepted(text):
     assert parse_free_text(text, "Reason", 200) == " ".join(text.split())
 
 
@@ -397,8 +660,16 @@ def _full_email(text: str) -> str | None:
 )
 def test_an_email_reads_the_same_as_email_validator_reads_it(text):
     expected = _full_email(text.strip())
-    try:
-        got = parse_email(text)
-    except ValueError:
-        got = None
-    assert got == expected
+    message = _refusal(parse_email, text)
+    got = None if message else parse_email(text)
+    # Refused beyond email-validator: a character that shows nothing, or letters of mixed scripts.
+    if message.startswith("Email contains control or invisible characters"):
+        assert any(
+            char in IGNORABLE or unicodedata.category(char) in ("Cc", "Cf", "Cs")
+            for char in text
+            if char not in "\t\n\r"
+        )
+    elif message.startswith("Email mixes"):
+        assert expected is not None and not expected.isascii()
+    else:
+        assert got == expected
