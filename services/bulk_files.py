@@ -1283,10 +1283,9 @@ def _check_row(
     if raw.extra:
         shown = ", ".join(f'"{text[:20]}"' for text in raw.extra[:3])
         return None, {
-            "row": f"Has more cells than the header has columns (beyond it: {shown}), so its "
-            "values may have moved one column along. A number written with a comma (50,000) "
-            "becomes two cells in a CSV unless it is in quotes: remove the comma or quote the "
-            "value"
+            "row": "More cells than the header, so values may have moved along: a number "
+            'with a comma (50,000) splits in two unless quoted ("50,000"). Beyond the header: '
+            f"{shown}"
         }
     errors: dict[str, str] = {}
     try:

@@ -719,8 +719,9 @@ def test_a_row_with_more_cells_than_the_header_is_refused_not_shifted():
     )
     (refused,) = preview.rejected
     assert refused.number == 2
-    assert "more cells than the header" in refused.reason and '"Diwali bonus"' in refused.reason
-    assert "remove the comma or quote the value" in refused.reason
+    assert "More cells than the header" in refused.reason
+    assert refused.reason.endswith('Beyond the header: "Diwali bonus"')
+    assert 'splits in two unless quoted ("50,000")' in refused.reason
     (ready,) = preview.valid
     assert ready.number == 3 and ready.allocation.amount == Decimal("250")
 
