@@ -42,7 +42,7 @@ def main() -> None:
                 ledger, label=f"S{n}", programme="BONUS", rule=rule, rows=rows,
                 maker="bench", now=made_at,
             )  # fmt: skip
-            schedules.approve(ledger, record.id, approver="checker")
+            schedules.approve(ledger, record.id, approver="checker", now=made_at)
         idle_now = made_at - timedelta(days=1)
         calls = 200
         began = time.process_time()

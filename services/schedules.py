@@ -4,11 +4,16 @@ A schedule sends the same rows (cards, kinds, amounts, reasons) once at an IST d
 monthly on a day, or weekly on a weekday, until an end date or a number of runs, from one
 programme. Its life:
 
-1. ``create`` records it ``pending_approval`` with its rows as version 1. A second person
-   ``approve``s it once (never the maker, under any of their names); it is then ``active`` and its
-   ``next_due_at`` is the rule's first occurrence. An edit of future runs (``edit``) writes the new
-   rows and rule as a pending version; the approved version keeps running until a second person
-   approves the edit, and the runs already sent keep the rows they were sent with.
+1. ``create`` records it ``pending_approval`` with its rows as version 1 (its start date may not
+   be in the past). A second person ``approve``s it once (never the maker, under any of their
+   names); it is then ``active`` and its ``next_due_at`` is the rule's first occurrence at or after
+   the approval: a schedule never makes a run for a time before it was approved, and the "next
+   run" the approver was shown (``views``) is the one approval records. An edit of future runs
+   (``edit``) writes the new rows and rule as a pending version; the approved version keeps
+   running until a second person approves the edit, and the runs already sent keep the rows they
+   were sent with. An occurrence that fell due before the approval and was not recorded yet (the
+   workers were down, or are just reaching it) is recorded by the approval first, under the
+   version in force when it fell due, exactly as a worker would have: never dropped.
 2. A worker calls ``materialise_due`` on every pass. Each due occurrence becomes a batch (state
    ``running``) through the batch machinery: its id is derived from the schedule and the due time,
    its rows' references from the batch id and row number, and it is written in ONE transaction
@@ -82,6 +87,11 @@ PENDING_APPROVAL, ACTIVE, PAUSED, CANCELLED, FINISHED = (
 SENT, WAITING, SKIPPED, REFUSED = "sent", "waiting", "skipped", "refused"
 MAX_ROWS = 5000  # a schedule's rows; a larger list is a bulk file's job
 HUGE = Decimal("1000000000000")  # amounts were checked against the limit when the schedule was set
+# The catch-up window when ``approve`` is not given the settings (the setting's own default).
+DEFAULT_CATCH_UP_HOURS: float = Settings.model_fields["points_desk_schedule_catch_up_hours"].default
+# Compare-and-set attempts of an approval that a worker's pass keeps overtaking (each lost attempt
+# means a worker recorded an occurrence meanwhile: progress, never a loop without end).
+_APPROVE_ATTEMPTS = 10
 
 __all__ = [
     "ScheduleView",
@@ -90,6 +100,7 @@ __all__ = [
     "create",
     "edit",
     "failed_runs",
+    "first_run_on_approval",
     "materialise_due",
     "pause",
     "resume",
@@ -228,10 +239,20 @@ def _check(
     rule: Rule,
     rows: Sequence[dict[str, Any]],
     now: datetime,
+    keep_starts: Iterable[date] = (),
 ) -> tuple[str, str]:
     """The label and programme code, or ``InvalidInput`` naming what is wrong (by field in
-    ``.fields``)."""
+    ``.fields``). A start date before today (IST) is refused unless it is one of ``keep_starts``
+    (the schedule's own start, which an edit of a running schedule keeps)."""
     problems = dict(rule.problems())
+    today = now.astimezone(IST).date()
+    if rule.start_on < today and rule.start_on not in set(keep_starts):
+        # Said next to the date: approval never makes runs from before it, so a past start would
+        # only mislead ("from 1 Jan" when the first run is next week).
+        what = "The date" if rule.repeat is Repeat.ONCE else "The start date"
+        problems["start_on"] = (
+            f"{what} {rule.start_on:%d %b %Y} is in the past: choose today or a later day"
+        )
     try:
         label = parse_free_text(label, "Name", 100)
         if not label:
@@ -328,6 +349,37 @@ def _get(ledger: Ledger, schedule_id: str) -> ScheduleRecord:
     return found
 
 
+def first_run_on_approval(
+    ledger: Ledger, schedule_id: str, rule: Rule, now: datetime
+) -> datetime | None:
+    """The first run a version with ``rule`` makes if it is approved at ``now``: its first
+    occurrence at or after ``now`` and after every run already recorded. Never an occurrence
+    from before the approval (a back-dated start, or days the approval took), never one already
+    made. ``approve`` records exactly this, and ``views`` shows it to the approver."""
+    last = ledger.schedule_runs(schedule_id, limit=1)
+    start = max(now, last[0].due_at + timedelta(microseconds=1)) if last else now
+    return rule.first_from(start)
+
+
+def _passed_before(rule: Rule, moment: datetime) -> list[datetime]:
+    """The rule's occurrences before ``moment`` (what a late approval does not make)."""
+    found: list[datetime] = []
+    for due in rule.occurrences():
+        if due >= moment:
+            break
+        found.append(due)
+    return found
+
+
+def _seen_changed(seen: datetime | ScheduleRecord, record: ScheduleRecord) -> bool:
+    """Whether the schedule changed since the approver looked. ``seen`` as a record: only a
+    person's change counts (a new or changed edit, a change before approval), not a worker
+    recording a run; as its ``updated_at``: any write counts."""
+    if isinstance(seen, ScheduleRecord):
+        return _edited_since(seen, record) or seen.pending != record.pending
+    return record.updated_at != seen
+
+
 def approve(
     ledger: Ledger,
     schedule_id: str,
@@ -335,34 +387,119 @@ def approve(
     approver: str,
     identities: Iterable[str] = (),
     allow_self: bool = False,
-    seen: datetime | None = None,
+    seen: datetime | ScheduleRecord | None = None,
     now: datetime | None = None,
+    settings: Settings | None = None,
 ) -> ScheduleRecord:
-    """Approve a new schedule (it becomes active; its first run is the rule's first occurrence)
-    or a pending edit of one (its rows and rule are in force for runs due from now on).
+    """Approve a new schedule or a pending edit of one.
+
+    A new schedule becomes active; its first run is the rule's first occurrence at or after
+    ``now`` (``first_run_on_approval``, what the approver was shown): occurrences from before the
+    approval (a start in the past, days the approval took) are never made, and the approval's
+    entry in the history says how many there were. ``Conflict`` when no run is left.
+
+    An edit is in force for runs due from ``now`` on. An occurrence already due under the
+    approved version that no worker has recorded yet (the workers are down, or reaching it this
+    very moment) is recorded first, by this call, under the version in force when it fell due,
+    with the workers' own rules (``materialise_due``: a running batch within the catch-up window
+    of ``settings``, else waiting for *Send now* or *Skip*) and the same compare-and-set, so a
+    worker's pass at the same instant records it once, whoever wins. Why the old version: it was
+    approved and in force when the run fell due; the approver approves the future, and the edit
+    may change the day or time so that the late run would not be an occurrence of the new rule at
+    all. Runs already waiting for a person keep their version too (*Send now* sends those rows).
+
     ``SelfApproval`` when the approver made it (under any of ``identities``), ``AlreadyDecided``
-    when someone decided first. ``allow_self``: the open sandbox only (nobody else to ask).
-    ``seen``: the schedule's ``updated_at`` when the approver looked at it; if it changed since
-    (the maker edited it again), nothing is approved: the approver approves what they saw."""
+    when someone decided or changed it first (a worker recording a run is no such change: the
+    approval reads the schedule again and goes on). ``allow_self``: the open sandbox only
+    (nobody else to ask). ``seen``: the schedule (or its ``updated_at``) when the approver looked
+    at it; if a person changed it since, nothing is approved: the approver approves what they
+    saw. ``settings``: for the catch-up window (the setting's default without them)."""
     now = now or datetime.now(UTC)
     record = _get(ledger, schedule_id)
-    if seen is not None and record.updated_at != seen:
+    if seen is not None and _seen_changed(seen, record):
         raise AlreadyDecided("The schedule changed since you looked at it; look again.")
     own = None if allow_self else sorted({_identity(approver), *map(_identity, identities)} - {""})
     maker = str(record.pending.get("maker") or record.maker)
     if own is not None and _identity(maker) in own:
         raise SelfApproval("You set this up yourself: a second person has to approve it.")
-    if record.pending_version is not None:
+    if record.pending_version is None:
+        _approve_new(ledger, record, approver=approver, own=own, now=now)
+    else:
+        hours = settings.points_desk_schedule_catch_up_hours if settings else None
+        window = timedelta(hours=DEFAULT_CATCH_UP_HOURS if hours is None else hours)
+        _approve_edit(ledger, record, approver=approver, own=own, now=now, window=window)
+    log.info("schedule %s approved by %s", schedule_id, approver)
+    return _get(ledger, schedule_id)
+
+
+def _approve_new(
+    ledger: Ledger, record: ScheduleRecord, *, approver: str, own: list[str] | None, now: datetime
+) -> None:
+    rule = rule_of(record)
+    first = first_run_on_approval(ledger, record.id, rule, now)
+    if first is None:
+        raise Conflict(
+            "No run of this schedule is left after now: its time passed while it waited for "
+            "approval. Change its date (Edit future runs) or cancel it."
+        )
+    detail = f"set up by {record.maker}: approved; first run {_shown(first)}"
+    passed = _passed_before(rule, now)
+    if passed:
+        detail += (
+            f"; {len(passed):,} earlier occurrence(s) (from {_shown(passed[0])}) fell before "
+            "this approval and are not made"
+        )
+    changed = ledger.update_schedule(
+        record.id,
+        from_states=(PENDING_APPROVAL,),
+        where={"updated_at": record.updated_at},
+        not_makers=own,
+        state=ACTIVE,
+        checker=approver,
+        approved_at=now,
+        next_due_at=first,
+        note=f"approved by {approver}",
+        event=(approver, "approved", detail),
+    )
+    if not changed:
+        raise AlreadyDecided("Someone changed or decided this schedule first; look again.")
+
+
+def _approve_edit(
+    ledger: Ledger,
+    record: ScheduleRecord,
+    *,
+    approver: str,
+    own: list[str] | None,
+    now: datetime,
+    window: timedelta,
+) -> None:
+    asked = record.pending_version
+    maker = str(record.pending.get("maker") or record.maker)
+    made: list[ScheduleRun] = []
+    for _ in range(_APPROVE_ATTEMPTS):
+        if record.pending_version != asked or record.state not in (ACTIVE, PAUSED):
+            break  # another edit, a decision, a cancel: not what the approver approves
+        if record.state == ACTIVE and record.next_due_at is not None and record.next_due_at <= now:
+            # Due under the approved version and not recorded yet: record it (them) first, as a
+            # worker would. A worker doing the same at this instant wins or loses the same
+            # compare-and-set; either way the occurrence is recorded once.
+            made += _catch_up(
+                ledger, record, now=now, window=window, actor=approver,
+                why=f"due before the edit {approver} approved: version {record.version}'s rows",
+            )  # fmt: skip
+            record = _get(ledger, record.id)
+            continue
         rule = rule_of(record, record.pending)
-        # In force for runs due from now on, never for one already made: the approver approves
-        # the future, not occurrences that fell due while the edit waited.
-        last = ledger.schedule_runs(schedule_id, limit=1)
-        start = max(now, last[0].due_at + timedelta(microseconds=1)) if last else now
-        next_due = rule.first_from(start)
+        next_due = first_run_on_approval(ledger, record.id, rule, now)
+        rows = ledger.schedule_rows(record.id, asked)
+        detail = f"edit by {maker} approved: {_what(rule, rows)}; next run {_shown(next_due)}"
+        for run in made:
+            detail += f"; {_made_first(run)}"
         values: dict[str, Any] = {
             **_rule_columns(rule),
             "label": record.pending.get("label") or record.label,
-            "version": record.pending_version,
+            "version": asked,
             "pending_version": None,
             "pending": "",
             "checker": approver,
@@ -370,35 +507,32 @@ def approve(
             "next_due_at": next_due,
             "note": f"edit by {maker} approved by {approver}",
         }
-        rows = ledger.schedule_rows(schedule_id, record.pending_version)
-        event = (approver, "edit approved", f"edit by {maker} approved: {_what(rule, rows)}")
         if next_due is None and record.state == ACTIVE:
             values["state"] = FINISHED
-        changed = ledger.update_schedule(
-            schedule_id,
-            from_states=(ACTIVE, PAUSED),
-            where={"pending_version": record.pending_version, "updated_at": record.updated_at},
+        # Compare-and-set on what this approval was computed from. Not on ``updated_at``: a
+        # worker recording a run moves it, and that is no reason to refuse the approval. A
+        # worker that recorded an occurrence meanwhile moved ``next_due_at``: read, go again.
+        if ledger.update_schedule(
+            record.id,
+            from_states=(record.state,),
+            where={
+                "pending_version": asked,
+                "version": record.version,
+                "next_due_at": record.next_due_at,
+            },
             not_makers=own,
-            event=event,
+            event=(approver, "edit approved", detail),
             **values,
-        )
-    else:
-        changed = ledger.update_schedule(
-            schedule_id,
-            from_states=(PENDING_APPROVAL,),
-            where={"updated_at": record.updated_at},
-            not_makers=own,
-            state=ACTIVE,
-            checker=approver,
-            approved_at=now,
-            next_due_at=rule_of(record).first_from(datetime.min.replace(tzinfo=UTC)),
-            note=f"approved by {approver}",
-            event=(approver, "approved", f"set up by {record.maker}: approved"),
-        )
-    if not changed:
-        raise AlreadyDecided("Someone changed or decided this schedule first; look again.")
-    log.info("schedule %s approved by %s", schedule_id, approver)
-    return _get(ledger, schedule_id)
+        ):
+            return
+        record = _get(ledger, record.id)
+    raise AlreadyDecided("Someone changed or decided this schedule first; look again.")
+
+
+def _made_first(run: ScheduleRun) -> str:
+    """An occurrence an approval recorded before the edit took over, in words for the history."""
+    what = f"sent as batch {run.batch_id}" if run.state == SENT else f"{run.state}: {run.note}"
+    return f"the run due {_shown(run.due_at)} was due before: version {run.version}, {what}"
 
 
 def edit(
@@ -427,9 +561,14 @@ def edit(
             "Someone else changed this schedule since you opened it; nothing was saved. "
             "The form now shows their version."
         )
+    # The schedule's own start (approved, or of the edit that waits) may stay as it is, even in
+    # the past: the form shows it, and approval computes runs from its own time anyway.
+    waiting = pending_rule(record)
+    starts = {record.start_on, *([waiting.start_on] if waiting is not None else [])}
     label, _ = _check(
-        ledger, label=label, programme=record.programme, rule=rule, rows=rows, now=now
-    )
+        ledger, label=label, programme=record.programme, rule=rule, rows=rows, now=now,
+        keep_starts=starts,
+    )  # fmt: skip
     if record.state == PENDING_APPROVAL:
         changed = ledger.update_schedule(
             schedule_id,
@@ -613,11 +752,21 @@ def materialise_due(
 
 
 def _catch_up(
-    ledger: Ledger, record: ScheduleRecord, *, now: datetime, window: timedelta, actor: str
+    ledger: Ledger,
+    record: ScheduleRecord,
+    *,
+    now: datetime,
+    window: timedelta,
+    actor: str,
+    why: str = "",
 ) -> list[ScheduleRun]:
-    rule = rule_of(record)
+    """Record ``record``'s occurrences due at ``now``, oldest first, each with the version (rows
+    and rule) the schedule had when read; stops when another worker or a person moved it.
+    ``why``: said in each run's note (an approval recording runs due before it)."""
     made: list[ScheduleRun] = []
     while record.state == ACTIVE and record.next_due_at is not None and record.next_due_at <= now:
+        # The rule as read with this record: an edit approved meanwhile brings its own rule.
+        rule = rule_of(record)
         due = record.next_due_at
         following = rule.first_after(due)
         rows, net = _net_cents(ledger.schedule_rows(record.id, record.version))
@@ -631,13 +780,16 @@ def _catch_up(
             "created_at": now,
             "updated_at": now,
         }
+        if why:
+            run["note"] = why
         if now - due > window:
             hours = settings_hours(window)
+            late = f"due more than {hours} ago: not sent late"
             ok = ledger.record_run(
                 record.id,
                 due,
                 following,
-                {**run, "state": WAITING, "note": f"due more than {hours} ago: not sent late"},
+                {**run, "state": WAITING, "note": f"{late}; {why}" if why else late},
             )
         else:
             ok = _send_occurrence(ledger, record, due, following, run)
@@ -678,9 +830,8 @@ def _send_occurrence(
         return False  # another worker recorded this occurrence: the unique keys said so
     except (BudgetExceeded, ProgrammeClosed, UnknownProgramme) as error:
         log.warning("schedule %s due %s refused: %s", record.id, due, error)
-        return ledger.record_run(
-            record.id, due, following, {**run, "state": REFUSED, "note": str(error)}
-        )
+        note = f"{error}; {run['note']}" if run.get("note") else str(error)
+        return ledger.record_run(record.id, due, following, {**run, "state": REFUSED, "note": note})
     log.info("schedule %s: occurrence due %s is batch %s", record.id, due, batch_id)
     return True
 
@@ -742,6 +893,10 @@ class ScheduleView:
     next_run: datetime | None
     total: Decimal  # credits less debits at each run
     runs: list[ScheduleRun]
+    # Waiting for approval (a new schedule or an edit): the next run that approving it now makes,
+    # exactly what ``approve`` records (``first_run_on_approval``); ``None`` otherwise, or when
+    # approving would leave no run.
+    next_run_if_approved: datetime | None = None
 
     @property
     def approval(self) -> str:
@@ -767,13 +922,17 @@ def views(ledger: Ledger, *, now: datetime | None = None) -> list[ScheduleView]:
         rule = rule_of(record)
         rows = ledger.schedule_rows(record.id, record.version)
         _, net = _net_cents(rows)
-        next_run = None
+        next_run = if_approved = None
         if record.state == ACTIVE:
             next_run = record.next_due_at
         elif record.state == PENDING_APPROVAL:
-            next_run = rule.first_from(now)
+            # What approval records, not the rule's first occurrence ever (a start in the past).
+            next_run = if_approved = first_run_on_approval(ledger, record.id, rule, now)
         elif record.state == PAUSED:
             next_run = rule.first_from(now)  # when it would run if resumed now
+        edited = pending_rule(record) if record.state == ACTIVE else None  # paused: no runs
+        if edited is not None:
+            if_approved = first_run_on_approval(ledger, record.id, edited, now)
         found.append(
             ScheduleView(
                 record=record,
@@ -782,6 +941,7 @@ def views(ledger: Ledger, *, now: datetime | None = None) -> list[ScheduleView]:
                 next_run=next_run,
                 total=Decimal(net) / 100,
                 runs=ledger.schedule_runs(record.id, limit=24),
+                next_run_if_approved=if_approved,
             )
         )
     return found

@@ -287,14 +287,21 @@ def test_nothing_runs_before_approval_and_a_programme_that_cannot_pay_refuses_th
             desk.ledger, label="Too big", programme="BONUS", rule=rule,
             rows=rows(card_ids, amount="60000"), maker="asha",
         )  # fmt: skip
+        unapproved = schedules.create(
+            desk.ledger, label="Never approved", programme="BONUS", rule=rule,
+            rows=rows(card_ids), maker="asha",
+        )  # fmt: skip
         with pytest.raises(SelfApproval):
             schedules.approve(desk.ledger, big.id, approver="asha")
+        schedules.approve(desk.ledger, big.id, approver="vikram")
         clock.move_to(ist(2027, 1, 11, 9, 5))
         tick(desk)
-        assert desk.ledger.schedule_runs(big.id) == []  # not approved: never due
-
-        schedules.approve(desk.ledger, big.id, approver="vikram")
-        tick(desk)
+        assert desk.ledger.schedule_runs(unapproved.id) == []  # not approved: never due
+        # Approved after its time: no run from before the approval, so nothing is left to run.
+        with pytest.raises(Conflict, match="No run of this schedule is left"):
+            schedules.approve(desk.ledger, unapproved.id, approver="vikram")
+        assert desk.ledger.get_schedule(unapproved.id).state == "pending_approval"
+        assert desk.ledger.schedule_runs(unapproved.id) == []
         (run,) = desk.ledger.schedule_runs(big.id)
         assert run.state == "refused" and "not enough" in run.note and run.batch_id is None
         assert desk.ledger.get_schedule(big.id).state == "finished"
@@ -366,7 +373,7 @@ def test_eight_workers_catching_up_at_once_record_each_occurrence_once(any_ledge
         any_ledger, label="Weekly", programme="BONUS", rule=rule,
         rows=rows(["EKC0000001", "EKC0000002"]), maker="asha", now=ist(2026, 12, 1),
     )  # fmt: skip
-    schedules.approve(any_ledger, record.id, approver="vikram")
+    schedules.approve(any_ledger, record.id, approver="vikram", now=ist(2026, 12, 1))
     now = ist(2027, 3, 1)  # eight Wednesdays due (6 Jan to 24 Feb), nobody ran
     barrier = threading.Barrier(8)
     made: list[int] = []

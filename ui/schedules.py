@@ -18,6 +18,7 @@ from services.models import Kind
 from services.preflight import PlannedRow
 from services.recurrence import IST, WEEKDAYS, Repeat, Rule
 from services.schedules import ScheduleView
+from services.store.schedules import ScheduleRecord
 from ui.access import allowed
 from ui.approvals import open_sandbox
 from ui.auth import auth_config, current_person
@@ -53,8 +54,9 @@ _RUN_STATES = {
 # --- the list -------------------------------------------------------------------------------------
 
 
-def _act(action: str, schedule_id: str, seen: datetime | None = None) -> None:
-    """Pause / Resume / Cancel / Approve button callback."""
+def _act(action: str, schedule_id: str, seen: ScheduleRecord | None = None) -> None:
+    """Pause / Resume / Cancel / Approve button callback. ``seen``: the schedule as the page
+    showed it (a worker recording a run since does not make the approval refused)."""
     ledger = desk().ledger
     try:
         if action == "approve":
@@ -67,8 +69,12 @@ def _act(action: str, schedule_id: str, seen: datetime | None = None) -> None:
                 identities=identities,
                 allow_self=open_sandbox(),
                 seen=seen,  # what the approver saw is what gets approved
+                settings=desk().settings,  # the catch-up window for a run due meanwhile
             )
-            words = f"Approved {done.label}: it runs on its own from now on."
+            words = (
+                f"Approved {done.label}: it runs on its own from now on; next run "
+                f"{ist(done.next_due_at)}."
+            )
         elif action == "pause":
             done = schedules.pause(ledger, schedule_id, actor=operator())
             words = f"Paused {done.label}: no runs until you resume it."
@@ -155,6 +161,8 @@ def schedule_list() -> None:
                 st.caption(
                     f"Edit waiting for approval: {md(pending.describe())}, {len(rows):,} row(s)"
                 )
+            if view.next_run_if_approved is not None and may_approve:
+                st.caption(f"If approved now, its first run is {ist(view.next_run_if_approved)}.")
             actions: list[tuple[str, str, bool]] = []  # (label, action, primary)
             if may_approve and (record.state == "pending_approval" or pending is not None):
                 actions.append(("Approve", "approve", True))
@@ -173,7 +181,7 @@ def schedule_list() -> None:
                     key=f"sched_{action}_{record.id}",
                     type="primary" if primary else "secondary",
                     on_click=_act,
-                    args=(action, record.id, record.updated_at),
+                    args=(action, record.id, record),
                     width="stretch",
                 )
             for run in waiting if may_move else []:
