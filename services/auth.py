@@ -10,11 +10,12 @@ Two ways to sign in, chosen by configuration:
 
 Passwords are checked in constant time against the stored hash, and against a dummy hash for an
 unknown username, so the time taken does not say whether a username exists. After
-``POINTS_DESK_SIGN_IN_ATTEMPTS`` wrong passwords in a row an account is locked for
-``POINTS_DESK_LOCKOUT_MINUTES``; attempts are kept in the ledger database, so a restart does not
-unlock it. A username with no account is answered exactly the same way (its attempts are counted
-under a keyed hash of the name), so the answers do not say which usernames exist either. A
-password is never logged, stored or echoed, not even a wrong one.
+``POINTS_DESK_SIGN_IN_ATTEMPTS`` wrong passwords in a row (since the last right one, however far
+apart) an account is locked for ``POINTS_DESK_LOCKOUT_MINUTES``, however many guesses arrive at
+once; attempts are kept in the ledger database, so a restart does not unlock it. A username with
+no account is answered exactly the same way (its attempts are counted under a keyed hash of the
+name), so the answers do not say which usernames exist either. A password is never logged,
+stored or echoed, not even a wrong one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import os
 import sys
 import tomllib
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,11 +36,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from sqlalchemy.engine import Connection
 
 from services.config import ConfigError, Settings, secrets_file_path
-from services.store import Ledger
+from services.store import Ledger, sign_in_attempts
 
 log = logging.getLogger("points_desk.auth")
 
@@ -139,9 +143,17 @@ class Person:
     email: str | None = None
     # OIDC only: the provider did not mark the email verified, so it grants no role.
     unverified_email: bool = False
+    # Local only: which password it signed in with (``credential_of`` its hash), so a password
+    # set anew in the secrets file ends the sessions opened with the old one.
+    credential: str | None = field(default=None, repr=False)
 
     def can(self, capability: str) -> bool:
         return can(self.roles, capability)
+
+
+def credential_of(password_hash: str) -> str:
+    """A fingerprint of a stored password hash (not the hash: a session may keep it)."""
+    return hashlib.sha256(b"points-desk credential\x00" + password_hash.encode()).hexdigest()[:32]
 
 
 def _same(text: str | None) -> str:
@@ -333,9 +345,23 @@ class SignInResult:
 
 
 class SignInGuard:
-    """Checks local passwords and keeps the attempts (hence the lockout) in the ledger DB."""
+    """Checks local passwords and keeps the attempts (hence the lockout) in the ledger DB.
+
+    Every ``attempts``-th wrong password in a row (counted since the account's last successful
+    sign-in, however far apart the tries are) locks the account for ``lockout_minutes``; after
+    the lockout the count starts again from nothing.
+
+    An attempt is counted *before* its password is checked: one write transaction, serialised
+    per account across threads and processes (SQLite's write lock; a transaction-scoped advisory
+    lock on PostgreSQL), reads whether the account is locked and either records the attempt as
+    refused (``locked``) or reserves it as wrong (``bad``). Only then is the password checked,
+    outside any transaction, and a right one turns its reserved row into ``ok``. So however many
+    guesses arrive at once, at most ``attempts`` of them are ever checked before the lock holds.
+    """
 
     def __init__(self, ledger: Ledger, config: AuthConfig, *, attempts: int, lockout_minutes: int):
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         self.ledger = ledger
         self.config = config
         self.attempts = attempts
@@ -357,18 +383,74 @@ class SignInGuard:
         )
 
     def locked_until(self, username: str, now: datetime | None = None) -> datetime | None:
-        """When the account unlocks, if the last ``attempts`` counted attempts were all wrong."""
+        """When the account unlocks, if a lockout is in force at ``now``."""
         now = now or datetime.now(UTC)
-        recent = self.ledger.recent_sign_ins(
-            username, since=now - self.lockout, outcomes=("ok", "bad"), limit=self.attempts
-        )
-        if len(recent) == self.attempts and all(outcome == "bad" for outcome, _ in recent):
-            until = recent[0][1] + self.lockout
-            return until if until > now else None
-        return None
+        with self.ledger.reading() as conn:
+            return self._locked_until(conn, username, now)
 
-    def _record(self, username: str, outcome: str, now: datetime) -> None:
-        self.ledger.record_sign_in(username, outcome, now)
+    def _locked_until(self, conn: Connection, key: str, now: datetime) -> datetime | None:
+        """The lockout in force at ``now``, read on ``conn``.
+
+        The wrong passwords since the last right one run in groups of ``attempts``: each full
+        group started a lockout at its last attempt. While an account is locked no wrong password
+        is recorded (attempts are refused unchecked, as ``locked``), so the group in progress is
+        the count modulo ``attempts``, whatever the spacing; two numbers, not the whole history.
+        """
+        t = sign_in_attempts
+        last_ok = (
+            sa.select(sa.func.max(t.c.id))
+            .where(t.c.username == key, t.c.outcome == "ok")
+            .scalar_subquery()
+        )
+        wrong, latest = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(t.c.at)).where(
+                t.c.username == key,
+                t.c.outcome == "bad",
+                t.c.id > sa.func.coalesce(last_ok, 0),
+            )
+        ).one()
+        if not wrong or wrong % self.attempts:
+            return None
+        until = latest + self.lockout
+        return until if until > now else None
+
+    def _serialise(self, conn: Connection, key: str) -> None:
+        """Make this transaction the only one deciding about ``key`` until it commits.
+
+        SQLite: ``Database.writing()`` already holds the database's write lock (``BEGIN
+        IMMEDIATE``) and this process's write lock. PostgreSQL: a transaction-scoped advisory
+        lock on (this ledger's schema, the key), taken before the count is read, so a second
+        transaction reads the count only after the first one's attempt is committed.
+        """
+        if conn.dialect.name != "postgresql":
+            return
+        space = _int32(f"points-desk-sign-in:{self.ledger.schema or ''}")
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": space, "key": _int32(key)},
+        )
+
+    def _reserve(self, key: str, now: datetime) -> tuple[int | None, datetime | None]:
+        """Count one attempt before its password is checked: ``(row id, None)`` for an attempt
+        that may be checked (kept as wrong until proven right), ``(None, until)`` when locked."""
+        with self.ledger.writing() as conn:
+            self._serialise(conn, key)
+            until = self._locked_until(conn, key, now)
+            outcome = "locked" if until is not None else "bad"
+            inserted = conn.execute(
+                sign_in_attempts.insert().values(username=key, at=now, outcome=outcome)
+            )
+            if until is not None:
+                return None, until
+            return int(inserted.inserted_primary_key[0]), None
+
+    def _mark_ok(self, attempt: int) -> None:
+        with self.ledger.writing() as conn:
+            conn.execute(
+                sign_in_attempts.update()
+                .where(sign_in_attempts.c.id == attempt)
+                .values(outcome="ok")
+            )
 
     def attempts_key(self, username: str) -> str:
         """Whose attempts a sign-in counts under: the account's username, or for a name with no
@@ -392,21 +474,21 @@ class SignInGuard:
         user = self.config.users.get(name)
         key = self.attempts_key(name)
         who = name if user is not None else "an unknown username"
-        until = self.locked_until(key, now)
+        attempt, until = self._reserve(key, now)
         if until is not None:
             verify_password(password or "", _dummy())  # same work as a real check
-            self._record(key, "locked", now)
             log.warning("sign-in refused for %s: locked", who)
             return SignInResult(None, _locked_message(until, now), until)
+        assert attempt is not None
         stored = user.password_hash if user is not None else _dummy()
         if not verify_password(password or "", stored) or user is None:
-            self._record(key, "bad", now)
+            # The reserved row already says "bad".
             until = self.locked_until(key, now)
             log.warning("sign-in refused for %s: wrong username or password", who)
             if until is not None:
                 return SignInResult(None, _locked_message(until, now), until)
             return SignInResult(None, "Wrong username or password.")
-        self._record(name, "ok", now)
+        self._mark_ok(attempt)
         log.info("signed in: %s", name)
         return SignInResult(
             Person(
@@ -415,9 +497,16 @@ class SignInGuard:
                 roles=user.roles,
                 method="local",
                 email=user.email,
+                credential=credential_of(user.password_hash),
             ),
             f"Signed in as {user.display_name}.",
         )
+
+
+def _int32(text: str) -> int:
+    """A signed 32-bit number for ``text`` (a PostgreSQL advisory lock key)."""
+    value = zlib.crc32(text.encode("utf-8"))
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _locked_message(until: datetime, now: datetime) -> str:

@@ -326,3 +326,165 @@ def test_hash_password_cli_prints_a_hash_that_verifies():
         cwd=PROJECT,
     )
     assert short.returncode == 1 and "at least 12" in short.stderr
+
+
+# --- the lockout counts wrong passwords in a row, however far apart ------------------------------
+
+
+def test_wrong_passwords_lock_after_five_in_a_row_however_far_apart(ledger, config):
+    import time_machine
+
+    guard = SignInGuard(ledger, config, attempts=5, lockout_minutes=15)
+    right = PEOPLE["asha"][0]
+    with time_machine.travel(datetime(2026, 3, 2, 9, 0, tzinfo=UTC), tick=False) as clock:
+        # Four minutes apart (and once a whole day): the fifth in a row still locks.
+        for gap in (4, 4, 24 * 60, 4):
+            assert guard.sign_in("asha", "wrong").message == "Wrong username or password."
+            clock.shift(timedelta(minutes=gap))
+        assert "locked for 15 more minutes" in guard.sign_in("asha", "wrong").message
+        clock.shift(timedelta(minutes=14))
+        refused = guard.sign_in("asha", right)
+        assert not refused.ok and "locked for 1 more minute." in refused.message
+        # When the lockout ends the count starts again: four more wrong ones do not lock...
+        clock.shift(timedelta(minutes=1))
+        for _ in range(4):
+            assert guard.sign_in("asha", "wrong").message == "Wrong username or password."
+            clock.shift(timedelta(minutes=30))
+        # ...the fifth does, and a success after the lockout resets the count.
+        assert "locked for 15 more minutes" in guard.sign_in("asha", "wrong").message
+        clock.shift(timedelta(minutes=15))
+        assert guard.sign_in("asha", right).ok
+        for _ in range(4):
+            guard.sign_in("asha", "wrong")
+            clock.shift(timedelta(hours=5))
+        assert guard.locked_until("asha") is None
+        assert "locked" in guard.sign_in("asha", "wrong").message
+
+
+# --- a change to the secrets file takes effect at the next click ---------------------------------
+
+
+def _next_click(at):
+    """The same session's next run of ``app.py`` (under AppTest a switched-to page runs alone)."""
+    following = new_app()
+    following.session_state["_person"] = at.session_state["_person"]
+    following.run()
+    assert not following.exception, following.exception
+    return following
+
+
+def _offered(at, pages: tuple[str, ...]) -> set[str]:
+    found = set()
+    for page in pages:
+        try:
+            at.switch_page(page)
+        except ValueError:
+            continue
+        found.add(page)
+    return found
+
+
+MONEY_PAGES = ("pages/credit.py", "pages/debit.py", "pages/bulk.py")
+
+
+def test_a_demoted_account_loses_its_money_pages_at_the_next_click(desk_env, monkeypatch):
+    import ui.auth
+
+    write_secrets(desk_env)
+    at = sign_in(new_app().run(), "asha")
+    assert _offered(at, ("pages/overview.py", *MONEY_PAGES)) == {"pages/overview.py", *MONEY_PAGES}
+
+    parsed: list[object] = []
+    real_load = ui.auth.load_auth_config
+    monkeypatch.setattr(ui.auth, "load_auth_config", lambda *a: parsed.append(a) or real_load(*a))
+    demoted = dict(PEOPLE, asha=(PEOPLE["asha"][0], ["viewer"], "Asha Menon"))
+    write_secrets(desk_env, demoted)  # no restart, no cache cleared
+
+    following = _next_click(at)
+    assert following.session_state["_person"].roles == {"viewer"}
+    assert _offered(following, ("pages/overview.py", *MONEY_PAGES)) == {"pages/overview.py"}
+    # A money page still open in the session refuses on its own, too.
+    at.switch_page("pages/credit.py").run()
+    assert "This page needs the operator role" in page_text(at)
+    # The file was parsed once for the change, not on every run.
+    _next_click(at)
+    assert len(parsed) == 1
+
+
+def test_a_removed_account_is_signed_out_at_the_next_click_without_a_restart(desk_env):
+    write_secrets(desk_env)
+    at = sign_in(new_app().run(), "asha")
+    write_secrets(desk_env, {k: v for k, v in PEOPLE.items() if k != "asha"})
+
+    following = _next_click(at)
+    assert "Sign in to Points Desk" in page_text(following)
+    assert "_person" not in following.session_state
+    at.switch_page("pages/debit.py").run()
+    assert "This page needs the operator role" in page_text(at)
+    # Her password no longer signs in either.
+    assert "Wrong username or password." in page_text(sign_in(following, "asha"))
+
+
+def test_a_password_set_anew_signs_out_the_sessions_opened_with_the_old_one(desk_env):
+    """A leaked password is replaced in the file: whoever signed in with it is out at the next
+    click, and only the new one signs in; the other accounts' sessions carry on."""
+    write_secrets(desk_env)
+    asha = sign_in(new_app().run(), "asha")
+    vikram = sign_in(new_app().run(), "vikram")
+    renewed = dict(PEOPLE, asha=("asha-new-pass-5", *PEOPLE["asha"][1:]))
+    write_secrets(desk_env, renewed)
+
+    assert "Sign in to Points Desk" in page_text(_next_click(asha))
+    assert "Sign in to Points Desk" not in page_text(_next_click(vikram))
+    again = new_app().run()
+    assert "Wrong username or password." in page_text(sign_in(again, "asha"))
+    assert "Sign in to Points Desk" not in page_text(
+        sign_in(new_app().run(), "asha", "asha-new-pass-5")
+    )
+
+
+def test_a_mistake_saved_into_the_secrets_file_stops_every_page_until_fixed(desk_env):
+    write_secrets(desk_env)
+    at = sign_in(new_app().run(), "asha")
+    path = desk_env / "no-secrets.toml"
+    good = path.read_text()
+    path.write_text(good.replace('roles = ["operator"]', 'roles = ["admin"]', 1))
+
+    broken = _next_click(at)
+    assert "Points Desk cannot start" in page_text(broken) and "unknown role admin" in page_text(
+        broken
+    )
+    path.write_text(good)
+    assert "Overview" in page_text(_next_click(at))
+
+
+@pytest.mark.browser
+def test_in_a_real_browser_a_demoted_then_removed_account_changes_at_the_next_click(tmp_path):
+    """The served dashboard (no AppTest shortcuts): the secrets file is edited while Asha is
+    signed in, and her very next click shows the change; nothing is restarted."""
+    from tests.browser_support import browser_page, running_dashboard, wait_idle
+
+    write_secrets(tmp_path)
+    with running_dashboard(tmp_path) as url, browser_page() as page:
+        page.goto(url)
+        wait_idle(page)
+        page.get_by_label("Username").fill("asha")
+        page.get_by_label("Password", exact=True).fill(PEOPLE["asha"][0])
+        page.get_by_role("button", name="Sign in").click()
+        wait_idle(page)
+        nav = page.get_by_test_id("stSidebarNav")
+        nav.get_by_role("link", name="Credit").wait_for()
+
+        demoted = dict(PEOPLE, asha=(PEOPLE["asha"][0], ["viewer"], "Asha Menon"))
+        write_secrets(tmp_path, demoted)
+        nav.get_by_role("link", name="History").click()
+        wait_idle(page)
+        page.get_by_test_id("stSidebar").get_by_text("Signed in as Asha Menon · viewer").wait_for()
+        assert nav.get_by_role("link", name="Credit").count() == 0
+        assert nav.get_by_role("link", name="Debit").count() == 0
+
+        write_secrets(tmp_path, {k: v for k, v in PEOPLE.items() if k != "asha"})
+        nav.get_by_role("link", name="Overview").click()
+        wait_idle(page)
+        page.get_by_role("heading", name="Sign in to Points Desk").wait_for()
+        assert page.get_by_test_id("stSidebarNav").count() == 0

@@ -1,13 +1,18 @@
 """The sign-in gate ``app.py`` runs before any page: OIDC, local accounts, or open sandbox.
 
 Who is signed in lives in ``st.session_state["_person"]`` (a ``services.auth.Person``); a local
-account's roles are re-read from the configuration on every run, so removing an account or a
-role takes effect at the next click.
+account's roles are re-read from the configuration on every run, and the secrets file is parsed
+again whenever it changes, so removing an account or a role takes effect at the next click: a
+removed account's open session is signed out, a demoted one loses the pages it may no longer use.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 
 import streamlit as st
 
@@ -17,12 +22,13 @@ from services.auth import (
     Gate,
     Person,
     SignInGuard,
+    credential_of,
     gate,
     is_local_address,
     load_auth_config,
     oidc_person,
 )
-from services.config import ConfigError
+from services.config import ConfigError, secrets_file_path
 from services.desk import os_operator
 from ui.context import desk
 from ui.text import md
@@ -30,15 +36,52 @@ from ui.text import md
 _PERSON = "_person"
 
 
+class _SecretsFile:
+    """The accounts of the secrets file, parsed again only when the file has changed.
+
+    Every run of every session asks; a ``stat`` (a few microseconds) tells whether the file is
+    the one parsed last (same path, size, inode, modification and change times). The file is
+    stat-ed *before* it is read, so a change made while it is being read is seen at the next run.
+    A file with a mistake is not remembered: each run says what to fix until it is fixed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parsed: tuple[tuple[Path, tuple[int, ...] | None], AuthConfig] | None = None
+
+    def config(self) -> AuthConfig:
+        path = secrets_file_path()
+        seen = (path, _stamp(path))
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == seen:
+            return parsed[1]
+        with self._lock:
+            parsed = self._parsed
+            if parsed is None or parsed[0] != seen:
+                parsed = (seen, load_auth_config(path))
+                self._parsed = parsed
+        return parsed[1]
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What changes when the file does (``None``: there is no file)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_size, found.st_ino, found.st_mtime_ns, found.st_ctime_ns)
+
+
 @st.cache_resource(show_spinner=False)
-def _auth_config() -> AuthConfig:
-    return load_auth_config()
+def _auth_config() -> _SecretsFile:
+    return _SecretsFile()
 
 
 def auth_config() -> AuthConfig:
-    """Accounts from the secrets file; on a mistake there, say what to fix and stop."""
+    """Accounts from the secrets file as it is now; on a mistake there, say what to fix and
+    stop."""
     try:
-        return _auth_config()
+        return _auth_config().config()
     except ConfigError as error:
         st.error(f"Points Desk cannot start: {md(error)}", icon="⚙️")
         st.stop()
@@ -64,7 +107,25 @@ def oidc_providers() -> list[str | None] | None:
 
 
 def current_person() -> Person | None:
-    return st.session_state.get(_PERSON)
+    """Who is signed in to this session (``None``: nobody), with the roles the configuration
+    gives them now: a demoted account holds only its remaining roles, a removed one none.
+
+    The gate in ``app.py`` refreshes the person before every page (and signs a removed account
+    out). Checking again here, a ``stat`` and a lookup, keeps a page that runs without the gate
+    (Streamlit runs a deep-linked page on its own on the first run after a start) from trusting
+    roles the session was given before the configuration changed.
+    """
+    person = st.session_state.get(_PERSON)
+    if person is None:
+        return None
+    # Only an SSO person needs the providers read (the gate checks them for the sandbox's).
+    providers = oidc_providers() if person.method == "oidc" else None
+    today = _today(person, auth_config(), providers)
+    if today is None:
+        today = replace(person, roles=frozenset())  # gone: no role until the gate signs it out
+    if today != person:
+        st.session_state[_PERSON] = today
+    return today
 
 
 def sign_in_gate() -> st.Page | None:
@@ -107,19 +168,39 @@ def _refreshed(config: AuthConfig, providers: list[str | None] | None) -> Person
         person = oidc_person(config, claims)
         if person is not None:
             return person
-    person = current_person()
+    person = st.session_state.get(_PERSON)
     if person is None or person.method != "local":
         return None
-    account = config.users.get(person.id)
-    if account is None:
-        return None  # the account was removed: signed out
-    return Person(
-        account.username, account.display_name, account.roles, "local", email=account.email
-    )
+    return _today(person, config, providers)
+
+
+def _today(person: Person, config: AuthConfig, providers: list[str | None] | None) -> Person | None:
+    """``person`` as the configuration has them now, or None when it no longer lets them in."""
+    if person.method == "local":
+        account = config.users.get(person.id)
+        if account is None or person.credential != credential_of(account.password_hash):
+            return None  # the account was removed, or its password set anew: signed out
+        return Person(
+            account.username,
+            account.display_name,
+            account.roles,
+            "local",
+            email=account.email,
+            credential=person.credential,
+        )
+    if person.method == "oidc":
+        if providers is None or not st.user.get("is_logged_in", False):
+            return None
+        claims = {key: st.user.get(key) for key in ("email", "email_verified", "name")}
+        return oidc_person(config, claims)
+    # The open sandbox's person: only while nobody has to sign in.
+    if providers is None and not config.has_local_users:
+        return person
+    return None
 
 
 def sign_out() -> None:
-    person = current_person()
+    person = st.session_state.get(_PERSON)
     st.session_state.pop(_PERSON, None)
     if person is not None and person.method == "oidc":
         st.logout()
@@ -182,8 +263,9 @@ def _sign_in_page() -> None:
                     width="stretch",
                 )
             st.caption(
-                "Forgot your password or locked out? Ask whoever runs Points Desk to set a new "
-                "one in its secrets file."
+                "Forgot your password? Ask whoever runs Points Desk to set a new one in its "
+                "secrets file. Five wrong passwords in a row lock the account for a while; the "
+                "message above says until when."
             )
 
 
