@@ -462,3 +462,35 @@ def test_the_page_says_next_to_the_date_that_a_past_start_is_refused(app, app_de
     assert not app.exception, app.exception
     assert f"The start date {yesterday:%d %b %Y} is in the past" in page_text(app)
     assert app_desk.ledger.list_schedules() == []
+
+
+def test_a_worker_that_read_the_schedule_before_an_edit_was_approved_sends_the_new_rows(desk):
+    """A worker reads the schedule (version 1), an edit is approved a moment before the run is
+    due, then the worker records that run from what it read: the schedule's version moved, so
+    the worker's record is refused and its next look sends the approved edit's rows."""
+    with time_machine.travel(ist(2027, 1, 10, 10), tick=True) as clock:
+        card_ids = cards(desk, 1)
+        record = schedules.create(
+            desk.ledger, label="Weekly", programme="BONUS", rule=weekly(),
+            rows=rows(card_ids, amount="100"), maker="asha",
+        )  # fmt: skip
+        schedules.approve(desk.ledger, record.id, approver="vikram")
+        clock.move_to(ist(2027, 1, 13, 8, 59))
+        (stale,) = [r for r in desk.ledger.due_schedules(ist(2027, 1, 13, 9)) if r.id == record.id]
+        schedules.edit(
+            desk.ledger, record.id, actor="asha", label="Weekly", rule=weekly(),
+            rows=rows(card_ids, amount="250"),
+        )  # fmt: skip
+        approved = schedules.approve(desk.ledger, record.id, approver="vikram")
+        assert approved.version == 2 and approved.next_due_at == ist(2027, 1, 13, 9)
+
+        clock.move_to(ist(2027, 1, 13, 9, 0, 1))
+        made = schedules._catch_up(
+            desk.ledger, stale, now=ist(2027, 1, 13, 9, 0, 1), window=timedelta(hours=24),
+            actor="worker",
+        )  # fmt: skip
+        assert made == []  # refused: the schedule is not at the version it read
+        tick(desk)
+        (run,) = desk.ledger.schedule_runs(record.id)
+        assert (run.due_at, run.version) == (ist(2027, 1, 13, 9), 2)
+        assert amounts(desk, run.batch_id) == [Decimal("250")]

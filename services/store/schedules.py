@@ -276,7 +276,8 @@ class ScheduleStore(Database):
     ) -> None:
         """Inside a write transaction: move the schedule past ``due_at`` (to ``next_due_at``;
         ``None``: finished) and record ``run``. ``ScheduleMoved`` (raise: the transaction rolls
-        back) unless the schedule is active and still due at ``due_at``."""
+        back) unless the schedule is active, still due at ``due_at`` and still at the version
+        ``run`` was made from (an edit approved meanwhile: the worker reads it again)."""
         values: dict[str, Any] = {"next_due_at": next_due_at, "updated_at": run["created_at"]}
         if next_due_at is None:
             values["state"] = "finished"
@@ -286,6 +287,7 @@ class ScheduleStore(Database):
                 schedules.c.id == schedule_id,
                 schedules.c.state == "active",
                 schedules.c.next_due_at == due_at,
+                schedules.c.version == run["version"],
             )
             .values(values)
         )
