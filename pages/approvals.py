@@ -1,4 +1,5 @@
-"""Approvals: large debits and batches wait here for a second person (maker-checker)."""
+"""Approvals: large debits, credits past a monthly limit, reversals, batches and changes that
+loosen a programme's money rules wait here for a second person (maker-checker)."""
 
 import streamlit as st
 
@@ -14,10 +15,13 @@ mode_banner()
 require("approve")
 st.title("Approvals")
 settings = desk().settings
+debit_limit = points(settings.points_desk_approval_debit_threshold, decimals=False)
+batch_limit = points(settings.points_desk_approval_batch_threshold, decimals=False)
 st.caption(
-    f"Debits above {points(settings.points_desk_approval_debit_threshold, decimals=False)} points "
-    f"and batches above {points(settings.points_desk_approval_batch_threshold, decimals=False)} "
-    "points (or holding such a debit) wait here. Nothing is sent until it is approved, "
+    f"Debits above {debit_limit} points (or their programme's own limit), credits past an "
+    f"operator's monthly limit, reversals, batches above {batch_limit} points (or holding such "
+    "a debit or credits) and programme changes that loosen a money rule wait here. Nothing is "
+    "sent or changed until it is approved, "
     + (
         "and in this open sandbox (no sign-in) you may decide your own requests."
         if open_sandbox()

@@ -462,10 +462,10 @@ def batch_total(record: BatchRecord) -> Decimal:
 
 
 def approval_reasons(ledger: Ledger, settings: Settings, record: BatchRecord) -> list[str]:
-    """Why this batch needs a second person (its total, a debit above the debit limit, or that
-    it reverses another batch: a reversal always needs a second person)."""
-    largest = approvals.largest_debit(ledger, record.batch_id) if record.debit_rows else None
-    reasons = approvals.batch_approval_reasons(batch_total(record), largest, settings)
+    """Why this batch needs a second person (its total, a debit above its programme's debit
+    limit, credits past the operator's monthly limit, or that it reverses another batch: a
+    reversal always needs a second person)."""
+    reasons = approvals.stored_batch_reasons(ledger, settings, record, batch_total(record))
     if ledger.is_reversal_batch(record.batch_id):
         reasons.insert(0, "reverses movements of another batch (a reversal always needs approval)")
     return reasons

@@ -1,7 +1,10 @@
 """Pre-flight: what sending a file (or a schedule's run) will take, before it is confirmed.
 
 For a set of planned rows: the expected duration at the measured send rate, the pool and each
-programme's remaining budget after it, and which rows need a second person's approval.
+programme's remaining budget after it, and which rows need a second person's approval. The
+batch waits by the rules ``bulk.start_batch`` applies once it is queued: its total, any debit
+above its programme's debit threshold (the global one where the programme sets none), and,
+when the operator is known, credits past their monthly limit in a programme.
 
 **The send rate.** Measured from the ledger: for each of the last ``RATE_BATCHES`` batches that
 finished in the last ``RATE_DAYS`` days with at least ``RATE_MIN_ROWS`` settled rows, its rows
@@ -22,11 +25,17 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from services.allocations import debit_needs_approval
-from services.approvals import batch_approval_reasons
+from services.allocations import debit_needs_approval, debit_threshold
+from services.approvals import (
+    DebitOverLimit,
+    OperatorMonthOver,
+    batch_reasons,
+    operator_month,
+)
 from services.config import Settings
 from services.models import BatchState, Kind, Status
 from services.store import Ledger, Programme, batches, exchanges, transactions
+from services.store.programmes import month_of
 from services.store.schema import GENERAL_CODE
 
 RATE_BATCHES = 5
@@ -183,15 +192,18 @@ def preflight(
     rate_limit: float | None = None,
     programmes: Iterable[Programme] | None = None,
     now: datetime | None = None,
+    operator: str | None = None,
 ) -> Preflight:
-    """What sending ``rows`` will take: duration, pool and budgets after, approvals needed."""
+    """What sending ``rows`` will take: duration, pool and budgets after, approvals needed.
+    ``operator``: who will send them, so credits past their monthly limit in a programme are
+    counted as the batch will be (without it that rule is not looked at)."""
     now = now or datetime.now(UTC)
     known = {p.code: p for p in (ledger.list_programmes() if programmes is None else programmes)}
     credits = sum((r.amount for r in rows if r.kind is not Kind.DEBIT), Decimal(0))
     debits = sum((r.amount for r in rows if r.kind is Kind.DEBIT), Decimal(0))
     per_programme: dict[str, list[Decimal]] = {}
     approval_rows = []
-    largest: tuple[int, Decimal] | None = None
+    debit_over: DebitOverLimit | None = None
     for r in rows:
         code = (r.programme_code or GENERAL_CODE).strip().upper()
         moved = per_programme.setdefault(code, [Decimal(0), Decimal(0)])
@@ -201,10 +213,26 @@ def preflight(
             override = programme.debit_threshold if programme is not None else None
             if debit_needs_approval(r.amount, settings, override):
                 approval_rows.append(r.number)
-            if largest is None or r.amount > largest[1]:
-                largest = (r.number, r.amount)
+                if debit_over is None or r.amount > debit_over.amount:
+                    debit_over = DebitOverLimit(
+                        r.number,
+                        r.amount,
+                        override if override is not None else debit_threshold(settings),
+                        programme.name if programme is not None and override is not None else None,
+                    )
         else:
             moved[0] += r.amount
+    months_over = []
+    for code, (credit, _) in sorted(per_programme.items()):
+        programme = known.get(code)
+        if operator is None or not credit or programme is None:
+            continue
+        limit = programme.monthly_operator_limit
+        if limit is None:
+            continue
+        month = operator_month(ledger, programme.id, operator, month_of(now)) + credit
+        if month > limit:
+            months_over.append(OperatorMonthOver(operator, programme.name, limit, credit, month))
     after = [
         ProgrammeAfter(
             code,
@@ -224,7 +252,9 @@ def preflight(
         expected_seconds=len(rows) / rate.rows_per_second if rows else 0.0,
         pool_before=pool_balance,
         programmes=after,
-        batch_reasons=batch_approval_reasons(credits + debits, largest, settings),
+        batch_reasons=batch_reasons(
+            credits + debits, settings, debit_over=debit_over, months_over=months_over
+        ),
         approval_rows=sorted(approval_rows),
     )
 

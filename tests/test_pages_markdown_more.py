@@ -304,7 +304,8 @@ def _card_at_enkash(app_desk, number: int, first_name: str, email: str, mobile: 
 def named_by_enkash(app, app_desk):
     """Two cards EnKash holds for one mobile (written two ways), their names EnKash's text, and
     a third whose name passes for a plain one but holds a URL and emphasis."""
-    typed = {ENAME: short(ENAME), ENAME2: hostile(ENAME2), EREPLY: hostile(EREPLY)}
+    # A reply's name is taken up to 100 characters (services.allocations.reported_holder).
+    typed = {ENAME: short(ENAME), ENAME2: hostile(ENAME2), EREPLY: label_text(EREPLY)}
     typed[SLY] = PLAIN_NAME
     cards = {
         ENAME: _card_at_enkash(app_desk, 1, typed[ENAME], "a1@example.com", "9600011111"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from services import approvals
 from services.models import Status
 from services.store.programmes import today_ist
 from tests.test_pages_money import CREATE, CREDIT, fill_create, page_text
@@ -81,16 +82,57 @@ def fill_new(app, **values):
 
 
 def test_the_programmes_page_creates_a_programme_and_lists_its_budget(app, app_desk):
+    """A budget above the batch threshold (1,00,000) waits for a second person: the programme
+    is made with nothing to spend, and takes no credits until the budget is approved."""
     app.switch_page(PROGRAMMES).run()
     fill_new(app)
     created = app_desk.ledger.programme("Q3-SALES")
-    assert created is not None and created.budget == Decimal("500000")
+    assert created is not None and created.budget == Decimal("0")
     assert created.owner == "Meera" and created.description == "July to September"
-    assert "Created Q3 sales incentive (Q3-SALES)." in page_text(app)
+    (notice,) = [w.value for w in app.warning if "Created" in w.value]
+    assert "Created Q3 sales incentive (Q3-SALES); waiting for approval by a second person: " in (
+        notice
+    )
+    assert "give new programme Q3-SALES a budget of 5,00,000 points" in notice
+    assert notice.endswith("Until then it takes no credits.")
+    table = app.dataframe[0].value
+    row = table[table["Code"] == "Q3-SALES"].iloc[0]
+    assert row["Budget"] == "0.00" and row["Remaining"] == "0.00"
+    assert [e.action for e in app_desk.ledger.programme_events("Q3-SALES")] == [
+        "created",
+        "raise asked",
+    ]
+    # No credit is taken meanwhile.
+    app.switch_page(CREATE).run()
+    fill_create(app, new_amount="600")
+    app.selectbox(key="new_programme").select("Q3-SALES")
+    app.button(key="create_submit").click().run()
+    assert "has 0.00 points left, not enough for 600.00" in page_text(app)
+    assert app_desk.ledger.rows() == []
+    # Approved (the open sandbox lets its one person decide), the budget applies.
+    app.switch_page("pages/approvals.py").run()
+    assert "give new programme Q3-SALES a budget of 5,00,000 points" in page_text(app)
+    (button,) = [b for b in app.button if b.key and b.key.startswith("approve_")]
+    button.click().run()
+    assert not app.exception, app.exception
+    assert app_desk.ledger.programme("Q3-SALES").budget == Decimal("500000")
+    app.switch_page(PROGRAMMES).run()
     table = app.dataframe[0].value
     row = table[table["Code"] == "Q3-SALES"].iloc[0]
     assert row["Budget"] == "5,00,000.00" and row["Remaining"] == "5,00,000.00"
-    assert [e.action for e in app_desk.ledger.programme_events("Q3-SALES")] == ["created"]
+
+
+def test_a_programme_with_a_small_budget_is_created_at_once(app, app_desk):
+    app.switch_page(PROGRAMMES).run()
+    fill_new(app, code="small", budget="50,000")
+    assert app_desk.ledger.programme("SMALL").budget == Decimal("50000")
+    assert "Created Q3 sales incentive (SMALL)." in [s.value for s in app.success]
+    assert not [w for w in app.warning if "Created" in w.value]
+    assert [e.action for e in app_desk.ledger.programme_events("SMALL")] == ["created"]
+    assert approvals.pending(app_desk.ledger) == []
+    table = app.dataframe[0].value
+    row = table[table["Code"] == "SMALL"].iloc[0]
+    assert row["Budget"] == "50,000.00" and row["Remaining"] == "50,000.00"
 
 
 def test_bad_programme_fields_are_said_next_to_each_field(app, app_desk):
@@ -128,13 +170,16 @@ def test_a_large_budget_raise_waits_for_approval_and_a_small_one_applies(app, ap
     assert "raise Q3 from 2,000 to 5,00,000 points" in changes["Detail"].tolist()
     app.switch_page("pages/approvals.py").run()
     text = page_text(app)
-    assert "Budget raise for **Q3 sales incentive**" in text
-    assert "From 2,000.00 to 5,00,000.00 points" in text
+    assert "Change to **Q3 sales incentive** (`Q3`)  \nraise Q3 from 2,000 to 5,00,000 points" in (
+        text
+    )
+    assert ("New budget", "5,00,000.00") in [(m.label, m.value) for m in app.metric]
     (button,) = [b for b in app.button if b.key and b.key.startswith("approve_")]
     button.click().run()
     assert not app.exception, app.exception
     assert app_desk.ledger.programme("Q3").budget == Decimal("500000")
-    assert "Approved the budget raise for Q3" in page_text(app)
+    assert "Approved the change to Q3: the budget is now 5,00,000.00." in page_text(app)
+    assert app.dataframe[0].value["What"].tolist() == ["change to Q3"]
 
 
 def test_closing_a_programme_takes_it_off_the_forms(app, app_desk):

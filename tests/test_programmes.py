@@ -402,3 +402,44 @@ def test_a_ledger_at_the_revision_before_programmes_migrates(tmp_path, client, s
 
 
 _ = NO_GRACE
+
+
+def test_a_queued_batch_is_judged_by_its_programmes_own_rules_on_both_databases(ledger):
+    """The queries behind a batch's approval (``approvals.stored_batch_reasons``) and the
+    budget last approved (``approvals.approved_budget``), on SQLite and PostgreSQL."""
+    ledger.create_programme(
+        code="LIM", name="Limited", budget=None, actor="meera", monthly_operator_limit=Decimal(1000)
+    )
+    ledger.create_programme(
+        code="STRICT", name="Strict", budget=None, actor="meera", debit_threshold=Decimal(100)
+    )
+    card = "EKC0000000000"
+    rows = [
+        (credit(card, "600", "LIM"), 1),
+        (credit(card, "500", "LIM"), 2),
+        (debit(card, "5000").model_copy(update={"programme": "STRICT"}), 3),
+        (debit(card, "9000"), 4),  # General: within the global 10,000
+    ]
+    ledger.create_batch(
+        batch_id="B1",
+        file_name="f.csv",
+        file_digest="e" * 64,
+        operator="asha",
+        allocations=rows,
+        concurrency=1,
+    )
+    record = ledger.get_batch("B1")
+    assert approvals.stored_batch_reasons(ledger, SETTINGS, record, Decimal(15100)) == [
+        "holds a debit of 5,000 points (row 3), above the 100 debit limit of Strict",
+        "credits 1,100 points in Limited, past asha's monthly limit of 1,000 points there "
+        "(1,000 left this month)",
+    ]
+    # A code with an underscore is not a pattern: QX3's approved raise is not Q_3's.
+    for code in ("Q_3", "QX3"):
+        ledger.create_programme(code=code, name=code, budget=Decimal(10), actor="meera")
+    raised = approvals.request_budget_raise(
+        ledger, "QX3", Decimal(500000), maker="meera", current=Decimal(10)
+    )
+    approvals.approve(ledger, raised.id, approver="ravi")
+    assert approvals.approved_budget(ledger, "QX3") == Decimal(500000)
+    assert approvals.approved_budget(ledger, "Q_3") == Decimal(0)

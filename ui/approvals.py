@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pandas as pd
 import streamlit as st
 
@@ -84,16 +86,55 @@ def _what(approval: Approval) -> str:
     )
 
 
+#: A programme's money rules as the approval card names them, and what "none" means for each.
+_RULES = {
+    "budget": ("Budget", "no limit"),
+    "debit_threshold": ("Debit approval limit", "the global threshold"),
+    "monthly_operator_limit": ("Monthly limit per operator", "no limit"),
+}
+
+
+def _rule_value(rule: str, value: Decimal | None) -> str:
+    return _RULES[rule][1] if value is None else points(value)
+
+
 def _budget_words(approval: Approval) -> str:
-    """A budget raise: which programme, from what to what."""
-    programme_code = str(approval.request.get("code") or approval.subject.split("@", 1)[0])
+    """A programme change: which programme, then each thing asked, as the maker's request says
+    it ("raise Q3's debit approval limit from the global 10,000 to 50,000 points")."""
+    programme_code = approval.programme_code
     programme = desk().ledger.programme(programme_code)
     name = programme.name if programme is not None else programme_code
-    now = "no limit" if programme is None or programme.budget is None else points(programme.budget)
-    return (
-        f"Budget raise for **{md(name)}** ({code(programme_code)})  \n"
-        f"From {now} to {points(approval.amount)} points"
+    asked = approval.reasons or [
+        f"set the {_RULES[rule][0].lower()} to {_rule_value(rule, value)}"
+        for rule, value in approval.changes.items()
+        if rule in _RULES
+    ]
+    return "  \n".join(
+        [f"Change to **{md(name)}** ({code(programme_code)})", *(md(line) for line in asked)]
     )
+
+
+def _change_metric(approval: Approval) -> tuple[str, str, list[str]]:
+    """The right-hand figure of a programme change: (label, value, captions under it). The new
+    budget when one is asked, else the new value of the one rule asked (its caption names it)."""
+    changes = {rule: value for rule, value in approval.changes.items() if rule in _RULES}
+    if "budget" in changes:
+        others = [rule for rule in changes if rule != "budget"]
+        captions = [f"{_RULES[r][0]}: {_rule_value(r, changes[r])}" for r in others]
+        return "New budget", _rule_value("budget", changes["budget"]), captions
+    if len(changes) == 1:
+        ((rule, value),) = changes.items()
+        return "Programme change", _rule_value(rule, value), [f"New {_RULES[rule][0].lower()}"]
+    captions = [f"{_RULES[r][0]}: {_rule_value(r, v)}" for r, v in changes.items()]
+    return "Programme change", f"{len(changes)} rules", captions
+
+
+def _decided_points(approval: Approval) -> str:
+    """The decided table's points: the amount moved, or a programme change's new budget."""
+    if approval.subject_kind != "budget":
+        return points(approval.amount)
+    changes = approval.changes
+    return _rule_value("budget", changes["budget"]) if "budget" in changes else "—"
 
 
 def _comment_error(approval_id: int) -> str:
@@ -137,6 +178,11 @@ def _decide(approval_id: int, approve: bool) -> None:
                 allow_self=alone,
                 identities=identities,
             )
+    except approvals.ProgrammeNotOpen as error:
+        # Closed as refused, nothing sent: what happened, not a failure of the click.
+        st.session_state.pop(_RESULT, None)
+        set_notice("warning", error.message, icon="🚫")  # its own words say it all
+        return
     except approvals.CommentRequired as error:
         # Said under this request's comment box, where the missing comment goes.
         st.session_state[_comment_error(approval_id)] = error_message(error)
@@ -159,13 +205,17 @@ def _remember(decision: approvals.Decision) -> None:
         return
     st.session_state.pop(_RESULT, None)
     if approval.subject_kind == "budget":
-        code_asked = str(approval.request.get("code") or approval.subject.split("@", 1)[0])
         done = (
-            f"the budget is now {points(approval.amount)} points"
+            " and ".join(
+                f"the {_RULES[rule][0].lower()} is now {_rule_value(rule, value)}"
+                for rule, value in approval.changes.items()
+                if rule in _RULES
+            )
+            or "it applies"
             if approval.status == approvals.APPROVED
-            else "the budget stays as it was"
+            else "the programme stays as it was"
         )
-        set_notice("success", f"{verb} the budget raise for {code_asked}: {done}.")
+        set_notice("success", f"{verb} the change to {approval.programme_code}: {done}.")
         return
     started = (
         " It is sending now; follow it on the Bulk allocation page."
@@ -197,15 +247,20 @@ def request_card(approval: Approval) -> None:
     with st.container(border=True, key=f"approval_{approval.id}"):
         left, right = st.columns([3, 1])
         left.markdown(_what(approval))
-        right.metric(
-            {
-                "debit": "Points to debit",
-                "credit": "Points to credit",
-                "reversal": "Points to reverse",
-                "budget": "New budget",
-            }.get(approval.subject_kind, "Batch total"),
-            points(approval.amount),
-        )
+        if approval.subject_kind == "budget":
+            label, value, captions = _change_metric(approval)
+            right.metric(label, value)
+            for caption in captions:
+                right.caption(caption)
+        else:
+            right.metric(
+                {
+                    "debit": "Points to debit",
+                    "credit": "Points to credit",
+                    "reversal": "Points to reverse",
+                }.get(approval.subject_kind, "Batch total"),
+                points(approval.amount),
+            )
         facts = f"Asked by **{md(display_name(approval.maker))}** · {ist(approval.requested_at)}"
         if approval.subject_kind in approvals.SENT_ON_APPROVAL:
             facts += f" · reference {code(approval.subject)}"
@@ -217,6 +272,12 @@ def request_card(approval: Approval) -> None:
         reason = approval.request.get("reason")
         if reason:
             left.caption(f"Reason: {md(reason)}")
+        if approval.subject_kind in ("credit", "reversal"):
+            closed = approvals.programme_not_open(desk().ledger, approval)
+            if closed:
+                left.warning(
+                    md(closed) + ": approving sends nothing and closes the request.", icon="🚫"
+                )
         card_id = approval.request.get("card_id")
         if card_id:
             known = desk().ledger.known_balance(card_id)
@@ -245,7 +306,7 @@ def request_card(approval: Approval) -> None:
         approve_col.button(
             "Approve and send"
             if approval.subject_kind in approvals.SENT_ON_APPROVAL
-            else "Approve the raise"
+            else "Approve the change"
             if approval.subject_kind == "budget"
             else "Approve and start",
             key=f"approve_{approval.id}",
@@ -305,10 +366,10 @@ def decided_table(decided: list[Approval]) -> None:
                 if approval.subject_kind == "batch"
                 else _debit_words(approval)
                 if approval.subject_kind == "debit"
-                else "budget raise for " + approval.subject.split("@", 1)[0]
+                else "change to " + approval.programme_code
                 if approval.subject_kind == "budget"
                 else f"{approval.subject_kind} {approval.subject}",
-                "Points": points(approval.amount),
+                "Points": _decided_points(approval),
                 "Asked by": display_name(approval.maker),
                 "Decided by": display_name(approval.decided_by or ""),
                 "Comment": approval.comment,

@@ -383,6 +383,19 @@ def _confirm(
         set_notice("success", f"Batch {record.batch_id} is sending: {record.row_count:,} rows.")
 
 
+def _fallback_reasons(preview: Preview) -> list[str]:
+    """Why the batch waits by the global thresholds alone, for when the pre-flight could not
+    be worked out (it knows neither programmes' thresholds nor operators' monthly limits)."""
+    totals = preview.totals
+    debits = [v for v in preview.valid if v.allocation.kind is Kind.DEBIT]
+    largest = max(debits, key=lambda v: v.allocation.amount) if debits else None
+    return approvals.batch_approval_reasons(
+        totals.credit_points + totals.debit_points,
+        (largest.number, largest.allocation.amount) if largest else None,
+        desk().settings,
+    )
+
+
 @st.dialog("Send this batch?")
 def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     if st.session_state.pop("bulk_confirmed", None) == preview.file.digest:
@@ -408,19 +421,10 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
                 for t in touched
             )
         )
-    debits = [v for v in preview.valid if v.allocation.kind is Kind.DEBIT]
-    largest = max(debits, key=lambda v: v.allocation.amount) if debits else None
-    why = approvals.batch_approval_reasons(
-        totals.credit_points + totals.debit_points,
-        (largest.number, largest.allocation.amount) if largest else None,
-        desk().settings,
-    )
-    if why:
-        st.info(
-            f"This batch {' and '.join(why)}: it waits for a second person's approval before "
-            "anything is sent.",
-            icon="👥",
-        )
+    # Why the batch will wait comes from the pre-flight below (the rules the service holds a
+    # queued batch by: per-programme debit thresholds, the operator's monthly limits); it is
+    # said here, above the repeats and the figures.
+    waits = st.container()
     repeats = acknowledged(preview)
     if repeats:
         st.warning(
@@ -428,12 +432,23 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
             "acknowledged.",
             icon="🔁",
         )
-    preflight_lines(
+    found = preflight_lines(
         rows_of(preview),
         pool_balance=preview.pool_balance,
         concurrency=concurrency,
         rate_limit=rate or None,
+        operator=operator(),
     )
+    why = found.batch_reasons if found is not None else _fallback_reasons(preview)
+    if why:
+        # The reasons name programmes and operators: text people typed.
+        waits.info(
+            f"This batch {md(' and '.join(why))}: it waits for a second person's approval "
+            "before anything is sent.",
+            icon="👥",
+        )
+    elif found is None:
+        waits.caption("If the batch needs a second person's approval, it waits for it.")
     st.caption(
         f"Sent {concurrency} at a time"
         + (f", at most {rate:g} per second." if rate else ".")
@@ -441,7 +456,7 @@ def confirm_dialog(preview: Preview, concurrency: int, rate: float) -> None:
     )
     send, back = st.columns(2)
     send.button(
-        "Queue for approval" if why else "Send now",
+        "Queue for approval" if why else "Send now" if found is not None else "Confirm",
         type="primary",
         key="bulk_confirm",
         on_click=_confirm,

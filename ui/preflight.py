@@ -42,8 +42,14 @@ def preflight_lines(
     pool_balance: Decimal | None,
     concurrency: int,
     rate_limit: float | None,
+    operator: str | None = None,
 ) -> preflight.Preflight | None:
-    """Show the pre-flight of ``rows``; returns it (``None`` if it could not be worked out)."""
+    """Show the pre-flight of ``rows``; returns it (``None`` if it could not be worked out).
+
+    ``operator``: who will send the rows, so their credits past a programme's monthly limit per
+    operator count as the batch will (without it that rule is left out). The returned
+    ``batch_reasons`` say why the batch waits for a second person (empty: it does not), by the
+    rules the service holds a queued batch by."""
     the_desk = desk()
     try:
         found = preflight.preflight(
@@ -53,6 +59,7 @@ def preflight_lines(
             pool_balance=pool_balance,
             concurrency=concurrency,
             rate_limit=rate_limit,
+            operator=operator,
         )
     except PointsDeskError:
         st.caption("The pre-flight figures could not be worked out just now.")

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
-from services import programme_reports, programmes
+from services import approvals, programme_reports, programmes
 from services.errors import PointsDeskError
 from services.store import GENERAL_CODE, Programme
 from services.store.programmes import programme_id_for, today_ist
@@ -195,15 +195,32 @@ def _create() -> None:
     st.session_state["new_prog_errors"] = errors
     if errors:
         return
+    the_desk = desk()
     try:
-        created = programmes.create(desk().ledger, fields, actor=operator())
+        created = programmes.create(
+            the_desk.ledger, fields, actor=operator(), settings=the_desk.settings
+        )
     except PointsDeskError as error:
         st.session_state["new_prog_errors"] = {"code": error_message(error)}
         return
     for field in ("code", *_FIELDS):
         key = f"new_prog_{field}"
         st.session_state[key] = None if field in ("starts_on", "ends_on") else ""
-    set_notice("success", f"Created {created.name} ({created.code}).")
+    if created.raise_request is not None:
+        # A large budget, no budget limit or a high debit threshold waits for a second person.
+        until = (
+            "it takes no credits"
+            if "budget" in created.raise_request.changes
+            else "the global debit approval threshold applies to it"
+        )
+        set_notice(
+            "warning",
+            f"Created {created.name} ({created.code}); waiting for approval by a second "
+            f"person: {'; '.join(created.held)}. Until then {until}.",
+            icon="👥",
+        )
+    else:
+        set_notice("success", f"Created {created.name} ({created.code}).")
 
 
 def new_programme() -> None:
@@ -233,6 +250,37 @@ def _load(code: str) -> None:
     state.pop("edit_prog_errors", None)
 
 
+#: A money rule a change may wait on: how the page names it, and how it reads when unset.
+_RULE_WORDS = {
+    "budget": ("its budget of", "no budget limit"),
+    "debit_threshold": ("its debit approval limit of", "the global debit approval threshold"),
+    "monthly_operator_limit": (
+        "its monthly limit per operator of",
+        "no monthly limit per operator",
+    ),
+}
+
+
+def _kept(programme: Programme, changes: dict[str, Decimal | None]) -> str:
+    """What a programme keeps while a change to the rules in ``changes`` waits ("it keeps its
+    budget of 2,000.00 and the global debit approval threshold")."""
+    kept = []
+    for rule, (words, unset) in _RULE_WORDS.items():
+        if rule in changes:
+            value = getattr(programme, rule)
+            kept.append(unset if value is None else f"{words} {points(value)}")
+    return "it keeps " + " and ".join(kept) if kept else "it stays as it was"
+
+
+def waiting_changes(code: str) -> list[approvals.Approval]:
+    """The changes to a programme that wait for a second person."""
+    return [
+        a
+        for a in approvals.pending(desk().ledger)
+        if a.subject_kind == "budget" and a.programme_code == code
+    ]
+
+
 def _save(code: str) -> None:
     fields, errors = _read("edit_prog", with_code=False)
     st.session_state["edit_prog_errors"] = errors
@@ -247,10 +295,9 @@ def _save(code: str) -> None:
     if saved.raise_request is not None:
         set_notice(
             "warning",
-            f"Saved {saved.programme.name}; the budget raise to "
-            f"{points(saved.raise_request.amount)} points is waiting for approval by a second "
-            "person (Approvals page). Until then the budget stays "
-            f"{_or_none(saved.programme.budget)}.",
+            f"Saved {saved.programme.name}; waiting for approval by a second person "
+            f"(Approvals page): {'; '.join(saved.held)}. Until then "
+            f"{_kept(saved.programme, saved.raise_request.changes)}.",
             icon="👥",
         )
     else:
@@ -282,6 +329,14 @@ def edit_programme() -> None:
         return
     if st.session_state.get("edit_prog_loaded") != code:
         _load(code)
+    for waiting in waiting_changes(code):
+        # The reasons name only codes and figures; escaped all the same.
+        st.info(
+            "Waiting for approval by a second person (Approvals page): "
+            + md("; ".join(waiting.reasons) or "a change to its money rules")
+            + ". The form shows the values that apply now.",
+            icon="👥",
+        )
     with st.form("edit_prog_form", enter_to_submit=False):
         _fields("edit_prog", with_code=False)
         st.form_submit_button(
