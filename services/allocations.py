@@ -24,11 +24,15 @@ from services import numbers
 from services.config import Settings
 from services.enkash import (
     NO_ANSWER,
+    OTHER_CARD,
+    SIGN_IN_FAILED,
+    SLOW_DOWN,
     BusinessRefusal,
     EnkashClient,
     EnkashError,
     Exchange,
     LoginRefused,
+    LookupMismatch,
     NotSent,
     OutcomeUnknown,
     ReferenceMismatch,
@@ -47,6 +51,7 @@ from services.models import (
     TransactionRecord,
     parse_card_id,
 )
+from services.redact import redact
 from services.store import (
     GENERAL_CODE,
     AuditEvent,
@@ -100,13 +105,26 @@ class Outcome:
         return self.row.status is Status.SUCCEEDED and bool(self.row.transaction_id)
 
 
+#: Longest holder field taken from a reply (a name or an email); longer is not a name.
+_HOLDER_FIELD_LENGTH = 100
+
+
 def reported_holder(result: AllocationResult) -> CardHolder | None:
-    """The card's holder as EnKash's success reply names it (None when it names nobody)."""
+    """The card's holder as EnKash's success reply names it (None when it names nobody).
+
+    Each field is EnKash's text, on one line, without control characters; a field that holds a
+    secret (a reply echoing the token as a first name) or is too long to be a name is left out,
+    never shown in part."""
     raw = result.raw if isinstance(result.raw, dict) else {}
 
     def text(name: str) -> str:
         value = raw.get(name)
-        return " ".join(value.split()) if isinstance(value, str) else ""
+        if not isinstance(value, str):
+            return ""
+        value = " ".join(_plain(value, _HOLDER_FIELD_LENGTH + 1).split())
+        if len(value) > _HOLDER_FIELD_LENGTH or redact(value) != value:
+            return ""
+        return value
 
     holder = CardHolder(
         card_id=result.card_id,
@@ -172,7 +190,11 @@ def describe(
         )
     if row.status is Status.FAILED:
         reason = row.enkash_message or "EnKash refused it."
-        if row.enkash_code == NOT_SENT:
+        if row.enkash_code == NOT_SENT and reason.startswith(SIGN_IN_FAILED):
+            # EnKash answered the sign-in (an error page, a 429, no token): it was reached.
+            headline = "Not sent: EnKash's sign-in did not give a usable token"
+            reason = "Nothing was sent and no points moved. Try again in a moment."
+        elif row.enkash_code == NOT_SENT:
             headline = "Not sent: EnKash could not be reached"
             reason = "Nothing was sent and no points moved. Try again in a moment."
         elif row.enkash_code == LOGIN_REFUSED:
@@ -185,6 +207,17 @@ def describe(
             headline = "EnKash refused this transaction"
         return Outcome(row, headline, reason, replayed)
     if row.status is Status.UNKNOWN:
+        if row.enkash_code == REFERENCE_MISMATCH and (row.enkash_message or "").startswith(
+            OTHER_CARD
+        ):
+            return Outcome(
+                row,
+                "EnKash answered for a different card",
+                "EnKash confirmed this transaction for another card than the one it was sent "
+                "for, so it is not counted as a success. It is listed on the Reconcile page for "
+                "investigation.",
+                replayed,
+            )
         if row.enkash_code == REFERENCE_MISMATCH:
             return Outcome(
                 row,
@@ -193,12 +226,16 @@ def describe(
                 "a success. It is listed on the Reconcile page for investigation.",
                 replayed,
             )
-        unanswered = (row.enkash_message or "").startswith(NO_ANSWER)
+        said = row.enkash_message or ""
+        if said.startswith(NO_ANSWER):
+            headline = "Outcome unknown: EnKash did not answer in time"
+        elif said.startswith(SLOW_DOWN):
+            headline = f"Outcome unknown: {SLOW_DOWN}"
+        else:
+            headline = "Outcome unknown: EnKash did not give a readable answer"
         return Outcome(
             row,
-            "Outcome unknown: EnKash did not answer in time"
-            if unanswered
-            else "Outcome unknown: EnKash did not give a readable answer",
+            headline,
             "The request may or may not have gone through. It will be settled by looking the "
             "reference up at EnKash, and it will not be sent again unless EnKash proves it never "
             "arrived. Do not retry it by hand.",
@@ -246,6 +283,13 @@ def _failure(error: Exception, reference: str) -> tuple[Status, str, str | None,
     if isinstance(error, LoginRefused):
         return Status.FAILED, "not sent: EnKash refused the sign-in", LOGIN_REFUSED, message
     if isinstance(error, NotSent):
+        if (message or "").startswith(SIGN_IN_FAILED):
+            return (
+                Status.FAILED,
+                "not sent: EnKash's sign-in gave no usable token",
+                NOT_SENT,
+                message,
+            )
         return Status.FAILED, "not sent: EnKash could not be reached", NOT_SENT, message
     if isinstance(error, ReferenceMismatch):
         return Status.UNKNOWN, f"reference mismatch: {message}", REFERENCE_MISMATCH, message
@@ -524,12 +568,13 @@ def programme_debit_threshold(ledger: Ledger, allocation: Allocation) -> Decimal
     return found.debit_threshold if found is not None else None
 
 
-def _plain(text: str | None) -> str:
-    """Text with no control or surrogate characters, at most 300 of them (always storable)."""
+def _plain(text: str | None, limit: int = 300) -> str:
+    """Text with no control or surrogate characters, at most ``limit`` of them (always
+    storable). Redact before calling it: a secret cut in two no longer matches."""
     cleaned = "".join(
         ch for ch in text or "" if unicodedata.category(ch) not in ("Cc", "Cs")
     ).strip()
-    return cleaned if len(cleaned) <= 300 else cleaned[:299] + "…"
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _storable_code(code: str | None) -> str | None:
@@ -736,10 +781,19 @@ def settle(
     if row.status is not Status.UNKNOWN:
         return _already(row)
     before = ledger.latest_events([reference]).get(reference)
-    record = client.find_transaction(reference, card_id=row.card_id)
+    try:
+        record = client.find_transaction(
+            reference,
+            card_id=row.card_id,
+            amount=row.amount,
+            transaction_type="DR" if row.kind is Kind.DEBIT else "CR",
+        )
+    except LookupMismatch as mismatch:
+        return _mismatched(ledger, row, mismatch, actor=actor)
     if record is None:
         return _absent(ledger, row, before, actor=actor, absence_grace=absence_grace)
-    reported = record.status.strip().upper()
+    # EnKash's status, as it may be stored and shown: redacted, then bounded.
+    reported = _plain(redact(record.status), 60).upper()
     try:
         if reported in _LOOKUP_FAILED:
             # EnKash has the attempt but it did not go through: nothing moved.
@@ -778,6 +832,31 @@ def settle(
         ledger.get(reference),  # type: ignore[arg-type]
         f"EnKash has this reference with status {shown}, which Points Desk cannot read as a "
         "success or a failure. It stays unsettled and is never resent; ask EnKash.",
+        SettleOutcome.UNREADABLE,
+    )
+
+
+def _mismatched(
+    ledger: Ledger, row: LedgerRow, mismatch: LookupMismatch, *, actor: str
+) -> Settlement:
+    """EnKash lists the reference but not as it was sent (another card, amount or type): like a
+    reply for another reference, it is investigated, never taken as this transaction's outcome
+    and never resent. The lookup's verdict is noted (``LOOKUP_UNREADABLE``: the Reconcile page
+    shows it as the row's state); the row stays ``UNKNOWN``."""
+    said = _plain(redact("; ".join(mismatch.differences)), 240)
+    ledger.note(
+        row.reference,
+        actor=actor,
+        detail=f"lookup: EnKash lists this reference, but not as it was sent ({said}); left "
+        "unsettled: investigate with EnKash",
+        kind=AuditKind.LOOKUP_UNREADABLE,
+    )
+    return Settlement(
+        row.reference,
+        True,
+        ledger.get(row.reference),  # type: ignore[arg-type]
+        f"EnKash lists this reference, but not as it was sent ({said}). It stays unsettled and "
+        "is never resent: investigate with EnKash.",
         SettleOutcome.UNREADABLE,
     )
 
@@ -852,7 +931,10 @@ def _found(ledger: Ledger, row: LedgerRow, record: TransactionRecord, *, actor: 
     card_id = record.card_id or row.card_id or ""
     balance = record.balance_after
     detail = "; ".join(
-        [f"settled by lookup: EnKash transaction {record.transaction_id}", *record.notes]
+        [
+            f"settled by lookup: EnKash transaction {record.transaction_id or '(id not kept)'}",
+            *record.notes,
+        ]
     )
     if balance is not None and card_id:
         # The lookup's balance is the balance right after this transaction. If other transactions
@@ -875,12 +957,12 @@ def _found(ledger: Ledger, row: LedgerRow, record: TransactionRecord, *, actor: 
             balance_after=balance,  # None when the lookup does not report it (or it is stale)
         ),
     )
+    named = f" (EnKash transaction {record.transaction_id})" if record.transaction_id else ""
     return Settlement(
         row.reference,
         True,
         settled,
-        f"EnKash has it: the transaction went through (EnKash transaction "
-        f"{record.transaction_id}).",
+        f"EnKash has it: the transaction went through{named}.",
         SettleOutcome.SUCCEEDED,
     )
 

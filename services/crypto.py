@@ -1,4 +1,5 @@
-"""The client's AES payload envelope for EnKash, and the exact JSON the client puts on the wire.
+"""The client's AES payload envelope for EnKash, the exact JSON the client puts on the wire, and
+the one strict reader of the JSON EnKash sends back (``read_json``).
 
 EnKash asks partners to send ``{"request": "<base64>"}`` where the base64 is AES-128 in ECB mode
 with PKCS7 (PKCS5) padding over the compact JSON body, keyed with the first 16 bytes of SHA-256 of
@@ -22,6 +23,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from services.redact import redact
 
 _BLOCK_BITS = 128
 _CENT = Decimal("0.01")
@@ -103,18 +106,63 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names the same key twice: which value counts is anyone's guess."""
+
+    def __init__(self, key: str) -> None:
+        # Redacted before it is cut: a key may be anything EnKash echoed, a secret included.
+        shown = redact(key)
+        shown = shown if len(shown) <= 40 else shown[:39] + "…"
+        super().__init__(f"it repeats the key {shown!r}")
+        self.key = key
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def read_json(text: str | bytes) -> Any:
+    """JSON as EnKash sent it, read strictly: numbers with a fraction or exponent as ``Decimal``;
+    ``ValueError`` for anything that is not plainly one JSON value.
+
+    ``json.loads`` keeps the last of two equal keys, so ``{"response_code": 1, "response_code":
+    0}`` would read as a success while another reader sees a refusal: a repeated key is refused
+    (``DuplicateKey``), as are ``NaN``/``Infinity`` and a nesting too deep to read (a
+    ``RecursionError`` inside the parser is turned into a ``ValueError``).
+    """
+    try:
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_no_constants,
+            object_pairs_hook=_one_value_per_key,
+        )
+    except RecursionError:
+        raise ValueError("it is nested too deeply to read") from None
+
+
 def decrypt_body(envelope: dict, client_secret: str) -> dict:
     """The JSON object inside ``{"request": "<base64>"}``; numbers with a fraction as ``Decimal``.
 
     Raises ``DecryptError`` when the envelope has no ciphertext, the ciphertext does not decrypt
-    with this secret, or the plaintext is not a JSON object.
+    with this secret, or the plaintext is not a JSON object (read by ``read_json``: a repeated
+    key or a nesting too deep to read is not one).
     """
     ciphertext = envelope.get("request") if isinstance(envelope, dict) else None
     if not isinstance(ciphertext, str):
         raise DecryptError('the reply has no "request" ciphertext')
     plaintext = decrypt_text(ciphertext, client_secret)
     try:
-        body = json.loads(plaintext, parse_float=Decimal, parse_constant=_no_constants)
+        body = read_json(plaintext)
+    except DuplicateKey as exc:
+        raise DecryptError(f"the decrypted reply is ambiguous: {exc}") from exc
     except ValueError as exc:
         raise DecryptError("the decrypted reply is not JSON") from exc
     if not isinstance(body, dict):

@@ -8,8 +8,10 @@ here: an allocate call moves value, so every failure is classified by what it pr
 - ``NotSent``: the request certainly never reached EnKash (connection refused, DNS, connect
   timeout, an invalid URL, a sign-in that failed): nothing moved, it may be sent again.
 - ``OutcomeUnknown``: it was sent and no trustworthy answer came back (read timeout, a connection
-  dropped after sending, 5xx, a body that is not an envelope, a reply that does not decrypt, a
-  success for another reference): only a lookup of the reference can settle it.
+  dropped after sending, 5xx, 429, a body that is not an envelope, a reply that does not decrypt,
+  a reply that repeats a key, a code that is neither the documented success nor a refusal, a
+  reply still arriving after the call's deadline or larger than ``MAX_REPLY_BYTES``, a success
+  for another reference or another card): only a lookup of the reference can settle it.
 - ``LoginRefused``: EnKash refused the credentials. Three refused sign-ins lock the partner account,
   so a refusal is never retried: every client in this process built for the same credentials stops
   calling EnKash (without touching the network) until a person calls ``reset_login()``.
@@ -25,10 +27,14 @@ sign-ins.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import unicodedata
@@ -43,7 +49,14 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from services.config import EnkashConfig
-from services.crypto import DecryptError, compact_json, decrypt_body, encrypt_body
+from services.crypto import (
+    DecryptError,
+    DuplicateKey,
+    compact_json,
+    decrypt_body,
+    encrypt_body,
+    read_json,
+)
 from services.models import (
     AccountDetails,
     Allocation,
@@ -53,7 +66,7 @@ from services.models import (
     TransactionRecord,
     parse_card_id,
 )
-from services.redact import redact
+from services.redact import redact, remember_issued
 
 log = logging.getLogger("points_desk.enkash")
 
@@ -66,12 +79,38 @@ REFRESH_MARGIN_SECONDS = 30.0  # refresh when less than min(30 s, 10 % of the li
 REFRESH_MARGIN_FRACTION = 0.1
 DEFAULT_TOKEN_LIFETIME_SECONDS = 300.0  # the reward docs' 5 minutes, if a reply omits expires_in
 MAX_MESSAGE_LENGTH = 300
+#: Largest reply read, decompressed (the ``Content-Length`` EnKash declares, or what it sends).
+#: A whole account's user search of 20,000 cards is about 7 MB of JSON, 10 MB in the AES
+#: envelope; 32 MB leaves room for three times that and bounds what a hostile or broken host can
+#: make this process buffer. A larger reply is not read: the call's outcome is unknown.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
+#: A call may take its connect and read timeouts plus this, in all, before its connection is cut:
+#: the read timeout applies to each read of the socket, so a reply dripping a byte at a time would
+#: otherwise never time out.
+DEADLINE_MARGIN_SECONDS = 1.0
+_READ_CHUNK_BYTES = 64 * 1024
+#: Largest number read from a reply (points, counts, seconds): beyond this it is not a reading of
+#: anything real, and turning ``1e1000000`` into an ``int`` alone takes a minute of CPU.
+MAX_REPLY_NUMBER = Decimal(10) ** 15
+_MAX_NUMBER_TEXT = 40  # characters of a number written as text
+#: Longest text kept from a field of a reply (a name, an email, a status), after redaction.
+MAX_FIELD_LENGTH = 200
 
 # Documented (400, 404, 422) or refused-at-the-door (413 too large, 415 wrong media type) statuses:
 # EnKash read the request and said no, so nothing moved. Any other non-2xx status (except 401,
 # handled by one re-login) is not a definite answer and counts as an unknown outcome.
 REFUSAL_STATUSES = frozenset({400, 404, 413, 415, 422})
 _OAUTH_REFUSALS = frozenset({"invalid_client", "invalid_grant", "unauthorized_client"})
+# A code spelled like success that is not the documented 0 ("00", "SUCCESS", 200): it contradicts
+# any reading of the reply as a refusal, and it is not the success the contract documents.
+_SUCCESS_WORDS = frozenset(
+    {"SUCCESS", "SUCCEEDED", "SUCCESSFUL", "OK", "TRUE", "DONE", "COMPLETED", "APPROVED", "S"}
+)
+# An enkashCardTxnId as EnKash writes them (ECTRSZJ8CRJ2E): letters, digits and a few separators.
+_TRANSACTION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,299}")
+# An access token that can go in an Authorization header as is: visible ASCII, no spaces.
+_MAX_TOKEN_LENGTH = 8192
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 # Where a lookup row may carry the reference: EnKash echoes it as ``pgReferenceNumber``; some
 # portal examples spell the request field ``uniqueReferenceNum`` (ENKASH_API.md).
 _REFERENCE_FIELDS = ("pgReferenceNumber", "uniqueReferenceNumber", "uniqueReferenceNum")
@@ -99,7 +138,7 @@ class EnkashError(Exception):
     ) -> None:
         self.message = _short(redact(message)) or "EnKash call failed"
         self.http_status = http_status
-        self.code = redact(code) if isinstance(code, str) else code
+        self.code = _clip(redact(code)) if isinstance(code, str) else code
         self.reference = reference
         super().__init__(self.message)
 
@@ -136,6 +175,13 @@ class NotSent(EnkashError):
 #: How the message of a call that got no answer at all begins (a read timeout, a dropped
 #: connection): the outcome card says so rather than "no readable answer".
 NO_ANSWER = "No answer from EnKash"
+#: How the message of a call EnKash answered with HTTP 429 begins.
+SLOW_DOWN = "EnKash asked to slow down (429)"
+#: How the message of a sign-in EnKash answered without a usable token begins (an HTTP error, a
+#: reply without a token): it was reached, so the outcome card must not say it could not be.
+SIGN_IN_FAILED = "EnKash's sign-in answered without a usable token"
+#: How the message of a success for another card than the one sent begins.
+OTHER_CARD = "EnKash confirmed this transaction for another card"
 
 
 class OutcomeUnknown(EnkashError):
@@ -160,11 +206,39 @@ class ReferenceMismatch(OutcomeUnknown):
         self.received_reference = received_reference
 
 
+class CardMismatch(ReferenceMismatch):
+    """A success for the reference sent that names another card than the one sent: it is
+    investigated like a reference mismatch (``REFERENCE_MISMATCH`` in the ledger), never taken
+    as this transaction's success."""
+
+
+class LookupMismatch(OutcomeUnknown):
+    """A lookup lists the reference, but not as it was sent (another amount, type or card):
+    it proves nothing about this transaction. ``record`` is what EnKash listed, ``differences``
+    say how it differs, in words."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        record: TransactionRecord,
+        differences: tuple[str, ...],
+        reference: str | None = None,
+    ) -> None:
+        super().__init__(message, reference=reference)
+        self.record = record
+        self.differences = differences
+
+
 def _short(text: Any) -> str:
+    """One line of at most ``MAX_MESSAGE_LENGTH`` characters. Redact *before* calling this:
+    a secret cut in two no longer matches."""
     text = " ".join(str(text or "").split())
-    if len(text) > MAX_MESSAGE_LENGTH:
-        text = text[: MAX_MESSAGE_LENGTH - 1] + "…"
-    return text
+    return _clip(text)
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -186,6 +260,7 @@ class Exchange:
 
 #: Longest unreadable reply kept for the inspector (a readable one is kept whole).
 MAX_KEPT_REPLY = 16_000
+_CUT_SLACK = 4_096  # read past a cut, redacted, then cut: longer than any secret
 
 
 # --- login refusals shared across clients -------------------------------------------------------
@@ -244,7 +319,7 @@ class TokenHolder:
 
     - A usable token is handed out without waiting.
     - Shortly before it expires, one thread renews it (refresh grant first; a password sign-in
-      only when the refresh is refused with ``invalid_grant`` or there is no token); the others
+      when the refresh is refused, in whatever form, or there is no token); the others
       wait for that one sign-in and use its token. At most one sign-in is in flight.
     - Threads that waited for a sign-in take its outcome: its token, or the token still in hand if
       a refresh got no answer, or its ``NotSent`` failure; they do not queue up sign-ins of their
@@ -448,9 +523,11 @@ class EnkashClient:
         """Credit (CR / ALLOCATE_POINT) or debit (DR / UNALLOCATE_POINT) one card.
 
         Returns EnKash's confirmation only when ``payload.pgReferenceNumber`` equals the
-        reference sent. Raises ``BusinessRefusal`` (nothing moved), ``NotSent`` (never reached
-        EnKash), ``LoginRefused`` (not sent; sign-in blocked), ``ReferenceMismatch`` or
-        ``OutcomeUnknown`` (settle with ``find_transaction``).
+        reference sent and the card it names (if any) is the card sent. Raises
+        ``BusinessRefusal`` (nothing moved), ``NotSent`` (never reached EnKash),
+        ``LoginRefused`` (not sent; sign-in blocked), ``ReferenceMismatch`` (also its
+        ``CardMismatch``: a success for another card) or ``OutcomeUnknown`` (settle with
+        ``find_transaction``).
         """
         reference = allocation.reference
         payload = self._call(
@@ -473,7 +550,18 @@ class EnkashClient:
         # kept as given (a balance with 3 decimals, a card id that is not one) is left out and
         # named in ``notes`` for the audit trail, never allowed to stop the success being stored.
         notes: list[str] = []
-        card_id = _reported_card_id(payload.get("enKashCardId"), notes) or allocation.card_id
+        reported_card = _reported_card_id(payload.get("enKashCardId"), notes)
+        if reported_card and allocation.card_id and reported_card != allocation.card_id:
+            # Sent for one card, confirmed for another: not this transaction's success, and
+            # never a reason to re-attribute the row. Investigated like another reference.
+            raise CardMismatch(
+                f"{OTHER_CARD} ({reported_card}), not the card it was sent for "
+                f"({allocation.card_id}); investigate before doing anything else with it",
+                payload=payload,
+                received_reference=received,
+                reference=reference,
+            )
+        card_id = reported_card or allocation.card_id
         return AllocationResult(
             reference=reference,
             card_id=card_id or "",
@@ -492,7 +580,13 @@ class EnkashClient:
             raise OutcomeUnknown("EnKash's account reply carried no account details")
         available = _decimal(payload.get("availableBalance"))
         if available is None:
-            raise OutcomeUnknown("EnKash's account reply has no availableBalance")
+            if payload.get("availableBalance") is None:
+                raise OutcomeUnknown("EnKash's account reply has no availableBalance")
+            # Not a number, or beyond any real pool (1e30): unknown, never a figure to show.
+            raise OutcomeUnknown(
+                f"EnKash's account reply has an availableBalance of "
+                f"{_shown(payload.get('availableBalance'))}, which is not a balance"
+            )
         zero = Decimal("0")
         return AccountDetails(
             available_balance=available,
@@ -503,17 +597,28 @@ class EnkashClient:
             total_redemption=_decimal(payload.get("totalRedemptionPoint")) or zero,
             current_month_allocation=_decimal(payload.get("currentMonthAllocationPoint")) or zero,
             current_month_redemption=_decimal(payload.get("currentMonthRedemptionPoint")) or zero,
-            company_name=_text(payload.get("companyName")),
+            company_name=_field(payload.get("companyName")),
         )
 
     def find_transaction(
-        self, reference: str, *, card_id: str | None = None
+        self,
+        reference: str,
+        *,
+        card_id: str | None = None,
+        amount: Decimal | None = None,
+        transaction_type: str | None = None,
     ) -> TransactionRecord | None:
         """Look a reference up at EnKash: its transaction, or None when proven absent.
 
-        None only for a successful lookup whose listing has no such reference. Any error raises
-        (a failed lookup proves nothing); so does a reply whose shape is not understood.
-        ``card_id`` narrows the lookup to one card when it is known.
+        None only for a successful lookup whose listing is whole (its ``recordsCount``, when
+        given, is the number of rows; every row is an object) and has no such reference. Any
+        error raises (a failed lookup proves nothing); so does a reply whose shape is not
+        understood. ``card_id`` narrows the lookup to one card when it is known.
+
+        ``card_id``, ``amount`` and ``transaction_type`` (``CR``/``DR``) are also what was sent:
+        a listing of this reference that reports another card, amount or type (or one that
+        cannot be read) raises ``LookupMismatch``, since it is not proof of what happened to
+        this transaction.
         """
         body: dict[str, Any] = self._account_fields()
         if card_id:
@@ -521,17 +626,9 @@ class EnkashClient:
         body["pgReferenceNumber"] = reference
         body["pgReferenceNumbers"] = [reference]
         payload = self._call(TRANSACTIONS_PATH, body, reference=reference)
-        rows = _listing(payload)
-        if rows is None:
-            raise OutcomeUnknown(
-                "EnKash's transaction lookup reply was not understood, so it proves nothing",
-                reference=reference,
-            )
+        rows = _listing(payload, "transaction lookup", reference)
         matches = [
-            row
-            for row in rows
-            if isinstance(row, dict)
-            and reference in (_text(row.get(name)) for name in _REFERENCE_FIELDS)
+            row for row in rows if reference in (_text(row.get(name)) for name in _REFERENCE_FIELDS)
         ]
         if not matches and rows:
             # Rows came back for a lookup by this reference, none of them it: the filter was not
@@ -543,9 +640,24 @@ class EnkashClient:
             )
         if not matches:
             return None
+        differences: list[str] = []
+        for row in matches:
+            for difference in _differences(row, card_id, amount, transaction_type):
+                if difference not in differences:
+                    differences.append(difference)
         # Prefer a successful entry if EnKash lists several attempts for one reference.
         matches.sort(key=lambda row: _text(row.get("status")).upper() != "SUCCESS")
-        return _transaction_record(reference, matches[0])
+        record = _transaction_record(reference, matches[0])
+        if differences:
+            raise LookupMismatch(
+                "EnKash lists this reference, but not as it was sent ("
+                + "; ".join(differences)
+                + "), so the lookup proves nothing; investigate with EnKash",
+                record=record,
+                differences=tuple(differences),
+                reference=reference,
+            )
+        return record
 
     def search_users(
         self, card_id: str | None = None, email: str | None = None, mobile: str | None = None
@@ -553,37 +665,43 @@ class EnkashClient:
         """Cards at EnKash matching every filter given (all cards of the account when none).
 
         The search takes only the account and, for one card, ``enKashCardId`` (ENKASH_API.md);
-        email and mobile are matched here, on the reply.
+        email and mobile are matched here, on the reply. A listing that is not whole and
+        well-formed (a ``recordsCount`` other than its number of rows, a row that is not an
+        object, a card id that is not one, an email or mobile that is not text) raises
+        ``OutcomeUnknown``: "nobody has this email" must never rest on a partial listing.
         """
         body: dict[str, Any] = self._account_fields()
         if card_id:
             body["enKashCardId"] = card_id
         payload = self._call(SEARCH_PATH, body)
-        rows = _listing(payload)
-        if rows is None:
-            raise OutcomeUnknown("EnKash's user search reply was not understood")
+        rows = _listing(payload, "user search")
         holders = []
         wanted_email = email.lower() if email else None
         wanted_mobile = _national(mobile) if mobile else None
-        for row in rows:
-            card = _text(row.get("enKashCardId")) if isinstance(row, dict) else ""
+        for number, row in enumerate(rows, 1):
+            card = _text(row.get("enKashCardId"))
+            problem = _malformed_holder(row, card)
+            if problem:
+                raise OutcomeUnknown(
+                    f"EnKash's user search listed a malformed card (row {number}: {problem}), "
+                    "so the listing proves nothing"
+                )
             # Matched on the raw row first: a whole account's listing can be 20,000 cards.
             if (
-                not card
-                or (card_id and card != card_id)
+                (card_id and card.upper() != card_id.upper())
                 or (wanted_email and _text(row.get("email")).lower() != wanted_email)
                 or (wanted_mobile and _national(_text(row.get("mobile"))) != wanted_mobile)
             ):
                 continue
             holders.append(
                 CardHolder(
-                    card_id=card,
-                    email=_text(row.get("email")),
-                    mobile=_text(row.get("mobile")),
-                    title=_text(row.get("title")),
-                    first_name=_text(row.get("firstName")),
-                    gender=_text(row.get("gender")),
-                    user_id=_text(row.get("userId")),
+                    card_id=parse_card_id(card) or "",
+                    email=_field(row.get("email")),
+                    mobile=_field(row.get("mobile"), 40),
+                    title=_field(row.get("title"), 20),
+                    first_name=_field(row.get("firstName")),
+                    gender=_field(row.get("gender"), 20),
+                    user_id=_field(row.get("userId"), 100),
                     balance=_decimal(row.get("otbBalance")),
                 )
             )
@@ -700,14 +818,20 @@ class EnkashClient:
             reply, code, message = "", None, None
             if response is not None:
                 envelope, _ = self._parse_body(response)
+                try:
+                    reply = redact(compact_json(envelope)) if envelope is not None else ""
+                except (ArithmeticError, ValueError, TypeError, RecursionError):
+                    reply = ""  # a number it cannot write (1E+999999999): kept as it came
                 if envelope is not None:
-                    reply = compact_json(envelope)
                     raw_code = envelope.get("response_code", envelope.get("code"))
-                    code = None if raw_code is None else str(raw_code)
+                    code = None if raw_code is None else _clip(redact(str(raw_code)))
                     raw_message = envelope.get("response_message", envelope.get("message"))
-                    message = _short(raw_message) if raw_message is not None else None
-                else:
-                    reply = response.content[:MAX_KEPT_REPLY].decode("utf-8", "replace")
+                    message = _short(redact(raw_message)) if raw_message is not None else None
+                if not reply:
+                    # Redacted before it is cut (a secret across the cut would leak in part);
+                    # the slack past the cut holds any secret that begins before it.
+                    kept = response.content[: MAX_KEPT_REPLY + _CUT_SLACK]
+                    reply = _clip(redact(kept.decode("utf-8", "replace")), MAX_KEPT_REPLY)
             if error is not None and message is None:
                 message = error.message
             self.on_exchange(
@@ -716,10 +840,10 @@ class EnkashClient:
                     at=at,
                     endpoint=urlsplit(path).path or path,
                     request=redact(request),
-                    reply=redact(reply),
+                    reply=reply,
                     http_status=response.status_code if response is not None else None,
-                    enkash_code=redact(code) if code is not None else None,
-                    enkash_message=redact(message) if message is not None else None,
+                    enkash_code=code,
+                    enkash_message=message,
                     latency_ms=round((time.monotonic() - started) * 1000),
                     encrypted=self.config.encrypt,
                     error=f"{type(error).__name__}: {error.message}" if error is not None else "",
@@ -729,6 +853,15 @@ class EnkashClient:
             log.exception("could not keep the exchange for reference %s", reference)
 
     def _read_reply(self, response: requests.Response, reference: str | None) -> Any:
+        """The success payload of a reply, or the error that says what the reply proves.
+
+        Only a refusal EnKash states (HTTP 400/404/413/415/422, or a failure code on HTTP 200)
+        is a ``BusinessRefusal``. A code that is neither the documented success (0) nor a
+        refusal (``null``, ``"00"``, ``200``, ``"SUCCESS"``, ``true``), a refusal that also
+        says it succeeded (message "Success", a payload naming this reference or a transaction
+        id), and a reply that repeats a key are ``OutcomeUnknown``: the request may have gone
+        through, so it is settled by lookup, never resent.
+        """
         status = response.status_code
         if status >= 500:
             raise OutcomeUnknown(
@@ -737,8 +870,32 @@ class EnkashClient:
                 http_status=status,
                 reference=reference,
             )
+        if status == 429:
+            # ENKASH_API.md does not say a 429 comes before anything is processed.
+            raise OutcomeUnknown(
+                f"{SLOW_DOWN}; it is not known whether the request was processed",
+                http_status=status,
+                reference=reference,
+            )
         envelope, problem = self._parse_body(response)
+        if envelope is None and problem.startswith(_AMBIGUOUS):
+            raise OutcomeUnknown(
+                f"EnKash's reply could not be read ({problem}); the outcome is not known",
+                http_status=status,
+                reference=reference,
+            )
         if status in REFUSAL_STATUSES:
+            codes = _codes(envelope) if envelope else []
+            if envelope and (
+                _claims_success(envelope, reference)
+                or any(_code_meaning(code) == "success" for code in codes)
+            ):
+                raise OutcomeUnknown(
+                    f"EnKash refused the request (HTTP {status}) in a reply that says it "
+                    "succeeded; the outcome is not known",
+                    http_status=status,
+                    reference=reference,
+                )
             message = _refusal_message(envelope) or f"EnKash refused the request (HTTP {status})"
             code = envelope.get("response_code", envelope.get("code")) if envelope else None
             raise BusinessRefusal(
@@ -756,36 +913,56 @@ class EnkashClient:
                 http_status=status,
                 reference=reference,
             )
-        codes = [envelope[key] for key in ("code", "response_code") if key in envelope]
+        codes = _codes(envelope)
         if not codes:
             raise OutcomeUnknown(
                 "EnKash's reply is not a response envelope (no code)",
                 http_status=status,
                 reference=reference,
             )
-        successes = [_is_success(code) for code in codes]
-        payload = envelope.get("payload")
-        if all(successes):
-            return payload
-        if any(successes):
+        meanings = {_code_meaning(code) for code in codes}
+        if meanings == {"success"}:
+            return envelope.get("payload")
+        if meanings == {"refusal"}:
+            if _claims_success(envelope, reference):
+                raise OutcomeUnknown(
+                    f"EnKash's reply has the failure code {_shown(codes[-1])} but says it "
+                    "succeeded; the outcome is not known",
+                    http_status=status,
+                    reference=reference,
+                )
+            raise BusinessRefusal(
+                _refusal_message(envelope) or "EnKash refused the request",
+                http_status=status,
+                code=_code(codes[-1]),
+                reference=reference,
+            )
+        if {"success", "refusal"} <= meanings:
             raise OutcomeUnknown(
                 "EnKash's reply says both success and failure",
                 http_status=status,
                 reference=reference,
             )
-        raise BusinessRefusal(
-            _refusal_message(envelope) or "EnKash refused the request",
+        unknown = next(code for code in codes if _code_meaning(code) == "unknown")
+        raise OutcomeUnknown(
+            f"EnKash's reply has the code {_shown(unknown)}, which is neither its success code "
+            "(0) nor a refusal; the outcome is not known",
             http_status=status,
-            code=_code(codes[-1]),
             reference=reference,
         )
 
     def _parse_body(self, response: requests.Response) -> tuple[dict[str, Any] | None, str]:
-        """The reply's JSON object (decrypted when it is ``{"request": ...}``), or a reason."""
+        """The reply's JSON object (decrypted when it is ``{"request": ...}``), or a reason.
+
+        A reason that begins with ``_AMBIGUOUS`` (a key given twice) means the reply may say
+        anything, success included; any other reason, that it says nothing readable.
+        """
         try:
-            body = json.loads(response.content, parse_float=Decimal, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None, "not JSON"
+            body = read_json(response.content)
+        except DuplicateKey as exc:
+            return None, f"{_AMBIGUOUS}{exc}"
+        except ValueError as exc:  # also UnicodeDecodeError; a nesting too deep to read
+            return None, "not JSON" if "nested" not in str(exc) else f"not JSON ({exc})"
         if not isinstance(body, dict):
             return None, "not a JSON object"
         if set(body) == {"request"} and isinstance(body["request"], str):
@@ -793,6 +970,8 @@ class EnkashClient:
             try:
                 body = decrypt_body(body, self.config.client_secret.get_secret_value())
             except DecryptError as exc:
+                if isinstance(exc.__cause__, DuplicateKey):
+                    return None, f"{_AMBIGUOUS}{exc.__cause__}"
                 return None, str(exc)
         return body, ""
 
@@ -806,15 +985,39 @@ class EnkashClient:
         headers: dict[str, str],
         reference: str | None = None,
     ) -> requests.Response:
-        """POST with bounded retries for connect failures only (those never reached EnKash)."""
+        """POST with bounded retries for connect failures only (those never reached EnKash), and
+        read the whole reply within the call's deadline and ``MAX_REPLY_BYTES``.
+
+        The reply is read here, not by ``requests``: its read timeout applies to each read of the
+        socket, so a host that drips a byte a second would hold the call forever, and a host that
+        never stops sending would fill the memory. Past the deadline (the connect and read
+        timeouts plus ``DEADLINE_MARGIN_SECONDS``, from the start of the attempt) the connection
+        is cut, and a reply larger than the cap is not read on: either way the request was sent,
+        so its outcome is unknown.
+        """
         path = urlsplit(url).path
         attempts = max(0, self.config.connect_retries) + 1
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
+            allowed = sum(self._timeout) + DEADLINE_MARGIN_SECONDS
+            deadline = started + allowed
             try:
                 response = self._session.post(
-                    url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    stream=True,
                 )
+            except UnicodeError:
+                # A header value that is not Latin-1 fails as the header is written, before a byte
+                # of the request is sent.
+                raise NotSent(
+                    "A header of the request cannot be sent (it is not plain text); nothing was "
+                    "sent",
+                    reference=reference,
+                ) from None
             except (
                 requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema,
@@ -857,6 +1060,7 @@ class EnkashClient:
                     ) from None
                 time.sleep(min(self.retry_backoff_seconds * 2 ** (attempt - 1), 1.0))
                 continue
+            _read_body(response, deadline, allowed, path, reference)
             log.info(
                 "POST %s -> %d in %.0f ms reference=%s",
                 path,
@@ -882,7 +1086,13 @@ class EnkashClient:
             )
 
     def _grant(self, form: dict[str, str], *, password_grant: bool) -> _Token:
-        """POST the token endpoint; a refusal of a password grant blocks further sign-ins."""
+        """POST the token endpoint; a refusal of a password grant blocks further sign-ins.
+
+        A refusal of a refresh grant, whatever its form (``invalid_grant``, ``invalid_token``,
+        a bare 401 page), raises ``_RefreshRefused``: a refresh names no user, so it is not a
+        failed login, and the holder falls back to one password sign-in. Every token in the
+        reply is remembered for redaction before anything else is done with it.
+        """
         secret = self.config.client_secret.get_secret_value()
         basic = base64.b64encode(f"{self.config.client_id}:{secret}".encode()).decode("ascii")
         headers = {
@@ -893,22 +1103,41 @@ class EnkashClient:
         try:
             response = self._post(self.config.token_url, data=form, headers=headers)
         except OutcomeUnknown as exc:
-            # A sign-in that got no answer moved no value; the next call may try again.
-            raise NotSent(f"EnKash's sign-in did not answer: {exc.message}") from None
+            # A sign-in that got no usable answer moved no value; the next call may try again.
+            if exc.message.startswith(NO_ANSWER):
+                raise NotSent(f"EnKash's sign-in did not answer: {exc.message}") from None
+            raise NotSent(f"{SIGN_IN_FAILED}: {exc.message}", http_status=exc.http_status) from None
         status = response.status_code
+        unreadable = ""  # why the reply could not be read, when it could not
         try:
-            reply = json.loads(response.content, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            reply = None
+            reply = read_json(response.content)
+        except DuplicateKey as exc:
+            reply, unreadable = (
+                None,
+                f"{exc}, so which token it gave is not known",
+            )
+        except ValueError:
+            reply, unreadable = None, "it is not JSON"
+        if reply is not None and not isinstance(reply, dict):
+            unreadable = "it is not a JSON object"
         reply = reply if isinstance(reply, dict) else {}
-        error = redact(_text(reply.get("error"))) or None
+        # Remembered at once: a later reply (an error quoting the request) may echo them bare.
+        remember_issued(
+            *(
+                value
+                for value in (reply.get("access_token"), reply.get("refresh_token"))
+                if isinstance(value, str) and len(value) <= _MAX_TOKEN_LENGTH
+            )
+        )
+        error = _clip(redact(_text(reply.get("error"))), 100) or None
         if status in (400, 401, 403) or error in _OAUTH_REFUSALS:
-            description = _short(reply.get("error_description") or reply.get("message") or "")
+            description = _short(
+                redact(_text(reply.get("error_description") or reply.get("message")))
+            )
             reason = ": ".join(part for part in (error, description) if part) or f"HTTP {status}"
-            locked = "lock" in reason.lower()
-            if not password_grant and not locked and error == "invalid_grant":
-                # Only the refresh token was refused (expired or revoked): a password sign-in
-                # may follow. Anything else (bad client credentials) would be refused again.
+            if not password_grant:
+                # Only the refresh token was refused (expired, revoked, or a server that says so
+                # its own way): forget it and sign in once with the password.
                 raise _RefreshRefused(reason)
             with _REFUSED_LOCK:
                 _REFUSED_LOGINS[self._fingerprint] = _Refusal(status, error, reason)
@@ -923,26 +1152,186 @@ class EnkashClient:
                 code=error,
             )
         if not 200 <= status < 300:
+            said = SLOW_DOWN if status == 429 else f"HTTP {status}"
+            raise NotSent(f"{SIGN_IN_FAILED}: {said}; nothing was sent", http_status=status)
+        if unreadable:
             raise NotSent(
-                f"EnKash's sign-in failed with HTTP {status}; nothing was sent", http_status=status
+                f"{SIGN_IN_FAILED}: its reply could not be read ({unreadable}); nothing was sent",
+                http_status=status,
             )
         access_token = reply.get("access_token")
         if not isinstance(access_token, str) or not access_token:
-            raise NotSent("EnKash's sign-in reply has no access token; nothing was sent")
+            raise NotSent(
+                f"{SIGN_IN_FAILED}: its reply has no access token; nothing was sent",
+                http_status=status,
+            )
+        if not _HEADER_TOKEN.fullmatch(access_token):
+            # Spaces, line breaks or letters outside ASCII cannot go in an Authorization header:
+            # refused here, before any request, rather than failing as one is being sent.
+            raise NotSent(
+                f"{SIGN_IN_FAILED}: its access token cannot be sent in a header (it is not "
+                "plain ASCII text); nothing was sent",
+                http_status=status,
+            )
         refresh_token = reply.get("refresh_token")
+        usable_refresh = isinstance(refresh_token, str) and 0 < len(refresh_token) <= (
+            _MAX_TOKEN_LENGTH
+        )
         return _Token(
             access_token=access_token,
-            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            refresh_token=refresh_token if usable_refresh else None,
             obtained_at=started,
             expires_in=_lifetime(reply.get("expires_in")),
         )
 
 
+# --- reading a reply within a deadline and a size ---------------------------------------------
+
+
+class _Cut:
+    """The deadline of one reply being read: past it, the watchdog shuts its socket down, which
+    ends a read blocked on a host that drips the reply. ``finish`` disarms it."""
+
+    __slots__ = ("_lock", "_response", "deadline", "finished", "fired")
+
+    def __init__(self, deadline: float, response: requests.Response) -> None:
+        self.deadline = deadline
+        self.fired = False
+        self.finished = False
+        self._lock = threading.Lock()
+        self._response: requests.Response | None = response
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.finished:
+                return
+            self.fired = True
+            sock = _socket_of(self._response) if self._response is not None else None
+            if sock is not None:
+                # The plain socket's shutdown, also under TLS: it only ends the blocked read.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.finished = True
+            self._response = None  # not kept alive (and its reply with it) until the deadline
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket a streamed reply is read from (urllib3 2 keeps it on the response)."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is None:
+        reader = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(reader, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _Watchdog:
+    """One daemon thread for the process that fires each ``_Cut`` at its deadline."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, _Cut]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cut: _Cut) -> None:
+        with self._wake:
+            heapq.heappush(self._due, (cut.deadline, next(self._order), cut))
+            if self._thread is None or not self._thread.is_alive():  # none yet, or forked
+                self._thread = threading.Thread(
+                    target=self._run, name="enkash-reply-deadline", daemon=True
+                )
+                self._thread.start()
+            if self._due[0][2] is cut:  # sooner than what the thread waits for
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while True:
+                    while self._due and self._due[0][2].finished:
+                        heapq.heappop(self._due)
+                    if not self._due:
+                        self._wake.wait()
+                        continue
+                    wait = self._due[0][0] - time.monotonic()
+                    if wait <= 0:
+                        cut = heapq.heappop(self._due)[2]
+                        break
+                    self._wake.wait(wait)
+            cut.fire()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _read_body(
+    response: requests.Response, deadline: float, allowed: float, path: str, reference: str | None
+) -> None:
+    """Read a streamed reply whole into ``response.content``, or raise ``OutcomeUnknown``: past
+    ``deadline`` (``time.monotonic()``), beyond ``MAX_REPLY_BYTES`` (decompressed), on a body
+    that does not decompress as its ``Content-Encoding`` says, or on a connection that drops.
+    The request was sent in every case, so none of them proves anything."""
+    limit = MAX_REPLY_BYTES
+    status = response.status_code
+    declared = (response.headers.get("Content-Length") or "").strip()
+    problem = ""
+    if declared.isdigit() and (len(declared) > 15 or int(declared) > limit):
+        problem = "large"
+    chunks: list[bytes] = []
+    cut = _Cut(deadline, response)
+    if not problem:
+        _WATCHDOG.watch(cut)
+        size = 0
+        try:
+            for chunk in response.iter_content(_READ_CHUNK_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    problem = "large"
+                    break
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    problem = "late"
+                    break
+        except requests.exceptions.ContentDecodingError:
+            problem = "undecodable"
+        except Exception as exc:  # the connection dropped, or was cut at the deadline
+            problem = "dropped"
+            log.info("reading the reply to POST %s failed (%s)", path, type(exc).__name__)
+        finally:
+            cut.finish()
+        if cut.fired:
+            problem = "late"  # cut mid-reply: what was read may end anywhere
+    if not problem:
+        response._content = b"".join(chunks)
+        return
+    response.close()  # never back to the pool half read
+    log.warning("POST %s: reply not read (%s) reference=%s", path, problem, reference)
+    maybe = "the request may or may not have been processed"
+    if problem == "late":
+        message = (
+            f"{NO_ANSWER} in time: its reply was still arriving {allowed:.0f} s after the call "
+            f"began, so it was cut off; {maybe}"
+        )
+    elif problem == "large":
+        message = (
+            f"EnKash's reply was larger than {limit // (1024 * 1024)} MB, so it was not read; "
+            f"{maybe}"
+        )
+    elif problem == "undecodable":
+        message = (
+            "EnKash's reply could not be read (it is marked as compressed but does not "
+            f"decompress); {maybe}"
+        )
+    else:
+        message = f"{NO_ANSWER} after the request was sent (connection dropped); {maybe}"
+    raise OutcomeUnknown(message, http_status=status, reference=reference)
+
+
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _never_reached(exc: requests.exceptions.RequestException) -> bool:
@@ -977,13 +1366,57 @@ def _transport_reason(exc: requests.exceptions.RequestException) -> str:
     return "connection dropped"
 
 
-def _is_success(code: Any) -> bool:
-    if isinstance(code, bool):
-        return False
+#: How the reason an unreadable reply gives begins when the reply may have said anything, success
+#: included (a key given twice): even an HTTP refusal status does not settle it.
+_AMBIGUOUS = "ambiguous: "
+
+
+def _codes(envelope: dict[str, Any]) -> list[Any]:
+    return [envelope[key] for key in ("code", "response_code") if key in envelope]
+
+
+def _code_meaning(code: Any) -> str:
+    """``success`` (the documented 0), ``refusal`` (a failure code, such as 1 or
+    ``INSUFFICIENT_BALANCE``) or ``unknown``: ``null``, ``true``, a fraction, a code spelled
+    like success that is not 0 (``"00"``, ``"SUCCESS"``, ``200``).
+    """
+    if code is None or isinstance(code, bool):
+        return "unknown"
     if isinstance(code, int | Decimal):
-        return code == 0
+        number = Decimal(code)
+        if not number.is_finite():
+            return "unknown"
+        if number == 0:
+            return "success"
+        if number != number.to_integral_value() or 200 <= number < 300:
+            return "unknown"
+        return "refusal"
     if isinstance(code, str):
-        return code.strip() == "0"
+        text = code.strip()
+        if text == "0":
+            return "success"
+        if not text or text.upper() in _SUCCESS_WORDS:
+            return "unknown"
+        digits = text.isascii() and text.isdigit()
+        if digits and (not text.strip("0") or (len(text) == 3 and text.startswith("2"))):
+            return "unknown"  # "00", "200": success in another spelling, or HTTP's
+        return "refusal"
+    return "unknown"
+
+
+def _claims_success(envelope: dict[str, Any], reference: str | None) -> bool:
+    """Whether a reply also reads as a success: its message or status says so, or its payload
+    carries this reference or a transaction id (a refusal's payload is a plain sentence)."""
+    for key in ("response_message", "message", "status"):
+        value = envelope.get(key)
+        if isinstance(value, str) and value.strip().rstrip(".!").upper() in _SUCCESS_WORDS:
+            return True
+    payload = envelope.get("payload")
+    if isinstance(payload, dict):
+        if reference and _text(payload.get("pgReferenceNumber")) == reference:
+            return True
+        if payload.get("enkashCardTxnId"):
+            return True
     return False
 
 
@@ -994,37 +1427,66 @@ def _code(code: Any) -> int | str | None:
 
 
 def _refusal_message(envelope: dict[str, Any] | None) -> str:
+    """EnKash's own words for a refusal: redacted, then shortened (a secret cut in two by the
+    shortening would no longer be recognised)."""
     if not envelope:
         return ""
     for key in ("response_message", "message", "error_description", "error"):
         value = envelope.get(key)
         if isinstance(value, str) and value.strip() and value.strip().lower() != "success":
-            return _short(value)
+            return _short(redact(value))
     payload = envelope.get("payload")
-    return _short(payload) if isinstance(payload, str) else ""
+    return _short(redact(payload)) if isinstance(payload, str) else ""
 
 
 def _text(value: Any) -> str:
+    """A value of a reply as text, as given (compare with it; ``_field`` to keep or show it)."""
     if value is None or isinstance(value, dict | list):
         return ""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return ""  # no identifier is a number this long; str() of a huge int is slow
     return str(value).strip()
+
+
+def _field(value: Any, limit: int = MAX_FIELD_LENGTH) -> str:
+    """A text field of a reply as it may be kept or shown: redacted (a field may echo a secret),
+    without control characters, on one line, then shortened to ``limit``."""
+    text = redact(_text(value))
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
+        text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cs"))
+    return _clip(" ".join(text.split()), limit)
 
 
 def _label(value: Any) -> str:
     """``cardStatus``/``kycStatus`` are ``{name, label}``; prefer the label, accept plain text."""
     if isinstance(value, dict):
-        return _text(value.get("label")) or _text(value.get("name"))
-    return _text(value)
+        return _field(value.get("label"), 60) or _field(value.get("name"), 60)
+    return _field(value, 60)
 
 
 def _decimal(value: Any) -> Decimal | None:
+    """A number of a reply (points, a count, seconds), or ``None`` when it is not one within
+    ``MAX_REPLY_NUMBER``: ``1e1000000`` is not a reading of anything, and is never turned into
+    an ``int`` (which alone would take a minute)."""
     if value is None or isinstance(value, bool):
         return None
-    try:
-        amount = Decimal(str(value).strip().replace(",", ""))
-    except (InvalidOperation, ValueError):
+    if isinstance(value, int):
+        return Decimal(value) if abs(value) < MAX_REPLY_NUMBER else None
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, str | float):
+        text = str(value).strip().replace(",", "")
+        if not text or len(text) > _MAX_NUMBER_TEXT:
+            return None
+        try:
+            amount = Decimal(text)
+        except (InvalidOperation, ValueError):
+            return None
+    else:
         return None
-    return amount if amount.is_finite() else None
+    if not amount.is_finite() or amount.copy_abs() >= MAX_REPLY_NUMBER:
+        return None
+    return amount
 
 
 # A card balance beyond this is not a balance (and would not fit the ledger's integer cents).
@@ -1034,13 +1496,20 @@ _PLAIN_AMOUNT = re.compile(r"-?\d{1,20}(?:\.\d{1,2})?")
 
 
 def _shown(value: Any, limit: int = 60) -> str:
-    """A value EnKash sent, quoted for an audit note: clipped, control characters escaped."""
+    """A value EnKash sent, quoted for an audit note: redacted, then clipped, control characters
+    escaped."""
     if isinstance(value, str):
         text = value
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**100:
+        text = f"a number of {value.bit_length()} bits"
     elif isinstance(value, int | Decimal) and not isinstance(value, bool):
         text = str(value)
     else:
-        text = json.dumps(value, default=str)
+        try:
+            text = json.dumps(value, default=str)
+        except (ValueError, RecursionError):
+            text = type(value).__name__
+    text = redact(text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     visible = "".join(
@@ -1065,7 +1534,7 @@ def _balance(value: Any, notes: list[str]) -> Decimal | None:
     if (
         amount is not None
         and amount.is_finite()
-        and abs(amount) < MAX_BALANCE
+        and amount.copy_abs() < MAX_BALANCE
         and amount == amount.quantize(_CENT)
     ):
         return amount.quantize(_CENT)
@@ -1086,14 +1555,15 @@ def _reported_card_id(value: Any, notes: list[str]) -> str | None:
 
 
 def _reported_id(value: Any, what: str, notes: list[str]) -> str:
-    """An EnKash id kept whole, except control characters, which are escaped (and noted)."""
+    """An EnKash transaction id when it is shaped like one (letters, digits, ``.``, ``_``, ``-``;
+    at most 300) and holds no secret; otherwise ``""``, named in ``notes`` (redacted first)."""
     text = _text(value)
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text):
-        notes.append(f"EnKash's {what} held control characters; stored with them escaped")
-        text = "".join(
-            f"\\x{ord(ch):02x}" if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text
-        )
-    return text
+    if not text:
+        return ""
+    if _TRANSACTION_ID.fullmatch(text) and redact(text) == text:
+        return text
+    notes.append(f"EnKash reported {what} {_shown(text)}, not shaped like one; not stored")
+    return ""
 
 
 def _int(value: Any) -> int:
@@ -1113,19 +1583,95 @@ def _national(mobile: str) -> str:
     return "".join(ch for ch in mobile if ch.isdigit())[-10:]
 
 
-def _listing(payload: Any) -> list[Any] | None:
-    """The rows of a list reply: a list, or a dict holding one under a known key; else None."""
+def _listing(payload: Any, what: str, reference: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a list reply: a list, or a dict holding one under a known key (or a single
+    record, unwrapped). ``OutcomeUnknown`` unless the listing is whole and well-formed: exactly
+    one list, every row an object, and as many rows as its ``recordsCount`` says, when it says.
+    A listing that is partial or contradicts itself proves nothing, absence least of all."""
+
+    def unproved(problem: str) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"EnKash's {what} reply {problem}, so it proves nothing", reference=reference
+        )
+
+    rows: Any = None
+    count: Any = None
     if isinstance(payload, list):
-        return payload
-    if isinstance(payload, dict):
-        for key in _LOOKUP_LIST_KEYS:
-            if isinstance(payload.get(key), list):
-                return payload[key]
-        if "pgReferenceNumber" in payload or "enKashCardId" in payload:
-            return [payload]  # a single record, unwrapped
-        if _decimal(payload.get("recordsCount")) == 0:
-            return []
-    return None
+        rows = payload
+    elif isinstance(payload, dict):
+        lists = [key for key in _LOOKUP_LIST_KEYS if isinstance(payload.get(key), list)]
+        if len(lists) > 1:
+            raise unproved(f"holds several listings ({', '.join(lists)})")
+        count = payload.get("recordsCount")
+        if lists:
+            rows = payload[lists[0]]
+        elif "pgReferenceNumber" in payload or "enKashCardId" in payload:
+            rows, count = [payload], None  # a single record, unwrapped
+        elif count is not None and _decimal(count) == 0:
+            rows = []
+    if rows is None:
+        raise unproved("was not understood")
+    if not all(isinstance(row, dict) for row in rows):
+        raise unproved("lists rows that are not records")
+    if count is not None:
+        counted = _decimal(count)
+        if counted is None or counted != len(rows):
+            raise unproved(
+                f"says it has {_shown(count)} records but lists {len(rows)}"
+                if counted is not None
+                else f"has a recordsCount of {_shown(count)}"
+            )
+    return rows
+
+
+def _malformed_holder(row: dict[str, Any], card: str) -> str:
+    """What makes a user search row unusable for matching (``""`` when nothing does)."""
+    try:
+        parse_card_id(card)
+    except ValueError:
+        return f"card id {_shown(card)}"
+    if not card:
+        return "no card id"
+    email, mobile = row.get("email"), row.get("mobile")
+    if email is not None and not isinstance(email, str):
+        return f"email {_shown(email)}"
+    if mobile is not None and (
+        isinstance(mobile, bool | dict | list) or not isinstance(mobile, str | int)
+    ):
+        return f"mobile {_shown(mobile)}"
+    return ""
+
+
+def _differences(
+    row: dict[str, Any],
+    card_id: str | None,
+    amount: Decimal | None,
+    transaction_type: str | None,
+) -> list[str]:
+    """How a lookup row of this reference differs from what was sent (in words; [] if not)."""
+    found: list[str] = []
+    if amount is not None:
+        key = next((k for k in ("amount", "loadAmount", "transactionAmount") if k in row), None)
+        if key is not None:
+            reported = _decimal(row.get(key))
+            # A listing may sign a debit's amount (-100 for a debit of 100); nothing else.
+            debit = (transaction_type or "").upper() == "DR"
+            if reported is None or (reported != amount and not (debit and reported == -amount)):
+                found.append(f"amount {_shown(row.get(key), 30)}, sent {amount}")
+    if transaction_type:
+        key = next((k for k in ("cardTransactionType", "transactionType") if k in row), None)
+        if key is not None and _text(row.get(key)).upper() != transaction_type.upper():
+            found.append(f"type {_shown(row.get(key), 30)}, sent {transaction_type}")
+    if card_id:
+        value = row.get("enKashCardId", row.get("enkashCardId"))
+        if value is not None:
+            try:
+                reported_card = parse_card_id(_text(value))
+            except ValueError:
+                reported_card = None
+            if reported_card != card_id.upper():
+                found.append(f"card {_shown(value, 30)}, sent {card_id}")
+    return found
 
 
 def _moment(value: Any) -> datetime | None:
@@ -1155,12 +1701,12 @@ def _transaction_record(reference: str, row: dict[str, Any]) -> TransactionRecor
         reference=reference,
         transaction_id=_reported_id(transaction_id, "transaction id", notes),
         card_id=card_id or "",
-        transaction_type=_text(row.get("cardTransactionType") or row.get("transactionType")),
+        transaction_type=_field(row.get("cardTransactionType") or row.get("transactionType"), 20),
         # The record's existence is what settles an unknown outcome; an amount EnKash omits is
         # shown as 0 rather than turning a proven "found" into an error.
         amount=amount if amount is not None else Decimal("0"),
         balance_after=_balance(row.get("otbBalance"), notes),
-        status=_text(row.get("status")),
+        status=_field(row.get("status"), 60),
         happened_at=_moment(row.get("txnDate")),
         notes=tuple(notes),
     )

@@ -20,16 +20,35 @@ _WHOLE_PATTERN = "#,##,##0"
 
 
 def points(value: Decimal | int | float | None, *, decimals: bool = True) -> str:
-    """``1234567.5`` -> ``12,34,567.50``; ``decimals=False`` -> ``12,34,568``; ``None`` -> ``—``."""
+    """``1234567.5`` -> ``12,34,567.50``; ``decimals=False`` -> ``12,34,568``; ``None`` -> ``—``.
+
+    Never raises: a value too large to group (``1E+30``: more digits than ``Decimal``'s context
+    holds) is shown plainly as ``1E+30``, and ``NaN`` or ``Infinity`` as themselves. A figure
+    on a page must not take the page down with it.
+    """
     if value is None:
         return "—"
-    amount = Decimal(str(value))
-    pattern = _POINTS_PATTERN if decimals else _WHOLE_PATTERN
-    return format_decimal(amount, format=pattern, locale=LOCALE, decimal_quantization=True)
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+        if amount.is_finite():
+            pattern = _POINTS_PATTERN if decimals else _WHOLE_PATTERN
+            return format_decimal(amount, format=pattern, locale=LOCALE, decimal_quantization=True)
+    except (ArithmeticError, ValueError, TypeError):
+        pass
+    return _plain(value)
+
+
+def _plain(value: object) -> str:
+    """The fallback form of a figure that cannot be grouped: as ``Decimal`` writes it, clipped."""
+    try:
+        text = str(value)
+    except ValueError:  # an int with more digits than ``str`` will write
+        return "a number too large to show"
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def figure(amount: Decimal | int | float) -> str:
-    """Points in a sentence: ``99999`` -> ``99,999``, ``10.5`` -> ``10.50``."""
+    """Points in a sentence: ``99999`` -> ``99,999``, ``10.5`` -> ``10.50``. Never raises."""
     return points(amount).removesuffix(".00")
 
 

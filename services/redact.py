@@ -7,9 +7,14 @@ audit event, so a configured secret never reaches a page, a log line, an export 
 
 The process remembers its configured secrets (``remember()``): ``EnkashConfig`` registers the
 client secret, the partner password and the Basic credentials built from them; ``Settings``
-registers the database password. Each is replaced in its plain, URL-encoded and JSON-escaped
-forms. Bearer/Basic credentials and ``access_token``/``refresh_token``/``password`` values are
-masked by pattern, whatever their value, so a token the process holds is never echoed either.
+registers the database password. It also remembers the access and refresh tokens EnKash issues
+(``remember_issued()``, called by the client as soon as a sign-in answers): a reply may echo a
+token bare (``Token tok-… is not authorised``), where no pattern could see it. Each is replaced
+in its plain, URL-encoded and JSON-escaped forms. Bearer/Basic credentials and
+``access_token``/``refresh_token``/``password`` values are masked by pattern as well, whatever
+their value.
+
+Redact before shortening: a text cut first may end in part of a secret that no longer matches.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import deque
 from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
@@ -25,8 +31,14 @@ MASK = "[redacted]"
 # Shorter values are not remembered: masking "1" or "ab" everywhere would garble every message.
 MIN_SECRET_LENGTH = 4
 
+#: How many issued tokens are remembered: the process renews its token every few minutes for as
+#: long as it runs, and every remembered form costs a substring check on every redaction. The
+#: latest are the ones a reply can echo (an old token is refused at EnKash's door).
+ISSUED_KEPT = 16
+
 _lock = threading.Lock()
-_secrets: frozenset[str] = frozenset()
+_secrets: frozenset[str] = frozenset()  # the forms of the configured secrets
+_issued: deque[str] = deque(maxlen=ISSUED_KEPT)  # the latest tokens EnKash issued
 _pattern: re.Pattern[str] | None = None
 # (the remembered forms, their pattern) as one value, so a reader sees the two agree.
 _masking: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
@@ -63,7 +75,7 @@ def _forms(value: str) -> set[str]:
 
 def remember(*values: str | SecretStr | None) -> None:
     """Add secret values this process holds; ``None`` and very short values are ignored."""
-    global _secrets, _pattern, _masking
+    global _secrets
     found: set[str] = set()
     for value in values:
         if isinstance(value, SecretStr):
@@ -74,10 +86,31 @@ def remember(*values: str | SecretStr | None) -> None:
         if found <= _secrets:
             return
         _secrets = _secrets | found
-        # Longest first, so a value is masked whole before any shorter one inside it.
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(secret) for secret in ordered))
-        _masking = (tuple(ordered), _pattern)
+        _rebuild()
+
+
+def remember_issued(*tokens: str | None) -> None:
+    """Add tokens EnKash issued to this process (access and refresh tokens): masked like the
+    configured secrets from now on. Only the latest ``ISSUED_KEPT`` are kept."""
+    wanted = [t for t in tokens if isinstance(t, str) and len(t) >= MIN_SECRET_LENGTH]
+    with _lock:
+        fresh = [token for token in dict.fromkeys(wanted) if token not in _issued]
+        if not fresh:
+            return
+        _issued.extend(fresh)
+        _rebuild()
+
+
+def _rebuild() -> None:
+    """Recompile the masking from the configured secrets and the issued tokens (lock held)."""
+    global _pattern, _masking
+    every: set[str] = set(_secrets)
+    for token in _issued:
+        every |= _forms(token)
+    # Longest first, so a value is masked whole before any shorter one inside it.
+    ordered = sorted(every, key=len, reverse=True)
+    _pattern = re.compile("|".join(re.escape(secret) for secret in ordered)) if ordered else None
+    _masking = (tuple(ordered), _pattern)
 
 
 def redact(text: str | None) -> str:

@@ -70,7 +70,7 @@ class FakeLookup:
         self.asked: list[str] = []
         self.cards: list[str | None] = []  # the card each lookup was narrowed to
 
-    def find_transaction(self, reference, *, card_id=None):
+    def find_transaction(self, reference, *, card_id=None, **sent):
         self.asked.append(reference)
         self.cards.append(card_id)
         if self.status is None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services import crypto
 from services.crypto import (
     DecryptError,
     aes_key,
@@ -20,6 +21,7 @@ from services.crypto import (
     encrypt_body,
     encrypt_text,
 )
+from services.redact import remember
 
 SECRET = "sandbox-client-secret"
 BODY = {"companyId": "CEK1PU9AOO", "loadAmount": Decimal("1500.50")}
@@ -82,6 +84,33 @@ def test_decrypt_refuses_what_does_not_decrypt(envelope):
 def test_decrypt_refuses_a_plaintext_that_is_not_an_object():
     with pytest.raises(DecryptError, match="not a JSON object"):
         decrypt_body({"request": encrypt_text("[1, 2]", SECRET)}, SECRET)
+
+
+def test_decrypt_refuses_a_plaintext_nested_too_deep_to_read():
+    # json.loads raises RecursionError here, which no caller expects from a reply.
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(DecryptError, match="not JSON"):
+        decrypt_body({"request": encrypt_text(deep, SECRET)}, SECRET)
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        '{"code":1,"code":0,"payload":{}}',
+        '{"code":0,"payload":{"pgReferenceNumber":"A","pgReferenceNumber":"B"}}',
+    ],
+)
+def test_decrypt_refuses_a_plaintext_that_repeats_a_key(plaintext):
+    # json.loads keeps the last of two equal keys: a refusal could read as a success.
+    with pytest.raises(DecryptError, match="repeats the key"):
+        decrypt_body({"request": encrypt_text(plaintext, SECRET)}, SECRET)
+
+
+def test_read_json_names_a_repeated_key_without_echoing_a_secret():
+    remember("a-remembered-secret-value")
+    with pytest.raises(ValueError, match="repeats the key") as caught:
+        crypto.read_json('{"a-remembered-secret-value":1,"a-remembered-secret-value":2}')
+    assert "a-remembered" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -716,13 +716,13 @@ def test_a_card_id_that_is_not_one_is_not_kept_and_is_named(sandbox):
     assert fresh.card_id == "" and fresh.notes
 
 
-def test_control_characters_in_a_transaction_id_are_escaped_and_named(sandbox):
+def test_a_transaction_id_not_shaped_like_one_is_not_kept_and_is_named(sandbox):
     sandbox.knobs.reply_payload = {"enkashCardTxnId": "ECTR\x00\x1b9"}
     client, _ = make_client(sandbox)
     confirmed = client.allocate(create())
-    assert confirmed.transaction_id == "ECTR\\x00\\x1b9"
+    assert confirmed.transaction_id == ""  # the success stands; the id is in the lookup
     assert confirmed.notes == (
-        "EnKash's transaction id held control characters; stored with them escaped",
+        "EnKash reported transaction id 'ECTR\\x00\\x1b9', not shaped like one; not stored",
     )
 
 
@@ -981,26 +981,21 @@ def test_a_failed_lookup_raises(sandbox):
         client.find_transaction("PD-ANY-REFERENCE")
 
 
-def test_a_refresh_refused_for_the_client_blocks_sign_in_without_a_password_attempt(
-    recorder_factory,
-):
-    client, grants, _ = _signed_in_with_refresh_refused(recorder_factory, "invalid_client")
-    with pytest.raises(LoginRefused):
-        client.allocate(credit("EKC04AZHXP"))
-    assert grants == ["password", "refresh_token"]  # no second refused sign-in
-    assert client.login_refused
+@pytest.mark.parametrize("error", ["invalid_client", "invalid_token"])
+def test_any_refused_refresh_falls_back_to_one_password_sign_in(recorder_factory, error):
+    # A refresh names no user: however it is refused, it is not a refused login.
+    client, grants, recorder = _signed_in_with_refresh_refused(recorder_factory, error)
+    client.allocate(credit("EKC04AZHXP"))
+    assert grants == ["password", "refresh_token", "password"]
+    assert not client.login_refused
+    assert recorder.api()[-1].header("Authorization") == "Bearer access-3"
 
 
 def test_search_sends_only_documented_fields_and_filters_the_reply(recorder_factory):
     cards = [
         {"enKashCardId": "EKC1", "email": "asha@example.com", "mobile": "9600098801"},
         {"enKashCardId": "EKC2", "email": "ravi@example.com", "mobile": "+91 96000 98802"},
-        # Odd rows a reply may hold: skipped or matched on what they have, never an error.
-        "not a card",
-        None,
-        {"email": "ravi@example.com", "mobile": "9600098802"},  # no card id
         {"enKashCardId": "EKC3", "email": None, "mobile": 9600098803},
-        {"enKashCardId": "EKC4", "email": ["ravi@example.com"], "mobile": {"n": 1}},
     ]
     recorder = recorder_factory(
         lambda seen: (
@@ -1014,9 +1009,35 @@ def test_search_sends_only_documented_fields_and_filters_the_reply(recorder_fact
     assert [h.card_id for h in client.search_users(mobile="9600098802")] == ["EKC2"]
     assert client.search_users(mobile="9999999999") == []
     assert [h.card_id for h in client.search_users(mobile="9600098803")] == ["EKC3"]
-    assert [h.card_id for h in client.search_users()] == ["EKC1", "EKC2", "EKC3", "EKC4"]
+    assert [h.card_id for h in client.search_users()] == ["EKC1", "EKC2", "EKC3"]
     for search in recorder.api():  # every search sends only the documented fields
         assert set(json.loads(search.body)) == {"companyId", "cardAccountId"}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "not a card",
+        None,
+        {"email": "ravi@example.com", "mobile": "9600098802"},  # no card id
+        {"enKashCardId": "EKC4", "email": ["ravi@example.com"], "mobile": "9600098804"},
+        {"enKashCardId": "EKC4", "email": "x@example.com", "mobile": {"n": 1}},
+        {"enKashCardId": "EKC1 [x](https://evil.example)", "email": "ravi@example.com"},
+    ],
+)
+def test_a_search_listing_with_a_malformed_row_proves_nothing(recorder_factory, odd):
+    # One row that cannot be matched could be the holder the caller is looking for: "nobody has
+    # this email" must not rest on such a listing, so it is refused whole.
+    cards = [{"enKashCardId": "EKC1", "email": "asha@example.com", "mobile": "9600098801"}, odd]
+    recorder = recorder_factory(
+        lambda seen: (
+            token_reply()
+            if seen.path == TOKEN_PATH
+            else (200, {"code": 0, "message": "Success", "payload": {"data": cards}})
+        )
+    )
+    with pytest.raises(OutcomeUnknown, match="proves nothing"):
+        EnkashClient(recorder_config(recorder.url)).search_users(email="ravi@example.com")
 
 
 def test_search_users_and_account_details(sandbox):
