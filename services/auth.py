@@ -27,7 +27,6 @@ import logging
 import os
 import sys
 import tomllib
-import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,13 +35,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from sqlalchemy.engine import Connection
 
 from services.config import ConfigError, Settings, secrets_file_path
-from services.store import Ledger, sign_in_attempts
+from services.store import Ledger
 
 log = logging.getLogger("points_desk.auth")
 
@@ -383,74 +380,12 @@ class SignInGuard:
         )
 
     def locked_until(self, username: str, now: datetime | None = None) -> datetime | None:
-        """When the account unlocks, if a lockout is in force at ``now``."""
-        now = now or datetime.now(UTC)
-        with self.ledger.reading() as conn:
-            return self._locked_until(conn, username, now)
-
-    def _locked_until(self, conn: Connection, key: str, now: datetime) -> datetime | None:
-        """The lockout in force at ``now``, read on ``conn``.
-
-        The wrong passwords since the last right one run in groups of ``attempts``: each full
-        group started a lockout at its last attempt. While an account is locked no wrong password
-        is recorded (attempts are refused unchecked, as ``locked``), so the group in progress is
-        the count modulo ``attempts``, whatever the spacing; two numbers, not the whole history.
-        """
-        t = sign_in_attempts
-        last_ok = (
-            sa.select(sa.func.max(t.c.id))
-            .where(t.c.username == key, t.c.outcome == "ok")
-            .scalar_subquery()
+        """When the account unlocks, if a lockout is in force at ``now``: every
+        ``attempts``-th wrong password in a row since the last right one, however far apart,
+        locks it for ``lockout`` (the store counts them: ``SignInStore``)."""
+        return self.ledger.sign_in_locked_until(
+            username, now or datetime.now(UTC), attempts=self.attempts, lockout=self.lockout
         )
-        wrong, latest = conn.execute(
-            sa.select(sa.func.count(), sa.func.max(t.c.at)).where(
-                t.c.username == key,
-                t.c.outcome == "bad",
-                t.c.id > sa.func.coalesce(last_ok, 0),
-            )
-        ).one()
-        if not wrong or wrong % self.attempts:
-            return None
-        until = latest + self.lockout
-        return until if until > now else None
-
-    def _serialise(self, conn: Connection, key: str) -> None:
-        """Make this transaction the only one deciding about ``key`` until it commits.
-
-        SQLite: ``Database.writing()`` already holds the database's write lock (``BEGIN
-        IMMEDIATE``) and this process's write lock. PostgreSQL: a transaction-scoped advisory
-        lock on (this ledger's schema, the key), taken before the count is read, so a second
-        transaction reads the count only after the first one's attempt is committed.
-        """
-        if conn.dialect.name != "postgresql":
-            return
-        space = _int32(f"points-desk-sign-in:{self.ledger.schema or ''}")
-        conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:space, :key)"),
-            {"space": space, "key": _int32(key)},
-        )
-
-    def _reserve(self, key: str, now: datetime) -> tuple[int | None, datetime | None]:
-        """Count one attempt before its password is checked: ``(row id, None)`` for an attempt
-        that may be checked (kept as wrong until proven right), ``(None, until)`` when locked."""
-        with self.ledger.writing() as conn:
-            self._serialise(conn, key)
-            until = self._locked_until(conn, key, now)
-            outcome = "locked" if until is not None else "bad"
-            inserted = conn.execute(
-                sign_in_attempts.insert().values(username=key, at=now, outcome=outcome)
-            )
-            if until is not None:
-                return None, until
-            return int(inserted.inserted_primary_key[0]), None
-
-    def _mark_ok(self, attempt: int) -> None:
-        with self.ledger.writing() as conn:
-            conn.execute(
-                sign_in_attempts.update()
-                .where(sign_in_attempts.c.id == attempt)
-                .values(outcome="ok")
-            )
 
     def attempts_key(self, username: str) -> str:
         """Whose attempts a sign-in counts under: the account's username, or for a name with no
@@ -474,7 +409,9 @@ class SignInGuard:
         user = self.config.users.get(name)
         key = self.attempts_key(name)
         who = name if user is not None else "an unknown username"
-        attempt, until = self._reserve(key, now)
+        attempt, until = self.ledger.reserve_sign_in(
+            key, now, attempts=self.attempts, lockout=self.lockout
+        )
         if until is not None:
             verify_password(password or "", _dummy())  # same work as a real check
             log.warning("sign-in refused for %s: locked", who)
@@ -488,7 +425,7 @@ class SignInGuard:
             if until is not None:
                 return SignInResult(None, _locked_message(until, now), until)
             return SignInResult(None, "Wrong username or password.")
-        self._mark_ok(attempt)
+        self.ledger.mark_sign_in_ok(attempt)
         log.info("signed in: %s", name)
         return SignInResult(
             Person(
@@ -501,12 +438,6 @@ class SignInGuard:
             ),
             f"Signed in as {user.display_name}.",
         )
-
-
-def _int32(text: str) -> int:
-    """A signed 32-bit number for ``text`` (a PostgreSQL advisory lock key)."""
-    value = zlib.crc32(text.encode("utf-8"))
-    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _locked_message(until: datetime, now: datetime) -> str:
