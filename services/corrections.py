@@ -4,12 +4,21 @@
 new account's first credit, a credit for a debit) as ``QUEUED``, linked to its original by
 ``reverses``, together with an approval request of kind ``reversal``: nothing is sent until a
 second person approves it on the Approvals page (``approvals.approve`` then sends it once, with
-its own reference). The amount is capped, under the original's row lock, at what is left
-un-reversed and, for a credit, at what the card holds now (``Ledger.record_reversal``), so
-partial reversals add up and never exceed the original, however many people ask at once.
+its own reference). The amount is capped, under the original's row lock and its card's lock, at
+what is left un-reversed and, for a credit, at what the card holds now (``Ledger.record_reversal``),
+so partial reversals add up and never exceed the original, nor reversals of one card's credits
+what the card holds, however many people ask at once.
+
+A reversal belongs to its original's programme. Reversing a credit gives the programme back what
+it reverses once EnKash confirms it. Reversing a debit credits the card from the programme again:
+it is a credit of that programme, so it is refused while the programme is closed, ended or not
+started, and is capped at what its budget has left, which it reserves from the moment it is asked
+for (a rejected or failed one gives it back). A closed programme takes no new credits, whatever
+they are for: the manager credits the card from an open programme instead.
 
 ``request_batch_reversal`` does the same for every succeeded row of a batch as one reversal
-batch: each row is capped the same way (partial when the card was spent), rows with nothing left
+batch: each row is capped the same way (partial when the card was spent or, for a debit, when
+its programme has less left, shared by the batch's rows in row order), rows with nothing left
 to reverse stay in its report with why, and the batch waits for a second person's approval
 (``bulk.approval_reasons`` always names a reversal batch) before a worker sends it.
 """
@@ -74,8 +83,10 @@ def request_reversal(
     """Ask for a reversal of ``amount`` points of ``reference``; it waits for a second person.
 
     ``ReversalInvalid`` for an unreadable amount or a missing reason; ``ReversalRefused`` when the
-    amount is above what can be reversed now (nothing written). Repeating the same
-    ``reversal_reference`` (a double click) returns the row already recorded.
+    amount is above what can be reversed now, or the reversal of a debit would credit a closed
+    programme or one whose budget cannot cover it (nothing written; ``room`` says how much can).
+    Repeating the same ``reversal_reference`` (a double click, even two at once) returns the row
+    already recorded.
     """
     try:
         why = parse_free_text(reason, "Reason", 200)

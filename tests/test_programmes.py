@@ -443,3 +443,13 @@ def test_a_queued_batch_is_judged_by_its_programmes_own_rules_on_both_databases(
     approvals.approve(ledger, raised.id, approver="ravi")
     assert approvals.approved_budget(ledger, "QX3") == Decimal(500000)
     assert approvals.approved_budget(ledger, "Q_3") == Decimal(0)
+
+
+def test_general_is_there_for_a_movement_when_a_programme_was_made_first_after_a_reset(ledger):
+    """A sandbox reset removes every programme; one made before anything lists them used to
+    leave no General, and a credit with no programme was refused as 'no programme GENERAL'."""
+    ledger.reset()
+    ledger.create_programme(code="Q3", name="Q3", budget=Decimal("1000"), actor="finance")
+    credit = Allocation(kind="credit", reference="PDGEN0001", amount=Decimal("5"), card_id="EKC1")
+    assert movements.programme_of(ledger, credit).code == GENERAL_CODE
+    assert [p.code for p in ledger.list_programmes()] == [GENERAL_CODE, "Q3"]

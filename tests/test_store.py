@@ -1,5 +1,6 @@
-"""The store's own rules: every write goes through its write helper, and every audit event says
-what it records (``AuditKind``) so no code reads meaning out of the event's text."""
+"""The store's own rules: every write goes through its write helper, every audit event says
+what it records (``AuditKind``) so no code reads meaning out of the event's text, and only a write
+PostgreSQL rolled back on its own (a deadlock, a serialization failure) is written again."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+from sqlalchemy.exc import OperationalError
+
 from services import allocations
 from services.models import Allocation, AuditKind, Kind, Status
 from services.store import Ledger
+from services.store.transactions import WRITE_RETRIES, write_again_if_rolled_back
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,3 +87,45 @@ def test_proof_of_absence_is_read_from_the_kind_not_from_the_words(ledger: Ledge
     assert allocations.proof_of_absence(ledger, "WORDS001") is None
     ledger.note("WORDS001", actor="settle", detail="no such ref", kind=AuditKind.LOOKUP_ABSENT)
     assert allocations.proof_of_absence(ledger, "WORDS001") is not None
+
+
+class _ServerError(Exception):
+    """A driver error carrying a PostgreSQL SQLSTATE, as psycopg's do."""
+
+    def __init__(self, sqlstate: str):
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def _failing(sqlstates: list[str]):
+    """A write that fails with these SQLSTATEs in turn, then succeeds; counts its calls."""
+    calls = []
+
+    def write() -> str:
+        calls.append(1)
+        if len(calls) <= len(sqlstates):
+            raise OperationalError("UPDATE ...", {}, _ServerError(sqlstates[len(calls) - 1]))
+        return "written"
+
+    return write, calls
+
+
+def test_only_a_write_the_server_rolled_back_on_its_own_is_written_again(caplog):
+    # A deadlock, then a serialization failure: both rolled everything back, so written again.
+    write, calls = _failing(["40P01", "40001"])
+    assert write_again_if_rolled_back("the move", write) == "written"
+    assert len(calls) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "the move was rolled back by a deadlock; writing it again",
+        "the move was rolled back by a serialization failure; writing it again",
+    ]
+    # Anything else (a lost connection: it may have committed) is raised at once.
+    write, calls = _failing(["08006"])
+    with pytest.raises(OperationalError):
+        write_again_if_rolled_back("the move", write)
+    assert len(calls) == 1
+    # And a deadlock that keeps coming back is raised in the end.
+    write, calls = _failing(["40P01"] * (WRITE_RETRIES + 1))
+    with pytest.raises(OperationalError):
+        write_again_if_rolled_back("the move", write)
+    assert len(calls) == WRITE_RETRIES + 1

@@ -3,7 +3,8 @@
 Random sequences of what the store does to rows (intents, batches, claims, outcomes, settlements,
 recovery after a crash, cancellation, redating, a transaction that dies half way) on SQLite and
 PostgreSQL, then: summary = raw. Also: the rebuild command puts back a corrupted summary.
-(Reversals are not in the store yet, so they are not among the moves.)
+(Reversals are played by the property test in tests/test_corrections.py, which checks the
+programmes' counters and these summaries against a recount.)
 """
 
 from __future__ import annotations

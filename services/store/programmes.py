@@ -766,7 +766,11 @@ class ProgrammeStore(Database):
             query = query.where(programmes.c.state.in_(list(states)))
         with self.reading() as conn:
             found = [programme_record(m) for m in conn.execute(query).mappings()]
-        if not found and (states is None or "active" in states):
+        # General always exists (a movement with no programme counts against it), even on a
+        # ledger whose first programme was made before anything listed them.
+        if not any(p.code == GENERAL_CODE for p in found) and (
+            states is None or "active" in states
+        ):
             with self.writing() as conn:
                 programme_id_for(conn, None)
             return self.list_programmes(states)

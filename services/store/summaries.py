@@ -28,7 +28,8 @@ difference. From the command line::
 (``DATABASE_URL`` defaults to the environment's, else the dashboard's SQLite ledger.)
 
 Every reader sums over the keys it does not filter on (a programme's figures filter on
-``programme_id``; 0 stands for a row without a programme: a reversal, or a write around the store).
+``programme_id``; 0 stands for a row without a programme: a reversal recorded before reversals
+carried their original's programme, or a write around the store).
 The programmes' per-operator monthly counters (``operator_months``, kept by
 ``services/store/programmes.py``) are checked and rebuilt here too.
 """

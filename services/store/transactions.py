@@ -5,20 +5,42 @@ Statuses only move forward (see ``ALLOWED_TRANSITIONS``); a move is a compare-an
 database, so two workers (threads, processes or replicas sharing one PostgreSQL) can never both
 claim the same row. Every change appends an audit event (with its ``AuditKind``) in the same
 transaction as the change, through the one write helper.
+
+**The lock order.** On PostgreSQL every write transaction of the ledger takes its row locks in
+this one order, so no two of them can each hold what the other waits for (a deadlock); SQLite's
+``BEGIN IMMEDIATE`` holds the whole database and needs none:
+
+1. a schedule's row, then a batch's row (``schedules.py``, ``batches.py``);
+2. ``transactions`` rows: each row the transaction moves (its compare-and-set UPDATE), locks
+   (``FOR UPDATE``: the original of a reversal or a correction) or inserts; several in reference
+   order where they are locked together. A new row's unique reference waits only for another
+   transaction inserting or moving the same reference, so an intent is INSERTed before its
+   reservation: a repeat of a reference whose outcome is being written waits for that outcome
+   holding nothing, then replays it;
+3. a card (reversals only: a transaction-scoped advisory lock per card id, in card order,
+   ``corrections.py``), so reversals from one card are decided one at a time;
+4. ``programmes`` rows, in id order: a reservation (the budget check) and the counters a status
+   move changes (a group commit moves them after all its rows, in programme order);
+5. ``operator_months`` counters, in key order (``programmes.py``);
+6. the summaries, last, in key order (``summaries.flush`` just before the commit).
+
+A write that PostgreSQL rolls back on its own anyway (a deadlock with a path outside this order,
+a serialization failure) is written again from the start, a few times: an intent or a confirmed
+outcome is never lost to it, nor kept only in part. Each such retry is logged as a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from services.errors import Conflict
 from services.models import Allocation, AllocationResult, AuditKind, Status
 from services.redact import redact
 from services.store import summaries
@@ -31,7 +53,7 @@ from services.store.programmes import (
     programme_id_for,
     rebuild_operator_months,
     release_operator_months,
-    reserve_by_code,
+    reserve,
     reserve_rows,
 )
 from services.store.records import (
@@ -43,7 +65,18 @@ from services.store.records import (
     audit_event,
     ledger_row,
 )
-from services.store.schema import audit_events, batches, transactions, workers
+from services.store.schema import (
+    GENERAL_CODE,
+    audit_events,
+    batches,
+    programmes,
+    transactions,
+    workers,
+)
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: A worker whose heartbeat is older than this is taken for dead (its SENDING rows get settled).
 WORKER_STALE_AFTER = timedelta(seconds=30)
@@ -65,6 +98,37 @@ ALLOWED_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
 
 
 _AUDIT_INSERT = audit_events.insert()  # built once, run with the events as parameters
+
+#: PostgreSQL errors after which the server has already rolled the whole transaction back, so
+#: writing it again from the start cannot write anything twice (SQLSTATE -> what it was).
+_ROLLED_BACK = {"40P01": "a deadlock", "40001": "a serialization failure"}
+
+#: How many times such a write is written again before its error is raised.
+WRITE_RETRIES = 4
+
+
+def rolled_back_by_server(error: BaseException) -> str | None:
+    """What made PostgreSQL roll a transaction back on its own (a deadlock, a serialization
+    failure), or ``None`` for any other error (which may have left anything in any state)."""
+    if not isinstance(error, OperationalError):
+        return None
+    return _ROLLED_BACK.get(getattr(error.orig, "sqlstate", None) or "")
+
+
+def write_again_if_rolled_back(what: str, write: Callable[[], _T]) -> _T:
+    """``write()`` (one whole write transaction), written again from the start when PostgreSQL
+    rolled it back on its own (``rolled_back_by_server``), up to ``WRITE_RETRIES`` times; every
+    other error is raised at once. ``what`` names it in the warning each retry logs: a retry is
+    safe, but it means some path took its locks out of the module's order."""
+    for attempt in range(WRITE_RETRIES + 1):
+        try:
+            return write()
+        except OperationalError as error:
+            why = rolled_back_by_server(error)
+            if why is None or attempt == WRITE_RETRIES:
+                raise
+            log.warning("%s was rolled back by %s; writing it again", what, why)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _audit(conn: Connection, events: list[dict[str, Any]]) -> None:
@@ -315,47 +379,30 @@ class TransactionStore(Database):
         detail = f"intent recorded by {operator}" + (
             f" (batch {batch_id} row {row_number})" if batch_id else ""
         )
-        try:
+        event = _event(allocation.reference, now, operator, None, status, detail, AuditKind.INTENT)
+
+        def write() -> LedgerRow:
             with self.writing() as conn:
+                # The row first, then its programme's lock (the module's lock order): a repeat
+                # of this reference waits here for the first one's transaction (its intent, or
+                # its outcome being written), holding nothing, and is then a replay.
+                pid = self._insert_intent(conn, values, allocation.programme)
                 if values["transaction_type"] == "CR":
-                    # The reservation first, by code: it is the programme's lookup too, so the
-                    # budget check costs no statement of its own. A refusal (BudgetExceeded,
-                    # ProgrammeClosed) rolls back; a repeated reference is still a replay.
-                    try:
-                        pid, limit = reserve_by_code(
-                            conn, allocation.programme, values["amount_cents"]
-                        )
-                    except Conflict:
-                        if self._status(conn, allocation.reference) is not None:
-                            raise DuplicateReference(allocation.reference) from None
-                        raise
-                    values["programme_id"] = pid
-                    conn.execute(transactions.insert().values(values))
+                    # The check and the reservation are one statement; a refusal
+                    # (BudgetExceeded, ProgrammeClosed) rolls the intent back.
+                    limit = reserve(conn, pid, values["amount_cents"])
                     count_operator_months(
                         conn,
                         [values],
                         {pid: limit},
                         within_operator_limit=within_operator_limit,
                     )
-                else:
-                    _assign_programmes(conn, [values], [allocation.programme])
-                    conn.execute(transactions.insert().values(values))
                 _tally_new(conn, [values])
-                _audit(
-                    conn,
-                    [
-                        _event(
-                            allocation.reference,
-                            now,
-                            operator,
-                            None,
-                            status,
-                            detail,
-                            AuditKind.INTENT,
-                        )
-                    ],
-                )
+                _audit(conn, [event])
                 return self._fetch(conn, allocation.reference)
+
+        try:
+            return write_again_if_rolled_back(f"the intent of {allocation.reference}", write)
         except IntegrityError:
             # The unique constraint is the arbiter (two tabs inserting at once cannot both win).
             if self.get(allocation.reference) is not None:
@@ -365,6 +412,29 @@ class TransactionStore(Database):
                     allocation.reference, f"batch {batch_id} row {row_number} is already recorded"
                 ) from None
             raise
+
+    @staticmethod
+    def _insert_intent(conn: Connection, values: dict[str, Any], code: str | None) -> int:
+        """INSERT one intent row with the id of the programme with ``code`` (``None``: General)
+        looked up in the same statement; sets ``values["programme_id"]`` and returns it.
+        ``UnknownProgramme`` if no programme has the code (General is made again if a sandbox
+        reset removed it)."""
+        wanted = (code or GENERAL_CODE).strip().upper()
+        lookup = sa.select(programmes.c.id).where(programmes.c.code == wanted).scalar_subquery()
+        pid = conn.execute(
+            transactions.insert()
+            .values({**values, "programme_id": lookup})
+            .returning(transactions.c.programme_id)
+        ).scalar_one()
+        if pid is None:
+            pid = programme_id_for(conn, wanted)
+            conn.execute(
+                transactions.update()
+                .where(transactions.c.reference == values["reference"])
+                .values(programme_id=pid)
+            )
+        values["programme_id"] = int(pid)
+        return int(pid)
 
     def record_intents(
         self,
@@ -482,13 +552,19 @@ class TransactionStore(Database):
             exchanges=tuple(exchanges),
         )
         extra = move.values()
-        with self.writing() as conn:
-            conflict = self._move(conn, move, extra, datetime.now(UTC))
-            if conflict is not None:
-                raise conflict
-            insert_exchanges(conn, move.exchanges)
-            assert move.row is not None  # it moved
-            return move.row
+
+        def write() -> LedgerRow:
+            with self.writing() as conn:
+                conflict = self._move(conn, move, extra, datetime.now(UTC))
+                if conflict is not None:
+                    raise conflict
+                insert_exchanges(conn, move.exchanges)
+                assert move.row is not None  # it moved
+                return move.row
+
+        # A confirmed outcome is written whole: a deadlock or serialization failure rolled all
+        # of it back, so it is written again, not cut down by the caller's fallbacks.
+        return write_again_if_rolled_back(f"the move of {reference} to {to_status.value}", write)
 
     def transition_many(self, moves: list[Move]) -> list[LedgerRow | StatusConflict]:
         """Several ``transition`` calls committed in one transaction (a group commit).
@@ -498,16 +574,31 @@ class TransactionStore(Database):
         is not allowed or carries a result for another reference raises before anything is
         written. Any other error (the database refused a value, lost its connection) rolls the
         whole group back and raises: nothing of it is written, and each move can be retried on
-        its own with ``transition``.
+        its own with ``transition``. (A group PostgreSQL rolled back on its own, a deadlock or a
+        serialization failure, is first written again whole: ``write_again_if_rolled_back``.)
         """
         if not moves:
             return []
         values = [move.values() for move in moves]
+        # The rows in reference order, then every programme counter they move in programme
+        # order (the module's lock order): two groups at once cannot deadlock on them.
+        order = sorted(range(len(moves)), key=lambda i: moves[i].reference)
+        return write_again_if_rolled_back(
+            f"a group of {len(moves)} moves", lambda: self._move_many(moves, values, order)
+        )
+
+    def _move_many(
+        self, moves: list[Move], values: list[dict[str, Any]], order: list[int]
+    ) -> list[LedgerRow | StatusConflict]:
         now = datetime.now(UTC)
-        outcomes: list[LedgerRow | StatusConflict | None] = []
+        outcomes: list[LedgerRow | StatusConflict | None] = [None] * len(moves)
         with self.writing() as conn:
-            for move, extra in zip(moves, values, strict=True):
-                outcomes.append(self._move(conn, move, extra, now, audit=False))
+            counted: list[tuple[Any, Status, Status]] = []
+            for i in order:
+                outcomes[i] = self._move(
+                    conn, moves[i], values[i], now, audit=False, counted=counted
+                )
+            _apply_counted(conn, counted)
             _audit(
                 conn,
                 [
@@ -539,10 +630,13 @@ class TransactionStore(Database):
         now: datetime,
         *,
         audit: bool = True,
+        counted: list[tuple[Any, Status, Status]] | None = None,
     ) -> StatusConflict | None:
         """One move inside a write transaction: ``None`` when it moved (``move.before`` says
-        from which status), else the conflict (nothing written)."""
-        moved = self._cas_row(conn, move.reference, move.from_statuses, move.to_status, extra, now)
+        from which status), else the conflict (nothing written). ``counted``: see ``_cas_row``."""
+        moved = self._cas_row(
+            conn, move.reference, move.from_statuses, move.to_status, extra, now, counted
+        )
         move.before, move.row = moved if moved is not None else (None, None)
         if move.before is None:
             current = self._status(conn, move.reference)
@@ -723,7 +817,7 @@ class TransactionStore(Database):
             return 0
         with self.writing() as conn:
             moved = []
-            for reference, owner in found:
+            for reference, owner in sorted(found):  # rows in reference order: the lock order
                 # Still a CAS, on the status and on the owner seen: a row that finished, or that
                 # a live worker claimed again meanwhile, keeps what it has.
                 changed = conn.execute(
@@ -1079,8 +1173,11 @@ class TransactionStore(Database):
         to_status: Status,
         extra: dict[str, Any] | None = None,
         now: datetime | None = None,
+        counted: list[tuple[Any, Status, Status]] | None = None,
     ) -> tuple[Status, LedgerRow] | None:
-        """``_cas``, also returning the row as the UPDATE left it (``RETURNING``)."""
+        """``_cas``, also returning the row as the UPDATE left it (``RETURNING``). With
+        ``counted`` the programme counters it moves are left for ``_apply_counted`` (the caller
+        moves several rows first), else moved at once."""
         values: dict[str, Any] = {"status": to_status.value, "updated_at": now or datetime.now(UTC)}
         values.update(extra or {})
         sending = to_status is Status.SENDING
@@ -1093,7 +1190,11 @@ class TransactionStore(Database):
             params["match_status"] = before.value
             changed = conn.execute(statement, params).one_or_none()
             if changed is not None:
-                _counted(conn, changed, before, to_status)
+                if counted is None:
+                    _counted(conn, changed, before, to_status)
+                else:
+                    summaries.move(conn, changed, before.value, to_status.value)  # a tally only
+                    counted.append((changed, before, to_status))
                 return before, ledger_row(changed._mapping)
         return None
 
@@ -1127,17 +1228,31 @@ class TransactionStore(Database):
 def _counted(conn: Connection, changed: Any, before: Status, after: Status) -> None:
     """Move the programme's counters, the operator's month and the summaries for one row's
     status move (``changed``: the row as its UPDATE returned it), in the move's transaction."""
-    apply_move(
-        conn,
-        changed.programme_id,
-        changed.transaction_type,
-        changed.amount_cents,
-        before,
-        after,
-    )
-    if before in IN_FLIGHT and after is Status.FAILED:
-        release_operator_months(conn, [changed])
+    _apply_counted(conn, [(changed, before, after)])
     summaries.move(conn, changed, before.value, after.value)
+
+
+def _apply_counted(conn: Connection, counted: list[tuple[Any, Status, Status]]) -> None:
+    """The programme counters and operator months of several rows' moves (``_cas_row`` with
+    ``counted``), in programme order, then operator-month order: the module's lock order."""
+    ordered = sorted(counted, key=lambda found: found[0].programme_id or 0)
+    for changed, before, after in ordered:
+        apply_move(
+            conn,
+            changed.programme_id,
+            changed.transaction_type,
+            changed.amount_cents,
+            before,
+            after,
+        )
+    release_operator_months(
+        conn,
+        [
+            changed
+            for changed, before, after in ordered
+            if before in IN_FLIGHT and after is Status.FAILED
+        ],
+    )
 
 
 _CAS_STATEMENTS: dict[tuple[tuple[str, ...], bool], Any] = {}
