@@ -720,6 +720,7 @@ class TransactionStore(Database):
         """
         t = transactions
         references = list(when_of)
+        now = datetime.now(UTC)
         with self.writing() as conn:
             moved: list[dict[str, Any]] = []
             shifts: dict[str, timedelta] = {}
@@ -756,9 +757,10 @@ class TransactionStore(Database):
                             found.programme_id,
                         )
                     shifts[reference] = shift
-                    moved.append(
-                        {"ref": reference, "created": created + shift, "updated": updated + shift}
-                    )
+                    # An update time is never still to come: a row moved to a later day than
+                    # it was sent on is last updated now, at the latest.
+                    last = min(updated + shift, max(now, created + shift))
+                    moved.append({"ref": reference, "created": created + shift, "updated": last})
             if moved:
                 conn.execute(
                     t.update()
