@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from services.sandbox import start_sandbox
 from services.sandbox.store import AllocationRequest
@@ -30,12 +31,24 @@ def click_history_row(page, number: int) -> None:
     """Click the ``number``-th row (0 = newest) of History's transactions table."""
     open_page(page, "History")
     table = page.locator("[class*='st-key-history_table_']")
-    table.scroll_into_view_if_needed()
-    box = table.bounding_box()
-    assert box is not None
-    page.mouse.click(box["x"] + 15, box["y"] + 35 * (number + 1) + 17)  # the row's marker
-    wait_idle(page)
-    page.get_by_role("heading", name="Transaction", exact=True).wait_for()
+    heading = page.get_by_role("heading", name="Transaction", exact=True)
+    for attempt in range(3):
+        # The grid draws on a canvas: on a busy machine it may take a click before it is ready
+        # to select (nothing is selected then, and the page stays as it was). Click again.
+        table.scroll_into_view_if_needed()
+        box = table.bounding_box()
+        assert box is not None
+        page.mouse.click(box["x"] + 15, box["y"] + 35 * (number + 1) + 17)  # the row's marker
+        wait_idle(page)
+        try:
+            heading.wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            if "ref=" in page.url:  # it was selected (a second click would unselect it)
+                heading.wait_for(timeout=20_000)
+                return
 
 
 def test_reverse_a_credit_with_approval_then_fix_a_refused_batch_row(tmp_path: Path):
