@@ -33,7 +33,7 @@ from services.allocations import (
     Outcome,
     is_proof_of_absence,
 )
-from services.enkash import EnkashClient, EnkashError
+from services.enkash import OTHER_CARD, EnkashClient, EnkashError
 from services.errors import NotFound
 from services.models import AccountDetails, AuditKind, SettleOutcome, Status
 from services.store import AuditEvent, Ledger, LedgerRow, StatusConflict
@@ -80,6 +80,8 @@ class UnknownTransaction:
     def state(self) -> str:
         """What is known, in words."""
         if self.mismatch and not self.proven_absent:
+            if (self.row.enkash_message or "").startswith(OTHER_CARD):
+                return "EnKash answered for another card; not checked since."
             return "EnKash answered for another reference; not checked since."
         if self.proven_absent:
             if self.mismatch:

@@ -718,6 +718,10 @@ def test_a_success_naming_another_card_is_a_mismatch_never_re_attributed(sandbox
     assert outcome.row.card_id == card
     assert outcome.headline == "EnKash answered for a different card"
     assert outcome.row.reference in [r.reference for r in reconcile.reference_mismatches(ledger)]
+    (waiting,) = [
+        u for u in reconcile.unknown_transactions(ledger) if u.reference == outcome.row.reference
+    ]
+    assert waiting.state == "EnKash answered for another card; not checked since."
     with pytest.raises(allocations.StatusConflict):
         resend(ledger, client, outcome.row.reference, actor="asha", absence_grace=NO_GRACE)
 
