@@ -218,18 +218,9 @@ class CorrectionStore(Database):
                 + (f": {room.why}" if room.why else ""),
                 room,
             )
-        values = _intent_values(
-            reversal,
-            operator=maker,
-            status=Status.QUEUED,
-            batch_id=batch_id,
-            row_number=row_number,
-            session_id=None,
-            approved_by=None,
-            now=now,
+        values = _reversal_values(
+            reversal, reference, room, operator=maker, batch_id=batch_id, number=row_number, now=now
         )
-        values["reverses"] = reference
-        values["programme_id"] = room.programme_id
         conn.execute(transactions.insert().values(values))
         _reserve(conn, [values])
         _tally_new(conn, [values])
@@ -398,19 +389,17 @@ class CorrectionStore(Database):
                 card_id=original.card_id,
                 reason=reason,
             )
-            values = _intent_values(
+            values = _reversal_values(
                 reversal,
+                reference,
+                room,
                 operator=operator,
-                status=Status.QUEUED,
                 batch_id=batch_id,
-                row_number=number,
-                session_id=session_id,
-                approved_by=None,
+                number=number,
                 now=now,
+                session_id=session_id,
             )
-            values["reverses"] = reference
             values["first_name"] = original.first_name
-            values["programme_id"] = room.programme_id
             rows.append(values)
             _take(taken, room)
             # The room of the next original (of the same card) must see this row as on its way.
@@ -605,3 +594,31 @@ class CorrectionStore(Database):
             )
         ).scalar_one()
         return from_cents(int(latest[0]) - int(pending))
+
+
+def _reversal_values(
+    reversal: Allocation,
+    reverses: str,
+    room: ReversalRoom,
+    *,
+    operator: str,
+    batch_id: str | None,
+    number: int | None,
+    now: datetime,
+    session_id: str | None = None,
+) -> dict[str, Any]:
+    """The row of a reversal waiting for approval: it names what it reverses and counts in that
+    original's programme."""
+    values = _intent_values(
+        reversal,
+        operator=operator,
+        status=Status.QUEUED,
+        batch_id=batch_id,
+        row_number=number,
+        session_id=session_id,
+        approved_by=None,
+        now=now,
+    )
+    values["reverses"] = reverses
+    values["programme_id"] = room.programme_id
+    return values
