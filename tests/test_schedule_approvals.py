@@ -26,30 +26,20 @@ from services.config import load_settings
 from services.desk import Desk
 from services.errors import InvalidInput
 from services.recurrence import IST, Repeat, Rule
-from tests.test_schedules import QUICK_GRACE, cards, ist, rows, sent_references, tick
+from tests import test_schedules
+from tests.test_schedules import (
+    cards,
+    ist,
+    rows,
+    sent_references,
+    tick,
+)
 
 # 2027-01-10 is a Sunday; the weekly schedules below run on Wednesdays (13, 20, 27 Jan) at 09:00.
 WEDNESDAY = 2
 
 
-@pytest.fixture
-def desk(tmp_path: Path):
-    settings = load_settings(
-        secrets_file=None,
-        points_desk_data_dir=tmp_path,
-        points_desk_embedded_worker=False,  # the test calls the worker's pass itself
-        points_desk_settle_interval_seconds=0,
-    )
-    with time_machine.travel(ist(2027, 1, 10, 10), tick=True):
-        the_desk = Desk(settings)
-        the_desk.runner.absence_grace = QUICK_GRACE
-        assert the_desk.worker is not None
-        the_desk.worker.sends = True  # its pass picks batches up; no loop thread runs
-        the_desk.ledger.create_programme(
-            code="BONUS", name="Bonus", budget=Decimal("100000"), actor="finance"
-        )
-        yield the_desk
-        the_desk.close()
+desk = test_schedules.desk  # the fixture: the same Desk, worker and clock as those tests
 
 
 def weekly(start: date = date(2027, 1, 11), weekday: int = WEDNESDAY, at: time = time(9)) -> Rule:
